@@ -1,0 +1,91 @@
+"""Agents: a provider + a model + instructions + tools (SPEC section 2)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+
+class AgentStatus(models.TextChoices):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    ERROR = "error"
+    COOLDOWN = "cooldown"
+
+
+class Provider(models.TextChoices):
+    LOCAL = "local"
+    OLLAMA = "ollama"
+    OPENAI = "openai"
+    GEMINI = "gemini"
+
+
+class Agent(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="agents",
+        help_text="Empty: shared with everyone.",
+    )
+    name = models.CharField(max_length=120)
+    emoji = models.CharField(max_length=16, blank=True, default="🤖")
+    description = models.TextField(blank=True, default="")
+    workspace = models.SlugField(max_length=64, default="default")
+    provider = models.CharField(max_length=32, default=Provider.LOCAL)
+    model = models.CharField(max_length=200)
+    base_url = models.URLField(max_length=500, blank=True, default="")
+    system_prompt = models.TextField(blank=True, default="")
+    personality = models.TextField(blank=True, default="")
+    capabilities = models.JSONField(default=list, blank=True)
+    interaction_modes = models.JSONField(default=list, blank=True)
+    temperature = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
+    )
+    max_tokens = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)]
+    )
+    tools = models.JSONField(
+        default=list, blank=True, help_text="Tool specs: name, description, parameters, execution."
+    )
+    config = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Provider-specific options, e.g. api_key_env (the NAME of the variable holding the key). Never secrets.",
+    )
+    status = models.CharField(max_length=16, choices=AgentStatus.choices, default=AgentStatus.ACTIVE)
+    cooldown_until = models.DateTimeField(null=True, blank=True)
+    last_active_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "created_at"]
+        indexes = [
+            models.Index(fields=["owner", "status"], name="agent_owner_status"),
+            models.Index(fields=["workspace", "provider"], name="agent_workspace_provider"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=AgentStatus.values), name="agent_status_valid"
+            ),
+            models.CheckConstraint(condition=~models.Q(name=""), name="agent_name_not_empty"),
+            models.CheckConstraint(condition=~models.Q(model=""), name="agent_model_not_empty"),
+            models.CheckConstraint(
+                condition=models.Q(temperature__isnull=True)
+                | models.Q(temperature__gte=0.0, temperature__lte=2.0),
+                name="agent_temperature_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.emoji} {self.name}".strip()
+
+    @property
+    def is_shared(self) -> bool:
+        return self.owner_id is None

@@ -1,0 +1,169 @@
+"""Writes of agents. Views, consumers and the admin all call these."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from agents.models import Agent, AgentStatus
+from nexus.errors import ValidationFailed
+
+_TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+EDITABLE_FIELDS = (
+    "name",
+    "emoji",
+    "description",
+    "workspace",
+    "provider",
+    "model",
+    "base_url",
+    "system_prompt",
+    "personality",
+    "capabilities",
+    "interaction_modes",
+    "temperature",
+    "max_tokens",
+    "tools",
+    "config",
+    "status",
+)
+_SECRET_HINTS = ("api_key", "apikey", "secret", "password", "token")
+
+
+def tool_specs_validate(tools: Any) -> list[dict[str, Any]]:
+    """Check a list of tool specs: name, description, JSON Schema parameters, execution."""
+    if not isinstance(tools, list):
+        raise ValidationFailed("tools must be a list.", details={"tools": ["Expected a list of tool specs."]})
+    seen: set[str] = set()
+    cleaned = []
+    for index, spec in enumerate(tools):
+        where = f"tools[{index}]"
+        if not isinstance(spec, dict):
+            raise ValidationFailed("Invalid tool spec.", details={where: ["Expected an object."]})
+        name = spec.get("name")
+        if not isinstance(name, str) or not _TOOL_NAME.match(name):
+            raise ValidationFailed("Invalid tool name.", details={where: ["name must be an identifier."]})
+        if name in seen:
+            raise ValidationFailed("Duplicate tool name.", details={where: [f"{name} is listed twice."]})
+        seen.add(name)
+        parameters = spec.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
+            raise ValidationFailed(
+                "Invalid tool parameters.", details={where: ["parameters must be a JSON Schema object."]}
+            )
+        execution = spec.get("execution", "server")
+        if execution not in {"server", "client"}:
+            raise ValidationFailed(
+                "Invalid tool execution.", details={where: ["execution is server or client."]}
+            )
+        cleaned.append(
+            {
+                "name": name,
+                "description": str(spec.get("description", "")),
+                "parameters": parameters,
+                "execution": execution,
+            }
+        )
+    return cleaned
+
+
+def _config_validate(config: Any) -> dict[str, Any]:
+    if not isinstance(config, dict):
+        raise ValidationFailed("config must be an object.", details={"config": ["Expected an object."]})
+    for key, value in config.items():
+        lowered = key.lower()
+        # `api_key_env` names a variable; anything else that looks like a credential is refused.
+        if lowered != "api_key_env" and any(hint in lowered for hint in _SECRET_HINTS):
+            raise ValidationFailed(
+                "Secrets are never stored in agents.",
+                details={"config": [f"{key}: put the secret in the environment and set api_key_env."]},
+            )
+        if lowered == "api_key_env" and (not isinstance(value, str) or not value.endswith("_API_KEY")):
+            raise ValidationFailed(
+                "api_key_env names an environment variable ending in _API_KEY.",
+                details={"config": ["api_key_env must name a variable like GROQ_API_KEY."]},
+            )
+    return config
+
+
+def _clean(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ValidationFailed(
+            "Unknown fields.", details={name: ["Unknown field."] for name in sorted(unknown)}
+        )
+    if "tools" in fields:
+        fields["tools"] = tool_specs_validate(fields["tools"])
+    if "config" in fields:
+        fields["config"] = _config_validate(fields["config"])
+    for name in ("capabilities", "interaction_modes"):
+        if name in fields and (
+            not isinstance(fields[name], list) or not all(isinstance(v, str) for v in fields[name])
+        ):
+            raise ValidationFailed(
+                f"{name} must be a list of strings.", details={name: ["Expected strings."]}
+            )
+    if "provider" in fields:
+        from providers.registry import registry
+
+        if fields["provider"] not in registry.names():
+            raise ValidationFailed(
+                "Unknown provider.", details={"provider": [f"One of {', '.join(sorted(registry.names()))}."]}
+            )
+    if "status" in fields and fields["status"] not in AgentStatus.values:
+        raise ValidationFailed(
+            "Invalid status.", details={"status": [f"One of {', '.join(AgentStatus.values)}."]}
+        )
+    return fields
+
+
+def _full_clean(agent: Agent) -> None:
+    try:
+        agent.full_clean(exclude=["owner"])
+    except DjangoValidationError as exc:
+        raise ValidationFailed("Invalid agent.", details=exc.message_dict) from None
+
+
+@transaction.atomic
+def agent_create(*, owner: Any, **fields: Any) -> Agent:
+    """Create an agent owned by ``owner`` (None: shared with everyone)."""
+    fields = _clean(dict(fields))
+    agent = Agent(owner=owner, **fields)
+    _full_clean(agent)
+    agent.save()
+    return agent
+
+
+@transaction.atomic
+def agent_update(*, agent: Agent, **fields: Any) -> Agent:
+    fields = _clean(dict(fields))
+    for key, value in fields.items():
+        setattr(agent, key, value)
+    _full_clean(agent)
+    agent.save()
+    return agent
+
+
+@transaction.atomic
+def agent_delete(*, agent: Agent) -> None:
+    agent.delete()
+
+
+def agent_set_status(*, agent: Agent, status: str, cooldown_until: Any = None) -> Agent:
+    if status not in AgentStatus.values:
+        raise ValidationFailed(
+            "Invalid status.", details={"status": [f"One of {', '.join(AgentStatus.values)}."]}
+        )
+    agent.status = status
+    agent.cooldown_until = cooldown_until if status == AgentStatus.COOLDOWN else None
+    agent.save(update_fields=["status", "cooldown_until", "updated_at"])
+    return agent
+
+
+def agent_mark_active(*, agent_id: Any) -> None:
+    """Record that an agent just answered (cheap single UPDATE, no signals)."""
+    Agent.objects.filter(pk=agent_id).update(last_active_at=timezone.now())

@@ -1,0 +1,234 @@
+"""Conversations, their ordered participants, messages and runs (SPEC section 2)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class SessionType(models.TextChoices):
+    HUMAN_AGENT = "human_agent"
+    AGENT_AGENT = "agent_agent"
+
+
+class ConversationStatus(models.TextChoices):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    EXPIRED = "expired"
+
+
+class DoubleTextPolicy(models.TextChoices):
+    ENQUEUE = "enqueue"
+    REJECT = "reject"
+    INTERRUPT = "interrupt"
+
+
+class Conversation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True, default="")
+    session_type = models.CharField(
+        max_length=16, choices=SessionType.choices, default=SessionType.HUMAN_AGENT
+    )
+    agents = models.ManyToManyField("agents.Agent", through="Participant", related_name="conversations")
+    status = models.CharField(
+        max_length=16, choices=ConversationStatus.choices, default=ConversationStatus.ACTIVE
+    )
+    context = models.JSONField(default=dict, blank=True)
+    settings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="max_turns, goal, termination_phrase, cooldown_seconds, token_budget, double_text.",
+    )
+    last_seq = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [
+            models.Index(fields=["owner", "-updated_at"], name="conv_owner_recent"),
+            models.Index(fields=["status", "expires_at"], name="conv_status_expiry"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(session_type__in=SessionType.values), name="conversation_session_type_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=ConversationStatus.values), name="conversation_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(last_seq__gte=0), name="conversation_last_seq_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {str(self.id)[:8]}"
+
+    @property
+    def double_text_policy(self) -> str:
+        value = (self.settings or {}).get("double_text", DoubleTextPolicy.ENQUEUE)
+        return value if value in DoubleTextPolicy.values else DoubleTextPolicy.ENQUEUE
+
+
+class Participant(models.Model):
+    """An agent in a conversation, in speaking order, with a role such as primary/secondary."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="participants")
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="participations")
+    role = models.CharField(max_length=32, default="primary")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["conversation", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "position"], name="participant_position_unique"),
+            models.UniqueConstraint(fields=["conversation", "agent"], name="participant_agent_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.position}"
+
+
+class MessageRole(models.TextChoices):
+    USER = "user"
+    AGENT = "agent"
+    SYSTEM = "system"
+    TOOL = "tool"
+
+
+class MessageType(models.TextChoices):
+    MESSAGE = "message"
+    THOUGHT = "thought"
+    ACTION = "action"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+
+
+class MessageStatus(models.TextChoices):
+    STREAMING = "streaming"
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+
+class Opinion(models.TextChoices):
+    POSITIVE = "positive"
+    NEGATIVE = "negative"
+
+
+class Message(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    agent = models.ForeignKey(
+        "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+    role = models.CharField(max_length=16, choices=MessageRole.choices)
+    type = models.CharField(max_length=16, choices=MessageType.choices, default=MessageType.MESSAGE)
+    content = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=MessageStatus.choices, default=MessageStatus.COMPLETE)
+    seq = models.BigIntegerField(null=True, blank=True, help_text="The event seq that created this message.")
+    metadata = models.JSONField(default=dict, blank=True)
+    opinion = models.CharField(max_length=8, choices=Opinion.choices, null=True, blank=True)
+    feedback_comment = models.TextField(blank=True, default="")
+    client_message_id = models.CharField(max_length=128, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["conversation", "seq", "created_at"]
+        indexes = [
+            models.Index(fields=["conversation", "seq"], name="message_conv_seq"),
+            models.Index(fields=["conversation", "created_at"], name="message_conv_created"),
+            models.Index(fields=["status"], name="message_status"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "seq"], condition=Q(seq__isnull=False), name="message_seq_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["conversation", "client_message_id"],
+                condition=Q(client_message_id__isnull=False),
+                name="message_client_id_unique",
+            ),
+            models.CheckConstraint(condition=Q(role__in=MessageRole.values), name="message_role_valid"),
+            models.CheckConstraint(condition=Q(type__in=MessageType.values), name="message_type_valid"),
+            models.CheckConstraint(condition=Q(status__in=MessageStatus.values), name="message_status_valid"),
+            models.CheckConstraint(
+                condition=Q(opinion__isnull=True) | Q(opinion__in=Opinion.values),
+                name="message_opinion_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(role=MessageRole.AGENT) | Q(agent__isnull=False) | Q(status=MessageStatus.ERROR),
+                name="message_agent_role_has_agent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.seq}"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    INCOMPLETE = "incomplete"
+
+
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class Run(models.Model):
+    """One agent producing one reply. Owned by the run executor, never by a socket."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="runs")
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="runs")
+    trigger_message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="triggered_runs"
+    )
+    reply_message = models.OneToOneField(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="reply_run"
+    )
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    owner = models.CharField(
+        max_length=200, blank=True, default="", help_text="Process or channel executing it."
+    )
+    cancel_requested = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    usage = models.JSONField(default=dict, blank=True)
+    error = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat"),
+            models.Index(fields=["conversation", "status"], name="run_conversation_status"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="run_status_valid"),
+            # One reply at a time per conversation: others wait (enqueue) or are refused.
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=Q(status=RunStatus.RUNNING),
+                name="run_one_running_per_conversation",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {str(self.id)[:8]} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_RUN_STATUSES

@@ -1,0 +1,310 @@
+"""Nexus settings: read only from the environment (and an optional ``.env`` file).
+
+This is the only module that reads ``os.environ``. Bad values stop the process at start with a
+message naming the variable. ``.env.example`` documents every variable.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
+
+from nexus.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_rate,
+    env_str,
+    provider_keys,
+    redis_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# A .env beside manage.py fills in what the real environment does not set; it never overrides.
+load_dotenv(BASE_DIR / ".env", override=False)
+
+VAR_DIR = Path(env_str("NEXUS_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+
+
+def _secret_key() -> str:
+    key = env_str("DJANGO_SECRET_KEY")
+    if key:
+        if len(key) < 32:
+            raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 32 characters")
+        return key
+    # Embedded default: a random key made once and kept in var/, so `make run` needs no setup
+    # and sessions survive restarts. Deployments set DJANGO_SECRET_KEY.
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "agents",
+    "conversations",
+    "realtime",
+    "runs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "nexus.urls"
+ASGI_APPLICATION = "nexus.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+
+
+def _database() -> dict:
+    url = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+    try:
+        config = dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0))
+    except (ValueError, KeyError) as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    engine = config.get("ENGINE", "")
+    if engine not in {"django.db.backends.sqlite3", "django.db.backends.postgresql"}:
+        raise ImproperlyConfigured("DATABASE_URL must be a sqlite:// or postgres:// URL")
+    if not config.get("NAME"):
+        raise ImproperlyConfigured("DATABASE_URL names no database")
+    if engine == "django.db.backends.sqlite3":
+        # WAL lets readers run beside the single writer; a busy timeout beats "database is locked".
+        config["OPTIONS"] = {
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+        }
+    else:
+        config.setdefault("OPTIONS", {})
+        config["OPTIONS"].setdefault("connect_timeout", 5)
+    config["TEST"] = {"NAME": env_str("DATABASE_TEST_NAME") or None}
+    return config
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channel layer, cache, event log ---------------------------------------------------
+
+REDIS_URL = redis_url("REDIS_URL")
+NEXUS_REDIS_PREFIX = env_str("NEXUS_REDIS_PREFIX", "nexus")
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # socket_timeout None: redis-py 8 otherwise times out a blocking read after 5 s
+                # and an idle consumer crashes with 1011.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "prefix": f"{NEXUS_REDIS_PREFIX}:asgi",
+                "capacity": env_int("NEXUS_CHANNEL_CAPACITY", 1000, minimum=10),
+                "expiry": 60,
+            },
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": f"{NEXUS_REDIS_PREFIX}:cache",
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "nexus"}}
+
+# --- Runs and the event log -------------------------------------------------------------------
+
+NEXUS_RUN_MODE = env_choice("NEXUS_RUN_MODE", "inline", {"inline", "worker"})
+if NEXUS_RUN_MODE == "worker" and not REDIS_URL:
+    raise ImproperlyConfigured("NEXUS_RUN_MODE=worker needs REDIS_URL (workers are reached over Redis)")
+NEXUS_RUN_CHANNEL = "nexus-runs"
+NEXUS_EVENT_LOG_MAXLEN = env_int("NEXUS_EVENT_LOG_MAXLEN", 10_000, minimum=100)
+NEXUS_EVENT_LOG_TTL = env_int("NEXUS_EVENT_LOG_TTL", 86_400, minimum=60)
+NEXUS_RUN_HEARTBEAT_SECONDS = env_float("NEXUS_RUN_HEARTBEAT_SECONDS", 3.0, minimum=0.1)
+NEXUS_RUN_STALE_SECONDS = env_float("NEXUS_RUN_STALE_SECONDS", 15.0, minimum=1.0)
+NEXUS_CHECKPOINT_SECONDS = env_float("NEXUS_CHECKPOINT_SECONDS", 1.0, minimum=0.1)
+NEXUS_MAX_TOOL_ROUNDS = env_int("NEXUS_MAX_TOOL_ROUNDS", 8, minimum=1, maximum=32)
+NEXUS_CLIENT_TOOL_TIMEOUT = env_float("NEXUS_CLIENT_TOOL_TIMEOUT", 60.0, minimum=0.1)
+
+# --- WebSocket limits (SPEC section 4) --------------------------------------------------------
+
+NEXUS_WS_MESSAGES_PER_MINUTE = env_int("NEXUS_WS_MESSAGES_PER_MINUTE", 60, minimum=1)
+NEXUS_WS_MAX_SOCKETS_PER_USER = env_int("NEXUS_WS_MAX_SOCKETS_PER_USER", 5, minimum=1)
+NEXUS_WS_MAX_MESSAGE_BYTES = env_int("NEXUS_WS_MAX_MESSAGE_BYTES", 1_048_576, minimum=1024)
+NEXUS_WS_MAX_AGE_SECONDS = env_int("NEXUS_WS_MAX_AGE_SECONDS", 4 * 3600, minimum=1)
+NEXUS_WS_PING_INTERVAL = env_float("NEXUS_WS_PING_INTERVAL", 30.0, minimum=0.1)
+NEXUS_WS_PONG_TIMEOUT = env_float("NEXUS_WS_PONG_TIMEOUT", 30.0, minimum=0.1)
+NEXUS_WS_ALLOW_QUERY_TOKEN = env_bool("NEXUS_WS_ALLOW_QUERY_TOKEN", True)
+NEXUS_WS_ALLOWED_ORIGINS = env_list(
+    "NEXUS_WS_ALLOWED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"]
+)
+NEXUS_CONVERSATION_IDLE_SECONDS = env_int("NEXUS_CONVERSATION_IDLE_SECONDS", 3600, minimum=1)
+
+# --- Providers --------------------------------------------------------------------------------
+
+NEXUS_PROVIDER_API_KEYS = provider_keys()
+OLLAMA_BASE_URL = env_str("OLLAMA_BASE_URL", "http://localhost:11434")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "")
+GEMINI_BASE_URL = env_str("GEMINI_BASE_URL", "")
+NEXUS_LOCAL_MODEL_PATH = env_str("NEXUS_LOCAL_MODEL_PATH", "")
+NEXUS_LOCAL_MODEL_THREADS = env_int("NEXUS_LOCAL_MODEL_THREADS", 2, minimum=1)
+NEXUS_PROVIDER_RETRY_AFTER_CAP = env_float("NEXUS_PROVIDER_RETRY_AFTER_CAP", 20.0, minimum=0)
+
+# --- Auth and the REST API --------------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+NEXUS_REGISTRATION_ENABLED = env_bool("NEXUS_REGISTRATION_ENABLED", False)
+
+NEXUS_JWT_SIGNING_KEY = env_str("NEXUS_JWT_SIGNING_KEY") or SECRET_KEY
+NEXUS_JWT_AUDIENCE = env_str("NEXUS_JWT_AUDIENCE", "nexus")
+NEXUS_JWT_ISSUER = env_str("NEXUS_JWT_ISSUER", "nexus")
+NEXUS_WS_TICKET_SECONDS = env_int("NEXUS_WS_TICKET_SECONDS", 30, minimum=1)
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("NEXUS_JWT_ACCESS_MINUTES", 15, minimum=1)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("NEXUS_JWT_REFRESH_DAYS", 7, minimum=1)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": NEXUS_JWT_SIGNING_KEY,
+    "AUDIENCE": NEXUS_JWT_AUDIENCE,
+    "ISSUER": NEXUS_JWT_ISSUER,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "user_id",
+    "CHECK_USER_IS_ACTIVE": True,
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": env_int("NEXUS_API_PAGE_SIZE", 20, minimum=1, maximum=500),
+    "DEFAULT_THROTTLE_RATES": {
+        "login": env_rate("NEXUS_THROTTLE_LOGIN", "10/min"),
+        "verify": env_rate("NEXUS_THROTTLE_VERIFY", "50/min"),
+        "conversation_create": env_rate("NEXUS_THROTTLE_CONVERSATION_CREATE", "5/min"),
+        "conversation_read": env_rate("NEXUS_THROTTLE_CONVERSATION_READ", "10/min"),
+        "agent_ops": env_rate("NEXUS_THROTTLE_AGENT_OPS", "20/min"),
+    },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Nexus API",
+    "DESCRIPTION": "Realtime AI agent chat: agents, conversations, runs.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Security ----------------------------------------------------------------------------------
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+if env_bool("DJANGO_BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+X_FRAME_OPTIONS = "DENY"
+
+# --- Static files, i18n, logging ---------------------------------------------------------------
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+LOG_LEVEL = env_choice("NEXUS_LOG_LEVEL", "info", {"debug", "info", "warning", "error"}).upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
+}
+
+NEXUS_VERSION = "0.1.0"

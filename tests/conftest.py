@@ -1,0 +1,76 @@
+"""Fixtures shared by the whole suite.
+
+Services: tests that need PostgreSQL or Redis take the ``postgres_url`` / ``redis_url`` fixtures.
+Locally a missing service skips them; in CI (``CI=true``) it fails them: they are mandatory there.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+REDIS_URL = os.environ.get("NEXUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("NEXUS_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def _answers(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _require(name: str, url: str, default_port: int) -> str:
+    if _answers(url, default_port):
+        return url
+    message = f"{name} is not answering at {url}"
+    if IN_CI:
+        pytest.fail(f"{message}; it is mandatory in CI")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> str:
+    """The machine's Redis (mandatory in CI)."""
+    return _require("Redis", REDIS_URL, 6379)
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """The machine's Redis, for one test: callers use ``redis_prefix`` to keep keys apart."""
+    return redis_server_url
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"nexus-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The machine's PostgreSQL (mandatory in CI)."""
+    return _require("PostgreSQL", POSTGRES_URL, 5432)
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="alice-password-123")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user(username="mallory", password="mallory-password-123")
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user(
+        username="operator", password="operator-password-123", is_staff=True, is_superuser=True
+    )
