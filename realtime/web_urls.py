@@ -1,0 +1,3 @@
+"""The browser chat page at / (templates and static files, no build step)."""
+
+urlpatterns: list = []
