@@ -1,5 +1,5 @@
 """ASGI entry point: HTTP through Django, WebSocket through the realtime consumers, and the
-`nexus-runs` channel for run workers (`manage.py runworker nexus-runs`)."""
+``nexus-runs`` channel for run workers (``manage.py runworker nexus-runs``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,17 @@ from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from realtime.middleware import NexusAuthStack  # noqa: E402
+from realtime.routing import websocket_urlpatterns  # noqa: E402
+from runs.worker import RunWorkerConsumer  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": NexusAuthStack(URLRouter(websocket_urlpatterns)),
+        "channel": ChannelNameRouter({settings.NEXUS_RUN_CHANNEL: RunWorkerConsumer.as_asgi()}),
+    }
+)

@@ -1,0 +1,467 @@
+"""WebSocket consumers: they only translate. Frames in -> service calls; log events -> frames out.
+
+Every socket accepts first and closes with a 4xxx code after an ``error`` frame, so browsers see
+the code. Runs are never owned by a socket: closing one never stops a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from nexus.errors import NexusError, NotFound
+from realtime import protocol
+from realtime.eventlog import EventLogUnavailable, LoggedEvent, get_event_log
+from realtime.limits import get_limits
+from realtime.middleware import SUBPROTOCOL
+
+logger = logging.getLogger(__name__)
+
+CLOSE_GENERIC = 4000
+CLOSE_INVALID_SESSION = 4001
+CLOSE_EXPIRED = 4002
+CLOSE_AUTH = 4003
+CLOSE_RATE_LIMITED = 4004
+CLOSE_TOO_LARGE = 1009
+CLOSE_INTERNAL = 1011
+RATE_STRIKES_BEFORE_CLOSE = 10
+MAX_PENDING_EVENTS = 5000
+
+
+class BaseSocket(AsyncWebsocketConsumer):
+    """Authentication, limits, keepalive and the error-frame discipline shared by every endpoint."""
+
+    requires_staff = False
+    socket_id: str
+    user: Any
+
+    async def connect(self) -> None:
+        self.socket_id = uuid.uuid4().hex
+        self.user = self.scope.get("user")
+        self.auth = self.scope.get("auth") or {}
+        self._registered = False
+        self._closing = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._last_received = time.monotonic()
+        self._rate_strikes = 0
+        subprotocols = self.scope.get("subprotocols") or []
+        await self.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in subprotocols else None)
+        if self.auth.get("error") or not getattr(self.user, "is_authenticated", False):
+            code = CLOSE_EXPIRED if self.auth.get("expired") else CLOSE_AUTH
+            await self.close_with("forbidden", self.auth.get("error") or "Authentication failed.", code)
+            return
+        if self.requires_staff and not self.user.is_staff:
+            await self.close_with("forbidden", "Staff only.", CLOSE_AUTH)
+            return
+        if not await get_limits().socket_open(self.user.pk, self.socket_id):
+            await self.close_with(
+                "rate_limited",
+                f"At most {settings.NEXUS_WS_MAX_SOCKETS_PER_USER} sockets per user.",
+                CLOSE_RATE_LIMITED,
+            )
+            return
+        self._registered = True
+        from realtime.presence import presence
+
+        presence.socket_opened(self)
+        await self.send(
+            text_data=protocol.control_frame(
+                "connection",
+                {
+                    "status": "connected",
+                    "user": {"id": self.user.pk, "username": self.user.get_username()},
+                    "protocol_version": protocol.PROTOCOL_VERSION,
+                    "limits": {
+                        "messages_per_minute": settings.NEXUS_WS_MESSAGES_PER_MINUTE,
+                        "max_sockets": settings.NEXUS_WS_MAX_SOCKETS_PER_USER,
+                        "max_message_bytes": settings.NEXUS_WS_MAX_MESSAGE_BYTES,
+                        "max_age_seconds": settings.NEXUS_WS_MAX_AGE_SECONDS,
+                    },
+                    "heartbeat_interval": settings.NEXUS_WS_PING_INTERVAL,
+                    "socket_id": self.socket_id,
+                },
+            )
+        )
+        self._tasks.append(asyncio.get_running_loop().create_task(self._keepalive()))
+        try:
+            await self.on_connected()
+        except NexusError as exc:
+            await self.close_with(
+                exc.code, exc.message, CLOSE_INVALID_SESSION if isinstance(exc, NotFound) else CLOSE_GENERIC
+            )
+        except Exception:
+            logger.exception("socket setup failed")
+            await self.close_with("internal", "The server could not set up this connection.", CLOSE_INTERNAL)
+
+    async def on_connected(self) -> None:
+        """Endpoint-specific setup after authentication and limits."""
+
+    async def close_with(
+        self, code: str, message: str, close_code: int, *, retry_after: float | None = None
+    ) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await self.send(text_data=protocol.error_frame(code, message, retry_after=retry_after))
+        await self.close(code=close_code)
+
+    async def send_error(
+        self, code: str, message: str, details: Any = None, retry_after: float | None = None
+    ) -> None:
+        await self.send(text_data=protocol.error_frame(code, message, details, retry_after))
+
+    async def disconnect(self, code: int) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        if self._registered:
+            from realtime.presence import presence
+
+            presence.socket_closed(self)
+            with contextlib.suppress(Exception):
+                await get_limits().socket_close(self.user.pk, self.socket_id)
+        await self.on_disconnected()
+
+    async def on_disconnected(self) -> None:
+        return None
+
+    async def _keepalive(self) -> None:
+        """Server ping every interval; close 4002 on silence after a ping, and at the max age."""
+        started = time.monotonic()
+        interval = settings.NEXUS_WS_PING_INTERVAL
+        while not self._closing:
+            await asyncio.sleep(
+                min(interval, max(0.05, started + settings.NEXUS_WS_MAX_AGE_SECONDS - time.monotonic()))
+            )
+            now = time.monotonic()
+            if now - started >= settings.NEXUS_WS_MAX_AGE_SECONDS:
+                await self.close_with(
+                    "forbidden", "Connection max age reached; reconnect and resume.", CLOSE_EXPIRED
+                )
+                return
+            expires_at = self.auth.get("expires_at")
+            if expires_at and time.time() >= expires_at:
+                await self.close_with(
+                    "forbidden", "The token expired; reconnect with a fresh one.", CLOSE_EXPIRED
+                )
+                return
+            if now - self._last_received < interval:
+                continue
+            ping_sent = time.monotonic()
+            await self.send(text_data=protocol.control_frame("ping"))
+            await asyncio.sleep(settings.NEXUS_WS_PONG_TIMEOUT)
+            if self._last_received < ping_sent:
+                await self.close_with("forbidden", "No answer to ping.", CLOSE_EXPIRED)
+                return
+            with contextlib.suppress(Exception):
+                await get_limits().socket_refresh(self.user.pk, self.socket_id)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self._closing:
+            return
+        self._last_received = time.monotonic()
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > settings.NEXUS_WS_MAX_MESSAGE_BYTES:
+            await self.close_with(
+                "message_too_large",
+                f"Frames are limited to {settings.NEXUS_WS_MAX_MESSAGE_BYTES} bytes.",
+                CLOSE_TOO_LARGE,
+            )
+            return
+        try:
+            frame = protocol.parse_client_frame(text_data if text_data is not None else bytes_data)
+        except protocol.ProtocolError as exc:
+            await self.send_error(exc.code, exc.message, exc.details)
+            return
+        if isinstance(frame, protocol.Ping):
+            await self.send(text_data=protocol.control_frame("pong"))
+            return
+        if isinstance(frame, protocol.Pong):
+            return
+        decision = await get_limits().message_hit(self.user.pk)
+        if not decision.allowed:
+            self._rate_strikes += 1
+            if self._rate_strikes >= RATE_STRIKES_BEFORE_CLOSE:
+                await self.close_with(
+                    "rate_limited", "Too many messages.", CLOSE_RATE_LIMITED, retry_after=decision.retry_after
+                )
+            else:
+                await self.send_error(
+                    "rate_limited",
+                    f"At most {settings.NEXUS_WS_MESSAGES_PER_MINUTE} messages per minute.",
+                    retry_after=decision.retry_after,
+                )
+            return
+        self._rate_strikes = 0
+        try:
+            await self.handle(frame)
+        except NexusError as exc:
+            await self.send_error(exc.code, exc.message, exc.details, exc.retry_after)
+        except Exception:
+            logger.exception("frame handling failed")
+            await self.send_error("internal", "The server failed to handle this frame.")
+
+    async def handle(self, frame: protocol.ClientFrame) -> None:
+        await self.send_error("unknown_type", "This endpoint does not take that frame.")
+
+
+class ConversationSocket(BaseSocket):
+    """``/ws/conversations/{id}/`` and ``/ws/{id}``, and ``/ws/agent/`` once initialized."""
+
+    bind_on_connect = True
+    conversation: Any = None
+
+    async def on_connected(self) -> None:
+        self._cursor = 0
+        self._pending: deque[LoggedEvent] = deque()
+        self._wakeup = asyncio.Event()
+        self._replay_from: int | None = None
+        self._watching: str | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        if self.bind_on_connect:
+            conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
+            last_seq = _query_int(self.scope, "last_seq")
+            await self._bind(conversation_id=conversation_id, last_seq=last_seq)
+
+    async def _bind(
+        self,
+        *,
+        conversation_id: Any = None,
+        agent_id: Any = None,
+        context: Any = None,
+        last_seq: int | None = None,
+    ) -> None:
+        from runs.services import conversation_bind, session_state
+
+        conversation = await conversation_bind(
+            user=self.user, conversation_id=conversation_id, agent_id=agent_id, context=context
+        )
+        if conversation.status == "expired":
+            await self.close_with("forbidden", "This conversation has expired.", CLOSE_EXPIRED)
+            return
+        cid = str(conversation.pk)
+        log = get_event_log()
+        if self._watching != cid:
+            if self._watching is not None:
+                log.unwatch(self._watching, self._on_events)
+            self.conversation = conversation
+            self._watching = cid
+            self._pending.clear()
+            log.watch(cid, self._on_events)  # watch first, then read: nothing falls in between
+            log.on_lost(self._on_log_lost)
+        state = await session_state(conversation=conversation)
+        await self.send(text_data=protocol.control_frame("session_state", state))
+        if last_seq is None:
+            self._cursor = state["last_seq"]
+            self._replay_from = None
+        else:
+            self._replay_from = last_seq
+        if self._pump_task is None:
+            self._pump_task = asyncio.get_running_loop().create_task(self._pump())
+            self._tasks.append(self._pump_task)
+        self._wakeup.set()
+
+    # -- delivery: one task per socket sends conversation events, in seq order, exactly once ------
+
+    def _on_events(self, conversation_id: str, events: list[LoggedEvent]) -> None:
+        if conversation_id != self._watching:
+            return
+        if len(self._pending) > MAX_PENDING_EVENTS:
+            # A socket this far behind reads from the log instead of holding events in memory.
+            self._pending.clear()
+            if self._replay_from is None:
+                self._replay_from = self._cursor
+        else:
+            self._pending.extend(events)
+        self._wakeup.set()
+
+    def _on_log_lost(self) -> None:
+        # Live delivery was interrupted (Redis restarted): read back from the log, or resync.
+        if self._replay_from is None:
+            self._replay_from = self._cursor
+        self._wakeup.set()
+
+    async def _pump(self) -> None:
+        while not self._closing:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                if self._replay_from is not None:
+                    start, self._replay_from = self._replay_from, None
+                    self._cursor = start
+                    await self._read_log_to_end()
+                while self._pending:
+                    evt = self._pending.popleft()
+                    if evt.seq <= self._cursor:
+                        continue
+                    if evt.seq > self._cursor + 1:
+                        await self._read_log_to_end()  # a gap: fill it from the log
+                        continue
+                    await self.send(text_data=protocol.frame_with_seq(evt.seq, evt.payload))
+                    self._cursor = evt.seq
+            except EventLogUnavailable:
+                await asyncio.sleep(0.5)
+                if self._replay_from is None:
+                    self._replay_from = self._cursor
+                self._wakeup.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("event delivery failed")
+                await self.close_with(
+                    "internal", "Event delivery failed; reconnect and resume.", CLOSE_INTERNAL
+                )
+                return
+
+    async def _read_log_to_end(self) -> None:
+        log = get_event_log()
+        while True:
+            replay = await log.read_after(self._watching, self._cursor)
+            if not replay.covered:
+                await self._resync()
+                return
+            for evt in replay.events:
+                await self.send(text_data=protocol.frame_with_seq(evt.seq, evt.payload))
+                self._cursor = evt.seq
+            if not replay.events or self._cursor >= replay.last_seq:
+                return
+
+    async def _resync(self) -> None:
+        from runs.services import session_state
+
+        await self.send(
+            text_data=protocol.control_frame(
+                "info",
+                {
+                    "code": "resync",
+                    "message": "Some events are no longer available; here is the stored state.",
+                },
+            )
+        )
+        state = await session_state(conversation=self.conversation)
+        await self.send(text_data=protocol.control_frame("session_state", state))
+        self._cursor = state["last_seq"]
+        while self._pending and self._pending[0].seq <= self._cursor:
+            self._pending.popleft()
+
+    async def on_disconnected(self) -> None:
+        if getattr(self, "_watching", None):
+            log = get_event_log()
+            log.unwatch(self._watching, self._on_events)
+            log.off_lost(self._on_log_lost)
+
+    # -- client frames ---------------------------------------------------------------------------
+
+    async def handle(self, frame: protocol.ClientFrame) -> None:
+        from conversations.selectors import message_get_for_user
+        from conversations.services import message_feedback
+        from runs.services import message_send, run_stop, tool_result_submit
+
+        match frame:
+            case protocol.Initialize():
+                await self._bind(
+                    conversation_id=frame.conversation_id
+                    or (str(self.conversation.pk) if self.conversation else None),
+                    agent_id=frame.agent_id,
+                    context=frame.context,
+                    last_seq=frame.last_seq,
+                )
+                return
+            case protocol.Resume():
+                self._require_bound()
+                self._replay_from = frame.last_seq
+                self._wakeup.set()
+                return
+        self._require_bound()
+        cid = str(self.conversation.pk)
+        match frame:
+            case protocol.UserMessage():
+                result = await message_send(
+                    user=self.user,
+                    conversation_id=cid,
+                    content=frame.content,
+                    client_message_id=frame.client_message_id,
+                    agent_id=frame.agent_id,
+                    context=frame.context,
+                )
+                await self.send(
+                    text_data=protocol.control_frame(
+                        "ack",
+                        {
+                            "client_message_id": frame.client_message_id,
+                            "message_id": result.message_id,
+                            "run_id": result.run_id,
+                            "duplicate": result.duplicate,
+                        },
+                    )
+                )
+            case protocol.Stop():
+                stopped = await run_stop(user=self.user, conversation_id=cid, run_id=frame.run_id)
+                if not stopped:
+                    await self.send(
+                        text_data=protocol.control_frame(
+                            "info", {"code": "nothing_to_stop", "message": "No reply is running."}
+                        )
+                    )
+            case protocol.ToolResult():
+                await tool_result_submit(
+                    user=self.user,
+                    conversation_id=cid,
+                    tool_call_id=frame.tool_call_id,
+                    result=frame.result,
+                    is_error=frame.is_error,
+                )
+                await self.send(text_data=protocol.control_frame("ack", {"toolCallId": frame.tool_call_id}))
+            case protocol.Feedback():
+
+                def _feedback() -> str:
+                    message = message_get_for_user(user=self.user, message_id=frame.message_id)
+                    if str(message.conversation_id) != cid:
+                        raise NotFound("Message not found.")
+                    return str(
+                        message_feedback(message=message, rating=frame.rating, comment=frame.comment).pk
+                    )
+
+                message_id = await database_sync_to_async(_feedback)()
+                await self.send(
+                    text_data=protocol.control_frame(
+                        "ack", {"message_id": message_id, "feedback": frame.rating}
+                    )
+                )
+
+    def _require_bound(self) -> None:
+        if self.conversation is None:
+            from nexus.errors import ValidationFailed
+
+            raise ValidationFailed(
+                "Send initialize first.", details={"type": "initialize is required first."}
+            )
+
+
+class AgentSocket(ConversationSocket):
+    """``/ws/agent/`` (seeds 003, 004): not bound to a conversation until ``initialize``."""
+
+    bind_on_connect = False
+
+
+def _query_int(scope: dict[str, Any], name: str) -> int | None:
+    from urllib.parse import parse_qs
+
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    if not values:
+        return None
+    try:
+        value = int(values[0])
+    except ValueError:
+        return None
+    return value if value >= 0 else None

@@ -1,0 +1,490 @@
+"""The per-conversation event log: every event gets a strictly increasing ``seq`` and is appended
+here before anyone sees it. Sockets replay from it after a drop and fill gaps from it.
+
+Two implementations behind one interface: in memory (one process, the embedded default) and Redis
+Streams (``REDIS_URL``; bounded length and TTL). Live delivery reads the log itself: each process
+keeps ONE blocking ``XREAD`` over the streams its sockets watch (plus a per-process wake stream
+used to add a stream to the read), so events never travel one by one over the channel layer.
+
+Seqs survive a Redis restart without going backwards: a writer passes the highest seq it knows
+(``floor``), and when the counter is gone but the conversation had events the counter restarts
+far above them (``RESTART_GAP``); readers then see a gap the log cannot fill and resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+RESTART_GAP = 1_000_000
+READ_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    seq: int
+    payload: bytes  # the event's JSON without its seq (see realtime.protocol.frame_with_seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """Events after a seq. ``covered`` is False when the log no longer holds them all (resync)."""
+
+    covered: bool
+    events: list[LoggedEvent]
+    last_seq: int
+
+
+Listener = Callable[[str, list[LoggedEvent]], None]
+LostListener = Callable[[], None]
+
+
+class EventLogUnavailable(Exception):
+    """The log's backend cannot be reached."""
+
+
+class EventLog:
+    """Interface shared by both logs. Listeners are plain callables run on the event loop."""
+
+    backend = "abstract"
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, set[Listener]] = {}
+        self._firehose: set[Callable[[str, int | None, list[LoggedEvent]], None]] = set()
+        self._lost: set[LostListener] = set()
+        self.appended = 0  # events appended by this process, for stats
+
+    async def append(
+        self, conversation_id: str, payloads: Sequence[bytes], *, floor: int = 0, owner_id: int | None = None
+    ) -> int:
+        """Append events; returns the seq of the first. ``floor``: the highest seq the caller knows."""
+        raise NotImplementedError
+
+    async def read_after(self, conversation_id: str, after_seq: int, *, limit: int = READ_PAGE) -> Replay:
+        raise NotImplementedError
+
+    async def last_seq(self, conversation_id: str) -> int:
+        raise NotImplementedError
+
+    async def ping(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+    # -- live delivery -------------------------------------------------------------------------
+
+    def watch(self, conversation_id: str, listener: Listener) -> None:
+        self._listeners.setdefault(conversation_id, set()).add(listener)
+
+    def unwatch(self, conversation_id: str, listener: Listener) -> None:
+        listeners = self._listeners.get(conversation_id)
+        if listeners is not None:
+            listeners.discard(listener)
+            if not listeners:
+                del self._listeners[conversation_id]
+
+    def watch_all(self, listener: Callable[[str, int | None, list[LoggedEvent]], None]) -> None:
+        """Every conversation's events (the /ws/events/ monitor), with the conversation's owner id."""
+        self._firehose.add(listener)
+
+    def unwatch_all(self, listener: Callable[[str, int | None, list[LoggedEvent]], None]) -> None:
+        self._firehose.discard(listener)
+
+    def on_lost(self, listener: LostListener) -> None:
+        """Called when live delivery was interrupted (the backend went away and came back)."""
+        self._lost.add(listener)
+
+    def off_lost(self, listener: LostListener) -> None:
+        self._lost.discard(listener)
+
+    def _dispatch(self, conversation_id: str, owner_id: int | None, events: list[LoggedEvent]) -> None:
+        for listener in tuple(self._listeners.get(conversation_id, ())):
+            try:
+                listener(conversation_id, events)
+            except Exception:
+                logger.exception("event listener failed")
+        for listener in tuple(self._firehose):
+            try:
+                listener(conversation_id, owner_id, events)
+            except Exception:
+                logger.exception("firehose listener failed")
+
+    def _dispatch_lost(self) -> None:
+        for listener in tuple(self._lost):
+            try:
+                listener()
+            except Exception:
+                logger.exception("lost listener failed")
+
+
+class _MemoryStream:
+    __slots__ = ("counter", "events", "touched")
+
+    def __init__(self, maxlen: int) -> None:
+        self.counter = 0
+        self.events: deque[LoggedEvent] = deque(maxlen=maxlen)
+        self.touched = time.monotonic()
+
+
+class MemoryEventLog(EventLog):
+    """One process: a bounded deque per conversation, delivered to listeners on append."""
+
+    backend = "memory"
+
+    def __init__(self, *, maxlen: int, ttl: float) -> None:
+        super().__init__()
+        self.maxlen = maxlen
+        self.ttl = ttl
+        self._streams: dict[str, _MemoryStream] = {}
+        self._last_expiry = time.monotonic()
+
+    def _stream(self, conversation_id: str) -> _MemoryStream:
+        stream = self._streams.get(conversation_id)
+        if stream is None:
+            stream = self._streams[conversation_id] = _MemoryStream(self.maxlen)
+        stream.touched = time.monotonic()
+        return stream
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        if now - self._last_expiry < 60:
+            return
+        self._last_expiry = now
+        for key in [
+            k for k, s in self._streams.items() if now - s.touched > self.ttl and k not in self._listeners
+        ]:
+            del self._streams[key]
+
+    async def append(
+        self, conversation_id: str, payloads: Sequence[bytes], *, floor: int = 0, owner_id: int | None = None
+    ) -> int:
+        self._expire()
+        stream = self._stream(conversation_id)
+        if stream.counter < floor:
+            stream.counter = floor + (
+                RESTART_GAP if not stream.events and stream.counter == 0 and floor else 0
+            )
+        first = stream.counter + 1
+        batch = []
+        for payload in payloads:
+            stream.counter += 1
+            logged = LoggedEvent(stream.counter, payload)
+            stream.events.append(logged)
+            batch.append(logged)
+        self.appended += len(batch)
+        if batch:
+            self._dispatch(conversation_id, owner_id, batch)
+        return first
+
+    async def read_after(self, conversation_id: str, after_seq: int, *, limit: int = READ_PAGE) -> Replay:
+        stream = self._streams.get(conversation_id)
+        if stream is None:
+            return Replay(covered=after_seq == 0, events=[], last_seq=0)
+        last = stream.counter
+        if after_seq > last:
+            return Replay(covered=False, events=[], last_seq=last)
+        if after_seq == last:
+            return Replay(covered=True, events=[], last_seq=last)
+        oldest = stream.events[0].seq if stream.events else last + 1
+        if after_seq + 1 < oldest:
+            return Replay(covered=False, events=[], last_seq=last)
+        start = after_seq + 1 - oldest
+        events = [stream.events[i] for i in range(start, min(len(stream.events), start + limit))]
+        return Replay(covered=True, events=events, last_seq=last)
+
+    async def last_seq(self, conversation_id: str) -> int:
+        stream = self._streams.get(conversation_id)
+        return stream.counter if stream else 0
+
+    async def ping(self) -> dict[str, Any]:
+        return {"status": "ok", "backend": self.backend, "conversations": len(self._streams)}
+
+
+# --- Redis Streams -------------------------------------------------------------------------------
+
+_APPEND_SCRIPT = """
+-- KEYS: stream, counter, firehose. ARGV: floor, maxlen, ttl, firehose maxlen, restart gap,
+-- "<conversation>|<owner>", payload...
+local counter = redis.call('GET', KEYS[2])
+local floor = tonumber(ARGV[1])
+local cur
+if counter then
+  cur = tonumber(counter)
+else
+  -- No counter: a new conversation, an expired one, or a Redis that lost its data.
+  cur = 0
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if last[1] then cur = tonumber(string.match(last[1][1], '^(%d+)')) end
+  if floor > cur then cur = floor end
+  if cur > 0 then cur = cur + tonumber(ARGV[5]) end
+end
+if cur < floor then cur = floor end
+local first = cur + 1
+for i = 7, #ARGV do
+  cur = cur + 1
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], cur .. '-0', 'e', ARGV[i])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'c', ARGV[6], 's', cur, 'e', ARGV[i])
+end
+redis.call('SET', KEYS[2], cur, 'EX', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return first
+"""
+
+
+class RedisEventLog(EventLog):
+    """Redis Streams: ``<prefix>:log:<conversation>`` with entry ids ``<seq>-0``."""
+
+    backend = "redis"
+
+    def __init__(
+        self, *, url: str, prefix: str, maxlen: int, ttl: int, firehose_maxlen: int = 10_000
+    ) -> None:
+        super().__init__()
+        import redis.asyncio as aioredis
+
+        self.url = url
+        self.prefix = prefix
+        self.maxlen = maxlen
+        self.ttl = ttl
+        self.firehose_maxlen = firehose_maxlen
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._append = self._redis.register_script(_APPEND_SCRIPT)
+        self._wake_key = f"{prefix}:wake:{uuid.uuid4().hex}"
+        self._firehose_key = f"{prefix}:firehose"
+        self._cursors: dict[str, int] = {}
+        self._firehose_cursor = "$"
+        self._tail_task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def _stream_key(self, conversation_id: str) -> str:
+        return f"{self.prefix}:log:{conversation_id}"
+
+    def _counter_key(self, conversation_id: str) -> str:
+        return f"{self.prefix}:seq:{conversation_id}"
+
+    async def append(
+        self, conversation_id: str, payloads: Sequence[bytes], *, floor: int = 0, owner_id: int | None = None
+    ) -> int:
+        if not payloads:
+            return await self.last_seq(conversation_id) + 1
+        try:
+            first = await self._append(
+                keys=[
+                    self._stream_key(conversation_id),
+                    self._counter_key(conversation_id),
+                    self._firehose_key,
+                ],
+                args=[
+                    floor,
+                    self.maxlen,
+                    self.ttl,
+                    self.firehose_maxlen,
+                    RESTART_GAP,
+                    f"{conversation_id}|{owner_id or ''}",
+                    *payloads,
+                ],
+            )
+        except Exception as exc:
+            raise EventLogUnavailable(str(exc)) from exc
+        self.appended += len(payloads)
+        return int(first)
+
+    async def read_after(self, conversation_id: str, after_seq: int, *, limit: int = READ_PAGE) -> Replay:
+        key = self._stream_key(conversation_id)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(self._counter_key(conversation_id))
+                pipe.xrange(key, min=f"{after_seq + 1}-0", max="+", count=limit)
+                counter, rows = await pipe.execute()
+        except Exception as exc:
+            raise EventLogUnavailable(str(exc)) from exc
+        last = int(counter) if counter is not None else 0
+        events = [LoggedEvent(int(entry_id.split(b"-")[0]), fields[b"e"]) for entry_id, fields in rows]
+        if after_seq > last:
+            return Replay(covered=False, events=[], last_seq=last)
+        if after_seq == last:
+            return Replay(covered=True, events=[], last_seq=last)
+        if not events or events[0].seq != after_seq + 1:
+            return Replay(covered=False, events=[], last_seq=last)
+        return Replay(covered=True, events=events, last_seq=last)
+
+    async def last_seq(self, conversation_id: str) -> int:
+        try:
+            value = await self._redis.get(self._counter_key(conversation_id))
+        except Exception as exc:
+            raise EventLogUnavailable(str(exc)) from exc
+        return int(value) if value is not None else 0
+
+    async def ping(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(self._redis.ping(), 3)
+        except Exception as exc:
+            return {"status": "down", "backend": self.backend, "error": exc.__class__.__name__}
+        return {
+            "status": "ok",
+            "backend": self.backend,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._tail_task is not None:
+            self._tail_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._tail_task
+        await self._redis.aclose()
+
+    # -- live delivery: one blocking XREAD per process -----------------------------------------
+
+    def watch(self, conversation_id: str, listener: Listener) -> None:
+        new = conversation_id not in self._listeners
+        super().watch(conversation_id, listener)
+        if new:
+            self._cursors[conversation_id] = -1  # resolved to the stream's current end by the tail
+            self._wake()
+
+    def unwatch(self, conversation_id: str, listener: Listener) -> None:
+        super().unwatch(conversation_id, listener)
+        if conversation_id not in self._listeners:
+            self._cursors.pop(conversation_id, None)
+
+    def watch_all(self, listener: Callable[[str, int | None, list[LoggedEvent]], None]) -> None:
+        super().watch_all(listener)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._tail_task is None or self._tail_task.done():
+            self._tail_task = asyncio.get_running_loop().create_task(self._tail(), name="eventlog-tail")
+        else:
+            asyncio.get_running_loop().create_task(self._poke())
+
+    async def _poke(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._redis.xadd(self._wake_key, {"w": 1}, maxlen=10, approximate=True)
+            await self._redis.expire(self._wake_key, 3600)
+
+    async def _resolve_new_cursors(self, conn: Any) -> None:
+        pending = [cid for cid, cursor in self._cursors.items() if cursor < 0]
+        if not pending:
+            return
+        async with conn.pipeline(transaction=False) as pipe:
+            for cid in pending:
+                pipe.get(self._counter_key(cid))
+            values = await pipe.execute()
+        for cid, value in zip(pending, values, strict=True):
+            if self._cursors.get(cid, 0) < 0:
+                self._cursors[cid] = int(value) if value is not None else 0
+
+    async def _tail(self) -> None:
+        import redis.asyncio as aioredis
+
+        conn = aioredis.Redis.from_url(self.url, socket_timeout=None, socket_connect_timeout=5)
+        wake_cursor = "$"
+        interrupted = False
+        backoff = 0.1
+        try:
+            while not self._closing and (self._listeners or self._firehose):
+                try:
+                    if wake_cursor == "$":
+                        wake_cursor = await self._current_id(conn, self._wake_key)
+                    if self._firehose and self._firehose_cursor == "$":
+                        self._firehose_cursor = await self._current_id(conn, self._firehose_key)
+                    await self._resolve_new_cursors(conn)
+                    if interrupted:
+                        interrupted = False
+                        self._dispatch_lost()
+                    streams: dict[str, str] = {self._wake_key: wake_cursor}
+                    for cid, cursor in self._cursors.items():
+                        streams[self._stream_key(cid)] = f"{cursor}-0"
+                    if self._firehose:
+                        streams[self._firehose_key] = self._firehose_cursor
+                    result = await conn.xread(streams, count=READ_PAGE, block=30_000)
+                    backoff = 0.1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if self._closing:
+                        return
+                    logger.warning("event log tail lost Redis (%s); retrying", exc.__class__.__name__)
+                    interrupted = True
+                    wake_cursor = "$"
+                    self._firehose_cursor = "$"
+                    for cid in self._cursors:
+                        self._cursors[cid] = -1
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    with contextlib.suppress(Exception):
+                        await conn.aclose()
+                    conn = aioredis.Redis.from_url(self.url, socket_timeout=None, socket_connect_timeout=5)
+                    continue
+                for raw_key, entries in result or ():
+                    key = raw_key.decode()
+                    if key == self._wake_key:
+                        wake_cursor = entries[-1][0].decode()
+                    elif key == self._firehose_key:
+                        self._firehose_cursor = entries[-1][0].decode()
+                        self._dispatch_firehose(entries)
+                    else:
+                        cid = key.rsplit(":", 1)[1]
+                        events = [
+                            LoggedEvent(int(eid.split(b"-")[0]), fields[b"e"]) for eid, fields in entries
+                        ]
+                        if cid in self._cursors and events:
+                            self._cursors[cid] = events[-1].seq
+                            for listener in tuple(self._listeners.get(cid, ())):
+                                try:
+                                    listener(cid, events)
+                                except Exception:
+                                    logger.exception("event listener failed")
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.aclose()
+
+    async def _current_id(self, conn: Any, key: str) -> str:
+        rows = await conn.xrevrange(key, count=1)
+        return rows[0][0].decode() if rows else "0-0"
+
+    def _dispatch_firehose(self, entries: list[Any]) -> None:
+        for _, fields in entries:
+            cid, _, owner = fields[b"c"].decode().partition("|")
+            batch = [LoggedEvent(int(fields[b"s"]), fields[b"e"])]
+            for listener in tuple(self._firehose):
+                try:
+                    listener(cid, int(owner) if owner else None, batch)
+                except Exception:
+                    logger.exception("firehose listener failed")
+
+
+_logs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventLog] = weakref.WeakKeyDictionary()
+
+
+def get_event_log() -> EventLog:
+    """The event log of this process (one per event loop), chosen by the settings."""
+    from django.conf import settings
+
+    loop = asyncio.get_running_loop()
+    log = _logs.get(loop)
+    if log is None:
+        if settings.REDIS_URL:
+            log = RedisEventLog(
+                url=settings.REDIS_URL,
+                prefix=settings.NEXUS_REDIS_PREFIX,
+                maxlen=settings.NEXUS_EVENT_LOG_MAXLEN,
+                ttl=settings.NEXUS_EVENT_LOG_TTL,
+            )
+        else:
+            log = MemoryEventLog(maxlen=settings.NEXUS_EVENT_LOG_MAXLEN, ttl=settings.NEXUS_EVENT_LOG_TTL)
+        _logs[loop] = log
+    return log

@@ -1,0 +1,171 @@
+"""Per-user WebSocket limits shared by every socket and process: sockets per user and client
+messages per minute. Redis (atomic Lua) when ``REDIS_URL`` is set, in memory otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+SOCKET_STALE_SECONDS = 120.0  # a socket entry not refreshed this long belongs to a dead process
+
+_RATE_SCRIPT = """
+-- sliding window log: KEYS[1] zset; ARGV now_ms, window_ms, limit, member
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+local count = redis.call('ZCARD', KEYS[1])
+if count >= tonumber(ARGV[3]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, tonumber(oldest[2]) + tonumber(ARGV[2]) - now}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {1, 0}
+"""
+
+_SOCKET_SCRIPT = """
+-- KEYS[1] user's sockets zset, KEYS[2] set of users with sockets; ARGV now, stale, limit, socket, user
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) == false and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return -1
+end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('EXPIRE', KEYS[1], math.floor(tonumber(ARGV[2]) * 2))
+redis.call('SADD', KEYS[2], ARGV[5])
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    retry_after: float = 0.0
+
+
+class Limits:
+    async def socket_open(self, user_id: int, socket_id: str) -> bool:
+        raise NotImplementedError
+
+    async def socket_refresh(self, user_id: int, socket_id: str) -> None:
+        raise NotImplementedError
+
+    async def socket_close(self, user_id: int, socket_id: str) -> None:
+        raise NotImplementedError
+
+    async def message_hit(self, user_id: int) -> RateDecision:
+        raise NotImplementedError
+
+    async def sockets_per_user(self) -> dict[str, int]:
+        raise NotImplementedError
+
+
+class MemoryLimits(Limits):
+    def __init__(self, *, max_sockets: int, per_minute: int) -> None:
+        self.max_sockets = max_sockets
+        self.per_minute = per_minute
+        self._sockets: dict[int, set[str]] = {}
+        self._hits: dict[int, deque[float]] = {}
+
+    async def socket_open(self, user_id: int, socket_id: str) -> bool:
+        sockets = self._sockets.setdefault(user_id, set())
+        if socket_id not in sockets and len(sockets) >= self.max_sockets:
+            return False
+        sockets.add(socket_id)
+        return True
+
+    async def socket_refresh(self, user_id: int, socket_id: str) -> None:
+        return None
+
+    async def socket_close(self, user_id: int, socket_id: str) -> None:
+        sockets = self._sockets.get(user_id)
+        if sockets is not None:
+            sockets.discard(socket_id)
+            if not sockets:
+                del self._sockets[user_id]
+
+    async def message_hit(self, user_id: int) -> RateDecision:
+        now = time.monotonic()
+        hits = self._hits.setdefault(user_id, deque())
+        while hits and hits[0] <= now - 60:
+            hits.popleft()
+        if len(hits) >= self.per_minute:
+            return RateDecision(False, round(hits[0] + 60 - now, 3))
+        hits.append(now)
+        return RateDecision(True)
+
+    async def sockets_per_user(self) -> dict[str, int]:
+        return {str(user): len(sockets) for user, sockets in self._sockets.items()}
+
+
+class RedisLimits(Limits):
+    def __init__(self, *, url: str, prefix: str, max_sockets: int, per_minute: int) -> None:
+        import redis.asyncio as aioredis
+
+        self.max_sockets = max_sockets
+        self.per_minute = per_minute
+        self.prefix = prefix
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._rate = self._redis.register_script(_RATE_SCRIPT)
+        self._socket = self._redis.register_script(_SOCKET_SCRIPT)
+
+    def _sockets_key(self, user_id: int) -> str:
+        return f"{self.prefix}:ws:sockets:{user_id}"
+
+    async def socket_open(self, user_id: int, socket_id: str) -> bool:
+        result = await self._socket(
+            keys=[self._sockets_key(user_id), f"{self.prefix}:ws:users"],
+            args=[time.time(), SOCKET_STALE_SECONDS, self.max_sockets, socket_id, user_id],
+        )
+        return int(result) >= 0
+
+    async def socket_refresh(self, user_id: int, socket_id: str) -> None:
+        await self._redis.zadd(self._sockets_key(user_id), {socket_id: time.time()})
+
+    async def socket_close(self, user_id: int, socket_id: str) -> None:
+        await self._redis.zrem(self._sockets_key(user_id), socket_id)
+
+    async def message_hit(self, user_id: int) -> RateDecision:
+        allowed, retry_ms = await self._rate(
+            keys=[f"{self.prefix}:ws:rate:{user_id}"],
+            args=[int(time.time() * 1000), 60_000, self.per_minute, uuid.uuid4().hex],
+        )
+        return RateDecision(bool(allowed), round(max(0, int(retry_ms)) / 1000, 3))
+
+    async def sockets_per_user(self) -> dict[str, int]:
+        users = await self._redis.smembers(f"{self.prefix}:ws:users")
+        result: dict[str, int] = {}
+        now = time.time()
+        for raw in users:
+            user = raw.decode()
+            count = await self._redis.zcount(self._sockets_key(int(user)), now - SOCKET_STALE_SECONDS, "+inf")
+            if count:
+                result[user] = int(count)
+            else:
+                await self._redis.srem(f"{self.prefix}:ws:users", raw)
+        return result
+
+
+_limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Limits] = weakref.WeakKeyDictionary()
+
+
+def get_limits() -> Limits:
+    loop = asyncio.get_running_loop()
+    limits = _limits.get(loop)
+    if limits is None:
+        kwargs: dict[str, Any] = {
+            "max_sockets": settings.NEXUS_WS_MAX_SOCKETS_PER_USER,
+            "per_minute": settings.NEXUS_WS_MESSAGES_PER_MINUTE,
+        }
+        if settings.REDIS_URL:
+            limits = RedisLimits(url=settings.REDIS_URL, prefix=settings.NEXUS_REDIS_PREFIX, **kwargs)
+        else:
+            limits = MemoryLimits(**kwargs)
+        _limits[loop] = limits
+    return limits

@@ -1,0 +1,83 @@
+"""Read-only sockets: ``/ws/events/`` (seed 000 ``neural-event`` monitor) and ``/ws/stats/``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+import orjson
+from channels.db import database_sync_to_async
+
+from realtime import protocol
+from realtime.consumers import BaseSocket
+from realtime.eventlog import LoggedEvent, get_event_log
+
+logger = logging.getLogger(__name__)
+STATS_INTERVAL = 5.0
+
+
+def _agent_names(ids: set[str]) -> dict[str, str]:
+    from agents.models import Agent
+
+    return {str(pk): name for pk, name in Agent.objects.filter(pk__in=ids).values_list("pk", "name")}
+
+
+class EventsSocket(BaseSocket):
+    """Every event of the conversations this user may see (staff: all), as ``neural-event``."""
+
+    async def on_connected(self) -> None:
+        self._queue: deque[tuple[str, LoggedEvent]] = deque()
+        self._wakeup = asyncio.Event()
+        self._context = protocol.NeuralContext()
+        get_event_log().watch_all(self._on_events)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._pump()))
+
+    def _on_events(self, conversation_id: str, owner_id: int | None, events: list[LoggedEvent]) -> None:
+        if not self.user.is_staff and owner_id != self.user.pk:
+            return
+        if len(self._queue) > 10_000:
+            return  # a monitor is best-effort by nature: it never holds the process's memory hostage
+        self._queue.extend((conversation_id, evt) for evt in events)
+        self._wakeup.set()
+
+    async def _pump(self) -> None:
+        while not self._closing:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                conversation_id, evt = self._queue.popleft()
+                data = orjson.loads(evt.payload)
+                agent_id = data.get("data", {}).get("agent_id")
+                if agent_id and str(agent_id) not in self._context.agent_names:
+                    self._context.agent_names.update(
+                        await database_sync_to_async(_agent_names)({str(agent_id)})
+                    )
+                frame = protocol.render_neural(conversation_id, evt.seq, data, self._context)
+                if frame is not None:
+                    await self.send(text_data=orjson.dumps(frame).decode())
+
+    async def on_disconnected(self) -> None:
+        get_event_log().unwatch_all(self._on_events)
+
+
+class StatsSocket(BaseSocket):
+    """Staff only: pushes the /api/stats/ snapshot every 5 s."""
+
+    requires_staff = True
+
+    async def on_connected(self) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(self._push()))
+
+    async def _push(self) -> None:
+        from nexus.stats_api import stats_snapshot
+
+        while not self._closing:
+            try:
+                snapshot: dict[str, Any] = await stats_snapshot()
+            except Exception:
+                logger.exception("stats snapshot failed")
+                snapshot = {"error": "unavailable"}
+            await self.send(text_data=protocol.control_frame("stats", snapshot))
+            await asyncio.sleep(STATS_INTERVAL)

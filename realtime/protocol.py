@@ -1,0 +1,335 @@
+"""The WebSocket wire protocol of SPEC section 4: parse client frames, render server frames.
+
+Pure Python: nothing from Django. Every malformed input becomes a ``ProtocolError`` with one of
+the fixed error codes, which the consumer turns into an ``error`` frame (never a dropped socket).
+
+Conversation events are stored in the event log already rendered as JSON without their ``seq``;
+``frame_with_seq`` splices the seq in, so a chunk is serialised once however many sockets watch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+PROTOCOL_VERSION = "1.0"
+
+ERROR_CODES = frozenset(
+    {
+        "invalid_json",
+        "unknown_type",
+        "validation_error",
+        "not_found",
+        "forbidden",
+        "rate_limited",
+        "message_too_large",
+        "conflict",
+        "provider_error",
+        "provider_rate_limited",
+        "provider_timeout",
+        "provider_unavailable",
+        "agent_unavailable",
+        "internal",
+    }
+)
+
+MAX_CONTENT_CHARS = 100_000
+MAX_ID_CHARS = 128
+
+
+class ProtocolError(Exception):
+    """A client frame the server cannot act on. ``code`` is one of ERROR_CODES."""
+
+    def __init__(self, code: str, message: str, details: Any = None) -> None:
+        assert code in ERROR_CODES, code
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+# --- Client frames ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Initialize:
+    conversation_id: str | None = None
+    agent_id: str | None = None
+    context: dict[str, Any] | None = None
+    last_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserMessage:
+    content: str
+    context: dict[str, Any] | None = None
+    agent_id: str | None = None
+    client_message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stop:
+    run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolResult:
+    tool_call_id: str
+    result: Any
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Feedback:
+    message_id: str
+    rating: str | None
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resume:
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pong:
+    pass
+
+
+ClientFrame = Initialize | UserMessage | Stop | ToolResult | Feedback | Resume | Ping | Pong
+
+
+class _Fields:
+    """Reads a frame's fields from the top level or from ``data`` (seed 001 clients use the top)."""
+
+    def __init__(self, frame: dict[str, Any]) -> None:
+        data = frame.get("data")
+        if data is not None and not isinstance(data, dict):
+            raise ProtocolError(
+                "validation_error", "data must be an object.", {"data": "Expected an object."}
+            )
+        self.values = {**{k: v for k, v in frame.items() if k not in {"type", "data"}}, **(data or {})}
+        self.errors: dict[str, str] = {}
+
+    def get(self, *names: str) -> Any:
+        for name in names:
+            if name in self.values and self.values[name] is not None:
+                return self.values[name]
+        return None
+
+    def string(self, *names: str, required: bool = False, limit: int = MAX_ID_CHARS) -> str | None:
+        value = self.get(*names)
+        if value is None:
+            if required:
+                self.errors[names[0]] = "This field is required."
+            return None
+        if not isinstance(value, str):
+            self.errors[names[0]] = "Expected a string."
+            return None
+        if len(value) > limit:
+            self.errors[names[0]] = f"At most {limit} characters."
+            return None
+        return value
+
+    def seq(self, *names: str, required: bool = False) -> int | None:
+        value = self.get(*names)
+        if value is None:
+            if required:
+                self.errors[names[0]] = "This field is required."
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self.errors[names[0]] = "Expected a non-negative integer."
+            return None
+        return value
+
+    def obj(self, *names: str) -> dict[str, Any] | None:
+        value = self.get(*names)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.errors[names[0]] = "Expected an object."
+            return None
+        return value
+
+    def check(self) -> None:
+        if self.errors:
+            raise ProtocolError("validation_error", "Invalid frame.", self.errors)
+
+
+def _content(fields: _Fields, *names: str) -> str:
+    content = fields.string(*names, required=True, limit=MAX_CONTENT_CHARS)
+    if content is not None and not content.strip():
+        fields.errors[names[0]] = "Must not be empty."
+    return content or ""
+
+
+def parse_client_frame(raw: str | bytes | None) -> ClientFrame:
+    """Parse one client frame. Raises ProtocolError with a code for anything malformed."""
+    if raw is None or isinstance(raw, bytes | bytearray):
+        raise ProtocolError("invalid_json", "Frames are JSON text; binary frames are not accepted.")
+    try:
+        frame = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("invalid_json", "The frame is not valid JSON.") from None
+    if not isinstance(frame, dict):
+        raise ProtocolError("invalid_json", "A frame is a JSON object with a type.")
+    kind = frame.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("validation_error", "The frame has no type.", {"type": "This field is required."})
+    fields = _Fields(frame)
+    result: ClientFrame
+    match kind:
+        case "user_message" | "text":
+            content = _content(fields, "content")
+            result = UserMessage(
+                content=content,
+                context=fields.obj("context"),
+                agent_id=fields.string("agent_id", "agentId"),
+                client_message_id=fields.string("client_message_id", "clientMessageId"),
+            )
+        case "query":
+            content = _content(fields, "query", "content")
+            result = UserMessage(
+                content=content,
+                context=fields.obj("context"),
+                agent_id=fields.string("agent_id", "agentId"),
+                client_message_id=fields.string("client_message_id", "clientMessageId"),
+            )
+        case "initialize":
+            result = Initialize(
+                conversation_id=fields.string("conversation_id", "sessionId", "session_id", "conversationId"),
+                agent_id=fields.string("agent_id", "agentId"),
+                context=fields.obj("context"),
+                last_seq=fields.seq("last_seq", "lastSeq"),
+            )
+        case "stop":
+            result = Stop(run_id=fields.string("run_id", "runId"))
+        case "tool_result":
+            call_id = fields.string("toolCallId", "tool_call_id", required=True)
+            if "result" not in fields.values:
+                fields.errors["result"] = "This field is required."
+            is_error = fields.get("is_error", "isError")
+            if is_error is not None and not isinstance(is_error, bool):
+                fields.errors["is_error"] = "Expected a boolean."
+            result = ToolResult(
+                tool_call_id=call_id or "", result=fields.values.get("result"), is_error=bool(is_error)
+            )
+        case "feedback":
+            message_id = fields.string("messageId", "message_id", required=True)
+            rating = fields.get("rating")
+            if rating is not None and rating not in {"positive", "negative"}:
+                fields.errors["rating"] = "positive, negative or null."
+            comment = fields.string("comment", limit=4000)
+            result = Feedback(message_id=message_id or "", rating=rating, comment=comment or "")
+        case "resume":
+            result = Resume(last_seq=fields.seq("last_seq", "lastSeq", required=True) or 0)
+        case "ping":
+            result = Ping()
+        case "pong":
+            result = Pong()
+        case _:
+            raise ProtocolError("unknown_type", f"Unknown frame type {kind[:64]!r}.", {"type": kind[:64]})
+    fields.check()
+    return result
+
+
+# --- Server frames ------------------------------------------------------------------------------
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A conversation event, as stored in the event log (its seq is assigned on append)."""
+    return {"type": kind, "timestamp": now_iso(), "data": data}
+
+
+def encode_event(evt: dict[str, Any]) -> bytes:
+    return orjson.dumps(evt)
+
+
+def frame_with_seq(seq: int, payload: bytes) -> str:
+    """The text frame of a logged event: its stored JSON with ``"seq"`` spliced in first."""
+    return '{"seq":' + str(seq) + "," + payload[1:].decode()
+
+
+def control_frame(kind: str, data: dict[str, Any] | None = None) -> str:
+    """A frame outside the conversation's sequence (connection, ack, error, pong...)."""
+    return orjson.dumps({"type": kind, "timestamp": now_iso(), "data": data or {}}).decode()
+
+
+def error_frame(code: str, message: str, details: Any = None, retry_after: float | None = None) -> str:
+    data: dict[str, Any] = {"code": code, "message": message, "details": details}
+    if retry_after is not None:
+        data["retry_after"] = retry_after
+    return control_frame("error", data)
+
+
+# --- The seed 000 "neural-event" dialect of /ws/events/ -------------------------------------------
+
+
+@dataclass(slots=True)
+class NeuralContext:
+    """What a neural-event needs beyond the event itself: agent names by id."""
+
+    agent_names: dict[str, str] = field(default_factory=dict)
+
+
+def render_neural(
+    conversation_id: str, seq: int, evt: dict[str, Any], ctx: NeuralContext
+) -> dict[str, Any] | None:
+    """Render a conversation event as seed 000's ``neural-event``; None for events it has no kind for."""
+    data = evt.get("data", {})
+    agent_id = data.get("agent_id")
+    base = {
+        "agentId": agent_id,
+        "agentName": ctx.agent_names.get(str(agent_id), "") if agent_id else "",
+        "conversationId": conversation_id,
+        "messageId": data.get("messageId") or data.get("message_id"),
+    }
+    match evt.get("type"):
+        case "streaming_chunk":
+            if data.get("isDone"):
+                return None
+            kind, payload = "agent-response", {**base, "chunk": data.get("chunk", "")}
+        case "agent_message":
+            kind, payload = (
+                "agent-response-complete",
+                {**base, "response": data.get("content", ""), "status": data.get("status")},
+            )
+        case "user_message":
+            kind, payload = "user-message", {**base, "content": data.get("content", "")}
+        case "run_started":
+            kind, payload = "agent-run-started", {**base, "runId": data.get("run_id")}
+        case "run_finished":
+            kind, payload = (
+                "agent-run-finished",
+                {**base, "runId": data.get("run_id"), "status": data.get("status")},
+            )
+        case "tool_call":
+            kind, payload = (
+                "tool-call",
+                {**base, "tool": data.get("tool"), "toolCallId": data.get("toolCallId")},
+            )
+        case "tool_result":
+            kind, payload = "tool-result", {**base, "toolCallId": data.get("toolCallId")}
+        case "error":
+            kind, payload = "agent-error", {**base, "code": data.get("code"), "message": data.get("message")}
+        case _:
+            return None
+    return {
+        "type": "neural-event",
+        "kind": kind,
+        "seq": seq,
+        "timestamp": evt.get("timestamp"),
+        "data": payload,
+    }

@@ -1,0 +1,19 @@
+"""WebSocket routes (SPEC section 4)."""
+
+from django.urls import path, re_path
+
+from realtime.consumers import AgentSocket, ConversationSocket
+from realtime.monitor import EventsSocket, StatsSocket
+
+websocket_urlpatterns = [
+    path("ws/conversations/<uuid:conversation_id>/", ConversationSocket.as_asgi()),
+    re_path(r"^ws/conversations/(?P<conversation_id>[0-9a-fA-F-]{36})$", ConversationSocket.as_asgi()),
+    path("ws/agent/", AgentSocket.as_asgi()),
+    path("ws/agent", AgentSocket.as_asgi()),
+    path("ws/events/", EventsSocket.as_asgi()),
+    path("ws/events", EventsSocket.as_asgi()),
+    path("ws/stats/", StatsSocket.as_asgi()),
+    path("ws/stats", StatsSocket.as_asgi()),
+    # seed 001: /ws/{session_id}
+    re_path(r"^ws/(?P<conversation_id>[0-9a-fA-F-]{36})/?$", ConversationSocket.as_asgi()),
+]

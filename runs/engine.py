@@ -1,0 +1,692 @@
+"""The run engine: the only code that calls a provider.
+
+A run (one agent producing one reply) is an asyncio task owned by this process's ``RunManager``,
+never by a socket. The manager also owns the process's control channel (stop requests and client
+tool results reach the owning process through it), the heartbeat of its runs, and the sweeper that
+marks runs whose owner died as ``incomplete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import weakref
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from providers.base import ChatMessage, Finished, ProviderError, TextDelta, ToolCall, ToolSpec, UsageReport
+
+from agents.models import Agent, AgentStatus
+from conversations.models import (
+    Conversation,
+    Message,
+    MessageRole,
+    MessageStatus,
+    MessageType,
+    Run,
+    RunStatus,
+)
+from realtime.eventlog import get_event_log
+from runs.events import EventWriter
+
+logger = logging.getLogger(__name__)
+PROCESS_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+db = sync_to_async  # ORM work runs in Django's sync thread (thread_sensitive=True)
+
+PROVIDER_ERROR_CODES = {
+    "rate_limited": "provider_rate_limited",
+    "timeout": "provider_timeout",
+    "unavailable": "provider_unavailable",
+}
+
+
+class RunStopped(Exception):
+    """Raised into a run's task by ``stop``: keep the partial reply as ``stopped``."""
+
+
+@dataclass(slots=True)
+class _Outcome:
+    status: str = RunStatus.COMPLETED
+    message_status: str = MessageStatus.COMPLETE
+    finish_reason: str | None = None
+    error: dict[str, Any] = field(default_factory=dict)
+
+
+class RunManager:
+    """Per process (and event loop): runs in flight, the control channel, heartbeat and sweeper."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.stopping: set[str] = set()
+        self.tool_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.control_channel: str = ""
+        self._background: list[asyncio.Task[None]] = []
+        self._started = False
+        self._start_lock = asyncio.Lock()
+
+    async def ensure_started(self) -> None:
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            layer = get_channel_layer()
+            self.control_channel = await layer.new_channel("nexus-owner.")
+            loop = asyncio.get_running_loop()
+            self._background = [
+                loop.create_task(self._control_loop(), name="runs-control"),
+                loop.create_task(self._heartbeat_loop(), name="runs-heartbeat"),
+                loop.create_task(self._sweeper_loop(), name="runs-sweeper"),
+            ]
+            self._started = True
+
+    @property
+    def owner_name(self) -> str:
+        return f"{PROCESS_NAME}|{self.control_channel}"
+
+    # -- launching and stopping ------------------------------------------------------------------
+
+    async def launch(self, run_id: str) -> None:
+        """Start executing a queued run in this process (returns at once)."""
+        await self.ensure_started()
+        run_id = str(run_id)
+        if run_id in self.tasks:
+            return
+        task = asyncio.get_running_loop().create_task(execute_run(self, run_id), name=f"run-{run_id}")
+        self.tasks[run_id] = task
+        task.add_done_callback(lambda _t, rid=run_id: self._forget(rid))
+
+    def _forget(self, run_id: str) -> None:
+        self.tasks.pop(run_id, None)
+        self.stopping.discard(run_id)
+
+    def stop_local(self, run_id: str) -> bool:
+        task = self.tasks.get(str(run_id))
+        if task is None or task.done():
+            return False
+        self.stopping.add(str(run_id))
+        task.cancel()
+        return True
+
+    def resolve_tool(self, tool_call_id: str, result: dict[str, Any]) -> bool:
+        future = self.tool_waiters.get(tool_call_id)
+        if future is None or future.done():
+            return False
+        future.set_result(result)
+        return True
+
+    # -- background loops -----------------------------------------------------------------------
+
+    async def _control_loop(self) -> None:
+        layer = get_channel_layer()
+        backoff = 0.1
+        while True:
+            try:
+                message = await layer.receive(self.control_channel)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the layer's backend restarting: keep listening
+                logger.warning("control channel receive failed (%s)", exc.__class__.__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            kind = message.get("type")
+            if kind == "run.stop":
+                self.stop_local(message.get("run_id", ""))
+            elif kind == "run.tool_result":
+                self.resolve_tool(message.get("tool_call_id", ""), message.get("outcome", {}))
+            elif kind == "run.execute":
+                await self.launch(message["run_id"])
+
+    async def _heartbeat_loop(self) -> None:
+        interval = settings.NEXUS_RUN_HEARTBEAT_SECONDS
+        last_beat = 0.0
+        while True:
+            await asyncio.sleep(min(1.0, interval))
+            ids = list(self.tasks)
+            if not ids:
+                continue
+            try:
+                now = time.monotonic()
+                if now - last_beat >= interval:
+                    last_beat = now
+                    await db(_heartbeat)(ids)
+                # Fallback for a lost stop message: the flag is in the database too.
+                for run_id in await db(_cancel_requested)(ids):
+                    self.stop_local(run_id)
+            except Exception:
+                logger.exception("heartbeat failed")
+
+    async def _sweeper_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(5.0, settings.NEXUS_RUN_STALE_SECONDS / 3))
+            try:
+                await sweep_stale_runs()
+            except Exception:
+                logger.exception("sweeper failed")
+
+    async def close(self) -> None:
+        for task in [*self.tasks.values(), *self._background]:
+            task.cancel()
+        for task in [*self.tasks.values(), *self._background]:
+            with contextlib.suppress(BaseException):
+                await task
+
+
+_managers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RunManager] = weakref.WeakKeyDictionary()
+
+
+def get_run_manager() -> RunManager:
+    loop = asyncio.get_running_loop()
+    manager = _managers.get(loop)
+    if manager is None:
+        manager = _managers[loop] = RunManager()
+    return manager
+
+
+# --- dispatch --------------------------------------------------------------------------------------
+
+
+async def dispatch_run(run_id: Any) -> None:
+    """Hand a queued run to the executor: this process (inline) or the worker pool."""
+    if settings.NEXUS_RUN_MODE == "worker":
+        await get_channel_layer().send(
+            settings.NEXUS_RUN_CHANNEL, {"type": "run.execute", "run_id": str(run_id)}
+        )
+    else:
+        await get_run_manager().launch(str(run_id))
+
+
+async def dispatch_next_queued(conversation_id: Any) -> None:
+    run_id = await db(_next_queued_run_id)(conversation_id)
+    if run_id is not None:
+        await dispatch_run(run_id)
+
+
+# --- database steps (sync, run in Django's thread) ---------------------------------------------------
+
+
+def _heartbeat(run_ids: list[str]) -> None:
+    Run.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING).update(heartbeat_at=timezone.now())
+
+
+def _cancel_requested(run_ids: list[str]) -> list[str]:
+    return [
+        str(pk)
+        for pk in Run.objects.filter(pk__in=run_ids, cancel_requested=True).values_list("pk", flat=True)
+    ]
+
+
+def _next_queued_run_id(conversation_id: Any) -> str | None:
+    if Run.objects.filter(conversation_id=conversation_id, status=RunStatus.RUNNING).exists():
+        return None
+    run = (
+        Run.objects.filter(conversation_id=conversation_id, status=RunStatus.QUEUED)
+        .order_by("created_at")
+        .first()
+    )
+    return str(run.pk) if run else None
+
+
+@dataclass(slots=True)
+class _Claimed:
+    run: Run
+    agent: Agent
+    conversation: Conversation
+    refusal: str | None = None
+
+
+def _claim(run_id: str, owner: str) -> _Claimed | None:
+    """Take a queued run: queued -> running, at most once, one running run per conversation."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED, cancel_requested=False).update(
+                status=RunStatus.RUNNING, owner=owner, started_at=now, heartbeat_at=now
+            )
+    except IntegrityError:
+        return None  # another run of the conversation is running; it starts this one when done
+    if not claimed:
+        return None
+    run = Run.objects.select_related("agent", "conversation", "conversation__owner").get(pk=run_id)
+    refusal = None
+    agent = run.agent
+    if agent.status == AgentStatus.PAUSED or agent.status == AgentStatus.ERROR:
+        refusal = f"{agent.name} is {agent.status}."
+    elif agent.status == AgentStatus.COOLDOWN and agent.cooldown_until and agent.cooldown_until > now:
+        refusal = f"{agent.name} is cooling down until {agent.cooldown_until.isoformat()}."
+    else:
+        from runs import sessions
+
+        refusal = sessions.turn_refusal(run)
+    return _Claimed(run=run, agent=agent, conversation=run.conversation, refusal=refusal)
+
+
+def _create_reply(run: Run) -> Message:
+    message = Message.objects.create(
+        conversation_id=run.conversation_id,
+        agent=run.agent,
+        role=MessageRole.AGENT,
+        type=MessageType.MESSAGE,
+        status=MessageStatus.STREAMING,
+        metadata={"provider": run.agent.provider, "model": run.agent.model, "run_id": str(run.pk)},
+    )
+    Run.objects.filter(pk=run.pk).update(reply_message=message)
+    return message
+
+
+def _set_seq(message_id: Any, seq: int, conversation_id: Any) -> None:
+    Message.objects.filter(pk=message_id).update(seq=seq)
+    Conversation.objects.filter(pk=conversation_id, last_seq__lt=seq).update(last_seq=seq)
+
+
+def _checkpoint(message_id: Any, content: str, conversation_id: Any, last_seq: int) -> None:
+    Message.objects.filter(pk=message_id, status=MessageStatus.STREAMING).update(content=content)
+    Conversation.objects.filter(pk=conversation_id, last_seq__lt=last_seq).update(last_seq=last_seq)
+
+
+def _history(conversation: Conversation, agent: Agent, reply_id: Any) -> list[ChatMessage]:
+    from runs.history import chat_history
+
+    return chat_history(conversation=conversation, agent=agent, exclude_message_id=reply_id)
+
+
+def _store_tool_message(
+    *, run: Run, kind: str, content: str, metadata: dict[str, Any], seq: int | None = None
+) -> Message:
+    return Message.objects.create(
+        conversation_id=run.conversation_id,
+        agent=run.agent if kind == MessageType.TOOL_CALL else None,
+        role=MessageRole.AGENT if kind == MessageType.TOOL_CALL else MessageRole.TOOL,
+        type=kind,
+        status=MessageStatus.COMPLETE,
+        content=content,
+        metadata=metadata,
+        seq=seq,
+    )
+
+
+def _finish(
+    run_id: Any,
+    message_id: Any | None,
+    *,
+    content: str,
+    outcome: _Outcome,
+    usage: dict[str, int],
+    metadata: dict[str, Any],
+) -> bool:
+    """Write the final state. False if someone else (the sweeper) already finished the run."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Run.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
+            status=outcome.status, finished_at=now, usage=usage, error=outcome.error
+        )
+        if not updated:
+            return False
+        if message_id is not None:
+            message = Message.objects.select_for_update().get(pk=message_id)
+            message.content = content
+            message.status = outcome.message_status
+            message.metadata = {**message.metadata, **metadata}
+            message.save(update_fields=["content", "status", "metadata", "updated_at"])
+        run = Run.objects.get(pk=run_id)
+        Agent.objects.filter(pk=run.agent_id).update(last_active_at=now)
+    return True
+
+
+# --- executing one run ---------------------------------------------------------------------------
+
+
+async def execute_run(manager: RunManager, run_id: str) -> None:
+    claimed = await db(_claim)(run_id, manager.owner_name)
+    if claimed is None:
+        return
+    execution = _Execution(manager, claimed)
+    try:
+        await execution.run()
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(_after_run(claimed))
+
+
+async def _after_run(claimed: _Claimed) -> None:
+    from runs import sessions
+
+    await sessions.after_run(run_id=str(claimed.run.pk), conversation_id=str(claimed.conversation.pk))
+    await dispatch_next_queued(claimed.conversation.pk)
+
+
+class _Execution:
+    def __init__(self, manager: RunManager, claimed: _Claimed) -> None:
+        self.manager = manager
+        self.run_row = claimed.run
+        self.agent = claimed.agent
+        self.conversation = claimed.conversation
+        self.refusal = claimed.refusal
+        self.run_id = str(claimed.run.pk)
+        self.writer = EventWriter(
+            get_event_log(),
+            str(self.conversation.pk),
+            owner_id=self.conversation.owner_id,
+            floor=self.conversation.last_seq,
+        )
+        self.reply: Message | None = None
+        self.text: list[str] = []
+        self.usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+        self.started = time.monotonic()
+        self.first_token_at: float | None = None
+        self._last_checkpoint = time.monotonic()
+        self._checkpointing: asyncio.Task[None] | None = None
+
+    @property
+    def message_id(self) -> str:
+        return str(self.reply.pk) if self.reply else ""
+
+    async def run(self) -> None:
+        outcome = _Outcome()
+        try:
+            self.reply = await db(_create_reply)(self.run_row)
+            seq = await self.writer.emit_now(
+                "run_started",
+                {"run_id": self.run_id, "agent_id": str(self.agent.pk), "message_id": self.message_id},
+            )
+            await db(_set_seq)(self.reply.pk, seq, self.conversation.pk)
+            if self.refusal:
+                outcome = _Outcome(
+                    status=RunStatus.FAILED,
+                    message_status=MessageStatus.ERROR,
+                    error={"code": "agent_unavailable", "message": self.refusal},
+                )
+                self.writer.emit("error", {**outcome.error, "details": {"run_id": self.run_id}})
+            else:
+                outcome = await self._generate()
+        except asyncio.CancelledError:
+            if self.run_id in self.manager.stopping:
+                outcome = _Outcome(
+                    status=RunStatus.STOPPED, message_status=MessageStatus.STOPPED, finish_reason="stopped"
+                )
+            else:
+                outcome = _Outcome(status=RunStatus.INCOMPLETE, message_status=MessageStatus.INCOMPLETE)
+                await asyncio.shield(self._finalise(outcome))
+                raise
+        except ProviderError as exc:
+            outcome = self._provider_failure(exc)
+        except Exception:
+            logger.exception("run %s failed", self.run_id)
+            outcome = _Outcome(
+                status=RunStatus.FAILED,
+                message_status=MessageStatus.ERROR,
+                error={"code": "internal", "message": "The run failed on the server."},
+            )
+            self.writer.emit("error", {**outcome.error, "details": {"run_id": self.run_id}})
+        await asyncio.shield(self._finalise(outcome))
+
+    def _provider_failure(self, exc: ProviderError) -> _Outcome:
+        if exc.kind == "incomplete":
+            return _Outcome(
+                status=RunStatus.INCOMPLETE,
+                message_status=MessageStatus.INCOMPLETE,
+                error={"code": "provider_error", "message": exc.message, "kind": exc.kind},
+            )
+        code = PROVIDER_ERROR_CODES.get(exc.kind, "provider_error")
+        error = {"code": code, "message": exc.message, "kind": exc.kind}
+        data: dict[str, Any] = {**error, "details": {"run_id": self.run_id, "kind": exc.kind}}
+        if getattr(exc, "retry_after", None) is not None:
+            data["retry_after"] = exc.retry_after
+        self.writer.emit("error", data)
+        return _Outcome(status=RunStatus.FAILED, message_status=MessageStatus.ERROR, error=error)
+
+    async def _generate(self) -> _Outcome:
+        from providers.registry import get_provider
+
+        from runs.provider_config import generation_options_for
+
+        provider = get_provider(self.agent.provider)
+        options = generation_options_for(self.agent)
+        tool_specs = [
+            ToolSpec(
+                name=t["name"], description=t.get("description", ""), parameters=t.get("parameters") or {}
+            )
+            for t in (self.agent.tools or [])
+        ]
+        executions = {t["name"]: t.get("execution", "server") for t in (self.agent.tools or [])}
+        messages = await db(_history)(self.conversation, self.agent, self.reply.pk)
+        agent_id = str(self.agent.pk)
+        for _round in range(settings.NEXUS_MAX_TOOL_ROUNDS + 1):
+            calls: list[ToolCall] = []
+            finished: Finished | None = None
+            stream = provider.stream_chat(
+                model=self.agent.model, messages=messages, tools=tool_specs, options=options
+            )
+            async with contextlib.aclosing(stream):
+                async for item in stream:
+                    if isinstance(item, TextDelta):
+                        if not item.text:
+                            continue
+                        if self.first_token_at is None:
+                            self.first_token_at = time.monotonic()
+                        self.text.append(item.text)
+                        self.writer.emit_chunk(message_id=self.message_id, agent_id=agent_id, chunk=item.text)
+                        self._maybe_checkpoint()
+                    elif isinstance(item, ToolCall):
+                        calls.append(item)
+                    elif isinstance(item, UsageReport):
+                        self._add_usage(item.usage)
+                    elif isinstance(item, Finished):
+                        finished = item
+                        self._add_usage(item.usage)
+            if finished is None:
+                raise ProviderError("incomplete", "The provider's stream ended before it finished.")
+            if finished.reason == "blocked":
+                return _Outcome(
+                    status=RunStatus.FAILED,
+                    message_status=MessageStatus.ERROR,
+                    finish_reason="blocked",
+                    error={
+                        "code": "provider_error",
+                        "message": "The provider blocked this reply.",
+                        "kind": "blocked",
+                    },
+                )
+            if not calls or finished.reason not in ("tool_calls", "stop"):
+                return _Outcome(finish_reason=finished.reason)
+            if _round >= settings.NEXUS_MAX_TOOL_ROUNDS:
+                self.writer.emit("info", {"code": "tool_round_limit", "message": "Tool round limit reached."})
+                return _Outcome(finish_reason="tool_round_limit")
+            messages = [*messages, ChatMessage(role="assistant", content="", tool_calls=tuple(calls))]
+            for call in calls:
+                outcome = await self._run_tool(call, executions.get(call.name, "server"))
+                messages.append(
+                    ChatMessage(
+                        role="tool",
+                        content=json.dumps(outcome, ensure_ascii=False, default=str),
+                        tool_call_id=call.id,
+                        name=call.name,
+                    )
+                )
+        return _Outcome(finish_reason="tool_round_limit")
+
+    async def _run_tool(self, call: ToolCall, execution: str) -> dict[str, Any]:
+        from runs import tools as run_tools
+
+        return await run_tools.run_tool_call(self, call, execution)
+
+    def _add_usage(self, usage: Any) -> None:
+        if usage is None:
+            return
+        self.usage["input_tokens"] = max(self.usage["input_tokens"], getattr(usage, "input_tokens", 0) or 0)
+        self.usage["output_tokens"] = max(
+            self.usage["output_tokens"], getattr(usage, "output_tokens", 0) or 0
+        )
+        self.usage["total_tokens"] = self.usage["input_tokens"] + self.usage["output_tokens"]
+
+    def _maybe_checkpoint(self) -> None:
+        now = time.monotonic()
+        if now - self._last_checkpoint < settings.NEXUS_CHECKPOINT_SECONDS:
+            return
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return
+        self._last_checkpoint = now
+        self._checkpointing = asyncio.get_running_loop().create_task(
+            db(_checkpoint)(self.reply.pk, "".join(self.text), self.conversation.pk, self.writer.last_seq)
+        )
+
+    async def _finalise(self, outcome: _Outcome) -> None:
+        content = "".join(self.text)
+        elapsed = time.monotonic() - self.started
+        metadata = {
+            "provider": self.agent.provider,
+            "model": self.agent.model,
+            "usage": self.usage,
+            "finish_reason": outcome.finish_reason,
+            "latency_ms": round(elapsed * 1000, 1),
+            "time_to_first_token_ms": round((self.first_token_at - self.started) * 1000, 1)
+            if self.first_token_at
+            else None,
+        }
+        if self._checkpointing is not None:
+            with contextlib.suppress(Exception):
+                await self._checkpointing
+        if self.reply is None:
+            return
+        finished = await db(_finish)(
+            self.run_id, self.reply.pk, content=content, outcome=outcome, usage=self.usage, metadata=metadata
+        )
+        if not finished:
+            return  # the sweeper already declared it incomplete and told everyone
+        agent_id = str(self.agent.pk)
+        self.writer.emit(
+            "streaming_chunk",
+            {"messageId": self.message_id, "agent_id": agent_id, "chunk": "", "isDone": True},
+        )
+        self.writer.emit(
+            "agent_message",
+            {
+                "messageId": self.message_id,
+                "agent_id": agent_id,
+                "agent_name": self.agent.name,
+                "content": content,
+                "status": outcome.message_status,
+                "metadata": metadata,
+            },
+        )
+        finished_data: dict[str, Any] = {"run_id": self.run_id, "status": outcome.status, "usage": self.usage}
+        if outcome.error:
+            finished_data["error"] = outcome.error
+        self.writer.emit(
+            "run_finished", {**finished_data, "agent_id": agent_id, "message_id": self.message_id}
+        )
+        last_seq = await self.writer.flush()
+        await db(_checkpoint_seq)(self.conversation.pk, last_seq)
+
+
+def _checkpoint_seq(conversation_id: Any, last_seq: int) -> None:
+    Conversation.objects.filter(pk=conversation_id, last_seq__lt=last_seq).update(
+        last_seq=last_seq, updated_at=timezone.now()
+    )
+
+
+# --- the sweeper -------------------------------------------------------------------------------------
+
+
+def _stale_runs() -> list[Run]:
+    cutoff = timezone.now() - timedelta(seconds=settings.NEXUS_RUN_STALE_SECONDS)
+    return list(
+        Run.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).select_related(
+            "conversation", "agent"
+        )
+    )
+
+
+def _mark_incomplete(run: Run) -> bool:
+    cutoff = timezone.now() - timedelta(seconds=settings.NEXUS_RUN_STALE_SECONDS)
+    with transaction.atomic():
+        updated = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).update(
+            status=RunStatus.INCOMPLETE,
+            finished_at=timezone.now(),
+            error={"code": "internal", "message": "The process running this reply stopped."},
+        )
+        if updated and run.reply_message_id:
+            Message.objects.filter(pk=run.reply_message_id, status=MessageStatus.STREAMING).update(
+                status=MessageStatus.INCOMPLETE
+            )
+    return bool(updated)
+
+
+def _lost_queued_runs() -> list[str]:
+    """Queued runs whose dispatch message was lost (the channel layer is at-most-once)."""
+    cutoff = timezone.now() - timedelta(seconds=max(10.0, settings.NEXUS_RUN_STALE_SECONDS))
+    busy = Run.objects.filter(status=RunStatus.RUNNING).values("conversation_id")
+    rows = (
+        Run.objects.filter(status=RunStatus.QUEUED, created_at__lt=cutoff, cancel_requested=False)
+        .exclude(conversation_id__in=busy)
+        .order_by("conversation_id", "created_at")
+        .values_list("pk", "conversation_id")
+    )
+    first_per_conversation: dict[Any, str] = {}
+    for pk, conversation_id in rows:
+        first_per_conversation.setdefault(conversation_id, str(pk))
+    return list(first_per_conversation.values())
+
+
+def _reply_content(message_id: Any) -> str:
+    if message_id is None:
+        return ""
+    return Message.objects.filter(pk=message_id).values_list("content", flat=True).first() or ""
+
+
+async def sweep_stale_runs() -> int:
+    """Declare runs whose owner stopped heartbeating ``incomplete`` and tell every watcher."""
+    count = 0
+    for run in await db(_stale_runs)():
+        if not await db(_mark_incomplete)(run):
+            continue
+        count += 1
+        content = await db(_reply_content)(run.reply_message_id)
+        writer = EventWriter(
+            get_event_log(),
+            str(run.conversation_id),
+            owner_id=run.conversation.owner_id,
+            floor=run.conversation.last_seq,
+        )
+        message_id = str(run.reply_message_id or "")
+        agent_id = str(run.agent_id)
+        writer.emit(
+            "agent_message",
+            {
+                "messageId": message_id,
+                "agent_id": agent_id,
+                "agent_name": run.agent.name,
+                "content": content,
+                "status": MessageStatus.INCOMPLETE,
+                "metadata": {"provider": run.agent.provider, "model": run.agent.model, "finish_reason": None},
+            },
+        )
+        writer.emit(
+            "run_finished",
+            {
+                "run_id": str(run.pk),
+                "status": RunStatus.INCOMPLETE,
+                "usage": run.usage or {},
+                "agent_id": agent_id,
+                "message_id": message_id,
+            },
+        )
+        await db(_checkpoint_seq)(run.conversation_id, await writer.flush())
+        await dispatch_next_queued(run.conversation_id)
+    for run_id in await db(_lost_queued_runs)():
+        await dispatch_run(run_id)
+    return count

@@ -1,0 +1,82 @@
+"""Appending a conversation's events to its log: batched only when the path is busy.
+
+A run emits many small events (one per token). ``EventWriter`` sends an event at once when no
+append is in flight, and coalesces whatever arrives while one is (consecutive chunks of the same
+message become one chunk), so an idle path adds no delay and a busy one makes few round trips.
+A failed append (Redis restarting) is retried with the same events, in order: nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from realtime.eventlog import EventLog, EventLogUnavailable
+from realtime.protocol import encode_event, event
+
+logger = logging.getLogger(__name__)
+
+
+class EventWriter:
+    """Ordered, coalescing appender for one conversation's events."""
+
+    def __init__(self, log: EventLog, conversation_id: str, *, owner_id: int | None, floor: int) -> None:
+        self.log = log
+        self.conversation_id = conversation_id
+        self.owner_id = owner_id
+        self.last_seq = floor
+        self._pending: list[dict[str, Any]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        """Queue an event; it is appended at once if the path is idle."""
+        self._pending.append(event(kind, data))
+        self._kick()
+
+    def emit_chunk(self, *, message_id: str, agent_id: str, chunk: str) -> None:
+        """Queue a text chunk, merged into a still-pending chunk of the same message if any."""
+        if self._pending:
+            last = self._pending[-1]
+            data = last["data"]
+            if last["type"] == "streaming_chunk" and data["messageId"] == message_id and not data["isDone"]:
+                data["chunk"] += chunk
+                return
+        self.emit(
+            "streaming_chunk",
+            {"messageId": message_id, "agent_id": agent_id, "chunk": chunk, "isDone": False},
+        )
+
+    async def flush(self) -> int:
+        """Wait until everything emitted so far is in the log; the last seq written."""
+        while self._flusher is not None and not self._flusher.done():
+            # shield: a cancelled caller (a stopped run) must not cancel the append itself
+            await asyncio.shield(self._flusher)
+        return self.last_seq
+
+    async def emit_now(self, kind: str, data: dict[str, Any]) -> int:
+        """Append one event after everything before it; its seq."""
+        self.emit(kind, data)
+        return await self.flush()
+
+    def _kick(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        delay = 0.05
+        while self._pending:
+            batch, self._pending = self._pending, []
+            payloads = [encode_event(evt) for evt in batch]
+            while True:
+                try:
+                    first = await self.log.append(
+                        self.conversation_id, payloads, floor=self.last_seq, owner_id=self.owner_id
+                    )
+                    break
+                except EventLogUnavailable:
+                    logger.warning("event log unavailable; retrying %d event(s)", len(payloads))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+            delay = 0.05
+            self.last_seq = first + len(payloads) - 1

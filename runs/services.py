@@ -1,0 +1,476 @@
+"""The realtime services: send a message, stop a run, answer a client tool, describe a session.
+
+WebSocket consumers, the SSE and invoke views and the admin call these, never the engine directly.
+Database work is in the ``_`` functions (sync, one transaction each); events are appended after
+the transaction commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents.models import Agent, AgentStatus
+from agents.selectors import agent_get_for_user
+from conversations.models import (
+    ACTIVE_RUN_STATUSES,
+    Conversation,
+    ConversationStatus,
+    DoubleTextPolicy,
+    Message,
+    MessageRole,
+    MessageStatus,
+    MessageType,
+    Run,
+    RunStatus,
+    SessionType,
+)
+from conversations.selectors import conversation_get_for_user, conversation_participants, message_list
+from conversations.services import conversation_create, conversation_touch
+from nexus.errors import AgentUnavailable, Conflict, NotFound, ValidationFailed
+from realtime.eventlog import get_event_log
+from runs.events import EventWriter
+
+db = sync_to_async
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    message_id: str
+    run_id: str | None
+    conversation_id: str
+    client_message_id: str | None
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class _Prepared:
+    result: SendResult
+    conversation: Conversation
+    message: Message | None
+    interrupt: list[Run]
+
+
+def _choose_agent(conversation: Conversation, agent_id: str | None) -> Agent:
+    agents = conversation_participants(conversation=conversation)
+    if not agents:
+        raise ValidationFailed(
+            "This conversation has no agent.", details={"agent_id": ["No agent to answer."]}
+        )
+    if agent_id:
+        for agent in agents:
+            if str(agent.pk) == str(agent_id):
+                return agent
+        raise ValidationFailed(
+            "That agent is not in this conversation.", details={"agent_id": ["Not a participant."]}
+        )
+    if conversation.session_type == SessionType.AGENT_AGENT:
+        from runs.sessions import turns_taken
+
+        return agents[turns_taken(conversation.pk) % len(agents)]
+    return agents[0]
+
+
+def _prepare_send(
+    *,
+    user: Any,
+    conversation_id: Any,
+    content: str,
+    client_message_id: str | None,
+    agent_id: str | None,
+    context: Any,
+) -> _Prepared:
+    if not isinstance(content, str) or not content.strip():
+        raise ValidationFailed("The message is empty.", details={"content": ["Must not be empty."]})
+    with transaction.atomic():
+        conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if client_message_id:
+            existing = Message.objects.filter(
+                conversation=conversation, client_message_id=client_message_id
+            ).first()
+            if existing is not None:
+                run = existing.triggered_runs.order_by("created_at").first()
+                return _Prepared(
+                    SendResult(
+                        str(existing.pk),
+                        str(run.pk) if run else None,
+                        str(conversation.pk),
+                        client_message_id,
+                        True,
+                    ),
+                    conversation,
+                    None,
+                    [],
+                )
+        if conversation.status == ConversationStatus.EXPIRED:
+            raise Conflict("This conversation has expired.")
+        agent = _choose_agent(conversation, agent_id)
+        if agent.status in (AgentStatus.PAUSED, AgentStatus.ERROR):
+            raise AgentUnavailable(f"{agent.name} is {agent.status}.")
+        if (
+            agent.status == AgentStatus.COOLDOWN
+            and agent.cooldown_until
+            and agent.cooldown_until > timezone.now()
+        ):
+            raise AgentUnavailable(
+                f"{agent.name} is cooling down.",
+                retry_after=(agent.cooldown_until - timezone.now()).total_seconds(),
+            )
+        active = list(
+            Run.objects.filter(conversation=conversation, status__in=ACTIVE_RUN_STATUSES).order_by(
+                "created_at"
+            )
+        )
+        interrupt: list[Run] = []
+        create_run = True
+        if conversation.session_type == SessionType.AGENT_AGENT:
+            # A person interjecting: the next turn sees it; a stopped or finished session resumes.
+            create_run = not active
+            if conversation.status != ConversationStatus.ACTIVE:
+                conversation.status = ConversationStatus.ACTIVE
+        elif active:
+            policy = conversation.double_text_policy
+            if policy == DoubleTextPolicy.REJECT:
+                raise Conflict("A reply is still being generated; wait for it or stop it.")
+            if policy == DoubleTextPolicy.INTERRUPT:
+                interrupt = active
+        if isinstance(context, dict) and context:
+            conversation.context = {**(conversation.context or {}), **context}
+        conversation.save(update_fields=["status", "context", "updated_at"])
+        try:
+            with transaction.atomic():
+                message = Message.objects.create(
+                    conversation=conversation,
+                    role=MessageRole.USER,
+                    type=MessageType.MESSAGE,
+                    status=MessageStatus.COMPLETE,
+                    content=content,
+                    client_message_id=client_message_id or None,
+                    metadata={"user_id": user.pk},
+                )
+        except IntegrityError:
+            raise Conflict("A message with this client_message_id is being sent.") from None
+        run = None
+        if create_run:
+            run = Run.objects.create(conversation=conversation, agent=agent, trigger_message=message)
+        if interrupt:
+            Run.objects.filter(pk__in=[r.pk for r in interrupt]).update(cancel_requested=True)
+    conversation_touch(conversation_id=conversation.pk)
+    return _Prepared(
+        SendResult(str(message.pk), str(run.pk) if run else None, str(conversation.pk), client_message_id),
+        conversation,
+        message,
+        interrupt,
+    )
+
+
+def _set_message_seq(message_id: Any, conversation_id: Any, seq: int) -> None:
+    Message.objects.filter(pk=message_id).update(seq=seq)
+    Conversation.objects.filter(pk=conversation_id, last_seq__lt=seq).update(last_seq=seq)
+
+
+async def message_send(
+    *,
+    user: Any,
+    conversation_id: Any,
+    content: str,
+    client_message_id: str | None = None,
+    agent_id: str | None = None,
+    context: Any = None,
+) -> SendResult:
+    """Store a person's message, announce it, and start (or queue) the reply. Idempotent by
+    ``client_message_id``: the same id twice gives one message and one run."""
+    from runs.engine import dispatch_run
+
+    prepared = await db(_prepare_send)(
+        user=user,
+        conversation_id=conversation_id,
+        content=content,
+        client_message_id=client_message_id,
+        agent_id=agent_id,
+        context=context,
+    )
+    if prepared.message is None:
+        return prepared.result
+    conversation = prepared.conversation
+    writer = EventWriter(
+        get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
+    )
+    seq = await writer.emit_now(
+        "user_message",
+        {
+            "messageId": prepared.result.message_id,
+            "content": content,
+            "role": "user",
+            "client_message_id": client_message_id,
+            "user_id": user.pk,
+        },
+    )
+    await db(_set_message_seq)(prepared.result.message_id, conversation.pk, seq)
+    for run in prepared.interrupt:
+        await _signal_stop(run)
+    if prepared.result.run_id:
+        await dispatch_run(prepared.result.run_id)
+    return prepared.result
+
+
+# --- stop ----------------------------------------------------------------------------------------
+
+
+def _prepare_stop(
+    *, user: Any, conversation_id: Any, run_id: str | None
+) -> tuple[Conversation, list[Run], list[Run]]:
+    with transaction.atomic():
+        conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+        runs = Run.objects.select_for_update().filter(
+            conversation=conversation, status__in=ACTIVE_RUN_STATUSES
+        )
+        if run_id:
+            runs = runs.filter(pk=run_id)
+        runs = list(runs.select_related("agent"))
+        if run_id and not runs:
+            raise NotFound("No active run with that id.")
+        queued = [r for r in runs if r.status == RunStatus.QUEUED]
+        running = [r for r in runs if r.status == RunStatus.RUNNING]
+        if queued:
+            Run.objects.filter(pk__in=[r.pk for r in queued]).update(
+                status=RunStatus.STOPPED, finished_at=timezone.now(), cancel_requested=True
+            )
+        if running:
+            Run.objects.filter(pk__in=[r.pk for r in running]).update(cancel_requested=True)
+        if (
+            conversation.session_type == SessionType.AGENT_AGENT
+            and conversation.status == ConversationStatus.ACTIVE
+        ):
+            conversation.status = ConversationStatus.STOPPED
+            conversation.save(update_fields=["status", "updated_at"])
+    return conversation, queued, running
+
+
+async def _signal_stop(run: Run) -> None:
+    """Reach the process that owns a running run: directly if it is this one, else its channel."""
+    from runs.engine import get_run_manager
+
+    manager = get_run_manager()
+    if manager.stop_local(str(run.pk)):
+        return
+    _, _, channel = (run.owner or "").partition("|")
+    if channel:
+        try:
+            await get_channel_layer().send(channel, {"type": "run.stop", "run_id": str(run.pk)})
+        except Exception:  # the database flag is the fallback the owner checks every second
+            pass
+
+
+async def run_stop(*, user: Any, conversation_id: Any, run_id: str | None = None) -> list[str]:
+    """Stop the conversation's active runs (or one). Returns the ids of the runs told to stop."""
+    conversation, queued, running = await db(_prepare_stop)(
+        user=user, conversation_id=conversation_id, run_id=run_id
+    )
+    for run in running:
+        await _signal_stop(run)
+    if queued or conversation.session_type == SessionType.AGENT_AGENT:
+        writer = EventWriter(
+            get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
+        )
+        for run in queued:
+            writer.emit(
+                "run_finished",
+                {
+                    "run_id": str(run.pk),
+                    "status": RunStatus.STOPPED,
+                    "usage": {},
+                    "agent_id": str(run.agent_id),
+                },
+            )
+        if (
+            conversation.session_type == SessionType.AGENT_AGENT
+            and conversation.status == ConversationStatus.STOPPED
+        ):
+            writer.emit(
+                "system",
+                {"code": "session_stopped", "message": "The session was stopped.", "status": "stopped"},
+            )
+        await writer.flush()
+    return [str(r.pk) for r in [*running, *queued]]
+
+
+# --- client tools ----------------------------------------------------------------------------------
+
+
+def _prepare_tool_result(
+    *, user: Any, conversation_id: Any, tool_call_id: str, result: Any, is_error: bool
+) -> tuple[str, dict[str, Any]]:
+    from runs.tools import store_tool_result
+
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    call = (
+        Message.objects.filter(
+            conversation=conversation, type=MessageType.TOOL_CALL, metadata__toolCallId=tool_call_id
+        )
+        .order_by("created_at")
+        .first()
+    )
+    if call is None:
+        raise NotFound("No tool call with that id in this conversation.")
+    if call.metadata.get("execution") != "client":
+        raise ValidationFailed(
+            "That tool runs on the server.", details={"toolCallId": ["Not a client tool."]}
+        )
+    stored = store_tool_result(
+        conversation_id=conversation.pk,
+        tool_call_id=tool_call_id,
+        tool=call.metadata.get("tool", ""),
+        agent_id=call.metadata.get("agent_id", ""),
+        result=result,
+        is_error=is_error,
+    )
+    if stored is None:
+        raise Conflict("This tool call already has a result.")
+    owner = Run.objects.filter(pk=call.metadata.get("run_id")).values_list("owner", flat=True).first() or ""
+    return owner, {"result": result, "is_error": is_error}
+
+
+async def tool_result_submit(
+    *, user: Any, conversation_id: Any, tool_call_id: str, result: Any, is_error: bool
+) -> None:
+    """A client's answer to a client tool call. The first valid answer wins; later ones get Conflict."""
+    from runs.engine import get_run_manager
+
+    owner, outcome = await db(_prepare_tool_result)(
+        user=user,
+        conversation_id=conversation_id,
+        tool_call_id=tool_call_id,
+        result=result,
+        is_error=is_error,
+    )
+    if get_run_manager().resolve_tool(tool_call_id, outcome):
+        return
+    _, _, channel = owner.partition("|")
+    if channel:
+        try:
+            await get_channel_layer().send(
+                channel, {"type": "run.tool_result", "tool_call_id": tool_call_id, "outcome": outcome}
+            )
+        except Exception:  # the run also finds the stored result within a second
+            pass
+
+
+# --- session state and binding ------------------------------------------------------------------------
+
+
+def message_as_dict(message: Message) -> dict[str, Any]:
+    return {
+        "id": str(message.pk),
+        "seq": message.seq,
+        "role": message.role,
+        "type": message.type,
+        "agent_id": str(message.agent_id) if message.agent_id else None,
+        "content": message.content,
+        "status": message.status,
+        "metadata": message.metadata,
+        "opinion": message.opinion,
+        "client_message_id": message.client_message_id,
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+def agent_as_dict(agent: Agent) -> dict[str, Any]:
+    return {
+        "id": str(agent.pk),
+        "name": agent.name,
+        "emoji": agent.emoji,
+        "provider": agent.provider,
+        "model": agent.model,
+        "status": agent.status,
+        "role": getattr(agent, "participant_role", None),
+        "tools": [
+            {"name": t.get("name"), "execution": t.get("execution", "server")} for t in agent.tools or []
+        ],
+    }
+
+
+def _session_state(conversation: Conversation, last_seq: int, recent: int) -> dict[str, Any]:
+    conversation.refresh_from_db()
+    messages = message_list(conversation=conversation, limit=recent)
+    active = list(
+        Run.objects.filter(conversation=conversation, status__in=ACTIVE_RUN_STATUSES).order_by("created_at")
+    )
+    answered = set(
+        Message.objects.filter(conversation=conversation, type=MessageType.TOOL_RESULT).values_list(
+            "metadata__toolCallId", flat=True
+        )
+    )
+    pending_tools = [
+        {
+            "toolCallId": m.metadata.get("toolCallId"),
+            "tool": m.metadata.get("tool"),
+            "parameters": m.metadata.get("parameters"),
+            "execution": "client",
+            "run_id": m.metadata.get("run_id"),
+        }
+        for m in Message.objects.filter(
+            conversation=conversation, type=MessageType.TOOL_CALL, metadata__execution="client"
+        ).order_by("created_at")
+        if m.metadata.get("toolCallId") not in answered
+        and m.metadata.get("run_id") in {str(r.pk) for r in active}
+    ]
+    return {
+        "conversation": {
+            "id": str(conversation.pk),
+            "title": conversation.title,
+            "session_type": conversation.session_type,
+            "status": conversation.status,
+            "settings": conversation.settings,
+            "context": conversation.context,
+            "created_at": conversation.created_at.isoformat(),
+        },
+        "agents": [agent_as_dict(a) for a in conversation_participants(conversation=conversation)],
+        "status": conversation.status,
+        "last_seq": last_seq,
+        "messages": [message_as_dict(m) for m in messages],
+        "active_runs": [
+            {"run_id": str(r.pk), "agent_id": str(r.agent_id), "status": r.status} for r in active
+        ],
+        "pending_tool_calls": pending_tools,
+    }
+
+
+async def session_state(*, conversation: Conversation, recent: int = 50) -> dict[str, Any]:
+    """The conversation as stored, with the log's current last seq: what a client resyncs to."""
+    last_seq = await get_event_log().last_seq(str(conversation.pk))
+    last_seq = max(last_seq, conversation.last_seq if last_seq == 0 else 0)
+    return await db(_session_state)(conversation, last_seq, recent)
+
+
+def _bind(*, user: Any, conversation_id: Any, agent_id: Any, context: Any) -> Conversation:
+    if conversation_id:
+        conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+        if isinstance(context, dict) and context:
+            conversation.context = {**(conversation.context or {}), **context}
+            conversation.save(update_fields=["context", "updated_at"])
+        return conversation
+    if agent_id:
+        agent = agent_get_for_user(user=user, agent_id=agent_id)
+    else:
+        from agents.selectors import agent_list
+
+        agent = agent_list(user=user, filters={"status": AgentStatus.ACTIVE}).first()
+        if agent is None:
+            raise NotFound("No active agent is available.")
+    return conversation_create(
+        owner=user, participants=[(agent, "primary")], context=context if isinstance(context, dict) else None
+    )
+
+
+async def conversation_bind(
+    *, user: Any, conversation_id: Any = None, agent_id: Any = None, context: Any = None
+) -> Conversation:
+    """``initialize``: the user's conversation, or a new one with the given (or first active) agent."""
+    return await db(_bind)(user=user, conversation_id=conversation_id, agent_id=agent_id, context=context)

@@ -1,0 +1,141 @@
+"""Agent-to-agent sessions: turns alternate automatically on the run engine, within limits.
+
+Every limit is checked against the database when a turn is claimed (``turn_refusal``), so no
+session exceeds its turns even when workers restart or a dispatch is delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.utils import timezone
+
+from conversations.models import (
+    ACTIVE_RUN_STATUSES,
+    Conversation,
+    ConversationStatus,
+    Message,
+    MessageRole,
+    MessageStatus,
+    MessageType,
+    Run,
+    RunStatus,
+    SessionType,
+)
+from conversations.services import MAX_TURNS_DEFAULT
+
+
+def turns_taken(conversation_id: Any) -> int:
+    """Agent turns that produced a reply (any final status but error)."""
+    return (
+        Message.objects.filter(
+            conversation_id=conversation_id, role=MessageRole.AGENT, type=MessageType.MESSAGE
+        )
+        .exclude(status__in=[MessageStatus.ERROR, MessageStatus.STREAMING])
+        .count()
+    )
+
+
+def tokens_used(conversation_id: Any) -> int:
+    total = 0
+    for usage in Run.objects.filter(conversation_id=conversation_id).values_list("usage", flat=True):
+        total += int((usage or {}).get("total_tokens") or 0)
+    return total
+
+
+def turn_refusal(run: Run) -> str | None:
+    """Why this claimed run must not take a turn, or None. Called inside the claim."""
+    conversation = run.conversation
+    if conversation.session_type != SessionType.AGENT_AGENT:
+        return None
+    settings = conversation.settings or {}
+    if conversation.status != ConversationStatus.ACTIVE:
+        reason = "session_not_active"
+    elif turns_taken(conversation.pk) >= int(settings.get("max_turns", MAX_TURNS_DEFAULT)):
+        reason = "turn_limit_reached"
+    elif settings.get("token_budget") and tokens_used(conversation.pk) >= int(settings["token_budget"]):
+        reason = "budget_exhausted"
+    else:
+        return None
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.STOPPED, finished_at=timezone.now(), error={"code": reason, "message": reason}
+    )
+    return reason
+
+
+def _next_step(run_id: str, conversation_id: str) -> dict[str, Any] | None:
+    """Decide what follows a finished turn: the next run (with its cooldown), an end, or nothing."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+        if (
+            conversation.session_type != SessionType.AGENT_AGENT
+            or conversation.status != ConversationStatus.ACTIVE
+        ):
+            return None
+        run = Run.objects.select_related("reply_message").get(pk=run_id)
+        if run.status != RunStatus.COMPLETED:
+            return None
+        if Run.objects.filter(conversation=conversation, status__in=ACTIVE_RUN_STATUSES).exists():
+            return None  # a person's interjection is already queued; the loop resumes after it
+        settings = conversation.settings or {}
+        phrase = (settings.get("termination_phrase") or "").strip().lower()
+        content = (run.reply_message.content if run.reply_message else "").lower()
+        turns = turns_taken(conversation.pk)
+        end = None
+        if phrase and phrase in content:
+            end = ("goal_reached", "The termination phrase was said: the goal is reached.")
+        elif settings.get("token_budget") and tokens_used(conversation.pk) >= int(settings["token_budget"]):
+            end = ("budget_exhausted", "The session's token budget is spent.")
+        elif turns >= int(settings.get("max_turns", MAX_TURNS_DEFAULT)):
+            end = ("turn_limit_reached", f"The session reached its limit of {turns} turns.")
+        if end is not None:
+            conversation.status = ConversationStatus.COMPLETED
+            conversation.save(update_fields=["status", "updated_at"])
+            return {"end": end, "conversation": conversation}
+        agents = [p.agent for p in conversation.participants.select_related("agent").order_by("position")]
+        next_agent = agents[turns % len(agents)]
+        next_run = Run.objects.create(conversation=conversation, agent=next_agent, status=RunStatus.QUEUED)
+        cooldown = float(settings.get("cooldown_seconds") or 0)
+        return {
+            "run_id": str(next_run.pk),
+            "agent_id": str(next_agent.pk),
+            "cooldown": cooldown,
+            "conversation": conversation,
+        }
+
+
+async def after_run(*, run_id: str, conversation_id: str) -> bool:
+    """Continue an agent-agent session after a turn. True if it took care of dispatching."""
+    from realtime.eventlog import get_event_log
+    from runs.engine import dispatch_run
+    from runs.events import EventWriter
+
+    step = await sync_to_async(_next_step)(run_id, conversation_id)
+    if step is None:
+        return False
+    conversation = step["conversation"]
+    writer = EventWriter(
+        get_event_log(), conversation_id, owner_id=conversation.owner_id, floor=conversation.last_seq
+    )
+    if "end" in step:
+        code, message = step["end"]
+        writer.emit("info", {"code": code, "message": message})
+        writer.emit(
+            "system",
+            {"code": "session_completed", "message": "The session is completed.", "status": "completed"},
+        )
+        await writer.flush()
+        return True
+    if step["cooldown"] > 0:
+        until = timezone.now() + timedelta(seconds=step["cooldown"])
+        writer.emit("cooldown", {"agent_id": step["agent_id"], "until": until.isoformat()})
+        await writer.flush()
+        loop = asyncio.get_running_loop()
+        loop.call_later(step["cooldown"], lambda: loop.create_task(dispatch_run(step["run_id"])))
+        return True
+    await dispatch_run(step["run_id"])
+    return True

@@ -1,0 +1,358 @@
+"""Realtime HTTP endpoints: invoke (wait for the whole reply), stop, and the SSE streams.
+
+Async Django views: a reply can take minutes, and a sync view would hold Django's one
+thread-sensitive worker thread for all of it. They authenticate like the REST API (JWT bearer or
+the session), answer errors in the API's one shape, and call the same services as the sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from nexus.errors import NexusError, ValidationFailed
+from realtime import protocol
+from realtime.eventlog import LoggedEvent, get_event_log
+
+logger = logging.getLogger(__name__)
+KEEPALIVE_SECONDS = 15.0
+INVOKE_TIMEOUT = 600.0
+
+
+def _error(status: int, detail: str, code: str, *, errors: Any = None) -> JsonResponse:
+    from nexus.exceptions import error_body
+
+    return JsonResponse(error_body(detail, code, errors=errors), status=status)
+
+
+async def _user(request: HttpRequest) -> tuple[Any, str | None]:
+    """(user, method): the JWT bearer's user, or the session's; (None, None) when neither."""
+    from nexus.auth import AuthenticationFailed, bearer_token, user_from_access_token
+
+    token = bearer_token(request.headers.get("Authorization"))
+    if token:
+        try:
+            return await sync_to_async(user_from_access_token)(token), "jwt"
+        except AuthenticationFailed:
+            return None, None
+    user = await request.auser()
+    return (user, "session") if user.is_authenticated and user.is_active else (None, None)
+
+
+def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
+    """Session-authenticated unsafe requests need Django's CSRF token (bearer ones cannot be forged)."""
+    from django.middleware.csrf import CsrfViewMiddleware
+
+    return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    if not request.body:
+        return {}
+    try:
+        body = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        raise ValidationFailed("The body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise ValidationFailed("The body must be a JSON object.")
+    return body
+
+
+def api_view(func: Any) -> Any:
+    """Auth + the one error shape for the async endpoints."""
+
+    async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user, method = await _user(request)
+        if user is None:
+            return _error(
+                401, "Authentication credentials were not provided or are invalid.", "not_authenticated"
+            )
+        unsafe = request.method not in ("GET", "HEAD", "OPTIONS")
+        if method == "session" and unsafe and await sync_to_async(_csrf_failure)(request) is not None:
+            return _error(
+                403, "CSRF check failed: send the csrftoken cookie's value in X-CSRFToken.", "csrf_failed"
+            )
+        request.nexus_user = user
+        try:
+            return await func(request, *args, **kwargs)
+        except NexusError as exc:
+            details = exc.details if isinstance(exc.details, dict) else None
+            response = _error(exc.http_status, exc.message, exc.code, errors=details)
+            if exc.retry_after is not None:
+                response["Retry-After"] = str(max(1, round(exc.retry_after)))
+            return response
+
+    view.__name__ = func.__name__
+    view.__doc__ = func.__doc__
+    return csrf_exempt(view)
+
+
+def _string(body: dict[str, Any], *names: str, required: bool = True) -> str | None:
+    for name in names:
+        value = body.get(name)
+        if value is not None:
+            if not isinstance(value, str) or not value.strip():
+                raise ValidationFailed(
+                    f"{name} must be a non-empty string.", details={name: ["A non-empty string."]}
+                )
+            return value
+    if required:
+        raise ValidationFailed(f"{names[0]} is required.", details={names[0]: ["This field is required."]})
+    return None
+
+
+class _Follower:
+    """Follows one conversation's log from a seq: replay, then live, no gap, no duplicate."""
+
+    def __init__(self, conversation_id: str, after_seq: int) -> None:
+        self.conversation_id = conversation_id
+        self.cursor = after_seq
+        self.pending: list[LoggedEvent] = []
+        self.wakeup = asyncio.Event()
+        self.log = get_event_log()
+
+    def _on_events(self, _cid: str, events: list[LoggedEvent]) -> None:
+        self.pending.extend(events)
+        self.wakeup.set()
+
+    async def __aenter__(self) -> _Follower:
+        self.log.watch(self.conversation_id, self._on_events)
+        self.wakeup.set()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.log.unwatch(self.conversation_id, self._on_events)
+
+    async def events(self, *, keepalive: float | None) -> AsyncIterator[LoggedEvent | None]:
+        """Yields events in order; None when ``keepalive`` seconds pass with nothing to send."""
+        first = True
+        while True:
+            if not first:
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), keepalive)
+                except TimeoutError:
+                    yield None
+                    continue
+            first = False
+            self.wakeup.clear()
+            batch, self.pending = self.pending, []
+            if not batch or batch[0].seq > self.cursor + 1:
+                replay = await self.log.read_after(self.conversation_id, self.cursor)
+                if not replay.covered:
+                    raise ValidationFailed(
+                        "The event log no longer covers that seq; reload the conversation."
+                    )
+                batch = replay.events + batch
+                if replay.events and replay.events[-1].seq < replay.last_seq:
+                    self.wakeup.set()  # more pages to read
+            for evt in batch:
+                if evt.seq == self.cursor + 1:
+                    self.cursor = evt.seq
+                    yield evt
+                elif evt.seq > self.cursor + 1:
+                    self.wakeup.set()  # a gap appeared: the next pass reads it from the log
+                    break
+
+
+def _sse(evt: LoggedEvent) -> bytes:
+    return (
+        b"id: "
+        + str(evt.seq).encode()
+        + b"\ndata: "
+        + protocol.frame_with_seq(evt.seq, evt.payload).encode()
+        + b"\n\n"
+    )
+
+
+async def _stream(conversation_id: str, after_seq: int, *, until_run: str | None) -> AsyncIterator[bytes]:
+    yield b": connected\n\n"
+    try:
+        async with _Follower(conversation_id, after_seq) as follower:
+            async for evt in follower.events(keepalive=KEEPALIVE_SECONDS):
+                if evt is None:
+                    yield b": keep-alive\n\n"
+                    continue
+                yield _sse(evt)
+                if until_run is not None and b'"run_finished"' in evt.payload:
+                    data = orjson.loads(evt.payload)["data"]
+                    if data.get("run_id") == until_run:
+                        return
+    except NexusError as exc:
+        yield b"event: error\ndata: " + protocol.error_frame(exc.code, exc.message).encode() + b"\n\n"
+
+
+def _sse_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(body, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+# --- endpoints -------------------------------------------------------------------------------
+
+
+def _conversation_for_run(user: Any, agent_id: Any, conversation_id: Any, history: Any) -> tuple[str, int]:
+    from agents.selectors import agent_get_for_user
+    from conversations.models import Message, Participant
+    from conversations.selectors import conversation_get_for_user
+    from conversations.services import conversation_create
+
+    agent = agent_get_for_user(user=user, agent_id=agent_id)
+    if conversation_id:
+        conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+        if not Participant.objects.filter(conversation=conversation, agent=agent).exists():
+            raise ValidationFailed(
+                "That agent is not in this conversation.", details={"agent_id": ["Not a participant."]}
+            )
+        return str(conversation.pk), conversation.last_seq
+    conversation = conversation_create(owner=user, participants=[(agent, "primary")])
+    if history is not None:
+        if not isinstance(history, list) or not all(
+            isinstance(h, dict)
+            and h.get("role") in ("user", "assistant")
+            and isinstance(h.get("content"), str)
+            for h in history
+        ):
+            raise ValidationFailed(
+                "history is a list of {role: user|assistant, content}.", details={"history": ["Invalid."]}
+            )
+        Message.objects.bulk_create(
+            Message(
+                conversation=conversation,
+                role="user" if h["role"] == "user" else "agent",
+                agent=agent if h["role"] == "assistant" else None,
+                content=h["content"],
+            )
+            for h in history[-50:]
+        )
+    return str(conversation.pk), 0
+
+
+async def _last_seq(conversation_id: str, stored: int) -> int:
+    return max(await get_event_log().last_seq(conversation_id), stored)
+
+
+@require_http_methods(["POST"])
+@api_view
+async def agent_run(request: HttpRequest, agent_id: str) -> HttpResponse:
+    """``POST /api/agents/{id}/run/`` (seed 002): send ``query`` and stream the run over SSE."""
+    from runs.services import message_send
+
+    body = _json_body(request)
+    query = _string(body, "query", "message")
+    conversation_id, stored_seq = await sync_to_async(_conversation_for_run)(
+        request.nexus_user, agent_id, body.get("conversation_id"), body.get("history")
+    )
+    after = await _last_seq(conversation_id, stored_seq)
+    result = await message_send(
+        user=request.nexus_user,
+        conversation_id=conversation_id,
+        content=query,
+        client_message_id=body.get("client_message_id"),
+        agent_id=str(agent_id),
+    )
+    response = _sse_response(_stream(conversation_id, after, until_run=result.run_id))
+    response["X-Conversation-Id"] = conversation_id
+    return response
+
+
+@require_http_methods(["GET"])
+@api_view
+async def conversation_events(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    """``GET /api/conversations/{id}/events/``: every event after ``Last-Event-ID`` / ``?after_seq=``."""
+    from conversations.selectors import conversation_get_for_user
+
+    conversation = await sync_to_async(conversation_get_for_user)(
+        user=request.nexus_user, conversation_id=conversation_id
+    )
+    raw = request.headers.get("Last-Event-ID") or request.GET.get("after_seq")
+    if raw is None:
+        after = await _last_seq(str(conversation.pk), conversation.last_seq)
+    else:
+        try:
+            after = int(raw)
+        except ValueError:
+            raise ValidationFailed(
+                "after_seq must be an integer.", details={"after_seq": ["An integer."]}
+            ) from None
+        if after < 0:
+            raise ValidationFailed(
+                "after_seq must not be negative.", details={"after_seq": ["Non-negative."]}
+            )
+    return _sse_response(_stream(str(conversation.pk), after, until_run=None))
+
+
+@require_http_methods(["POST"])
+@api_view
+async def invoke(request: HttpRequest) -> HttpResponse:
+    """``POST /api/invoke/`` (seed 000): run the agent and answer with the whole reply. The events
+    stream to every socket watching the conversation meanwhile."""
+    from runs.services import message_send
+
+    body = _json_body(request)
+    agent_id = _string(body, "agent_id", "agentId")
+    message = _string(body, "message", "query")
+    conversation_id, stored_seq = await sync_to_async(_conversation_for_run)(
+        request.nexus_user, agent_id, body.get("conversation_id") or body.get("conversationId"), None
+    )
+    after = await _last_seq(conversation_id, stored_seq)
+    async with _Follower(conversation_id, after) as follower:
+        result = await message_send(
+            user=request.nexus_user,
+            conversation_id=conversation_id,
+            content=message,
+            agent_id=agent_id,
+            client_message_id=body.get("client_message_id"),
+        )
+        reply_id: str | None = None
+        final: dict[str, Any] | None = None
+        finished: dict[str, Any] | None = None
+        try:
+            async with asyncio.timeout(INVOKE_TIMEOUT):
+                async for evt in follower.events(keepalive=None):
+                    if evt is None or b'"streaming_chunk"' in evt.payload[:40]:
+                        continue
+                    data = orjson.loads(evt.payload)
+                    kind, fields = data["type"], data["data"]
+                    if kind == "run_started" and fields.get("run_id") == result.run_id:
+                        reply_id = fields.get("message_id")
+                    elif kind == "agent_message" and reply_id and fields.get("messageId") == reply_id:
+                        final = fields
+                    elif kind == "run_finished" and fields.get("run_id") == result.run_id:
+                        finished = fields
+                        break
+        except TimeoutError:
+            return _error(504, "The reply took too long; it continues and is stored.", "timeout")
+    status = (finished or {}).get("status")
+    return JsonResponse(
+        {
+            "success": status == "completed",
+            "response": (final or {}).get("content", ""),
+            "conversation_id": conversation_id,
+            "message_id": (final or {}).get("messageId") or (finished or {}).get("message_id"),
+            "run_id": result.run_id,
+            "status": status,
+            "error": (finished or {}).get("error"),
+        }
+    )
+
+
+@require_http_methods(["POST"])
+@api_view
+async def conversation_stop(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    """``POST /api/conversations/{id}/stop/``: the REST twin of the ``stop`` frame."""
+    from runs.services import run_stop
+
+    body = _json_body(request)
+    stopped = await run_stop(
+        user=request.nexus_user, conversation_id=conversation_id, run_id=body.get("run_id")
+    )
+    return JsonResponse({"stopped": stopped, "count": len(stopped)})

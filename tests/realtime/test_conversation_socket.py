@@ -1,0 +1,163 @@
+"""The conversation socket, in process, through the real ASGI application (SPEC sections 4, 5)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+
+from tests.realtime import scripted
+from tests.realtime.conftest import make_agent, make_conversation
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def conversation(user):
+    agent = make_agent(reply="The answer is four.", chunks=6)
+    return make_conversation(user, agent)
+
+
+def _message(pk):
+    from conversations.models import Message
+
+    return Message.objects.get(pk=pk)
+
+
+async def test_a_message_streams_a_reply_that_equals_the_stored_one(connect, user, conversation):
+    client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    assert (await client.recv())["type"] == "connection"
+    state = await client.until("session_state")
+    assert state["data"]["conversation"]["id"] == str(conversation.pk)
+    await client.send(
+        {"type": "user_message", "data": {"content": "What is 2+2?", "client_message_id": "c1"}}
+    )
+    ack = await client.until("ack")
+    assert ack["data"]["client_message_id"] == "c1"
+    started = await client.until("run_started")
+    chunks = []
+    while True:
+        frame = await client.recv()
+        if frame["type"] == "streaming_chunk":
+            chunks.append(frame)
+        if frame["type"] == "agent_message":
+            final = frame
+        if frame["type"] == "run_finished":
+            finished = frame
+            break
+    text = "".join(c["data"]["chunk"] for c in chunks)
+    assert text == "The answer is four." == final["data"]["content"]
+    assert chunks[-1]["data"]["isDone"] is True
+    assert finished["data"]["status"] == "completed"
+    seqs = [f["seq"] for f in client.frames if "seq" in f]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    stored = await database_sync_to_async(_message)(started["data"]["message_id"])
+    assert stored.content == text and stored.status == "complete"
+    assert stored.metadata["provider"] == "scripted" and stored.metadata["finish_reason"] == "stop"
+    await client.close()
+
+
+async def test_stop_keeps_the_partial_reply_as_stopped(connect, user):
+    agent = await database_sync_to_async(make_agent)(reply="x" * 400, chunks=400, delay=0.01)
+    conversation = await database_sync_to_async(make_conversation)(user, agent)
+    client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    await client.send({"type": "user_message", "data": {"content": "Go"}})
+    started = await client.until("run_started")
+    await client.until("streaming_chunk")
+    loop = asyncio.get_running_loop()
+    sent = loop.time()
+    await client.send({"type": "stop"})
+    finished = await client.until("run_finished")
+    assert finished["data"]["status"] == "stopped"
+    assert loop.time() - sent < 1.0
+    assert scripted.CLOSED and scripted.CLOSED[0] - sent < 1.0
+    stored = await database_sync_to_async(_message)(started["data"]["message_id"])
+    assert stored.status == "stopped"
+    assert 0 < len(stored.content) < 400
+    await client.close()
+
+
+async def test_resume_replays_exactly_the_missed_events(connect, user, conversation):
+    first = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    await first.send({"type": "user_message", "data": {"content": "Hi"}})
+    await first.until("run_finished")
+    seqs = [f["seq"] for f in first.frames if "seq" in f]
+    await first.close()
+    second = await connect(f"/ws/conversations/{conversation.pk}/?last_seq={seqs[2]}", user=user)
+    replayed = []
+    while len(replayed) < len(seqs) - 3:
+        frame = await second.recv()
+        if "seq" in frame:
+            replayed.append(frame["seq"])
+    assert replayed == seqs[3:]
+    await second.send({"type": "resume", "data": {"last_seq": seqs[-2]}})
+    again = await second.recv()
+    assert again["seq"] == seqs[-1]
+    await second.close()
+
+
+async def test_the_same_client_message_id_twice_gives_one_message_and_one_run(connect, user, conversation):
+    from conversations.models import Message, Run
+
+    client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    for _ in range(2):
+        await client.send({"type": "user_message", "data": {"content": "Once", "client_message_id": "same"}})
+    first = await client.until("ack")
+    second = await client.until("ack")
+    assert first["data"]["message_id"] == second["data"]["message_id"]
+    assert second["data"]["duplicate"] is True
+    await client.until("run_finished")
+    await asyncio.sleep(0.2)
+    count = await database_sync_to_async(
+        lambda: (Message.objects.filter(role="user").count(), Run.objects.count())
+    )()
+    assert count == (1, 1)
+    await client.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "invalid_json"),
+        ('{"type": "dance"}', "unknown_type"),
+        ('{"data": {}}', "validation_error"),
+        ('{"type": "user_message", "data": {"content": 5}}', "validation_error"),
+        ('{"type": "user_message", "data": {"content": "   "}}', "validation_error"),
+        ('{"type": "resume", "data": {"last_seq": -1}}', "validation_error"),
+        ('{"type": "feedback", "data": {"messageId": "x", "rating": "meh"}}', "validation_error"),
+        ('{"type": "tool_result", "data": {"toolCallId": "nope", "result": 1}}', "not_found"),
+        (
+            '{"type": "feedback", "data": {"messageId": "00000000-0000-0000-0000-000000000000", "rating": "positive"}}',
+            "not_found",
+        ),
+    ],
+)
+async def test_bad_frames_get_a_coded_error_and_the_socket_stays(connect, user, conversation, raw, code):
+    client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    await client.until("session_state")
+    await client.send(raw)
+    error = await client.until("error")
+    assert error["data"]["code"] == code
+    await client.send({"type": "ping"})
+    assert (await client.until("pong"))["type"] == "pong"
+    await client.close()
+
+
+async def test_a_binary_frame_is_refused_with_an_error(connect, user, conversation):
+    client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    await client.until("session_state")
+    await client.ws.send_to(bytes_data=b"\x00\x01")
+    assert (await client.until("error"))["data"]["code"] == "invalid_json"
+    await client.close()
+
+
+async def test_seed_aliases_text_and_query_start_runs(connect, user, conversation):
+    client = await connect(f"/ws/{conversation.pk}", user=user)
+    await client.send({"type": "text", "content": "Hello AI!", "timestamp": "2024-01-01T00:00:00Z"})
+    await client.until("run_finished")
+    await client.send({"type": "query", "data": {"query": "And again"}})
+    await client.until("ack")
+    await client.until("run_finished")
+    await client.close()
