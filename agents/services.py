@@ -10,7 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import Agent, AgentStatus
-from nexus.errors import ValidationFailed
+from agents.selectors import agent_can_edit
+from nexus.errors import Conflict, Forbidden, ValidationFailed
 
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 EDITABLE_FIELDS = (
@@ -167,3 +168,33 @@ def agent_set_status(*, agent: Agent, status: str, cooldown_until: Any = None) -
 def agent_mark_active(*, agent_id: Any) -> None:
     """Record that an agent just answered (cheap single UPDATE, no signals)."""
     Agent.objects.filter(pk=agent_id).update(last_active_at=timezone.now())
+
+
+# --- the access rules of writes, for callers acting for a user (REST, WebSocket) ----------------
+
+
+def agent_create_for_user(*, user: Any, shared: bool = False, **fields: Any) -> Agent:
+    """Create an agent for ``user``: their own, or shared with everyone (staff only)."""
+    if shared and not getattr(user, "is_staff", False):
+        raise Forbidden("Only staff create shared agents.")
+    return agent_create(owner=None if shared else user, **fields)
+
+
+def agent_update_for_user(*, user: Any, agent: Agent, **fields: Any) -> Agent:
+    """Owners change their agents; shared agents are changed by staff only."""
+    if not agent_can_edit(user=user, agent=agent):
+        raise Forbidden("Only staff change shared agents.")
+    return agent_update(agent=agent, **fields)
+
+
+def agent_delete_for_user(*, user: Any, agent: Agent) -> None:
+    """Delete an agent the user may edit. An agent that has spoken keeps the history readable:
+    it is refused (409) and should be paused instead; delete its conversations first."""
+    if not agent_can_edit(user=user, agent=agent):
+        raise Forbidden("Only staff delete shared agents.")
+    if agent.messages.exists():
+        raise Conflict(
+            "This agent has messages in conversations; pause it (status=paused) or delete those "
+            "conversations first."
+        )
+    agent_delete(agent=agent)

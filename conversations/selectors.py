@@ -81,3 +81,13 @@ def run_active_for_conversation(*, conversation_id: Any) -> Run | None:
 
 def runs_in_flight() -> QuerySet[Run]:
     return Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).select_related("conversation", "agent")
+
+
+def conversation_list_with_agents(*, user: Any) -> QuerySet[Conversation]:
+    """``conversation_list`` with each conversation's participants and agents prefetched."""
+    from django.db.models import Prefetch
+
+    from conversations.models import Participant
+
+    participants = Participant.objects.select_related("agent").order_by("position")
+    return conversation_list(user=user).prefetch_related(Prefetch("participants", queryset=participants))

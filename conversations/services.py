@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,8 @@ from conversations.models import (
     SessionType,
 )
 from nexus.errors import ValidationFailed
+
+logger = logging.getLogger("nexus.conversations")
 
 MAX_TURNS_DEFAULT = 10
 MAX_TURNS_CAP = 100
@@ -159,3 +162,241 @@ def message_feedback(*, message: Message, rating: str | None, comment: str = "")
     message.feedback_comment = comment or ""
     message.save(update_fields=["opinion", "feedback_comment", "updated_at"])
     return message
+
+
+# --- creation from a client's request (REST, WebSocket `initialize`) ---------------------------
+
+INLINE_AGENT_FIELDS = frozenset(
+    {
+        "provider",
+        "model",
+        "name",
+        "emoji",
+        "description",
+        "workspace",
+        "base_url",
+        "system_prompt",
+        "personality",
+        "capabilities",
+        "interaction_modes",
+        "temperature",
+        "max_tokens",
+        "tools",
+        "config",
+        "metadata",
+    }
+)
+MAX_PARTICIPANTS = 10
+_LIST_ROLES = ("primary", "secondary")
+
+
+def _role_for_position(position: int) -> str:
+    return _LIST_ROLES[position] if position < len(_LIST_ROLES) else f"participant_{position + 1}"
+
+
+def conversation_agent_specs(agents: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Normalise the ``agents`` of a create request into ``[(role, spec)]`` in speaking order.
+
+    ``agents`` is a list of agent ids (roles primary, secondary, participant_3...) or the seed-001
+    mapping ``{role: {"agent_id": id} | {inline agent config}}``.
+    """
+    if isinstance(agents, list):
+        specs = [(_role_for_position(i), {"agent_id": value}) for i, value in enumerate(agents)]
+    elif isinstance(agents, dict):
+        specs = []
+        for role, value in agents.items():
+            if not isinstance(role, str) or not role.strip() or len(role) > 32:
+                raise ValidationFailed(
+                    "Invalid role.", details={"agents": [f"{role!r}: 1 to 32 characters."]}
+                )
+            if isinstance(value, str):
+                value = {"agent_id": value}
+            if not isinstance(value, dict):
+                raise ValidationFailed(
+                    "Invalid agent.", details={"agents": [f"{role}: an agent_id or an agent config."]}
+                )
+            specs.append((role.strip(), value))
+    else:
+        raise ValidationFailed(
+            "Invalid agents.", details={"agents": ["A list of agent ids, or {role: agent} objects."]}
+        )
+    if not specs:
+        raise ValidationFailed("A conversation needs an agent.", details={"agents": ["At least one agent."]})
+    if len(specs) > MAX_PARTICIPANTS:
+        raise ValidationFailed(
+            "Too many agents.", details={"agents": [f"At most {MAX_PARTICIPANTS} agents."]}
+        )
+    return specs
+
+
+def _no_secrets(value: Any, *, where: str) -> None:
+    from agents.services import _SECRET_HINTS
+
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if any(hint in str(key).lower() for hint in _SECRET_HINTS):
+                raise ValidationFailed(
+                    "Secrets are never stored in agents.",
+                    details={"agents": [f"{where}.{key}: put secrets in the environment."]},
+                )
+            _no_secrets(item, where=f"{where}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            _no_secrets(item, where=where)
+
+
+def _agent_from_spec(*, owner: Any, role: str, spec: dict[str, Any]) -> Agent:
+    from agents.selectors import agent_get_for_user
+    from agents.services import agent_create
+    from nexus.errors import NotFound
+
+    if "agent_id" in spec:
+        if len(spec) > 1:
+            raise ValidationFailed(
+                "Invalid agent.", details={"agents": [f"{role}: agent_id or an inline config, not both."]}
+            )
+        try:
+            return agent_get_for_user(user=owner, agent_id=spec["agent_id"])
+        except NotFound:
+            raise ValidationFailed(
+                "Unknown agent.", details={"agents": [f"{role}: agent {spec['agent_id']} not found."]}
+            ) from None
+    unknown = set(spec) - INLINE_AGENT_FIELDS
+    if unknown:
+        raise ValidationFailed(
+            "Unknown agent fields.",
+            details={"agents": [f"{role}: unknown field {name}." for name in sorted(unknown)]},
+        )
+    if not spec.get("provider") or not spec.get("model"):
+        raise ValidationFailed(
+            "An inline agent needs a provider and a model.",
+            details={"agents": [f"{role}: provider and model are required."]},
+        )
+    fields = {key: value for key, value in spec.items() if key != "metadata"}
+    if "metadata" in spec:
+        if not isinstance(spec["metadata"], dict):
+            raise ValidationFailed("Invalid metadata.", details={"agents": [f"{role}.metadata: an object."]})
+        _no_secrets(spec["metadata"], where=f"{role}.metadata")
+        fields["config"] = {**(fields.get("config") or {}), "metadata": spec["metadata"]}
+    fields.setdefault("name", f"{role.replace('_', ' ').title()} ({spec['provider']} {spec['model']})"[:120])
+    try:
+        return agent_create(owner=owner, **fields)
+    except ValidationFailed as exc:
+        details = exc.details if isinstance(exc.details, dict) else {}
+        messages = [f"{role}.{field}: {msg}" for field, msgs in details.items() for msg in _flat(msgs)]
+        raise ValidationFailed(
+            exc.message, details={"agents": messages or [f"{role}: {exc.message}"]}
+        ) from None
+
+
+def _flat(messages: Any) -> list[str]:
+    if isinstance(messages, list | tuple):
+        return [str(item) for item in messages]
+    if isinstance(messages, dict):
+        return [f"{key}: {item}" for key, values in messages.items() for item in _flat(values)]
+    return [str(messages)]
+
+
+@transaction.atomic
+def conversation_create_for_user(
+    *,
+    owner: Any,
+    agents: Any,
+    session_type: str = SessionType.HUMAN_AGENT,
+    title: str = "",
+    context: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Conversation:
+    """Create a conversation from a client's request: agents by id (ones the owner may use) or as
+    inline configs (new agents owned by ``owner``), all in one transaction."""
+    participants = [
+        (_agent_from_spec(owner=owner, role=role, spec=spec), role)
+        for role, spec in conversation_agent_specs(agents)
+    ]
+    return conversation_create(
+        owner=owner,
+        participants=participants,
+        session_type=session_type,
+        title=title,
+        context=context,
+        settings=settings,
+    )
+
+
+# --- titles ----------------------------------------------------------------------------------
+
+TITLE_MAX_WORDS = 8
+TITLE_MAX_CHARS = 80
+TITLE_SOURCE_MESSAGES = 6
+TITLE_SYSTEM_PROMPT = (
+    "You write short titles for conversations. Reply with the title only: at most six words, "
+    "no quotes, no final punctuation."
+)
+
+
+def title_clean(raw: str) -> str:
+    """A model's answer as a title: its first line, without quotes, a 'Title:' label or final dots."""
+    line = next((line.strip() for line in (raw or "").splitlines() if line.strip()), "")
+    if line.lower().startswith("title:"):
+        line = line[len("title:") :].strip()
+    line = line.strip("\"'`*#“”‘’ ").rstrip(".!?:;,")
+    words = line.split()[:TITLE_MAX_WORDS]
+    return " ".join(words)[:TITLE_MAX_CHARS].strip()
+
+
+def title_fallback(messages: Sequence[Message]) -> str:
+    """The first words of the first user message (or of the first message at all)."""
+    first = next((m for m in messages if m.role == "user" and m.content.strip()), None)
+    first = first or next((m for m in messages if m.content.strip()), None)
+    if first is None:
+        return ""
+    words = first.content.split()
+    title = " ".join(words[:TITLE_MAX_WORDS])
+    if len(words) > TITLE_MAX_WORDS or len(title) > TITLE_MAX_CHARS:
+        title = title[: TITLE_MAX_CHARS - 1].rstrip() + "…"
+    return title
+
+
+def title_prompt(messages: Sequence[Message]) -> list[tuple[str, str]]:
+    """``[(role, content)]`` asking for a title of these messages (roles system/user)."""
+    lines = []
+    for message in messages:
+        speaker = "User" if message.role == "user" else "Assistant"
+        lines.append(f"{speaker}: {message.content.strip()[:1000]}")
+    transcript = "\n".join(lines)
+    return [("system", TITLE_SYSTEM_PROMPT), ("user", f"Conversation:\n{transcript}\n\nTitle:")]
+
+
+def conversation_generate_title(
+    *, conversation: Conversation, complete: Callable[[Agent, list[tuple[str, str]]], str] | None
+) -> tuple[str, str]:
+    """Title a conversation from its first messages and save it. Returns ``(title, source)``.
+
+    ``complete(agent, prompt)`` asks the conversation's first agent (the caller wires the provider
+    in, so this module never talks to one); when it fails (raises) or answers nothing usable, the
+    title is the first words of the first user message (source ``"fallback"``).
+    """
+    from conversations.selectors import conversation_participants
+
+    messages = [
+        m
+        for m in conversation.messages.order_by("seq", "created_at")[:50]
+        if m.role in {"user", "agent"} and m.type == "message" and m.content.strip()
+    ][:TITLE_SOURCE_MESSAGES]
+    if not messages:
+        raise ValidationFailed(
+            "Nothing to title yet.", details={"conversation": ["The conversation has no messages yet."]}
+        )
+    title, source = "", "fallback"
+    agents = conversation_participants(conversation=conversation)
+    if complete is not None and agents:
+        try:
+            title = title_clean(complete(agents[0], title_prompt(messages)))
+            source = "provider"
+        except Exception as exc:  # a provider failure of any kind falls back to the first words
+            logger.info("title generation fell back: %s", exc.__class__.__name__)
+            title = ""
+    if not title:
+        title, source = title_fallback(messages), "fallback"
+    conversation_rename(conversation=conversation, title=title)
+    return title, source

@@ -1,3 +1,51 @@
-"""REST API routes (SPEC section 3). The realtime endpoints (invoke, stop, SSE) are in runs/urls.py."""
+"""REST API routes (SPEC section 3). The realtime endpoints (invoke, stop, SSE) are in runs/urls.py.
 
-urlpatterns: list = []
+The last route answers every other ``/api/`` path with the JSON error shape (404), so a client of
+the API never gets Django's HTML page.
+"""
+
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from agents import apis as agent_apis
+from conversations import apis as conversation_apis
+from nexus import auth_apis
+from nexus.exceptions import api_not_found
+from nexus.stats_api import StatsView
+
+urlpatterns = [
+    # auth (seed 001 paths have no trailing slash; both forms work)
+    re_path(r"^auth/login/?$", auth_apis.LoginView.as_view(), name="auth-login"),
+    re_path(r"^auth/refresh/?$", auth_apis.RefreshView.as_view(), name="auth-refresh"),
+    re_path(r"^auth/verify/?$", auth_apis.VerifyView.as_view(), name="auth-verify"),
+    re_path(r"^auth/ws-ticket/?$", auth_apis.WsTicketView.as_view(), name="auth-ws-ticket"),
+    # agents and providers
+    path("agents/", agent_apis.AgentListView.as_view(), name="agent-list"),
+    path("agents/<uuid:agent_id>/", agent_apis.AgentDetailView.as_view(), name="agent-detail"),
+    path("agents/<uuid:agent_id>/status/", agent_apis.AgentStatusView.as_view(), name="agent-status"),
+    path("providers/", agent_apis.ProviderListView.as_view(), name="provider-list"),
+    # conversations and messages
+    path("conversations/", conversation_apis.ConversationListView.as_view(), name="conversation-list"),
+    path(
+        "conversations/<uuid:conversation_id>/",
+        conversation_apis.ConversationDetailView.as_view(),
+        name="conversation-detail",
+    ),
+    path(
+        "conversations/<uuid:conversation_id>/generate-title/",
+        conversation_apis.ConversationTitleView.as_view(),
+        name="conversation-generate-title",
+    ),
+    path(
+        "messages/<uuid:message_id>/feedback/",
+        conversation_apis.MessageFeedbackView.as_view(),
+        name="message-feedback",
+    ),
+    # operations
+    path("stats/", StatsView.as_view(), name="stats"),
+    # OpenAPI 3 and its browsable docs
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # everything else under /api/: the JSON 404
+    re_path(r"^.*$", api_not_found, name="api-not-found"),
+]

@@ -1,14 +1,21 @@
-"""`GET /health`: is this process able to serve? No auth; 503 when a required backend is down."""
+"""`GET /health`: is this process able to serve? No auth; 503 when a required backend is down.
+
+Required: the database, the channel layer, the shared cache and the event log (Redis when
+REDIS_URL is set). Providers are reported but never make the answer 503: a slow or unreachable
+provider is the provider's problem, not this process's.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
 from django.utils import timezone
@@ -55,13 +62,71 @@ async def check_channel_layer() -> dict[str, Any]:
     }
 
 
+async def check_cache() -> dict[str, Any]:
+    """The shared cache (throttles, WebSocket tickets): a write and a read back."""
+    backend = "redis" if settings.REDIS_URL else "memory"
+    key = f"health:{uuid.uuid4().hex}"
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(cache.aset(key, "1", timeout=5), CHECK_TIMEOUT)
+        value = await asyncio.wait_for(cache.aget(key), CHECK_TIMEOUT)
+        await asyncio.wait_for(cache.adelete(key), CHECK_TIMEOUT)
+    except Exception as exc:
+        return {"status": "down", "backend": backend, "error": exc.__class__.__name__}
+    if value != "1":
+        return {"status": "down", "backend": backend, "error": "read back failed"}
+    return {
+        "status": "ok",
+        "backend": backend,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+
+
+async def check_event_log() -> dict[str, Any]:
+    """The conversation event log (Redis Streams or memory): ``{"status": "unknown"}`` until the
+    realtime engine provides it."""
+    try:
+        from realtime.eventlog import get_event_log
+    except ImportError:
+        return {"status": "unknown"}
+    try:
+        return await asyncio.wait_for(get_event_log().ping(), CHECK_TIMEOUT)
+    except Exception as exc:
+        return {"status": "down", "error": exc.__class__.__name__}
+
+
+async def check_providers() -> dict[str, Any]:
+    """Each provider's reachability. Informational only: never makes /health fail."""
+    try:
+        from runs.provider_config import provider_statuses
+
+        statuses = await asyncio.wait_for(
+            provider_statuses(), settings.NEXUS_PROVIDER_STATUS_TIMEOUT + CHECK_TIMEOUT
+        )
+    except Exception as exc:
+        return {"error": exc.__class__.__name__}
+    return {item["name"]: {k: v for k, v in item.items() if k != "name"} for item in statuses}
+
+
+REQUIRED = ("database", "channel_layer", "cache", "event_log")
+
+
 async def health(request) -> JsonResponse:
-    database, channel_layer = await asyncio.gather(check_database(), check_channel_layer())
-    required_ok = database["status"] == "ok" and channel_layer["status"] == "ok"
-    body = {
-        "status": "ok" if required_ok else "down",
+    database, channel_layer, cache_status, event_log, providers = await asyncio.gather(
+        check_database(), check_channel_layer(), check_cache(), check_event_log(), check_providers()
+    )
+    checks = {
         "database": database,
         "channel_layer": channel_layer,
+        "cache": cache_status,
+        "event_log": event_log,
+    }
+    # "unknown" (a component not installed yet) is not "down"
+    required_ok = all(checks[name]["status"] != "down" for name in REQUIRED)
+    body = {
+        "status": "ok" if required_ok else "down",
+        **checks,
+        "providers": providers,
         "run_mode": settings.NEXUS_RUN_MODE,
         "version": settings.NEXUS_VERSION,
         "timestamp": timezone.now().isoformat(),

@@ -236,27 +236,58 @@ SIMPLE_JWT = {
     "CHECK_USER_IS_ACTIVE": True,
 }
 
+if len(NEXUS_JWT_SIGNING_KEY) < 32:
+    raise ImproperlyConfigured("NEXUS_JWT_SIGNING_KEY must be at least 32 characters")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+if not NEXUS_JWT_AUDIENCE or not NEXUS_JWT_ISSUER:
+    raise ImproperlyConfigured("NEXUS_JWT_AUDIENCE and NEXUS_JWT_ISSUER must not be empty")
+        "nexus.auth.JWTAuthentication",
+        # The built-in web page: the Django session cookie, with CSRF enforced on unsafe methods.
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # JSON everywhere; the login and refresh endpoints also take form-encoded bodies (seed 001).
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "nexus.schema.NexusAutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "nexus.pagination.PageNumberPagination",
     "PAGE_SIZE": env_int("NEXUS_API_PAGE_SIZE", 20, minimum=1, maximum=500),
     "DEFAULT_THROTTLE_RATES": {
+    # One symmetric algorithm, pinned: PyJWT refuses `alg: none` and any other algorithm.
         "login": env_rate("NEXUS_THROTTLE_LOGIN", "10/min"),
         "verify": env_rate("NEXUS_THROTTLE_VERIFY", "50/min"),
+    "VERIFYING_KEY": "",
         "conversation_create": env_rate("NEXUS_THROTTLE_CONVERSATION_CREATE", "5/min"),
         "conversation_read": env_rate("NEXUS_THROTTLE_CONVERSATION_READ", "10/min"),
+    "JWK_URL": None,
+    "LEEWAY": 0,
         "agent_ops": env_rate("NEXUS_THROTTLE_AGENT_OPS", "20/min"),
     },
 }
+    "TOKEN_TYPE_CLAIM": "token_type",
+    "JTI_CLAIM": "jti",
 
+    # A hash of the password hash rides in every token: changing the password revokes them all.
+    "CHECK_REVOKE_TOKEN": True,
+    "REVOKE_TOKEN_CLAIM": "hash_password",
 SPECTACULAR_SETTINGS = {
     "TITLE": "Nexus API",
-    "DESCRIPTION": "Realtime AI agent chat: agents, conversations, runs.",
+# The number of reverse proxies in front of daphne whose X-Forwarded-For is trusted when the
+# throttles identify a client by IP. 0: the socket's address (a client cannot spoof its way past).
+NEXUS_TRUSTED_PROXIES = env_int(
+    "NEXUS_TRUSTED_PROXIES", 1 if env_bool("DJANGO_BEHIND_PROXY", False) else 0, minimum=0, maximum=10
+)
+# Provider checks in /health and /api/providers/ never take longer than this.
+NEXUS_PROVIDER_STATUS_TIMEOUT = env_float("NEXUS_PROVIDER_STATUS_TIMEOUT", 2.0, minimum=0.1)
+# `generate-title` waits this long for the provider before falling back to the first words.
+NEXUS_TITLE_TIMEOUT = env_float("NEXUS_TITLE_TIMEOUT", 20.0, minimum=0.1)
+
+    "DESCRIPTION": (
+        "Realtime AI agent chat: agents, conversations, runs. Authenticate with "
+        "`Authorization: Bearer <access_token>` from `POST /api/auth/login`. Every error has the "
+        "shape `{detail, code, timestamp}` (plus `errors` for validation errors)."
+    ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
 }
@@ -265,13 +296,17 @@ SPECTACULAR_SETTINGS = {
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+    "EXCEPTION_HANDLER": "nexus.exceptions.exception_handler",
+    "NUM_PROXIES": NEXUS_TRUSTED_PROXIES,
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0)
+        "refresh": env_rate("NEXUS_THROTTLE_REFRESH", "50/min"),
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 if env_bool("DJANGO_BEHIND_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 X_FRAME_OPTIONS = "DENY"
 
 # --- Static files, i18n, logging ---------------------------------------------------------------
@@ -279,6 +314,24 @@ X_FRAME_OPTIONS = "DENY"
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SCHEMA_PATH_PREFIX": "/api",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "AgentStatusEnum": "agents.models.AgentStatus",
+        "ConversationStatusEnum": "conversations.models.ConversationStatus",
+        "SessionTypeEnum": "conversations.models.SessionType",
+        "MessageStatusEnum": "conversations.models.MessageStatus",
+        "MessageRoleEnum": "conversations.models.MessageRole",
+        "MessageTypeEnum": "conversations.models.MessageType",
+        "OpinionEnum": "conversations.models.Opinion",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "nexus.schema.add_error_responses",
+    ],
+    # The Swagger UI loads its JS/CSS from a CDN (drf-spectacular-sidecar is not installed).
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

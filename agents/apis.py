@@ -1,0 +1,140 @@
+"""Agents over REST (seeds 000, 001). Thin: selectors read, services write and decide who may."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agents import selectors, services
+from agents.serializers import (
+    AgentCreateSerializer,
+    AgentFilterSerializer,
+    AgentSerializer,
+    AgentStatusSerializer,
+    AgentWriteSerializer,
+    ProviderStatusSerializer,
+)
+from nexus.pagination import PageNumberPagination
+from nexus.throttles import AgentOpsThrottle
+
+TAGS = ["agents"]
+
+
+class AgentListView(APIView):
+    pagination_class = PageNumberPagination
+    throttle_classes = (AgentOpsThrottle,)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="List agents",
+        description="Your agents and the shared ones (staff: all), by name.",
+        parameters=[AgentFilterSerializer],
+        responses={200: AgentSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        filters = AgentFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        agents = selectors.agent_list(user=request.user, filters=filters.validated_data)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(agents, request, view=self)
+        data = AgentSerializer(page, many=True, context={"request": request}).data
+        return paginator.get_paginated_response(data)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Create an agent",
+        request=AgentCreateSerializer,
+        responses={201: AgentSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = AgentCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        agent = services.agent_create_for_user(
+            user=request.user,
+            shared=serializer.validated_data.get("shared", False),
+            **serializer.to_service_fields(),
+        )
+        return Response(AgentSerializer(agent, context={"request": request}).data, status=201)
+
+
+class AgentDetailView(APIView):
+    throttle_classes = (AgentOpsThrottle,)
+
+    @extend_schema(tags=TAGS, summary="Get an agent", responses={200: AgentSerializer})
+    def get(self, request: Request, agent_id: Any) -> Response:
+        agent = selectors.agent_get_for_user(user=request.user, agent_id=agent_id)
+        return Response(AgentSerializer(agent, context={"request": request}).data)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Replace an agent",
+        description="Owners change their agents; shared agents are changed by staff only.",
+        request=AgentWriteSerializer,
+        responses={200: AgentSerializer},
+    )
+    def put(self, request: Request, agent_id: Any) -> Response:
+        return self._update(request, agent_id, partial=False)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Change an agent",
+        description="Owners change their agents; shared agents are changed by staff only.",
+        request=AgentWriteSerializer(partial=True),
+        responses={200: AgentSerializer},
+    )
+    def patch(self, request: Request, agent_id: Any) -> Response:
+        return self._update(request, agent_id, partial=True)
+
+    def _update(self, request: Request, agent_id: Any, *, partial: bool) -> Response:
+        agent = selectors.agent_get_for_user(user=request.user, agent_id=agent_id)
+        serializer = AgentWriteSerializer(data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        agent = services.agent_update_for_user(
+            user=request.user, agent=agent, **serializer.to_service_fields()
+        )
+        return Response(AgentSerializer(agent, context={"request": request}).data)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Delete an agent",
+        description="Refused with 409 while the agent has messages (pause it instead).",
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            409: OpenApiResponse(description="The agent has messages."),
+        },
+    )
+    def delete(self, request: Request, agent_id: Any) -> Response:
+        agent = selectors.agent_get_for_user(user=request.user, agent_id=agent_id)
+        services.agent_delete_for_user(user=request.user, agent=agent)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AgentStatusView(APIView):
+    throttle_classes = (AgentOpsThrottle,)
+
+    @extend_schema(
+        tags=TAGS, summary="An agent's status (seed 001 AgentStatus)", responses={200: AgentStatusSerializer}
+    )
+    def get(self, request: Request, agent_id: Any) -> Response:
+        agent = selectors.agent_get_for_user(user=request.user, agent_id=agent_id)
+        body = selectors.agent_status_for_user(user=request.user, agent=agent)
+        return Response(AgentStatusSerializer(body).data)
+
+
+class ProviderListView(APIView):
+    @extend_schema(
+        tags=["providers"],
+        summary="Providers, whether each is reachable, and their models",
+        responses={200: ProviderStatusSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        from runs.provider_config import provider_statuses
+
+        statuses = async_to_sync(provider_statuses)()
+        return Response(ProviderStatusSerializer(statuses, many=True).data)

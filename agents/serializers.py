@@ -1,0 +1,153 @@
+"""Agent shapes of the REST API. Input serializers check types and sizes; the rules (known provider,
+no secrets in config, valid tool specs, who may write) live in agents.services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from agents.models import Agent, AgentStatus
+
+
+class ToolSpecSerializer(serializers.Serializer):
+    name = serializers.RegexField(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$", max_length=64)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=4000, default="")
+    parameters = serializers.DictField(
+        required=False, help_text="A JSON Schema object describing the arguments."
+    )
+    execution = serializers.ChoiceField(choices=["server", "client"], required=False, default="server")
+
+
+class AgentSerializer(serializers.ModelSerializer):
+    """An agent as clients see it. ``config`` never holds secrets (they are refused on write)."""
+
+    owner_id = serializers.IntegerField(read_only=True, allow_null=True, help_text="Null: shared.")
+    shared = serializers.BooleanField(source="is_shared", read_only=True)
+    can_edit = serializers.SerializerMethodField()
+    tools = ToolSpecSerializer(many=True, read_only=True)
+    capabilities = serializers.ListField(child=serializers.CharField(), read_only=True)
+    interaction_modes = serializers.ListField(child=serializers.CharField(), read_only=True)
+    config = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = Agent
+        fields = (
+            "id",
+            "owner_id",
+            "shared",
+            "can_edit",
+            "name",
+            "emoji",
+            "description",
+            "workspace",
+            "provider",
+            "model",
+            "base_url",
+            "system_prompt",
+            "personality",
+            "capabilities",
+            "interaction_modes",
+            "temperature",
+            "max_tokens",
+            "tools",
+            "config",
+            "status",
+            "cooldown_until",
+            "last_active_at",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = fields
+
+    def get_can_edit(self, agent: Agent) -> bool:
+        from agents.selectors import agent_can_edit
+
+        request = self.context.get("request")
+        return request is not None and agent_can_edit(user=request.user, agent=agent)
+
+
+def _strings(max_items: int = 50) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, max_length=max_items
+    )
+
+
+class AgentWriteSerializer(serializers.Serializer):
+    """Create (POST), replace (PUT) or change (PATCH) an agent."""
+
+    name = serializers.CharField(max_length=120)
+    emoji = serializers.CharField(max_length=16, required=False, allow_blank=True)
+    description = serializers.CharField(max_length=4000, required=False, allow_blank=True)
+    workspace = serializers.SlugField(max_length=64, required=False)
+    provider = serializers.CharField(
+        max_length=32, required=False, help_text="A registered provider: local, ollama, openai, gemini."
+    )
+    model = serializers.CharField(max_length=200)
+    base_url = serializers.URLField(max_length=500, required=False, allow_blank=True)
+    system_prompt = serializers.CharField(max_length=100_000, required=False, allow_blank=True)
+    personality = serializers.CharField(max_length=4000, required=False, allow_blank=True)
+    capabilities = _strings()
+    interaction_modes = _strings()
+    temperature = serializers.FloatField(min_value=0.0, max_value=2.0, required=False, allow_null=True)
+    max_tokens = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False, allow_null=True)
+    tools = ToolSpecSerializer(many=True, required=False)
+    config = serializers.DictField(
+        required=False,
+        help_text="Provider options, e.g. api_key_env (the NAME of a *_API_KEY variable). Never secrets.",
+    )
+    status = serializers.ChoiceField(choices=AgentStatus.choices, required=False)
+
+    def to_service_fields(self) -> dict[str, Any]:
+        fields = dict(self.validated_data)
+        fields.pop("shared", None)
+        if "tools" in fields:
+            fields["tools"] = [dict(tool) for tool in fields["tools"]]
+        return fields
+
+
+class AgentCreateSerializer(AgentWriteSerializer):
+    shared = serializers.BooleanField(
+        required=False, default=False, help_text="Shared with everyone (owner null). Staff only."
+    )
+
+
+class AgentFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=AgentStatus.choices, required=False)
+    workspace = serializers.CharField(max_length=64, required=False)
+    provider = serializers.CharField(max_length=32, required=False)
+
+
+class AgentStatusMetadataSerializer(serializers.Serializer):
+    provider = serializers.CharField()
+    model = serializers.CharField()
+    cooldown_until = serializers.DateTimeField(allow_null=True)
+    active_conversations = serializers.IntegerField()
+
+
+class AgentStatusSerializer(serializers.Serializer):
+    """Seed 001 AgentStatus."""
+
+    agent_id = serializers.UUIDField()
+    agent_type = serializers.CharField(help_text="The provider.")
+    name = serializers.CharField()
+    status = serializers.ChoiceField(choices=AgentStatus.choices)
+    last_active = serializers.DateTimeField(allow_null=True)
+    capabilities = serializers.ListField(child=serializers.CharField())
+    interaction_modes = serializers.ListField(child=serializers.CharField())
+    owner_id = serializers.IntegerField(allow_null=True)
+    is_running = serializers.BooleanField()
+    message_count = serializers.IntegerField()
+    metadata = AgentStatusMetadataSerializer()
+
+
+class ProviderModelSerializer(serializers.Serializer):
+    id = serializers.CharField()
+
+
+class ProviderStatusSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    reachable = serializers.BooleanField()
+    models = serializers.ListField(child=serializers.CharField())
+    detail = serializers.CharField(allow_blank=True, required=False)
+    latency_ms = serializers.FloatField(required=False, allow_null=True)

@@ -1,0 +1,175 @@
+"""Conversations and messages over REST (seeds 001, 002). Thin: selectors read, services write.
+
+The run endpoints (invoke, stop, SSE) belong to the run engine (runs/urls.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from conversations import selectors, services
+from conversations.serializers import (
+    ConversationCreateSerializer,
+    ConversationDetailSerializer,
+    ConversationSerializer,
+    ConversationUpdateSerializer,
+    FeedbackResultSerializer,
+    FeedbackSerializer,
+    HistoryQuerySerializer,
+    TitleSerializer,
+)
+from nexus.pagination import PageNumberPagination
+from nexus.throttles import ConversationCreateThrottle, ConversationReadThrottle
+
+TAGS = ["conversations"]
+
+
+def _detail(request: Request, conversation: Any, *, limit: int = 500, after_seq: int | None = None) -> dict:
+    messages = selectors.message_list(conversation=conversation, after_seq=after_seq, limit=limit)
+    return ConversationDetailSerializer(conversation, context={"request": request, "messages": messages}).data
+
+
+class ConversationListView(APIView):
+    pagination_class = PageNumberPagination
+    throttle_classes = (ConversationReadThrottle, ConversationCreateThrottle)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="List conversations",
+        description="Your conversations (staff: all), most recently active first.",
+        responses={200: ConversationSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        conversations = selectors.conversation_list_with_agents(user=request.user)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(conversations, request, view=self)
+        return paginator.get_paginated_response(ConversationSerializer(page, many=True).data)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Create a conversation",
+        description=(
+            "`agents` is a list of agent ids, or the seed-001 mapping "
+            '`{"primary": {"agent_id": ...}, "secondary": {"provider": ..., "model": ...}}` where an '
+            "inline config creates an agent owned by you. `agent_agent` sessions need two or more agents."
+        ),
+        request=ConversationCreateSerializer,
+        responses={201: ConversationDetailSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = ConversationCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        conversation = services.conversation_create_for_user(owner=request.user, **serializer.validated_data)
+        return Response(_detail(request, conversation), status=status.HTTP_201_CREATED)
+
+
+class ConversationDetailView(APIView):
+    throttle_classes = (ConversationReadThrottle,)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Get a conversation with its history",
+        description="Messages oldest first: the most recent `limit`, optionally only after `after_seq`.",
+        parameters=[HistoryQuerySerializer],
+        responses={200: ConversationDetailSerializer},
+    )
+    def get(self, request: Request, conversation_id: Any) -> Response:
+        query = HistoryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
+        return Response(_detail(request, conversation, **query.validated_data))
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Rename a conversation",
+        request=ConversationUpdateSerializer,
+        responses={200: ConversationSerializer},
+    )
+    def patch(self, request: Request, conversation_id: Any) -> Response:
+        conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
+        serializer = ConversationUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        conversation = services.conversation_rename(
+            conversation=conversation, title=serializer.validated_data["title"]
+        )
+        return Response(ConversationSerializer(conversation).data)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Delete a conversation and its messages",
+        responses={204: OpenApiResponse(description="Deleted.")},
+    )
+    def delete(self, request: Request, conversation_id: Any) -> Response:
+        conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
+        services.conversation_delete(conversation=conversation)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _complete_with_provider(agent: Any, prompt: list[tuple[str, str]]) -> str:
+    """Ask ``agent``'s provider for a short completion (the title), bounded in time."""
+    from providers.base import ChatMessage
+    from runs.provider_config import complete_text
+
+    messages = [ChatMessage(role=role, content=content) for role, content in prompt]
+
+    async def ask() -> str:
+        return await asyncio.wait_for(
+            complete_text(agent=agent, messages=messages, max_tokens=24), settings.NEXUS_TITLE_TIMEOUT
+        )
+
+    return async_to_sync(ask)()
+
+
+class ConversationTitleView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Generate and save a short title",
+        description=(
+            "Asks the conversation's first agent for a title of the first messages; when the provider "
+            "fails, the title is the first words of the first user message."
+        ),
+        request=None,
+        responses={200: TitleSerializer},
+    )
+    def post(self, request: Request, conversation_id: Any) -> Response:
+        conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
+        title, source = services.conversation_generate_title(
+            conversation=conversation, complete=_complete_with_provider
+        )
+        return Response({"id": conversation.id, "title": title, "source": source})
+
+
+class MessageFeedbackView(APIView):
+    @extend_schema(
+        tags=["messages"],
+        summary="Rate a message",
+        description="`rating`: positive, negative, or null to clear it; `comment` is optional.",
+        request=FeedbackSerializer,
+        responses={200: FeedbackResultSerializer},
+    )
+    def post(self, request: Request, message_id: Any) -> Response:
+        message = selectors.message_get_for_user(user=request.user, message_id=message_id)
+        serializer = FeedbackSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        message = services.message_feedback(
+            message=message,
+            rating=serializer.validated_data["rating"],
+            comment=serializer.validated_data.get("comment", ""),
+        )
+        return Response(
+            {
+                "id": message.id,
+                "conversation_id": message.conversation_id,
+                "opinion": message.opinion,
+                "feedback_comment": message.feedback_comment,
+            }
+        )

@@ -1,0 +1,217 @@
+"""Conversation and message shapes of the REST API. Rules live in conversations.services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from conversations.models import Conversation, Message, Opinion, Participant, SessionType
+
+_AGENT_REF_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"agent_id": {"type": "string", "format": "uuid"}},
+    "required": ["agent_id"],
+    "additionalProperties": False,
+}
+_INLINE_AGENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A new agent owned by you (seed 001 AgentConfig).",
+    "properties": {
+        "provider": {"type": "string", "minLength": 1, "maxLength": 32},
+        "model": {"type": "string", "minLength": 1, "maxLength": 200},
+        "name": {"type": "string", "maxLength": 120},
+        "emoji": {"type": "string", "maxLength": 16},
+        "description": {"type": "string"},
+        "workspace": {"type": "string", "maxLength": 64},
+        "base_url": {"type": "string", "format": "uri"},
+        "system_prompt": {"type": "string"},
+        "personality": {"type": "string"},
+        "capabilities": {"type": "array", "items": {"type": "string"}},
+        "interaction_modes": {"type": "array", "items": {"type": "string"}},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2, "nullable": True},
+        "max_tokens": {"type": "integer", "minimum": 1, "maximum": 1_000_000, "nullable": True},
+        "tools": {"type": "array", "items": {"type": "object"}},
+        "config": {"type": "object", "additionalProperties": {}},
+        "metadata": {"type": "object", "additionalProperties": {}},
+    },
+    "required": ["provider", "model"],
+    "additionalProperties": False,
+}
+AGENTS_FIELD_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {
+            "type": "array",
+            "items": {"type": "string", "format": "uuid"},
+            "minItems": 1,
+            "maxItems": 10,
+            "description": "Agent ids in speaking order (roles primary, secondary, participant_3...).",
+        },
+        {
+            "type": "object",
+            "description": 'Seed 001: {"primary": {...}, "secondary": {...}}, each an agent_id or an inline config.',
+            "minProperties": 1,
+            "maxProperties": 10,
+            "additionalProperties": {"oneOf": [_AGENT_REF_SCHEMA, _INLINE_AGENT_SCHEMA]},
+        },
+    ]
+}
+
+
+@extend_schema_field(AGENTS_FIELD_SCHEMA)
+class AgentsField(serializers.Field):
+    """A list of agent ids or a ``{role: agent}`` mapping; resolved by the service."""
+
+    default_error_messages = {"invalid": "A list of agent ids, or an object of {role: agent}."}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, list):
+            for value in data:
+                if not isinstance(value, str):
+                    raise serializers.ValidationError("Agent ids are strings.")
+            return data
+        if isinstance(data, dict):
+            for role, value in data.items():
+                if not isinstance(value, dict | str):
+                    raise serializers.ValidationError(f"{role}: an object with agent_id, or an agent config.")
+            return data
+        self.fail("invalid")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class ParticipantSerializer(serializers.ModelSerializer):
+    agent_id = serializers.UUIDField(source="agent.id", read_only=True)
+    name = serializers.CharField(source="agent.name", read_only=True)
+    emoji = serializers.CharField(source="agent.emoji", read_only=True)
+    provider = serializers.CharField(source="agent.provider", read_only=True)
+    model = serializers.CharField(source="agent.model", read_only=True)
+    status = serializers.CharField(source="agent.status", read_only=True)
+
+    class Meta:
+        model = Participant
+        fields = ("agent_id", "name", "emoji", "provider", "model", "status", "role", "position")
+        read_only_fields = fields
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    """A conversation (a seed-001 session) without its messages."""
+
+    owner_id = serializers.IntegerField(read_only=True)
+    agents = ParticipantSerializer(source="participants", many=True, read_only=True)
+    context = serializers.DictField(read_only=True)
+    settings = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = Conversation
+        fields = (
+            "id",
+            "owner_id",
+            "title",
+            "session_type",
+            "status",
+            "agents",
+            "context",
+            "settings",
+            "last_seq",
+            "created_at",
+            "updated_at",
+            "expires_at",
+        )
+        read_only_fields = fields
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    conversation_id = serializers.UUIDField(read_only=True)
+    agent_id = serializers.UUIDField(read_only=True, allow_null=True)
+    agent_name = serializers.SerializerMethodField()
+    metadata = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = Message
+        fields = (
+            "id",
+            "conversation_id",
+            "seq",
+            "role",
+            "type",
+            "content",
+            "status",
+            "agent_id",
+            "agent_name",
+            "metadata",
+            "opinion",
+            "feedback_comment",
+            "client_message_id",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = fields
+
+    def get_agent_name(self, message: Message) -> str | None:
+        return message.agent.name if message.agent_id and message.agent else None
+
+
+class ConversationDetailSerializer(ConversationSerializer):
+    """A conversation with its history, oldest first."""
+
+    messages = serializers.SerializerMethodField()
+
+    class Meta(ConversationSerializer.Meta):
+        fields = (*ConversationSerializer.Meta.fields, "messages")
+        read_only_fields = fields
+
+    @extend_schema_field(MessageSerializer(many=True))
+    def get_messages(self, conversation: Conversation) -> list[dict[str, Any]]:
+        return MessageSerializer(self.context.get("messages", []), many=True).data
+
+
+class ConversationCreateSerializer(serializers.Serializer):
+    session_type = serializers.ChoiceField(
+        choices=SessionType.choices, required=False, default=SessionType.HUMAN_AGENT
+    )
+    agents = AgentsField()
+    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    context = serializers.DictField(required=False, default=dict)
+    settings = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="max_turns (1-100), goal, termination_phrase, cooldown_seconds, token_budget, "
+        "opening_message, double_text (enqueue|reject|interrupt).",
+    )
+
+
+class ConversationUpdateSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=200)
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        min_value=1, max_value=1000, required=False, default=500, help_text="The most recent N messages."
+    )
+    after_seq = serializers.IntegerField(
+        min_value=0, required=False, help_text="Only messages after this seq."
+    )
+
+
+class TitleSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    title = serializers.CharField()
+    source = serializers.ChoiceField(
+        choices=["provider", "fallback"], help_text="fallback: the first words of the first user message."
+    )
+
+
+class FeedbackSerializer(serializers.Serializer):
+    rating = serializers.ChoiceField(choices=Opinion.choices, allow_null=True)
+    comment = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+
+
+class FeedbackResultSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    conversation_id = serializers.UUIDField()
+    opinion = serializers.ChoiceField(choices=Opinion.choices, allow_null=True)
+    feedback_comment = serializers.CharField(allow_blank=True)
+

@@ -1,0 +1,235 @@
+"""Authentication: JWT access/refresh tokens (simplejwt, hardened) and single-use WebSocket tickets.
+
+One code path for every surface: the REST API (:class:`JWTAuthentication`), the WebSocket auth
+middleware (:func:`user_from_access_token`, :func:`ws_ticket_redeem`) and the auth endpoints
+(:func:`tokens_issue`, :func:`tokens_refresh`) all call the functions here. They are plain sync
+functions; async callers wrap them in ``database_sync_to_async``.
+
+What a token must be to pass: signed HS256 with ``NEXUS_JWT_SIGNING_KEY`` (``alg: none`` and every
+other algorithm are refused by PyJWT), ``aud``/``iss`` equal to ``NEXUS_JWT_AUDIENCE`` /
+``NEXUS_JWT_ISSUER``, not expired, of the right type (a refresh token is never an access token),
+for an existing *active* user whose password has not changed since (the ``hash_password`` claim).
+The user is read from the database on every request, so deactivating a user locks them out at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.request import Request
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+from rest_framework_simplejwt.utils import datetime_from_epoch, get_md5_hash_password
+
+from nexus.errors import NexusError
+
+logger = logging.getLogger("nexus.auth")
+
+TICKET_CACHE_PREFIX = "ws-ticket:"
+
+
+class AuthenticationFailed(NexusError):
+    """Credentials are missing, invalid, expired or belong to a user who may not log in."""
+
+    code = "authentication_failed"
+    http_status = 401
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+def _active_user(user_id: Any) -> Any:
+    User = get_user_model()
+    if user_id is None:
+        raise AuthenticationFailed("Token names no user.")
+    try:
+        user = User.objects.get(**{jwt_settings.USER_ID_FIELD: user_id})
+    except (User.DoesNotExist, ValueError, TypeError):
+        raise AuthenticationFailed("User not found.") from None
+    if not user.is_active:
+        raise AuthenticationFailed("User is inactive.")
+    return user
+
+
+def _check_not_revoked(token: Any, user: Any) -> None:
+    if jwt_settings.CHECK_REVOKE_TOKEN and token.get(
+        jwt_settings.REVOKE_TOKEN_CLAIM
+    ) != get_md5_hash_password(user.password):
+        raise AuthenticationFailed("Token has been revoked.")
+
+
+def access_token_decode(token: str) -> AccessToken:
+    """Verify an access token's signature, algorithm, audience, issuer, expiry and type."""
+    if not isinstance(token, str) or not token.strip():
+        raise AuthenticationFailed("No token.")
+    try:
+        return AccessToken(token.strip())
+    except TokenError as exc:
+        raise AuthenticationFailed(f"Invalid token: {exc}") from None
+
+
+def user_from_access_token(token: str) -> Any:
+    """The active user an access token belongs to; ``AuthenticationFailed`` for every bad case.
+
+    Expired, bad signature, ``alg: none``, wrong audience or issuer, a refresh token, an unknown or
+    inactive user, or a password changed since the token was issued.
+    """
+    access = access_token_decode(token)
+    user = _active_user(access.get(jwt_settings.USER_ID_CLAIM))
+    _check_not_revoked(access, user)
+    return user
+
+
+def tokens_issue(user: Any) -> dict[str, Any]:
+    """A fresh refresh/access pair for ``user``, in the seed-001 shape."""
+    refresh = RefreshToken.for_user(user)
+    return _token_body(refresh)
+
+
+def _token_body(refresh: RefreshToken) -> dict[str, Any]:
+    return {
+        "access_token": str(refresh.access_token),
+        "refresh_token": str(refresh),
+        "token_type": "bearer",
+        "expires_in": int(jwt_settings.ACCESS_TOKEN_LIFETIME.total_seconds()),
+    }
+
+
+@transaction.atomic
+def tokens_refresh(raw_refresh: str) -> dict[str, Any]:
+    """Rotate a refresh token: the old one is blacklisted (exactly once, even under a race) and a
+    new pair is returned. A used, expired or foreign token, or an inactive user: AuthenticationFailed."""
+    try:
+        refresh = RefreshToken(raw_refresh)
+    except TokenError as exc:
+        raise AuthenticationFailed(f"Invalid refresh token: {exc}") from None
+    user = _active_user(refresh.get(jwt_settings.USER_ID_CLAIM))
+    _check_not_revoked(refresh, user)
+    outstanding, _ = OutstandingToken.objects.get_or_create(
+        jti=refresh[jwt_settings.JTI_CLAIM],
+        defaults={
+            "user": user,
+            "token": str(raw_refresh),
+            "created_at": timezone.now(),
+            "expires_at": datetime_from_epoch(refresh["exp"]),
+        },
+    )
+    # The unique blacklist row is the lock: of two concurrent refreshes with one token, one wins.
+    _, created = BlacklistedToken.objects.get_or_create(token=outstanding)
+    if not created:
+        raise AuthenticationFailed("Invalid refresh token: Token is blacklisted")
+    return tokens_issue(user)
+
+
+def token_verify(token: str) -> dict[str, Any]:
+    """``POST /api/auth/verify``: who an access token belongs to, and its times (seed 001)."""
+    access = access_token_decode(token)
+    user = _active_user(access.get(jwt_settings.USER_ID_CLAIM))
+    _check_not_revoked(access, user)
+    return {
+        "valid": True,
+        "user": user.get_username(),
+        "type": "access",
+        "exp": int(access["exp"]),
+        "iat": int(access["iat"]),
+        "timestamp": timezone.now().isoformat(),
+    }
+
+
+def bearer_token(header: str | bytes | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None when there is no bearer
+    header. Never raises: a malformed value comes back as is and fails verification."""
+    if not header:
+        return None
+    if isinstance(header, bytes):
+        header = header.decode("latin-1")
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() not in {t.lower() for t in jwt_settings.AUTH_HEADER_TYPES}:
+        return None
+    # "Bearer" with no token, or with spaces in it, is returned as is: it fails verification (401)
+    # rather than being taken for "no credentials".
+    return value.strip() or " "
+
+
+class JWTAuthentication(authentication.BaseAuthentication):
+    """DRF authentication through :func:`user_from_access_token` (the same rules as WebSocket)."""
+
+    www_authenticate_realm = "api"
+
+    def authenticate(self, request: Request) -> tuple[Any, AccessToken] | None:
+        try:
+            raw = bearer_token(authentication.get_authorization_header(request))
+            if raw is None:
+                return None
+            user = user_from_access_token(raw)
+        except AuthenticationFailed as exc:
+            raise drf_exceptions.AuthenticationFailed(exc.message) from None
+        return user, raw
+
+    def authenticate_header(self, request: Request) -> str:
+        return f'Bearer realm="{self.www_authenticate_realm}"'
+
+
+class JWTAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "nexus.auth.JWTAuthentication"
+    name = "jwtAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "An access token from POST /api/auth/login.",
+        }
+
+
+# --- WebSocket tickets -----------------------------------------------------------------------
+
+
+def _ticket_key(ticket: str) -> str:
+    # Only a hash of the ticket is stored: the cache never holds a usable credential.
+    return TICKET_CACHE_PREFIX + hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def ws_ticket_issue(user: AbstractBaseUser) -> str:
+    """A single-use ticket for ``?ticket=`` on a WebSocket URL, valid ``NEXUS_WS_TICKET_SECONDS``.
+
+    Stored in the Django cache (Redis when REDIS_URL is set), so any process can redeem it.
+    """
+    ticket = secrets.token_urlsafe(32)
+    cache.set(_ticket_key(ticket), user.pk, timeout=settings.NEXUS_WS_TICKET_SECONDS)
+    return ticket
+
+
+def ws_ticket_redeem(ticket: str) -> Any | None:
+    """The active user a ticket was issued to, or None (unknown, expired or already used).
+
+    Single use across every process: the cache's delete is atomic and reports whether the key
+    existed, so of two concurrent redeemers exactly one wins.
+    """
+    if not isinstance(ticket, str) or not ticket or len(ticket) > 200:
+        return None
+    key = _ticket_key(ticket)
+    user_id = cache.get(key)
+    if user_id is None or not cache.delete(key):
+        return None
+    User = get_user_model()
+    try:
+        user = User.objects.get(pk=user_id)
+    except User.DoesNotExist:
+        return None
+    return user if user.is_active else None

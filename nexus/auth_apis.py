@@ -1,0 +1,145 @@
+"""Auth endpoints (seed 001 shapes): login, refresh, verify, ws-ticket. Logic lives in nexus.auth."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from nexus import auth
+from nexus.throttles import LoginThrottle, RefreshThrottle, VerifyThrottle
+
+logger = logging.getLogger("nexus.auth")
+
+
+class LoginSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
+
+
+class RefreshSerializer(serializers.Serializer):
+    refresh_token = serializers.CharField(max_length=4096)
+
+
+class TokenSerializer(serializers.Serializer):
+    access_token = serializers.CharField()
+    refresh_token = serializers.CharField()
+    token_type = serializers.ChoiceField(choices=["bearer"])
+    expires_in = serializers.IntegerField(help_text="Seconds until the access token expires.")
+
+
+class TokenVerificationSerializer(serializers.Serializer):
+    valid = serializers.BooleanField()
+    user = serializers.CharField(help_text="The username.")
+    type = serializers.ChoiceField(choices=["access"])
+    exp = serializers.IntegerField()
+    iat = serializers.IntegerField()
+    timestamp = serializers.DateTimeField()
+
+
+class WsTicketSerializer(serializers.Serializer):
+    ticket = serializers.CharField()
+    expires_in = serializers.IntegerField()
+
+
+class LoginView(APIView):
+    """Exchange a username and password for an access/refresh token pair."""
+
+    authentication_classes = ()  # credentials are in the body; a stray session cookie is ignored
+    permission_classes = (AllowAny,)
+    throttle_classes = (LoginThrottle,)
+    parser_classes = (JSONParser, FormParser)
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Log in",
+        request={
+            "application/json": LoginSerializer,
+            "application/x-www-form-urlencoded": LoginSerializer,
+        },
+        responses={200: TokenSerializer},
+        auth=[],
+        examples=[OpenApiExample("Login", value={"username": "demo", "password": "nexus-demo-password"})],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = LoginSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(
+            request._request,
+            username=serializer.validated_data["username"],
+            password=serializer.validated_data["password"],
+        )
+        if user is None:
+            logger.info("login failed from %s", request.META.get("REMOTE_ADDR", "?"))
+            raise auth.AuthenticationFailed("Invalid username or password.")
+        return Response(auth.tokens_issue(user))
+
+
+class RefreshView(APIView):
+    """Rotate a refresh token: the old one is refused from now on."""
+
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+    throttle_classes = (RefreshThrottle,)
+    parser_classes = (JSONParser, FormParser)
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Refresh tokens",
+        request={
+            "application/json": RefreshSerializer,
+            "application/x-www-form-urlencoded": RefreshSerializer,
+        },
+        responses={200: TokenSerializer},
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RefreshSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(auth.tokens_refresh(serializer.validated_data["refresh_token"]))
+
+
+class VerifyView(APIView):
+    """Check the bearer access token and say whose it is."""
+
+    # The token is checked in the view so that failures are throttled too (per IP).
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+    throttle_classes = (VerifyThrottle,)
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Verify the bearer token",
+        request=None,
+        responses={200: TokenVerificationSerializer},
+        auth=[{"jwtAuth": []}],
+    )
+    def post(self, request: Request) -> Response:
+        token = auth.bearer_token(request.META.get("HTTP_AUTHORIZATION"))
+        if token is None:
+            raise auth.AuthenticationFailed("Authentication credentials were not provided.")
+        return Response(auth.token_verify(token))
+
+
+class WsTicketView(APIView):
+    """A single-use ticket for a browser WebSocket (``?ticket=``), valid 30 seconds."""
+
+    permission_classes = (IsAuthenticated,)
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Issue a WebSocket ticket",
+        request=None,
+        responses={200: WsTicketSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        ticket = auth.ws_ticket_issue(request.user)
+        return Response({"ticket": ticket, "expires_in": settings.NEXUS_WS_TICKET_SECONDS})
