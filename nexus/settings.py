@@ -180,6 +180,26 @@ NEXUS_CHECKPOINT_SECONDS = env_float("NEXUS_CHECKPOINT_SECONDS", 1.0, minimum=0.
 NEXUS_MAX_TOOL_ROUNDS = env_int("NEXUS_MAX_TOOL_ROUNDS", 8, minimum=1, maximum=32)
 NEXUS_CLIENT_TOOL_TIMEOUT = env_float("NEXUS_CLIENT_TOOL_TIMEOUT", 60.0, minimum=0.1)
 
+# --- Tools (SPEC section 7; docs/tools.md) ---------------------------------------------------
+
+
+def _tools_database_url() -> str:
+    """The database `query_database` reads. Empty: the demo data set under VAR_DIR."""
+    url = env_str("NEXUS_TOOLS_DATABASE_URL")
+    scheme, _, rest = url.partition("://")
+    if url and scheme not in {"sqlite", "postgres", "postgresql"}:
+        raise ImproperlyConfigured("NEXUS_TOOLS_DATABASE_URL must be a sqlite:/// or postgres:// URL")
+    if url and not rest.strip("/"):
+        raise ImproperlyConfigured("NEXUS_TOOLS_DATABASE_URL names no database")
+    return url
+
+
+NEXUS_TOOLS_DATABASE_URL = _tools_database_url()
+NEXUS_TOOLS_QUERY_MAX_ROWS = env_int("NEXUS_TOOLS_QUERY_MAX_ROWS", 100, minimum=1, maximum=10_000)
+NEXUS_TOOLS_QUERY_TIMEOUT = env_float("NEXUS_TOOLS_QUERY_TIMEOUT", 2.0, minimum=0.1)
+# Any server tool is abandoned after this long (the query above stops itself sooner).
+NEXUS_TOOLS_TIMEOUT = env_float("NEXUS_TOOLS_TIMEOUT", 30.0, minimum=0.1)
+
 # --- WebSocket limits (SPEC section 4) --------------------------------------------------------
 
 NEXUS_WS_MESSAGES_PER_MINUTE = env_int("NEXUS_WS_MESSAGES_PER_MINUTE", 60, minimum=1)
@@ -204,6 +224,20 @@ NEXUS_LOCAL_MODEL_PATH = env_str("NEXUS_LOCAL_MODEL_PATH", "")
 NEXUS_LOCAL_MODEL_THREADS = env_int("NEXUS_LOCAL_MODEL_THREADS", 2, minimum=1)
 NEXUS_PROVIDER_RETRY_AFTER_CAP = env_float("NEXUS_PROVIDER_RETRY_AFTER_CAP", 20.0, minimum=0)
 
+
+def _provider_plugins() -> dict[str, str]:
+    """Extra providers, ``name=dotted.path.Class`` separated by commas (constructed with no arguments)."""
+    plugins = {}
+    for item in env_list("NEXUS_PROVIDER_PLUGINS", []):
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or "." not in path:
+            raise ImproperlyConfigured(f"NEXUS_PROVIDER_PLUGINS item {item!r} is not name=dotted.path.Class")
+        plugins[name.strip()] = path.strip()
+    return plugins
+
+
+NEXUS_PROVIDER_PLUGINS = _provider_plugins()
+
 # --- Auth and the REST API --------------------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -216,8 +250,12 @@ LOGIN_URL = "/admin/login/"
 NEXUS_REGISTRATION_ENABLED = env_bool("NEXUS_REGISTRATION_ENABLED", False)
 
 NEXUS_JWT_SIGNING_KEY = env_str("NEXUS_JWT_SIGNING_KEY") or SECRET_KEY
+if len(NEXUS_JWT_SIGNING_KEY) < 32:
+    raise ImproperlyConfigured("NEXUS_JWT_SIGNING_KEY must be at least 32 characters")
 NEXUS_JWT_AUDIENCE = env_str("NEXUS_JWT_AUDIENCE", "nexus")
 NEXUS_JWT_ISSUER = env_str("NEXUS_JWT_ISSUER", "nexus")
+if not NEXUS_JWT_AUDIENCE or not NEXUS_JWT_ISSUER:
+    raise ImproperlyConfigured("NEXUS_JWT_AUDIENCE and NEXUS_JWT_ISSUER must not be empty")
 NEXUS_WS_TICKET_SECONDS = env_int("NEXUS_WS_TICKET_SECONDS", 30, minimum=1)
 
 SIMPLE_JWT = {
@@ -226,22 +264,37 @@ SIMPLE_JWT = {
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
+    # One symmetric algorithm, pinned: PyJWT refuses `alg: none` and any other algorithm.
     "ALGORITHM": "HS256",
     "SIGNING_KEY": NEXUS_JWT_SIGNING_KEY,
+    "VERIFYING_KEY": "",
     "AUDIENCE": NEXUS_JWT_AUDIENCE,
     "ISSUER": NEXUS_JWT_ISSUER,
+    "JWK_URL": None,
+    "LEEWAY": 0,
     "AUTH_HEADER_TYPES": ("Bearer",),
     "USER_ID_FIELD": "id",
     "USER_ID_CLAIM": "user_id",
+    "TOKEN_TYPE_CLAIM": "token_type",
+    "JTI_CLAIM": "jti",
     "CHECK_USER_IS_ACTIVE": True,
+    # A hash of the password hash rides in every token: changing the password revokes them all.
+    "CHECK_REVOKE_TOKEN": True,
+    "REVOKE_TOKEN_CLAIM": "hash_password",
 }
 
-if len(NEXUS_JWT_SIGNING_KEY) < 32:
-    raise ImproperlyConfigured("NEXUS_JWT_SIGNING_KEY must be at least 32 characters")
+# The number of reverse proxies in front of daphne whose X-Forwarded-For is trusted when the
+# throttles identify a client by IP. 0: the socket's address (a client cannot spoof its way past).
+NEXUS_TRUSTED_PROXIES = env_int(
+    "NEXUS_TRUSTED_PROXIES", 1 if env_bool("DJANGO_BEHIND_PROXY", False) else 0, minimum=0, maximum=10
+)
+# Provider checks in /health and /api/providers/ never take longer than this.
+NEXUS_PROVIDER_STATUS_TIMEOUT = env_float("NEXUS_PROVIDER_STATUS_TIMEOUT", 2.0, minimum=0.1)
+# `generate-title` waits this long for the provider before falling back to the first words.
+NEXUS_TITLE_TIMEOUT = env_float("NEXUS_TITLE_TIMEOUT", 20.0, minimum=0.1)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-if not NEXUS_JWT_AUDIENCE or not NEXUS_JWT_ISSUER:
-    raise ImproperlyConfigured("NEXUS_JWT_AUDIENCE and NEXUS_JWT_ISSUER must not be empty")
         "nexus.auth.JWTAuthentication",
         # The built-in web page: the Django session cookie, with CSRF enforced on unsafe methods.
         "rest_framework.authentication.SessionAuthentication",
@@ -253,36 +306,21 @@ if not NEXUS_JWT_AUDIENCE or not NEXUS_JWT_ISSUER:
     "DEFAULT_SCHEMA_CLASS": "nexus.schema.NexusAutoSchema",
     "DEFAULT_PAGINATION_CLASS": "nexus.pagination.PageNumberPagination",
     "PAGE_SIZE": env_int("NEXUS_API_PAGE_SIZE", 20, minimum=1, maximum=500),
+    "EXCEPTION_HANDLER": "nexus.exceptions.exception_handler",
+    "NUM_PROXIES": NEXUS_TRUSTED_PROXIES,
     "DEFAULT_THROTTLE_RATES": {
-    # One symmetric algorithm, pinned: PyJWT refuses `alg: none` and any other algorithm.
         "login": env_rate("NEXUS_THROTTLE_LOGIN", "10/min"),
         "verify": env_rate("NEXUS_THROTTLE_VERIFY", "50/min"),
-    "VERIFYING_KEY": "",
+        "refresh": env_rate("NEXUS_THROTTLE_REFRESH", "50/min"),
         "conversation_create": env_rate("NEXUS_THROTTLE_CONVERSATION_CREATE", "5/min"),
         "conversation_read": env_rate("NEXUS_THROTTLE_CONVERSATION_READ", "10/min"),
-    "JWK_URL": None,
-    "LEEWAY": 0,
         "agent_ops": env_rate("NEXUS_THROTTLE_AGENT_OPS", "20/min"),
     },
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
-    "TOKEN_TYPE_CLAIM": "token_type",
-    "JTI_CLAIM": "jti",
 
-    # A hash of the password hash rides in every token: changing the password revokes them all.
-    "CHECK_REVOKE_TOKEN": True,
-    "REVOKE_TOKEN_CLAIM": "hash_password",
 SPECTACULAR_SETTINGS = {
     "TITLE": "Nexus API",
-# The number of reverse proxies in front of daphne whose X-Forwarded-For is trusted when the
-# throttles identify a client by IP. 0: the socket's address (a client cannot spoof its way past).
-NEXUS_TRUSTED_PROXIES = env_int(
-    "NEXUS_TRUSTED_PROXIES", 1 if env_bool("DJANGO_BEHIND_PROXY", False) else 0, minimum=0, maximum=10
-)
-# Provider checks in /health and /api/providers/ never take longer than this.
-NEXUS_PROVIDER_STATUS_TIMEOUT = env_float("NEXUS_PROVIDER_STATUS_TIMEOUT", 2.0, minimum=0.1)
-# `generate-title` waits this long for the provider before falling back to the first words.
-NEXUS_TITLE_TIMEOUT = env_float("NEXUS_TITLE_TIMEOUT", 20.0, minimum=0.1)
-
     "DESCRIPTION": (
         "Realtime AI agent chat: agents, conversations, runs. Authenticate with "
         "`Authorization: Bearer <access_token>` from `POST /api/auth/login`. Every error has the "
@@ -290,30 +328,6 @@ NEXUS_TITLE_TIMEOUT = env_float("NEXUS_TITLE_TIMEOUT", 20.0, minimum=0.1)
     ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
-}
-
-# --- Security ----------------------------------------------------------------------------------
-
-SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
-    "EXCEPTION_HANDLER": "nexus.exceptions.exception_handler",
-    "NUM_PROXIES": NEXUS_TRUSTED_PROXIES,
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
-SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0)
-        "refresh": env_rate("NEXUS_THROTTLE_REFRESH", "50/min"),
-SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
-SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
-if env_bool("DJANGO_BEHIND_PROXY", False):
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    "TEST_REQUEST_DEFAULT_FORMAT": "json",
-X_FRAME_OPTIONS = "DENY"
-
-# --- Static files, i18n, logging ---------------------------------------------------------------
-
-STATIC_URL = "/static/"
-STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "SCHEMA_PATH_PREFIX": "/api",
@@ -332,6 +346,26 @@ STATIC_ROOT.mkdir(exist_ok=True)
         "nexus.schema.add_error_responses",
     ],
     # The Swagger UI loads its JS/CSS from a CDN (drf-spectacular-sidecar is not installed).
+}
+
+# --- Security ----------------------------------------------------------------------------------
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+if env_bool("DJANGO_BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+X_FRAME_OPTIONS = "DENY"
+
+# --- Static files, i18n, logging ---------------------------------------------------------------
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -307,8 +307,7 @@ class ConversationSocket(BaseSocket):
                     if evt.seq > self._cursor + 1:
                         await self._read_log_to_end()  # a gap: fill it from the log
                         continue
-                    await self.send(text_data=protocol.frame_with_seq(evt.seq, evt.payload))
-                    self._cursor = evt.seq
+                    await self._forward(evt)
             except EventLogUnavailable:
                 await asyncio.sleep(0.5)
                 if self._replay_from is None:
@@ -331,10 +330,15 @@ class ConversationSocket(BaseSocket):
                 await self._resync()
                 return
             for evt in replay.events:
-                await self.send(text_data=protocol.frame_with_seq(evt.seq, evt.payload))
-                self._cursor = evt.seq
+                await self._forward(evt)
             if not replay.events or self._cursor >= replay.last_seq:
                 return
+
+    async def _forward(self, evt: LoggedEvent) -> None:
+        await self.send(text_data=protocol.frame_with_seq(evt.seq, evt.payload))
+        self._cursor = evt.seq
+        if b'"session_expired"' in evt.payload:
+            await self.close_with("forbidden", "The conversation expired after inactivity.", CLOSE_EXPIRED)
 
     async def _resync(self) -> None:
         from runs.services import session_state

@@ -25,7 +25,6 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from providers.base import ChatMessage, Finished, ProviderError, TextDelta, ToolCall, ToolSpec, UsageReport
 
 from agents.models import Agent, AgentStatus
 from conversations.models import (
@@ -37,6 +36,7 @@ from conversations.models import (
     Run,
     RunStatus,
 )
+from providers.base import ChatMessage, Finished, ProviderError, TextDelta, ToolCall, ToolSpec, UsageReport
 from realtime.eventlog import get_event_log
 from runs.events import EventWriter
 
@@ -689,4 +689,34 @@ async def sweep_stale_runs() -> int:
         await dispatch_next_queued(run.conversation_id)
     for run_id in await db(_lost_queued_runs)():
         await dispatch_run(run_id)
+    for conversation_id, owner_id, last_seq in await db(_expire_idle_conversations)():
+        writer = EventWriter(get_event_log(), conversation_id, owner_id=owner_id, floor=last_seq)
+        writer.emit(
+            "system",
+            {
+                "code": "session_expired",
+                "message": "The conversation expired after inactivity.",
+                "status": "expired",
+            },
+        )
+        await writer.flush()
     return count
+
+
+def _expire_idle_conversations() -> list[tuple[str, int, int]]:
+    """Active conversations idle past their expiry (and with no run in flight) become expired."""
+    from conversations.models import ACTIVE_RUN_STATUSES, ConversationStatus
+
+    busy = Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).values("conversation_id")
+    rows = list(
+        Conversation.objects.filter(status=ConversationStatus.ACTIVE, expires_at__lt=timezone.now())
+        .exclude(pk__in=busy)
+        .values_list("pk", "owner_id", "last_seq")[:500]
+    )
+    expired = []
+    for pk, owner_id, last_seq in rows:
+        if Conversation.objects.filter(
+            pk=pk, status=ConversationStatus.ACTIVE, expires_at__lt=timezone.now()
+        ).update(status=ConversationStatus.EXPIRED):
+            expired.append((str(pk), owner_id, last_seq))
+    return expired

@@ -15,8 +15,8 @@ from channels.testing import WebsocketCommunicator
 from tests.realtime import scripted
 
 
-@pytest.fixture(autouse=True)
-def _scripted_provider():
+@pytest.fixture
+def scripted_provider():
     scripted.register()
     scripted.CLOSED.clear()
     scripted.SEEN.clear()

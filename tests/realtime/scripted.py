@@ -83,7 +83,7 @@ class ScriptedProvider:
             usage = Usage(input_tokens=len(messages), output_tokens=len(pieces))
             yield UsageReport(usage=usage)
             yield Finished(reason="stop", usage=usage)
-        except GeneratorExit:
+        except (GeneratorExit, asyncio.CancelledError):
             CLOSED.append(asyncio.get_running_loop().time())
             raise
 

@@ -10,7 +10,11 @@ from channels.db import database_sync_to_async
 from tests.realtime import scripted
 from tests.realtime.conftest import make_agent, make_conversation
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(60),
+    pytest.mark.usefixtures("scripted_provider"),
+]
 
 
 @pytest.fixture

@@ -1,0 +1,105 @@
+"""The event log, both implementations, against the same contract (Redis is the real server)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from realtime.eventlog import RESTART_GAP, MemoryEventLog, RedisEventLog
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def log(request):
+    if request.param == "memory":
+        instance = MemoryEventLog(maxlen=50, ttl=3600)
+    else:
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+        instance = RedisEventLog(url=url, prefix=prefix, maxlen=50, ttl=3600)
+    yield instance
+    if isinstance(instance, RedisEventLog):
+        keys = await instance._redis.keys(f"{instance.prefix}:*")
+        if keys:
+            await instance._redis.delete(*keys)
+    await instance.close()
+
+
+def payload(n: int) -> bytes:
+    return b'{"type":"streaming_chunk","timestamp":"t","data":{"n":%d}}' % n
+
+
+async def test_seqs_are_strictly_increasing_and_replay_is_exact(log):
+    first = await log.append("c1", [payload(1), payload(2)])
+    second = await log.append("c1", [payload(3)])
+    assert (first, second) == (1, 3)
+    replay = await log.read_after("c1", 1)
+    assert replay.covered and [e.seq for e in replay.events] == [2, 3]
+    assert replay.events[0].payload == payload(2)
+    assert (await log.read_after("c1", 3)).covered
+    assert (await log.read_after("c1", 3)).events == []
+    assert await log.last_seq("c1") == 3
+    assert (await log.append("c2", [payload(1)])) == 1  # per conversation
+
+
+async def test_a_seq_beyond_the_log_or_trimmed_away_is_not_covered(log):
+    await log.append("c1", [payload(i) for i in range(300)])
+    assert not (await log.read_after("c1", 5000)).covered  # the client knows more than the log
+    assert not (await log.read_after("c1", 1)).covered  # trimmed (maxlen 50)
+    recent = await log.read_after("c1", 290)
+    assert recent.covered and [e.seq for e in recent.events] == list(range(291, 301))
+
+
+async def test_a_lost_counter_restarts_far_above_what_the_writer_knew(log):
+    first = await log.append("fresh", [payload(1)], floor=42)
+    assert first == 42 + RESTART_GAP + 1
+    assert not (await log.read_after("fresh", 42)).covered  # readers resync
+
+
+async def test_live_delivery_reaches_watchers_in_order(log):
+    got: list[int] = []
+    done = asyncio.Event()
+
+    def listener(cid, events):
+        got.extend(e.seq for e in events)
+        if got and got[-1] >= 20:
+            done.set()
+
+    log.watch("live", listener)
+    await asyncio.sleep(0.2)  # the Redis tail starts
+    for i in range(20):
+        await log.append("live", [payload(i)])
+    await asyncio.wait_for(done.wait(), 5)
+    assert got == list(range(1, 21))
+    log.unwatch("live", listener)
+
+
+async def test_the_firehose_sees_every_conversation_with_its_owner(log):
+    seen: list[tuple[str, int | None, int]] = []
+    done = asyncio.Event()
+
+    def listener(cid, owner, events):
+        seen.extend((cid, owner, e.seq) for e in events)
+        if len(seen) >= 2:
+            done.set()
+
+    log.watch_all(listener)
+    await asyncio.sleep(0.2)
+    await log.append("a", [payload(1)], owner_id=7)
+    await log.append("b", [payload(1)], owner_id=8)
+    await asyncio.wait_for(done.wait(), 5)
+    assert sorted(seen) == [("a", 7, 1), ("b", 8, 1)]
+    log.unwatch_all(listener)
+
+
+@pytest.mark.timeout(30)
+async def test_the_redis_tail_survives_idling_longer_than_five_seconds(redis_url, redis_prefix):
+    log = RedisEventLog(url=redis_url, prefix=redis_prefix, maxlen=50, ttl=60)
+    got: list[int] = []
+    arrived = asyncio.Event()
+    log.watch("idle", lambda cid, events: (got.extend(e.seq for e in events), arrived.set()))
+    await asyncio.sleep(6.5)
+    await log.append("idle", [payload(1)])
+    await asyncio.wait_for(arrived.wait(), 5)
+    assert got == [1]
+    await log.close()
