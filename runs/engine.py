@@ -451,7 +451,6 @@ class _Execution:
 
     async def _generate(self) -> _Outcome:
         from providers.registry import get_provider
-
         from runs.provider_config import generation_options_for
 
         provider = get_provider(self.agent.provider)

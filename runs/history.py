@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from providers.base import ChatMessage, ToolCall
-
 from agents.models import Agent
 from conversations.models import Conversation, Message, MessageRole, MessageStatus, MessageType
+from providers.base import ChatMessage, ToolCall
 
 HISTORY_LIMIT = 60
 _USABLE = (MessageStatus.COMPLETE, MessageStatus.STOPPED, MessageStatus.INCOMPLETE)

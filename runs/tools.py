@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from providers.base import ToolCall
 
 from conversations.models import Message, MessageRole, MessageStatus, MessageType
+from providers.base import ToolCall
 
 if TYPE_CHECKING:
     from runs.engine import _Execution
