@@ -271,7 +271,8 @@ def _claim(run_id: str, owner: str) -> _Claimed | None:
     else:
         from runs import sessions
 
-        refusal = sessions.turn_refusal(run)
+        if sessions.turn_refusal(run) is not None:
+            return None  # a session past its limits takes no more turns, whoever dispatched this one
     return _Claimed(run=run, agent=agent, conversation=run.conversation, refusal=refusal)
 
 
@@ -365,8 +366,8 @@ async def execute_run(manager: RunManager, run_id: str) -> None:
 async def _after_run(claimed: _Claimed) -> None:
     from runs import sessions
 
-    await sessions.after_run(run_id=str(claimed.run.pk), conversation_id=str(claimed.conversation.pk))
-    await dispatch_next_queued(claimed.conversation.pk)
+    if not await sessions.after_run(run_id=str(claimed.run.pk), conversation_id=str(claimed.conversation.pk)):
+        await dispatch_next_queued(claimed.conversation.pk)
 
 
 class _Execution:
@@ -685,7 +686,10 @@ async def sweep_stale_runs() -> int:
             },
         )
         await db(_checkpoint_seq)(run.conversation_id, await writer.flush())
-        await dispatch_next_queued(run.conversation_id)
+        from runs import sessions
+
+        if not await sessions.after_run(run_id=str(run.pk), conversation_id=str(run.conversation_id)):
+            await dispatch_next_queued(run.conversation_id)
     for run_id in await db(_lost_queued_runs)():
         await dispatch_run(run_id)
     for conversation_id, owner_id, last_seq in await db(_expire_idle_conversations)():

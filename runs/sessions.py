@@ -77,8 +77,8 @@ def _next_step(run_id: str, conversation_id: str) -> dict[str, Any] | None:
         ):
             return None
         run = Run.objects.select_related("reply_message").get(pk=run_id)
-        if run.status != RunStatus.COMPLETED:
-            return None
+        if run.status not in (RunStatus.COMPLETED, RunStatus.INCOMPLETE):
+            return None  # stopped or failed: the session waits for a person
         if Run.objects.filter(conversation=conversation, status__in=ACTIVE_RUN_STATUSES).exists():
             return None  # a person's interjection is already queued; the loop resumes after it
         settings = conversation.settings or {}
