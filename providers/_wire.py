@@ -1,0 +1,111 @@
+"""Shared plumbing for the HTTP adapters: per-event-loop HTTP clients and fast stream framing.
+
+Nothing provider-specific lives here: SSE and NDJSON framing are standards several providers use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+class PerLoop(Generic[T]):
+    """One value per running event loop, made on first use.
+
+    An httpx ``AsyncClient`` (and an SDK client wrapping one) belongs to the loop it first ran on,
+    and creating one costs ~20 ms (SSL context), so each loop gets its own, reused across calls.
+    """
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._values: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        loop = asyncio.get_running_loop()
+        value = self._values.get(loop)
+        if value is None:
+            with self._lock:
+                value = self._values.get(loop)
+                if value is None:
+                    value = self._values[loop] = self._factory()
+        return value
+
+
+def new_http_client() -> httpx.AsyncClient:
+    """The HTTP client the adapters share per loop.
+
+    ``trust_env=False``: proxies and certificates come from configuration, never from the environment.
+    Timeouts are given per request (see ``resilience.httpx_timeout``).
+    """
+    return httpx.AsyncClient(
+        trust_env=False,
+        timeout=httpx.Timeout(30.0),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30.0),
+    )
+
+
+class SSEDecoder:
+    """Incremental ``text/event-stream`` decoder yielding each event's ``data`` as bytes.
+
+    Handles LF and CRLF line ends, several ``data:`` lines per event, comments (``: ping``) and
+    ``event:``/``id:``/``retry:`` fields (ignored). Working on bytes avoids decoding text we never use.
+    """
+
+    __slots__ = ("_buffer", "_data")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The data of every event completed by ``chunk``."""
+        if self._buffer:
+            chunk = self._buffer + chunk
+        lines = chunk.split(b"\n")
+        self._buffer = lines.pop()
+        events: list[bytes] = []
+        data = self._data
+        for line in lines:
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if not line:
+                if data:
+                    events.append(data[0] if len(data) == 1 else b"\n".join(data))
+                    data = self._data = []
+            elif line[:5] == b"data:":
+                data.append(line[6:] if line[5:6] == b" " else line[5:])
+        return events
+
+    def close(self) -> list[bytes]:
+        """Events left when the stream ends without a final blank line."""
+        events = self.feed(b"\n\n") if self._buffer or self._data else []
+        self._buffer = b""
+        return events
+
+
+class LineDecoder:
+    """Incremental NDJSON framing: the non-blank lines completed by each chunk."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if self._buffer:
+            chunk = self._buffer + chunk
+        lines = chunk.split(b"\n")
+        self._buffer = lines.pop()
+        return [line for line in lines if line.strip()]
+
+    def close(self) -> list[bytes]:
+        rest, self._buffer = self._buffer, b""
+        return [rest] if rest.strip() else []

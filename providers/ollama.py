@@ -1,0 +1,274 @@
+"""Ollama's native chat API: ``POST /api/chat`` streaming NDJSON, models from ``GET /api/tags``.
+
+There is no official async client in our dependencies, so this is httpx plus orjson, which is also
+what the ``ollama`` package does underneath.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+import orjson
+
+from providers._wire import LineDecoder, PerLoop, new_http_client
+from providers.base import (
+    ChatMessage,
+    Finished,
+    FinishReason,
+    GenerationOptions,
+    IncompleteStream,
+    ProviderError,
+    ProviderStatus,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    UsageReport,
+    safe_message,
+)
+from providers.resilience import (
+    RetryPolicy,
+    StreamWatch,
+    httpx_timeout,
+    parse_retry_after,
+    resilient_stream,
+    retry_policy,
+    status_error,
+    transport_error,
+)
+
+NAME = "ollama"
+
+
+def to_ollama_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """Our messages in Ollama's form; tool results go back as role=tool with ``tool_name``."""
+    out: list[dict[str, Any]] = []
+    names = {call.id: call.name for m in messages for call in m.tool_calls}
+    for message in messages:
+        item: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.tool_calls:
+            item["tool_calls"] = [
+                {"function": {"name": call.name, "arguments": call.arguments}} for call in message.tool_calls
+            ]
+        if message.role == "tool":
+            name = message.name or names.get(message.tool_call_id or "")
+            if name:
+                item["tool_name"] = name
+        out.append(item)
+    return out
+
+
+def to_ollama_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
+
+
+def _malformed() -> ProviderError:
+    return ProviderError("protocol", f"{NAME}: the provider sent a malformed chunk", provider=NAME)
+
+
+class _LineReader:
+    """Turns ``/api/chat`` NDJSON objects into events. Tool calls arrive whole (arguments as an object)."""
+
+    __slots__ = ("called", "finish")
+
+    def __init__(self) -> None:
+        self.called = False
+        self.finish: Finished | None = None
+
+    def read(self, line: bytes) -> list[StreamEvent]:
+        try:
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise _malformed() from None
+        if not isinstance(data, dict):
+            raise _malformed()
+        if data.get("error"):
+            # An error inside the stream has no status; the server gave up on the generation.
+            detail = safe_message(data["error"])
+            raise ProviderError("unavailable", f"{NAME}: {detail}", provider=NAME)
+        events: list[StreamEvent] = []
+        message = data.get("message") or {}
+        content = message.get("content")
+        if content:
+            events.append(TextDelta(text=content))
+        for call in message.get("tool_calls") or ():
+            events.append(self._tool_call(call))
+        if data.get("done"):
+            usage = Usage(
+                input_tokens=data.get("prompt_eval_count") or 0, output_tokens=data.get("eval_count") or 0
+            )
+            reason: FinishReason = "length" if data.get("done_reason") == "length" else "stop"
+            if self.called and reason == "stop":
+                reason = "tool_calls"
+            if usage.total_tokens:
+                events.append(UsageReport(usage=usage))
+            self.finish = Finished(reason=reason, usage=usage)
+            events.append(self.finish)
+        return events
+
+    def _tool_call(self, call: dict[str, Any]) -> ToolCall:
+        function = call.get("function") or {}
+        name = function.get("name")
+        arguments = function.get("arguments") or {}
+        if isinstance(arguments, str):  # some servers send a JSON string like OpenAI does
+            try:
+                arguments = orjson.loads(arguments) if arguments.strip() else {}
+            except orjson.JSONDecodeError:
+                raise ProviderError(
+                    "protocol", f"{NAME}: tool call {name!r} has arguments that are not JSON", provider=NAME
+                ) from None
+        if not name or not isinstance(arguments, dict):
+            raise ProviderError("protocol", f"{NAME}: the provider sent a malformed tool call", provider=NAME)
+        self.called = True
+        # Older servers send no id; the run engine needs one to pair the result with the call.
+        return ToolCall(id=call.get("id") or f"call_{uuid.uuid4().hex[:24]}", name=name, arguments=arguments)
+
+
+class OllamaProvider:
+    """Ollama over its native API."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        *,
+        base_url: str = "http://localhost:11434",
+        retry: RetryPolicy | None = None,
+        retry_after_cap: float | None = None,
+        keep_alive: str | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry_policy(retry, retry_after_cap)
+        self.keep_alive = keep_alive
+        self._http = PerLoop(new_http_client)
+
+    def _url(self, options: GenerationOptions, path: str) -> str:
+        return (options.base_url or self.base_url).rstrip("/") + path
+
+    @staticmethod
+    def _headers(options: GenerationOptions) -> dict[str, str]:
+        # Ollama needs no key; one behind a proxy or ollama.com takes a bearer token.
+        return {"authorization": f"Bearer {options.api_key}"} if options.api_key else {}
+
+    def _body(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec],
+        options: GenerationOptions,
+    ) -> dict[str, Any]:
+        extra = dict(options.extra)
+        model_options: dict[str, Any] = dict(extra.pop("options", {}) or {})
+        if options.temperature is not None:
+            model_options["temperature"] = options.temperature
+        if options.max_tokens is not None:
+            model_options["num_predict"] = options.max_tokens
+        body: dict[str, Any] = {"model": model, "messages": to_ollama_messages(messages), "stream": True}
+        if tools:
+            body["tools"] = to_ollama_tools(tools)
+        if model_options:
+            body["options"] = model_options
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        body.update(extra)  # e.g. think, format
+        return body
+
+    def stream_chat(
+        self,
+        *,
+        model: str,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec] = (),
+        options: GenerationOptions,
+    ) -> AsyncIterator[StreamEvent]:
+        """Yield TextDelta/ToolCall/UsageReport, then exactly one Finished; raise ProviderError."""
+
+        def attempt(watch: StreamWatch) -> AsyncIterator[StreamEvent]:
+            return self._attempt(watch, model=model, messages=messages, tools=tools, options=options)
+
+        return resilient_stream(attempt, provider=NAME, timeouts=options.timeouts, policy=self.retry)
+
+    async def _attempt(
+        self,
+        watch: StreamWatch,
+        *,
+        model: str,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec],
+        options: GenerationOptions,
+    ) -> AsyncIterator[StreamEvent]:
+        body = orjson.dumps(self._body(model, messages, tools, options))
+        headers = {"content-type": "application/json", **self._headers(options)}
+        client = self._http.get()
+        request = client.build_request(
+            "POST",
+            self._url(options, "/api/chat"),
+            content=body,
+            headers=headers,
+            timeout=httpx_timeout(options.timeouts),
+        )
+        response = await client.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                raise await self._status_error(response, options)
+            reader = _LineReader()
+            decoder = LineDecoder()
+            async for raw in response.aiter_bytes():
+                watch.tick()
+                for line in decoder.feed(raw):
+                    for event in reader.read(line):
+                        yield event
+                    if reader.finish is not None:
+                        return
+            for line in decoder.close():
+                for event in reader.read(line):
+                    yield event
+                if reader.finish is not None:
+                    return
+            raise IncompleteStream(f"{NAME}: the stream ended without a finish reason", provider=NAME)
+        finally:
+            await response.aclose()
+
+    @staticmethod
+    async def _status_error(response: httpx.Response, options: GenerationOptions) -> ProviderError:
+        await response.aread()
+        try:
+            detail = orjson.loads(response.content).get("error", "")
+        except (orjson.JSONDecodeError, AttributeError):
+            detail = response.text[:200]
+        return status_error(
+            response.status_code,
+            safe_message(detail, secrets=[options.api_key]),
+            provider=NAME,
+            retry_after=parse_retry_after(response.headers),
+        )
+
+    async def status(self, *, options: GenerationOptions) -> ProviderStatus:
+        """Reachable and the local model names from ``GET /api/tags``; never raises."""
+        timeouts = options.timeouts
+        try:
+            response = await self._http.get().get(
+                self._url(options, "/api/tags"),
+                headers=self._headers(options),
+                timeout=min(timeouts.connect * 2, timeouts.total),
+            )
+            if response.status_code >= 400:
+                raise await self._status_error(response, options)
+            models = sorted(m.get("name") or m.get("model") for m in response.json().get("models", []))
+        except ProviderError as exc:
+            return ProviderStatus(name=NAME, reachable=False, models=[], detail=exc.message)
+        except Exception as exc:
+            error = transport_error(exc, started=False, provider=NAME)
+            detail = error.message if error else f"{NAME}: unexpected answer from /api/tags"
+            return ProviderStatus(name=NAME, reachable=False, models=[], detail=detail)
+        return ProviderStatus(name=NAME, reachable=True, models=models)

@@ -1,0 +1,358 @@
+"""OpenAI Chat Completions, and every server that speaks it (Groq, vLLM, llama.cpp, LM Studio, OpenRouter).
+
+The official ``openai`` SDK builds and sends the request, authenticates and maps HTTP errors. The
+reply body is read raw (``with_streaming_response``) and parsed here with orjson: the SDK's
+per-chunk pydantic parsing costs about 110 us a chunk, which would cap the realtime relay.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import openai
+import orjson
+
+from providers._wire import PerLoop, SSEDecoder, new_http_client
+from providers.base import (
+    ChatMessage,
+    Finished,
+    FinishReason,
+    GenerationOptions,
+    IncompleteStream,
+    ProviderError,
+    ProviderStatus,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    UsageReport,
+    safe_message,
+)
+from providers.resilience import (
+    RetryPolicy,
+    StreamWatch,
+    httpx_timeout,
+    kind_for_status,
+    parse_retry_after,
+    resilient_stream,
+    retry_policy,
+    status_error,
+    transport_error,
+)
+
+NAME = "openai"
+PLACEHOLDER_KEY = "not-needed"  # local OpenAI-compatible servers want no key, the SDK insists on one
+FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "blocked",
+}
+
+
+def to_openai_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """Our messages in Chat Completions form; tool results go back as role=tool with tool_call_id."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "tool":
+            out.append(
+                {"role": "tool", "tool_call_id": message.tool_call_id or "", "content": message.content}
+            )
+        elif message.role == "assistant" and message.tool_calls:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": message.content or None,
+                    "tool_calls": [
+                        {
+                            "id": call.id,
+                            "type": "function",
+                            "function": {
+                                "name": call.name,
+                                "arguments": orjson.dumps(call.arguments).decode(),
+                            },
+                        }
+                        for call in message.tool_calls
+                    ],
+                }
+            )
+        else:
+            out.append({"role": message.role, "content": message.content})
+    return out
+
+
+def to_openai_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
+
+
+def _in_stream_error(error: Any) -> ProviderError:
+    """``data: {"error": {...}}`` sent after the stream started."""
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    code = error.get("code")
+    status = int(code) if isinstance(code, int) or (isinstance(code, str) and code.isdigit()) else None
+    kind = kind_for_status(status) if status else "unavailable"
+    if "rate_limit" in str(error.get("type", "")):
+        kind = "rate_limited"
+    detail = safe_message(error.get("message") or "error in stream")
+    return ProviderError(kind, f"{NAME}: {detail}", status=status, provider=NAME)  # type: ignore[arg-type]
+
+
+class _ChunkReader:
+    """Turns Chat Completions chunks into events.
+
+    Tool calls are assembled by ``index``: id and name come from the first delta that has them (llama.cpp
+    repeats both in every delta, so they must never be concatenated), only ``arguments`` are joined.
+    """
+
+    __slots__ = ("calls", "finish", "usage")
+
+    def __init__(self) -> None:
+        self.calls: dict[int, list[str]] = {}  # index -> [id, name, arguments...]
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+
+    def read(self, data: bytes) -> list[StreamEvent]:
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise ProviderError(
+                "protocol", f"{NAME}: the provider sent a malformed chunk", provider=NAME
+            ) from None
+        if not isinstance(chunk, dict):
+            raise ProviderError("protocol", f"{NAME}: the provider sent a malformed chunk", provider=NAME)
+        if chunk.get("error"):
+            raise _in_stream_error(chunk["error"])
+        events: list[StreamEvent] = []
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue  # n > 1 is not supported; only the first choice is relayed
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content:
+                events.append(TextDelta(text=content))
+            for call in delta.get("tool_calls") or ():
+                self._add_call_delta(call)
+            reason = choice.get("finish_reason")
+            if reason and self.finish is None:
+                self.finish = reason
+                events.extend(self._whole_calls())
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = Usage(
+                input_tokens=usage.get("prompt_tokens") or 0,
+                output_tokens=usage.get("completion_tokens") or 0,
+            )
+            events.append(UsageReport(usage=self.usage))
+        return events
+
+    def _add_call_delta(self, call: dict[str, Any]) -> None:
+        index = call.get("index")
+        if index is None:  # servers that omit index: a new id starts a new call
+            last = max(self.calls, default=-1)
+            same = last >= 0 and (call.get("id") in (None, self.calls[last][0]))
+            index = last if same else last + 1
+        function = call.get("function") or {}
+        slot = self.calls.get(index)
+        if slot is None:
+            slot = self.calls[index] = [call.get("id") or "", function.get("name") or ""]
+        else:
+            if not slot[0] and call.get("id"):
+                slot[0] = call["id"]
+            if not slot[1] and function.get("name"):
+                slot[1] = function["name"]
+        arguments = function.get("arguments")
+        if arguments:
+            slot.append(arguments)
+
+    def _whole_calls(self) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        for index in sorted(self.calls):
+            call_id, name, *pieces = self.calls[index]
+            text = "".join(pieces).strip()
+            try:
+                arguments = orjson.loads(text) if text else {}
+            except orjson.JSONDecodeError:
+                raise ProviderError(
+                    "protocol", f"{NAME}: tool call {name!r} has arguments that are not JSON", provider=NAME
+                ) from None
+            if not isinstance(arguments, dict):
+                raise ProviderError(
+                    "protocol", f"{NAME}: tool call {name!r} arguments are not an object", provider=NAME
+                )
+            if not name:
+                raise ProviderError("protocol", f"{NAME}: a tool call arrived without a name", provider=NAME)
+            events.append(
+                ToolCall(id=call_id or f"call_{uuid.uuid4().hex[:24]}", name=name, arguments=arguments)
+            )
+        self.calls.clear()
+        return events
+
+    def finished(self) -> Finished:
+        if self.finish is None:
+            raise IncompleteStream(f"{NAME}: the stream ended without a finish reason", provider=NAME)
+        reason = FINISH_REASONS.get(self.finish, "stop")
+        return Finished(reason=reason, usage=self.usage or Usage())
+
+
+class OpenAIProvider:
+    """Chat Completions over the official SDK; ``base_url`` per call makes it any compatible server."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        *,
+        base_url: str = "https://api.openai.com/v1",
+        retry: RetryPolicy | None = None,
+        retry_after_cap: float | None = None,
+        include_usage: bool = True,
+    ) -> None:
+        self.base_url = base_url
+        self.retry = retry_policy(retry, retry_after_cap)
+        self.include_usage = include_usage
+        self._http = PerLoop(new_http_client)
+
+    def _client(self, options: GenerationOptions) -> openai.AsyncOpenAI:
+        # Cheap (~50 us) next to the shared HTTP client, so made per call: the key is never kept.
+        return openai.AsyncOpenAI(
+            api_key=options.api_key or PLACEHOLDER_KEY,
+            base_url=options.base_url or self.base_url,
+            max_retries=0,  # ours is the only retry layer
+            http_client=self._http.get(),
+        )
+
+    def stream_chat(
+        self,
+        *,
+        model: str,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec] = (),
+        options: GenerationOptions,
+    ) -> AsyncIterator[StreamEvent]:
+        """Yield TextDelta/ToolCall/UsageReport, then exactly one Finished; raise ProviderError."""
+
+        def attempt(watch: StreamWatch) -> AsyncIterator[StreamEvent]:
+            return self._attempt(watch, model=model, messages=messages, tools=tools, options=options)
+
+        def map_error(exc: BaseException, watch: StreamWatch) -> ProviderError | None:
+            return self._map_error(exc, watch, options)
+
+        return resilient_stream(
+            attempt, provider=NAME, timeouts=options.timeouts, policy=self.retry, map_error=map_error
+        )
+
+    def _request(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec],
+        options: GenerationOptions,
+    ) -> dict[str, Any]:
+        extra = dict(options.extra)
+        request: dict[str, Any] = {"model": model, "messages": to_openai_messages(messages), "stream": True}
+        if extra.pop("include_usage", self.include_usage):
+            request["stream_options"] = {"include_usage": True}
+        if tools:
+            request["tools"] = to_openai_tools(tools)
+        if options.temperature is not None:
+            request["temperature"] = options.temperature
+        if options.max_tokens is not None:
+            # Newer OpenAI models want max_completion_tokens; compatible servers know max_tokens.
+            request[extra.pop("max_tokens_param", "max_tokens")] = options.max_tokens
+        if extra:
+            request["extra_body"] = extra  # e.g. top_p, seed, tool_choice: sent as given
+        return request
+
+    async def _attempt(
+        self,
+        watch: StreamWatch,
+        *,
+        model: str,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec],
+        options: GenerationOptions,
+    ) -> AsyncIterator[StreamEvent]:
+        client = self._client(options)
+        request = self._request(model, messages, tools, options)
+        reader = _ChunkReader()
+        decoder = SSEDecoder()
+        done = False
+        async with client.chat.completions.with_streaming_response.create(
+            **request, timeout=httpx_timeout(options.timeouts)
+        ) as response:
+            async for raw in response.http_response.aiter_bytes():
+                watch.tick()
+                for data in decoder.feed(raw):
+                    if data == b"[DONE]":
+                        done = True
+                        break
+                    for event in reader.read(data):
+                        yield event
+                if done:
+                    break
+            if not done:
+                for data in decoder.close():
+                    if data != b"[DONE]":
+                        for event in reader.read(data):
+                            yield event
+        # A finish reason without [DONE] still counts; [DONE] without a finish reason does not.
+        yield reader.finished()
+
+    def _map_error(
+        self, exc: BaseException, watch: StreamWatch, options: GenerationOptions
+    ) -> ProviderError | None:
+        if isinstance(exc, openai.APIStatusError):
+            body = exc.body
+            detail = body.get("message") if isinstance(body, dict) else None
+            if isinstance(body, dict) and isinstance(body.get("error"), dict):
+                detail = body["error"].get("message")
+            text = safe_message(detail or exc.message, secrets=[options.api_key])
+            return status_error(
+                exc.status_code, text, provider=NAME, retry_after=parse_retry_after(exc.response.headers)
+            )
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderError("timeout", f"{NAME}: the provider did not answer in time", provider=NAME)
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__
+            mapped = transport_error(cause, started=watch.started, provider=NAME) if cause else None
+            return mapped or ProviderError(
+                "unavailable", f"{NAME}: could not connect to the provider", provider=NAME
+            )
+        if isinstance(exc, openai.APIError):
+            return ProviderError("protocol", f"{NAME}: {safe_message(exc.message)}", provider=NAME)
+        if isinstance(exc, openai.OpenAIError):
+            return ProviderError("bad_request", f"{NAME}: {safe_message(exc)}", provider=NAME)
+        return None
+
+    async def status(self, *, options: GenerationOptions) -> ProviderStatus:
+        """Reachable and the model ids from ``GET /models``; never raises."""
+        client = self._client(options)
+        timeouts = options.timeouts
+        try:
+            page = await client.models.list(timeout=min(timeouts.connect * 2, timeouts.total))
+            models = sorted(m.id for m in page.data)
+        except Exception as exc:
+            error = self._map_error(exc, _NO_WATCH, options) or transport_error(
+                exc, started=False, provider=NAME
+            )
+            detail = error.message if error else f"{NAME}: unexpected error"
+            return ProviderStatus(name=NAME, reachable=False, models=[], detail=detail)
+        return ProviderStatus(name=NAME, reachable=True, models=models)
+
+
+class _NoWatch:
+    started = False
+
+
+_NO_WATCH: Any = _NoWatch()
