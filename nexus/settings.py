@@ -109,7 +109,11 @@ TEMPLATES = [
 def _database() -> dict:
     url = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
     try:
-        config = dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0))
+        # Persistent connections, health-checked before reuse: the run engine's ORM calls go
+        # through channels' database_sync_to_async, which drops broken or expired ones.
+        config = dj_database_url.parse(
+            url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0), conn_health_checks=True
+        )
     except (ValueError, KeyError) as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
     engine = config.get("ENGINE", "")

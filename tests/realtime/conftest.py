@@ -35,6 +35,10 @@ async def _engine_cleanup():
     log = _logs.pop(loop, None)
     if log is not None:
         await log.close()
+    from django.db import connections
+
+    # Connections opened by the engine's thread would keep the test database busy at teardown.
+    await database_sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
