@@ -141,13 +141,9 @@ class AgentStatusSerializer(serializers.Serializer):
     metadata = AgentStatusMetadataSerializer()
 
 
-class ProviderModelSerializer(serializers.Serializer):
-    id = serializers.CharField()
-
-
 class ProviderStatusSerializer(serializers.Serializer):
     name = serializers.CharField()
     reachable = serializers.BooleanField()
     models = serializers.ListField(child=serializers.CharField())
-    detail = serializers.CharField(allow_blank=True, required=False)
-    latency_ms = serializers.FloatField(required=False, allow_null=True)
+    detail = serializers.CharField(allow_blank=True)
+    latency_ms = serializers.FloatField(allow_null=True, help_text="How long the check took.")

@@ -63,7 +63,7 @@ AGENTS_FIELD_SCHEMA: dict[str, Any] = {
 class AgentsField(serializers.Field):
     """A list of agent ids or a ``{role: agent}`` mapping; resolved by the service."""
 
-    default_error_messages = {"invalid": "A list of agent ids, or an object of {role: agent}."}
+    default_error_messages = {"invalid": "A list of agent ids, or an object of {{role: agent}}."}
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, list):
@@ -214,4 +214,3 @@ class FeedbackResultSerializer(serializers.Serializer):
     conversation_id = serializers.UUIDField()
     opinion = serializers.ChoiceField(choices=Opinion.choices, allow_null=True)
     feedback_comment = serializers.CharField(allow_blank=True)
-

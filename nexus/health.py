@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import weakref
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -95,24 +96,49 @@ async def check_event_log() -> dict[str, Any]:
         return {"status": "down", "error": exc.__class__.__name__}
 
 
-async def check_providers() -> dict[str, Any]:
-    """Each provider's reachability. Informational only: never makes /health fail."""
-    try:
-        from runs.provider_config import provider_statuses
+# Provider checks can take seconds (a remote API, DNS): /health answers from a short-lived cache
+# and waits at most PROVIDER_WAIT for a refresh, so a load balancer's probe is never slowed down.
+PROVIDER_CACHE_SECONDS = 30.0
+PROVIDER_WAIT = 1.0
+_providers: dict[str, Any] = {"at": None, "checked_at": None, "value": None}
+_provider_refresh: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = (
+    weakref.WeakKeyDictionary()
+)
 
-        statuses = await asyncio.wait_for(
-            provider_statuses(), settings.NEXUS_PROVIDER_STATUS_TIMEOUT + CHECK_TIMEOUT
-        )
+
+async def _refresh_providers() -> dict[str, Any]:
+    from runs.provider_config import provider_statuses
+
+    statuses = await provider_statuses()
+    value = {item["name"]: {k: v for k, v in item.items() if k != "name"} for item in statuses}
+    _providers.update(at=time.monotonic(), checked_at=timezone.now().isoformat(), value=value)
+    return value
+
+
+async def check_providers() -> tuple[dict[str, Any], str | None]:
+    """Each provider's reachability and when it was checked. Informational only: never makes
+    /health fail, and never makes it wait longer than PROVIDER_WAIT."""
+    fresh = _providers["at"] is not None and time.monotonic() - _providers["at"] < PROVIDER_CACHE_SECONDS
+    if fresh:
+        return _providers["value"], _providers["checked_at"]
+    loop = asyncio.get_running_loop()
+    task = _provider_refresh.get(loop)
+    if task is None or task.done():
+        task = loop.create_task(_refresh_providers())
+        _provider_refresh[loop] = task
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), PROVIDER_WAIT), _providers["checked_at"]
+    except TimeoutError:
+        return _providers["value"] or {}, _providers["checked_at"]
     except Exception as exc:
-        return {"error": exc.__class__.__name__}
-    return {item["name"]: {k: v for k, v in item.items() if k != "name"} for item in statuses}
+        return {"error": exc.__class__.__name__}, _providers["checked_at"]
 
 
 REQUIRED = ("database", "channel_layer", "cache", "event_log")
 
 
 async def health(request) -> JsonResponse:
-    database, channel_layer, cache_status, event_log, providers = await asyncio.gather(
+    database, channel_layer, cache_status, event_log, (providers, checked_at) = await asyncio.gather(
         check_database(), check_channel_layer(), check_cache(), check_event_log(), check_providers()
     )
     checks = {
@@ -127,6 +153,7 @@ async def health(request) -> JsonResponse:
         "status": "ok" if required_ok else "down",
         **checks,
         "providers": providers,
+        "providers_checked_at": checked_at,
         "run_mode": settings.NEXUS_RUN_MODE,
         "version": settings.NEXUS_VERSION,
         "timestamp": timezone.now().isoformat(),

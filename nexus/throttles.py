@@ -1,38 +1,90 @@
 """Scoped throttles on the shared cache (Redis when REDIS_URL is set): every process shares one budget.
 
 DRF's own ``SimpleRateThrottle`` reads a history list, appends and writes it back: two processes
-(or two threads) racing lose each other's requests. Here a rate of N per period is N *slots*; a
-request claims a free slot with ``cache.add`` (Redis ``SET NX`` with a TTL of one period, atomic on
-every backend), so the window slides and the count is exact however many processes share the cache.
-When every slot is taken the request is refused with the time until the oldest slot frees up.
+(or two threads) racing lose each other's requests. These throttles are exact sliding windows whose
+check-and-count is one atomic step:
 
-Rates come from ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]`` (``NEXUS_THROTTLE_*`` variables), read
-on every request so tests can override them.
+- on Django's Redis cache: a sorted set of request times per identity, trimmed, counted and added to
+  by one Lua script, timed by the Redis server's clock (no skew between web processes);
+- on any other cache (the in-memory default, one process): N *slots* per identity; a request claims
+  a free slot with ``cache.add`` (atomic) and the slot expires one period later.
+
+A refused request is not counted, and gets ``Retry-After``: the time until the oldest counted
+request leaves the window. Rates come from ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]``
+(``NEXUS_THROTTLE_*``), read on every request so they can be changed in tests.
 """
 
 from __future__ import annotations
 
+import math
 import time
+import uuid
 from typing import Any, ClassVar
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
+# KEYS[1]: the window's sorted set. ARGV: window (ms), limit, a unique member.
+# Returns {1, 0} when counted, {0, ms until the oldest request leaves the window} when refused.
+_SLIDING_WINDOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return {1, 0}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tonumber(oldest[2]) + window - now}
+"""
+
 
 def parse_rate(rate: str) -> tuple[int, int]:
-    """``"10/min"`` -> ``(10, 60)``."""
+    """``"10/min"`` -> ``(10, 60)``: requests per period in seconds."""
     count, _, period = rate.partition("/")
     return int(count), _PERIODS[period[0]]
+
+
+def _redis_client() -> Any | None:
+    """The raw client of Django's Redis cache, or None for any other cache backend."""
+    backend = caches["default"]
+    return backend._cache.get_client(write=True) if isinstance(backend, RedisCache) else None
+
+
+def hit(key: str, *, limit: int, period: int) -> float | None:
+    """Count one request against ``key`` if it fits: None when counted, else seconds to wait."""
+    client = _redis_client()
+    if client is not None:
+        script = client.register_script(_SLIDING_WINDOW)
+        counted, wait_ms = script(keys=[cache.make_key(key)], args=[period * 1000, limit, uuid.uuid4().hex])
+        return None if int(counted) else max(0.0, int(wait_ms) / 1000)
+    return _hit_slots(key, limit=limit, period=period)
+
+
+def _hit_slots(key: str, *, limit: int, period: int) -> float | None:
+    keys = [f"{key}:{slot}" for slot in range(limit)]
+    now = time.time()
+    for _ in range(2):  # a second look: a slot may have expired, or been lost to a racer
+        taken = cache.get_many(keys)
+        for slot in keys:
+            if slot not in taken and cache.add(slot, now, timeout=period):
+                return None
+    oldest = min((float(value) for value in taken.values()), default=now)
+    return max(0.0, oldest + period - now)
 
 
 class SharedRateThrottle(BaseThrottle):
     """N requests per period per identity, shared by every process using the cache."""
 
     scope: ClassVar[str] = ""
-    per: ClassVar[str] = "user"  # "user" (the user, or the IP when anonymous) or "ip"
+    per: ClassVar[str] = "user"  # "user" (the user; the IP when anonymous) or "ip"
     methods: ClassVar[frozenset[str] | None] = None  # None: every method
 
     def __init__(self) -> None:
@@ -48,34 +100,16 @@ class SharedRateThrottle(BaseThrottle):
             return f"user:{user.pk}"
         return f"ip:{self.get_ident(request)}"
 
-    def applies_to(self, request: Any, view: Any) -> bool:
-        return self.methods is None or request.method in self.methods
-
     def allow_request(self, request: Any, view: Any) -> bool:
         rate = self.rate()
-        if rate is None or not self.applies_to(request, view):
+        if rate is None or (self.methods is not None and request.method not in self.methods):
             return True
         limit, period = rate
-        base = f"throttle:{self.scope}:{self.identity(request)}:"
-        keys = [f"{base}{slot}" for slot in range(limit)]
-        now = time.time()
-        taken = cache.get_many(keys)
-        for key in keys:
-            if key not in taken and cache.add(key, now, timeout=period):
-                return True
-        # every slot was taken (or taken by a racer between get_many and add): refuse
-        taken = cache.get_many(keys)
-        if len(taken) < limit:
-            # a slot expired just now; claim it rather than refuse a request that fits
-            for key in keys:
-                if key not in taken and cache.add(key, now, timeout=period):
-                    return True
-        oldest = min((float(value) for value in taken.values()), default=now)
-        self.wait_seconds = max(0.0, oldest + period - now)
-        return False
+        self.wait_seconds = hit(f"throttle:{self.scope}:{self.identity(request)}", limit=limit, period=period)
+        return self.wait_seconds is None
 
     def wait(self) -> float | None:
-        return self.wait_seconds
+        return None if self.wait_seconds is None else max(1.0, math.ceil(self.wait_seconds))
 
 
 class LoginThrottle(SharedRateThrottle):

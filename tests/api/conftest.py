@@ -13,19 +13,17 @@ from agents.models import Agent
 from conversations.models import Conversation, Message, Participant
 from nexus.auth import tokens_issue
 
-HIGH = "100000/min"
-
 
 @pytest.fixture(autouse=True)
 def _fresh_cache_and_generous_throttles(settings):
-    """Throttle budgets live in the cache: start every test with an empty one, and with rates high
-    enough not to get in the way. Tests of a throttle set its rate with ``throttle_rate``."""
+    """Throttle budgets live in the cache: start every test with an empty one, and with the
+    throttles off (no rate). Tests of a throttle set its rate with ``throttle_rate``."""
     cache.clear()
     # users are made per test: a fast hasher keeps the suite quick (hashing is Django's concern)
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": dict.fromkeys(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], HIGH),
+        "DEFAULT_THROTTLE_RATES": dict.fromkeys(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], None),
     }
     yield
     cache.clear()

@@ -1,0 +1,166 @@
+"""Django settings -> providers: the one place that turns settings and agents into provider calls'
+options. ``providers/`` reads no settings and no environment; this module hands it what it needs.
+
+- :func:`configure_providers`: process-wide provider settings (Ollama URL, local model, retry cap).
+- :func:`generation_options_for`: an agent's per-call options, with its API key resolved from the
+  environment (``config.api_key_env`` names the variable; never a key in the database).
+- :func:`provider_statuses`: every registered provider's reachability and models, concurrently,
+  each bounded by ``NEXUS_PROVIDER_STATUS_TIMEOUT``; never raises.
+- :func:`complete_text`: a whole (short) reply as text, e.g. for conversation titles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from django.conf import settings
+
+from providers.base import ChatMessage, Finished, GenerationOptions, ProviderError, TextDelta, ToolCall
+
+logger = logging.getLogger("nexus.providers")
+
+# The key variable each provider falls back to when the agent names none.
+DEFAULT_KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "gemini": "GOOGLE_API_KEY"}
+# Options that are ours, not the provider's: never passed on as `extra`.
+_NOT_PROVIDER_OPTIONS = frozenset({"api_key_env", "api_version", "metadata"})
+
+_configured: tuple[Any, ...] | None = None
+
+
+def _provider_settings() -> dict[str, dict[str, Any]]:
+    return {
+        "ollama": {"base_url": settings.OLLAMA_BASE_URL},
+        "local": {
+            "model_path": settings.NEXUS_LOCAL_MODEL_PATH or None,
+            "threads": settings.NEXUS_LOCAL_MODEL_THREADS,
+        },
+        "*": {"retry_after_cap": settings.NEXUS_PROVIDER_RETRY_AFTER_CAP},
+    }
+
+
+def configure_providers(*, force: bool = False) -> None:
+    """Pass the provider settings to the registry. Idempotent: a second call with the same
+    settings does nothing; changed settings (tests, reloads) are passed again."""
+    global _configured
+    from providers.registry import registry
+
+    wanted = _provider_settings()
+    snapshot = tuple(sorted((name, tuple(sorted(values.items()))) for name, values in wanted.items()))
+    if not force and snapshot == _configured:
+        return
+    for name, values in wanted.items():
+        registry.configure(name, **values)
+    _configured = snapshot
+
+
+def _default_base_url(provider: str) -> str | None:
+    return {"openai": settings.OPENAI_BASE_URL, "gemini": settings.GEMINI_BASE_URL}.get(provider) or None
+
+
+def api_key_for(*, provider: str, config: dict[str, Any] | None) -> str | None:
+    """The key for a call: the variable the agent names (``config.api_key_env``), else the
+    provider's default variable (OPENAI_API_KEY, GOOGLE_API_KEY). None when unset."""
+    keys = settings.NEXUS_PROVIDER_API_KEYS
+    variable = (config or {}).get("api_key_env") or DEFAULT_KEY_VARIABLES.get(provider)
+    return keys.get(variable) if variable else None
+
+
+def generation_options_for(agent: Any) -> GenerationOptions:
+    """Per-call options for ``agent``: temperature, max_tokens, base_url, the resolved API key and
+    the rest of its config as provider-specific ``extra``."""
+    configure_providers()
+    config = dict(agent.config or {})
+    return GenerationOptions(
+        temperature=agent.temperature,
+        max_tokens=agent.max_tokens,
+        base_url=agent.base_url or _default_base_url(agent.provider),
+        api_key=api_key_for(provider=agent.provider, config=config),
+        api_version=config.get("api_version") or None,
+        extra={key: value for key, value in config.items() if key not in _NOT_PROVIDER_OPTIONS},
+    )
+
+
+def _default_options(provider: str) -> GenerationOptions:
+    return GenerationOptions(
+        base_url=_default_base_url(provider), api_key=api_key_for(provider=provider, config=None)
+    )
+
+
+async def _status_of(name: str, timeout: float) -> dict[str, Any]:
+    from providers.registry import get_provider
+
+    def row(reachable: bool, models: list[str], detail: str, started: float | None) -> dict[str, Any]:
+        latency = round((time.perf_counter() - started) * 1000, 1) if started is not None else None
+        return {
+            "name": name,
+            "reachable": reachable,
+            "models": models,
+            "detail": detail,
+            "latency_ms": latency,
+        }
+
+    try:
+        # The first get() imports the adapter's SDK: off the event loop, and outside the timeout.
+        provider = await asyncio.to_thread(get_provider, name)
+    except Exception as exc:
+        message = exc.message if isinstance(exc, ProviderError) else "Provider could not be loaded."
+        return row(False, [], message, None)
+    started = time.perf_counter()
+    try:
+        status = await asyncio.wait_for(provider.status(options=_default_options(name)), timeout)
+    except TimeoutError:
+        return row(False, [], f"No answer within {timeout:g} s.", started)
+    except ProviderError as exc:
+        return row(False, [], exc.message, started)
+    except Exception as exc:  # status() should never raise; if it does, it is "unreachable"
+        logger.warning("provider %s status failed: %s", name, exc.__class__.__name__)
+        return row(False, [], "Status check failed.", started)
+    return row(bool(status.reachable), [str(model) for model in status.models], status.detail or "", started)
+
+
+async def provider_statuses() -> list[dict[str, Any]]:
+    """Every registered provider: ``{name, reachable, models, detail, latency_ms?}``, checked
+    concurrently, each within ``NEXUS_PROVIDER_STATUS_TIMEOUT``. Never raises."""
+    from providers.registry import registry
+
+    try:
+        configure_providers()
+        names = list(registry.names())
+    except Exception:
+        logger.warning("provider registry unavailable", exc_info=True)
+        return []
+    timeout = settings.NEXUS_PROVIDER_STATUS_TIMEOUT
+    return list(await asyncio.gather(*(_status_of(name, timeout) for name in names)))
+
+
+async def complete_text(*, agent: Any, messages: Sequence[ChatMessage], max_tokens: int = 32) -> str:
+    """Run ``agent``'s provider to the end of one reply and return its text (no tools).
+
+    Raises ProviderError (including a stream that ends without a finish, and a tool call where
+    text was expected)."""
+    from providers.registry import get_provider
+
+    provider = await asyncio.to_thread(get_provider, agent.provider)
+    options = replace(generation_options_for(agent), max_tokens=max_tokens)
+    parts: list[str] = []
+    stream = provider.stream_chat(model=agent.model, messages=list(messages), tools=(), options=options)
+    try:
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            elif isinstance(event, ToolCall):
+                raise ProviderError("protocol", "The model called a tool where text was expected.")
+            elif isinstance(event, Finished):
+                return "".join(parts)
+    finally:
+        await stream.aclose()
+    raise ProviderError("incomplete", "The reply ended without a finish.")
+
+
+# Configure once on first import: the run engine imports this module before its first get_provider().
+configure_providers()
