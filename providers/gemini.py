@@ -422,5 +422,7 @@ def _map_error(exc: BaseException, options: GenerationOptions) -> ProviderError 
         detail = safe_message(exc.message or exc.status or "", secrets=[options.api_key])
         return status_error(status, detail, provider=NAME, retry_after=_retry_delay(exc))
     if isinstance(exc, pydantic.ValidationError | ValueError):
-        return ProviderError("bad_request", f"{NAME}: the request was not valid for the SDK", provider=NAME)
+        return ProviderError(
+            "bad_request", f"{NAME}: invalid request: {safe_message(exc)[:160]}", provider=NAME
+        )
     return None

@@ -66,13 +66,17 @@ class FakeGemini(FakeServer):
         return {"error": {"code": code, "message": message, "status": STATUS.get(code, "UNKNOWN")}}
 
     def error_plan(self, reply: Reply) -> Plan:
+        """The error body; ``reply.extra["error_details"]`` adds google.rpc details (e.g. RetryInfo)."""
         headers = {"retry-after": str(reply.retry_after)} if reply.retry_after is not None else {}
-        return json_plan(
-            self._error_body(reply.status, reply.error_message), status=reply.status, headers=headers
-        )
+        body = self._error_body(reply.status, reply.error_message)
+        if reply.extra.get("error_details"):
+            body["error"]["details"] = reply.extra["error_details"]
+        return json_plan(body, status=reply.status, headers=headers)
 
     def chunks(self, reply: Reply, model: str) -> list[dict]:
         """GenerateContentResponse objects; the last one carries finishReason and usageMetadata."""
+        if reply.extra.get("block_reason"):
+            return [{"promptFeedback": {"blockReason": reply.extra["block_reason"]}, "modelVersion": model}]
         parts: list[dict] = [{"text": piece} for piece in reply.pieces()]
         for call in reply.tool_calls:
             function_call: dict[str, Any] = {"name": call.name, "args": call.arguments}

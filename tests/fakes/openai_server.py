@@ -20,8 +20,7 @@ def _frame(data: Any) -> bytes:
     return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _arguments_pieces(arguments: dict, pieces: int) -> list[str]:
-    text = json.dumps(arguments)
+def _arguments_pieces(text: str, pieces: int) -> list[str]:
     n = max(1, min(pieces, len(text)))
     size = -(-len(text) // n)
     return [text[i : i + size] for i in range(0, len(text), size)]
@@ -61,6 +60,8 @@ class FakeOpenAI(FakeServer):
         headers = {}
         if reply.retry_after is not None:
             headers["retry-after"] = str(reply.retry_after)
+        if reply.extra.get("retry_after_ms") is not None:
+            headers["retry-after-ms"] = str(reply.extra["retry_after_ms"])
         error = {
             "message": reply.error_message,
             "type": ERROR_TYPES.get(reply.status, "server_error"),
@@ -119,17 +120,20 @@ class FakeOpenAI(FakeServer):
             call_id = call.id or f"call_fake_{index}"
             head = {"index": index, "id": call_id, "type": "function"}
             frames.append(chunk({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]}))
-            for piece in _arguments_pieces(call.arguments, call.pieces):
+            arguments = call.raw_arguments if call.raw_arguments is not None else json.dumps(call.arguments)
+            for piece in _arguments_pieces(arguments, call.pieces):
                 delta: dict[str, Any] = {"index": index, "function": {"arguments": piece}}
                 if reply.openai_repeat_ids:
                     delta = {**head, "function": {"name": call.name, "arguments": piece}}
                 frames.append(chunk({"tool_calls": [delta]}))
-        frames.append(chunk({}, FINISH[reply.final_reason()]))
+        if not reply.extra.get("omit_finish"):
+            frames.append(chunk({}, FINISH[reply.final_reason()]))
         usage = reply.final_usage()
         if include_usage and usage is not None:
             total = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
             frames.append(_frame({**base, "choices": [], "usage": total}))
-        frames.append(b"data: [DONE]\n\n")
+        if not reply.extra.get("omit_done"):
+            frames.append(b"data: [DONE]\n\n")
         error = {"message": reply.error_message, "type": "server_error", "code": reply.error_status}
         return Plan(
             headers={"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"},

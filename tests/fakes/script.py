@@ -20,6 +20,7 @@ class FakeToolCall:
     arguments: dict[str, Any]
     id: str | None = None  # None: the server makes one up (Ollama and Gemini send none)
     pieces: int = 3
+    raw_arguments: str | None = None  # OpenAI only: send this text instead of the JSON of arguments
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,6 +40,10 @@ class Reply:
     ``error_after`` sends the provider's in-stream error (code ``error_status``).
 
     ``openai_repeat_ids`` makes OpenAI tool-call deltas repeat id and name as llama.cpp's server does.
+    ``extra`` holds dialect-specific switches: ``error_details`` (Gemini google.rpc details of an
+    error), ``block_reason`` (Gemini: the prompt is blocked, no candidates), ``omit_finish`` (OpenAI:
+    no finish_reason chunk, [DONE] still sent), ``omit_done`` (OpenAI: no [DONE]), ``retry_after_ms``
+    (OpenAI: a ``retry-after-ms`` header).
     """
 
     text: str = "Hello from the fake server."
