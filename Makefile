@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # daphne's own frame limit sits above Nexus's (1 MiB) so Nexus answers an oversized frame with 1009.
+# The chat page's WebSocket sends an Origin header: allow the address `make run` serves on.
+export NEXUS_WS_ALLOWED_ORIGINS ?= http://$(HOST):$(PORT),http://localhost:$(PORT)
 DAPHNE_FLAGS := --websocket-max-message-size 4194304 --application-close-timeout 5
 
 .PHONY: run test lint format cluster clean
