@@ -5,8 +5,6 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # daphne's own frame limit sits above Nexus's (1 MiB) so Nexus answers an oversized frame with 1009.
-# The chat page's WebSocket sends an Origin header: allow the address `make run` serves on.
-export NEXUS_WS_ALLOWED_ORIGINS ?= http://$(HOST):$(PORT),http://localhost:$(PORT)
 DAPHNE_FLAGS := --websocket-max-message-size 4194304 --application-close-timeout 5
 
 .PHONY: run test lint format cluster clean
@@ -23,6 +21,8 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(VENV)/.installed-run $@
 
+# The chat page's WebSocket sends an Origin header: allow the address `make run` serves on.
+run: export NEXUS_WS_ALLOWED_ORIGINS ?= http://$(HOST):$(PORT),http://localhost:$(PORT)
 run: $(VENV)/.installed-run
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
