@@ -31,12 +31,30 @@ and faults: HTTP status + Retry-After, headers delay, stall / clean cut / TCP re
 frame / in-stream error after k frames. ``Reply.words(n)`` makes an n-chunk reply.
 """
 
-from tests.fakes.gemini_server import FakeGemini
-from tests.fakes.ollama_server import FakeOllama
-from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.process import FakeServerProcess
-from tests.fakes.script import FakeToolCall, Reply
-from tests.fakes.server import FakeServer, RecordedRequest
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.fakes.gemini_server import FakeGemini
+    from tests.fakes.ollama_server import FakeOllama
+    from tests.fakes.openai_server import FakeOpenAI
+    from tests.fakes.process import FakeServerProcess
+    from tests.fakes.script import FakeToolCall, Reply
+    from tests.fakes.server import FakeServer, RecordedRequest
+
+# Imported on first use, so that `python -m tests.fakes.openai_server` does not import itself twice.
+_WHERE = {
+    "FakeGemini": "tests.fakes.gemini_server",
+    "FakeOllama": "tests.fakes.ollama_server",
+    "FakeOpenAI": "tests.fakes.openai_server",
+    "FakeServer": "tests.fakes.server",
+    "FakeServerProcess": "tests.fakes.process",
+    "FakeToolCall": "tests.fakes.script",
+    "RecordedRequest": "tests.fakes.server",
+    "Reply": "tests.fakes.script",
+}
 
 __all__ = [
     "FakeGemini",
@@ -48,3 +66,9 @@ __all__ = [
     "RecordedRequest",
     "Reply",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(name)
+    return getattr(importlib.import_module(_WHERE[name]), name)
