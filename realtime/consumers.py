@@ -71,8 +71,10 @@ class BaseSocket(AsyncWebsocketConsumer):
             return
         self._registered = True
         from realtime.presence import presence
+        from runs.services import engine_ensure_started
 
         presence.socket_opened(self)
+        await engine_ensure_started()
         await self.send(
             text_data=protocol.control_frame(
                 "connection",

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 import weakref
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -82,8 +83,10 @@ class RunManager:
         async with self._start_lock:
             if self._started:
                 return
-            layer = get_channel_layer()
-            self.control_channel = await layer.new_channel("nexus-owner.")
+            # A plain channel named for this process, not a process-local "x.y!z" one: channels_redis
+            # lets one receiver at a time block on a process's local channels, and a blocked receive
+            # on another prefix starves every consumer's channel in the process (and is starved).
+            self.control_channel = f"nexus-owner.{uuid.uuid4().hex}"
             loop = asyncio.get_running_loop()
             self._background = [
                 loop.create_task(self._control_loop(), name="runs-control"),
@@ -171,10 +174,16 @@ class RunManager:
                 logger.exception("heartbeat failed")
 
     async def _sweeper_loop(self) -> None:
+        # Orphaned runs are looked for every second (one indexed query); the rest every few seconds.
+        last_housekeeping = time.monotonic()
         while True:
-            await asyncio.sleep(min(5.0, settings.NEXUS_RUN_STALE_SECONDS / 3))
+            await asyncio.sleep(SWEEP_SECONDS)
+            now = time.monotonic()
+            housekeeping = now - last_housekeeping >= min(5.0, settings.NEXUS_RUN_STALE_SECONDS / 3)
+            if housekeeping:
+                last_housekeeping = now
             try:
-                await sweep_stale_runs()
+                await sweep_stale_runs(housekeeping=housekeeping)
             except Exception:
                 logger.exception("sweeper failed")
 
@@ -602,17 +611,30 @@ def _checkpoint_seq(conversation_id: Any, last_seq: int) -> None:
 # --- the sweeper -------------------------------------------------------------------------------------
 
 
+SWEEP_SECONDS = 1.0
+
+
+def _stale_cutoff() -> Any:
+    """Runs whose heartbeat is older than this have lost their owner. NEXUS_RUN_STALE_SECONDS is
+    the promise that a dead owner's run is declared within that time of the death; the owner's last
+    beat is at most that old when it dies, so leave room for a sweep period and the sweep itself
+    (15 s: beats older than 13 s). Never less than two heartbeats, so a live owner is never swept."""
+    seconds = max(
+        2 * settings.NEXUS_RUN_HEARTBEAT_SECONDS, settings.NEXUS_RUN_STALE_SECONDS - 2 * SWEEP_SECONDS
+    )
+    return timezone.now() - timedelta(seconds=seconds)
+
+
 def _stale_runs() -> list[Run]:
-    cutoff = timezone.now() - timedelta(seconds=settings.NEXUS_RUN_STALE_SECONDS)
     return list(
-        Run.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).select_related(
+        Run.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=_stale_cutoff()).select_related(
             "conversation", "agent"
         )
     )
 
 
 def _mark_incomplete(run: Run) -> bool:
-    cutoff = timezone.now() - timedelta(seconds=settings.NEXUS_RUN_STALE_SECONDS)
+    cutoff = _stale_cutoff()
     with transaction.atomic():
         updated = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).update(
             status=RunStatus.INCOMPLETE,
@@ -648,8 +670,9 @@ def _reply_content(message_id: Any) -> str:
     return Message.objects.filter(pk=message_id).values_list("content", flat=True).first() or ""
 
 
-async def sweep_stale_runs() -> int:
-    """Declare runs whose owner stopped heartbeating ``incomplete`` and tell every watcher."""
+async def sweep_stale_runs(*, housekeeping: bool = True) -> int:
+    """Declare runs whose owner stopped heartbeating ``incomplete`` and tell every watcher; with
+    ``housekeeping``, also re-dispatch lost queued runs and expire idle conversations."""
     count = 0
     for run in await db(_stale_runs)():
         if not await db(_mark_incomplete)(run):
@@ -690,6 +713,8 @@ async def sweep_stale_runs() -> int:
 
         if not await sessions.after_run(run_id=str(run.pk), conversation_id=str(run.conversation_id)):
             await dispatch_next_queued(run.conversation_id)
+    if not housekeeping:
+        return count
     for run_id in await db(_lost_queued_runs)():
         await dispatch_run(run_id)
     for conversation_id, owner_id, last_seq in await db(_expire_idle_conversations)():

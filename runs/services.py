@@ -442,6 +442,15 @@ def _session_state(conversation: Conversation, last_seq: int, recent: int) -> di
     }
 
 
+async def engine_ensure_started() -> None:
+    """Start this process's run manager (control channel, heartbeat, sweeper) if it is not yet.
+    Every process that serves clients sweeps, so a run whose worker died is declared incomplete
+    even where no run was ever executed (web processes in worker mode)."""
+    from runs.engine import get_run_manager
+
+    await get_run_manager().ensure_started()
+
+
 async def session_state(*, conversation: Conversation, recent: int = 50) -> dict[str, Any]:
     """The conversation as stored, with the log's current last seq: what a client resyncs to."""
     last_seq = await get_event_log().last_seq(str(conversation.pk))

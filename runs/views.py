@@ -124,6 +124,9 @@ class _Follower:
         self.wakeup.set()
 
     async def __aenter__(self) -> _Follower:
+        from runs.services import engine_ensure_started
+
+        await engine_ensure_started()
         self.log.watch(self.conversation_id, self._on_events)
         self.wakeup.set()
         return self

@@ -1,0 +1,117 @@
+"""A small process that owns the multi-process tests' database access: JSON lines in, JSON lines out.
+
+The test process never opens the cluster's database itself (pytest-django guards the test
+database); this process does, with the cluster's own settings, through the same services the
+server uses. Started once per cluster: ``python -m tests.realtime_procs.dbtool``.
+
+Commands (``{"op": ..., ...}``): ``user``, ``agent``, ``conversation``, ``message``, ``run``,
+``runs``. Each answers ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from typing import Any
+
+
+def _user(username: str, is_staff: bool = False) -> dict[str, Any]:
+    from django.contrib.auth import get_user_model
+
+    from nexus.auth import tokens_issue
+
+    user = get_user_model().objects.create_user(
+        username=username, password=f"{username}-password-123", is_staff=is_staff
+    )
+    return {"id": user.pk, "token": tokens_issue(user)["access_token"]}
+
+
+def _agent(
+    owner_id: int, provider: str, model: str, config: dict[str, Any], base_url: str = "", name: str = "Agent"
+) -> str:
+    from agents.models import Agent
+
+    agent = Agent.objects.create(
+        owner_id=owner_id, name=name, provider=provider, model=model, config=config, base_url=base_url
+    )
+    return str(agent.pk)
+
+
+def _conversation(owner_id: int, agent_ids: list[str], settings: dict[str, Any] | None = None) -> str:
+    from django.contrib.auth import get_user_model
+
+    from agents.models import Agent
+    from conversations.services import conversation_create
+
+    owner = get_user_model().objects.get(pk=owner_id)
+    agents = [Agent.objects.get(pk=pk) for pk in agent_ids]
+    conversation = conversation_create(
+        owner=owner,
+        participants=[(agent, "primary" if i == 0 else "secondary") for i, agent in enumerate(agents)],
+        settings=settings,
+    )
+    return str(conversation.pk)
+
+
+def _message(message_id: str) -> dict[str, Any]:
+    from conversations.models import Message
+
+    m = Message.objects.get(pk=message_id)
+    return {"content": m.content, "status": m.status, "seq": m.seq, "metadata": m.metadata}
+
+
+def _run_dict(run: Any) -> dict[str, Any]:
+    return {
+        "id": str(run.pk),
+        "status": run.status,
+        "owner": run.owner,
+        "reply_message_id": str(run.reply_message_id) if run.reply_message_id else None,
+        "cancel_requested": run.cancel_requested,
+    }
+
+
+def _run(run_id: str) -> dict[str, Any]:
+    from conversations.models import Run
+
+    return _run_dict(Run.objects.get(pk=run_id))
+
+
+def _runs(conversation_id: str) -> list[dict[str, Any]]:
+    from conversations.models import Run
+
+    return [_run_dict(r) for r in Run.objects.filter(conversation_id=conversation_id).order_by("created_at")]
+
+
+OPS = {
+    "user": _user,
+    "agent": _agent,
+    "conversation": _conversation,
+    "message": _message,
+    "run": _run,
+    "runs": _runs,
+}
+
+
+def main() -> None:
+    import django
+
+    django.setup()
+    from django.db import close_old_connections
+
+    print(json.dumps({"ok": True, "result": "ready"}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        op = request.pop("op")
+        try:
+            close_old_connections()
+            answer = {"ok": True, "result": OPS[op](**request)}
+        except Exception as exc:
+            answer = {"ok": False, "error": f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc()}"}
+        print(json.dumps(answer, default=str), flush=True)
+
+
+if __name__ == "__main__":
+    main()
