@@ -1,10 +1,36 @@
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count
 
 from agents.models import Agent, AgentStatus
 from agents.services import agent_set_status
+
+
+async def _agent_provider_check(agent: Agent) -> dict[str, Any]:
+    """Ask the agent's provider, with the agent's own options (base URL, key variable), whether
+    it answers and offers the agent's model. Bounded by NEXUS_PROVIDER_STATUS_TIMEOUT; never raises."""
+    from providers.base import ProviderError
+    from providers.registry import get_provider
+    from runs.provider_config import generation_options_for
+
+    timeout = settings.NEXUS_PROVIDER_STATUS_TIMEOUT
+    try:
+        provider = get_provider(agent.provider)
+        options = generation_options_for(agent)
+        status = await asyncio.wait_for(provider.status(options=options), timeout)
+    except TimeoutError:
+        return {"reachable": False, "detail": f"no answer within {timeout:g} s", "models": []}
+    except ProviderError as exc:
+        return {"reachable": False, "detail": exc.message, "models": []}
+    except Exception as exc:  # status() never raises by contract; an adapter bug reads as unreachable
+        return {"reachable": False, "detail": f"check failed ({exc.__class__.__name__})", "models": []}
+    return {"reachable": bool(status.reachable), "detail": status.detail or "", "models": list(status.models)}
 
 
 @admin.register(Agent)
@@ -24,7 +50,7 @@ class AgentAdmin(admin.ModelAdmin):
     search_fields = ("name", "description", "model", "provider", "owner__username")
     readonly_fields = ("id", "created_at", "updated_at", "last_active_at")
     autocomplete_fields = ("owner",)
-    actions = ("activate", "pause")
+    actions = ("activate", "pause", "test_provider")
     fieldsets = (
         (
             None,
@@ -72,3 +98,23 @@ class AgentAdmin(admin.ModelAdmin):
         for agent in queryset:
             agent_set_status(agent=agent, status=AgentStatus.PAUSED)
         self.message_user(request, f"{queryset.count()} agent(s) paused.", messages.SUCCESS)
+
+    @admin.action(description="Test the provider of selected agents")
+    def test_provider(self, request, queryset):
+        for agent in queryset[:20]:
+            check = async_to_sync(_agent_provider_check)(agent)
+            where = f"{agent.provider}" + (f" at {agent.base_url}" if agent.base_url else "")
+            if not check["reachable"]:
+                detail = f": {check['detail']}" if check["detail"] else ""
+                self.message_user(request, f"{agent}: {where} is unreachable{detail}.", messages.ERROR)
+            elif check["models"] and agent.model not in check["models"]:
+                offered = ", ".join(check["models"][:8])
+                self.message_user(
+                    request,
+                    f"{agent}: {where} answers, but does not list the model {agent.model} (it offers {offered}).",
+                    messages.WARNING,
+                )
+            else:
+                self.message_user(
+                    request, f"{agent}: {where} answers; model {agent.model} is available.", messages.SUCCESS
+                )

@@ -1,0 +1,537 @@
+// The Nexus chat page: agents, conversations, agent-to-agent sessions, and the open conversation.
+
+import { createApi, describeError } from "./api.js";
+import { ChatSession } from "./chat.js";
+import { $, avatar, h } from "./dom.js";
+
+const config = JSON.parse(document.getElementById("nexus-config").textContent);
+const FALLBACK_PROVIDERS = ["local", "ollama", "openai", "gemini"];
+const STATUS_TEXT = {
+  idle: "Not connected",
+  connecting: "Connecting…",
+  reconnecting: "Reconnecting…",
+  connected: "Connected",
+  offline: "Offline",
+  closed: "Disconnected",
+};
+
+const els = {
+  conn: $("#conn-state"),
+  sidebar: $("#sidebar"),
+  sidebarToggle: $("#sidebar-toggle"),
+  scrim: $("#scrim"),
+  agentList: $("#agent-list"),
+  agentForm: $("#agent-form"),
+  agentToggle: $("#new-agent-toggle"),
+  providerSelect: $("#agent-provider"),
+  conversationList: $("#conversation-list"),
+  newChat: $("#new-chat"),
+  sessionForm: $("#session-form"),
+  sessionToggle: $("#new-session-toggle"),
+  empty: $("#empty-state"),
+  head: $("#chat-head"),
+  title: $("#chat-title"),
+  status: $("#chat-status"),
+  chatAgents: $("#chat-agents"),
+  goal: $("#chat-goal"),
+  renameBtn: $("#rename-btn"),
+  renameForm: $("#rename-form"),
+  titleBtn: $("#title-btn"),
+  deleteBtn: $("#delete-btn"),
+  messages: $("#messages"),
+  composer: $("#composer"),
+  input: $("#composer-input"),
+  sendBtn: $("#send-btn"),
+  stopBtn: $("#stop-btn"),
+  toasts: $("#toasts"),
+};
+
+const state = {
+  agents: [],
+  conversations: [],
+  selectedAgentId: localStorage.getItem("nexus.agent") || null,
+  session: null,
+};
+
+const api = createApi({
+  base: config.api,
+  csrfToken: config.csrf_token,
+  onSignedOut: () => {
+    location.href = `${config.login_url}?next=${encodeURIComponent(location.pathname + location.hash)}`;
+  },
+});
+
+// --- feedback to the person ----------------------------------------------------------------------
+
+function toast(message, kind = "info") {
+  const el = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" }, message);
+  els.toasts.append(el);
+  setTimeout(() => el.remove(), kind === "error" ? 7000 : 4000);
+}
+
+function setConnection(status, detail = {}) {
+  let text = STATUS_TEXT[status] || status;
+  if (status === "waiting") text = `Reconnecting in ${Math.ceil((detail.retryInMs || 0) / 1000)} s`;
+  if (status === "closed" && detail.code === 4003) text = "Signed out";
+  if (status === "closed" && detail.code === 4001) text = "Conversation unavailable";
+  els.conn.dataset.state = status;
+  els.conn.textContent = text;
+  els.conn.title = detail.attempt ? `attempt ${detail.attempt}` : "";
+  if (status === "closed" && detail.code === 4003) api.listAgents().catch(() => {}); // redirects if signed out
+}
+
+function showFormErrors(form, error) {
+  const box = form.querySelector("[data-role=errors]");
+  box.textContent = error ? describeError(error) : "";
+  box.hidden = !error;
+}
+
+// --- agents --------------------------------------------------------------------------------------
+
+function agentInfo(id) {
+  return state.agents.find((agent) => agent.id === id) || null;
+}
+
+function renderAgents() {
+  const usable = state.agents.filter((agent) => agent.status !== "paused" && agent.status !== "error");
+  if (!agentInfo(state.selectedAgentId) && usable.length) state.selectedAgentId = usable[0].id;
+  els.agentList.replaceChildren(
+    ...state.agents.map((agent) =>
+      h(
+        "li",
+        {},
+        h(
+          "button",
+          {
+            type: "button",
+            class: "pick" + (agent.id === state.selectedAgentId ? " is-selected" : ""),
+            "aria-pressed": String(agent.id === state.selectedAgentId),
+            dataset: { agentId: agent.id, status: agent.status },
+            onclick: () => selectAgent(agent.id),
+          },
+          avatar(agent),
+          h(
+            "span",
+            { class: "pick-body" },
+            h("span", { class: "pick-name" }, agent.name),
+            h("span", { class: "pick-sub" }, `${agent.provider} · ${agent.model}`),
+          ),
+          agent.status !== "active" ? h("span", { class: `badge badge-${agent.status}` }, agent.status) : null,
+        ),
+      ),
+    ),
+  );
+  if (!state.agents.length) els.agentList.append(h("li", { class: "muted" }, "No agents yet: create one."));
+  const options = () =>
+    state.agents.map((agent) => h("option", { value: agent.id }, `${agent.emoji || ""} ${agent.name}`.trim()));
+  const [first, second] = [els.sessionForm.elements.agent_a, els.sessionForm.elements.agent_b];
+  const keep = [first.value, second.value];
+  first.replaceChildren(...options());
+  second.replaceChildren(...options());
+  first.value = keep[0] || (usable[0] && usable[0].id) || "";
+  second.value = keep[1] || (usable[1] && usable[1].id) || (usable[0] && usable[0].id) || "";
+}
+
+function selectAgent(id) {
+  state.selectedAgentId = id;
+  localStorage.setItem("nexus.agent", id);
+  renderAgents();
+}
+
+async function loadAgents() {
+  try {
+    state.agents = await api.listAgents();
+  } catch (err) {
+    toast(`Agents: ${describeError(err)}`, "error");
+  }
+  renderAgents();
+}
+
+let providersAsked = false;
+async function loadProviders() {
+  providersAsked = true;
+  let names = FALLBACK_PROVIDERS;
+  try {
+    const providers = await api.listProviders();
+    if (Array.isArray(providers) && providers.length) names = providers.map((p) => p.name);
+  } catch (err) {
+    /* the fallback list is fine for a form */
+  }
+  const chosen = els.providerSelect.value; // the person may have picked one meanwhile
+  els.providerSelect.replaceChildren(...names.map((name) => h("option", { value: name }, name)));
+  if (names.includes(chosen)) els.providerSelect.value = chosen;
+}
+
+function toggleForm(form, button, open) {
+  form.hidden = !open;
+  button.setAttribute("aria-expanded", String(open));
+  if (open) form.querySelector("input, select, textarea").focus();
+}
+
+async function createAgent(event) {
+  event.preventDefault();
+  const form = els.agentForm;
+  const values = Object.fromEntries(new FormData(form).entries());
+  const fields = {
+    name: values.name.trim(),
+    emoji: values.emoji.trim(),
+    provider: values.provider,
+    model: values.model.trim(),
+    system_prompt: values.system_prompt.trim(),
+  };
+  if (values.base_url.trim()) fields.base_url = values.base_url.trim();
+  if (values.api_key_env.trim()) fields.config = { api_key_env: values.api_key_env.trim() };
+  try {
+    const agent = await api.createAgent(fields);
+    showFormErrors(form, null);
+    form.reset();
+    toggleForm(form, els.agentToggle, false);
+    state.agents = [...state.agents, agent];
+    selectAgent(agent.id);
+    await loadAgents();
+    toast(`${agent.name} is ready.`);
+  } catch (err) {
+    showFormErrors(form, err);
+  }
+}
+
+// --- conversations ------------------------------------------------------------------------------
+
+function conversationLabel(conversation) {
+  if (conversation.title) return conversation.title;
+  const names = (conversation.agents || []).map((a) => a.name).join(" ⇄ ");
+  return names ? `Chat with ${names}` : "New conversation";
+}
+
+function renderConversations() {
+  const current = state.session && state.session.id;
+  els.conversationList.replaceChildren(
+    ...state.conversations.map((conversation) =>
+      h(
+        "li",
+        {},
+        h(
+          "a",
+          {
+            href: `#c=${conversation.id}`,
+            class: "conv" + (conversation.id === current ? " is-selected" : ""),
+            "aria-current": conversation.id === current ? "page" : null,
+            dataset: { conversationId: conversation.id, sessionType: conversation.session_type },
+          },
+          h("span", { class: "avatars" }, (conversation.agents || []).slice(0, 3).map((a) => avatar(a))),
+          h(
+            "span",
+            { class: "pick-body" },
+            h("span", { class: "conv-title" }, conversationLabel(conversation)),
+            h(
+              "span",
+              { class: "pick-sub" },
+              conversation.session_type === "agent_agent" ? `agents · ${conversation.status}` : conversation.status,
+            ),
+          ),
+        ),
+      ),
+    ),
+  );
+  if (!state.conversations.length) {
+    els.conversationList.append(h("li", { class: "muted" }, "No conversations yet."));
+  }
+}
+
+async function loadConversations() {
+  try {
+    state.conversations = await api.listConversations();
+  } catch (err) {
+    toast(`Conversations: ${describeError(err)}`, "error");
+  }
+  renderConversations();
+}
+
+function upsertConversation(conversation) {
+  const index = state.conversations.findIndex((c) => c.id === conversation.id);
+  if (index >= 0) state.conversations[index] = { ...state.conversations[index], ...conversation };
+  else state.conversations.unshift(conversation);
+  renderConversations();
+}
+
+async function newChat() {
+  const agent = agentInfo(state.selectedAgentId);
+  if (!agent) {
+    toast("Create or pick an agent first.", "error");
+    return null;
+  }
+  try {
+    const conversation = await api.createConversation({ session_type: "human_agent", agents: [agent.id] });
+    upsertConversation(conversation);
+    openConversation(conversation.id);
+    return conversation;
+  } catch (err) {
+    toast(describeError(err), "error");
+    return null;
+  }
+}
+
+async function startSession(event) {
+  event.preventDefault();
+  const form = els.sessionForm;
+  const values = Object.fromEntries(new FormData(form).entries());
+  const settings = {
+    max_turns: Number(values.max_turns) || 6,
+    cooldown_seconds: Number(values.cooldown_seconds) || 0,
+  };
+  if (values.goal.trim()) settings.goal = values.goal.trim();
+  if (values.termination_phrase.trim()) settings.termination_phrase = values.termination_phrase.trim();
+  const opening = values.opening.trim() || values.goal.trim() || "Let's begin.";
+  try {
+    const conversation = await api.createConversation({
+      session_type: "agent_agent",
+      agents: [values.agent_a, values.agent_b],
+      title: (values.goal.trim() || "Agent session").slice(0, 80),
+      settings,
+    });
+    showFormErrors(form, null);
+    toggleForm(form, els.sessionToggle, false);
+    upsertConversation(conversation);
+    const session = openConversation(conversation.id);
+    session.send(opening);
+  } catch (err) {
+    showFormErrors(form, err);
+  }
+}
+
+// --- the open conversation ----------------------------------------------------------------------
+
+const view = {
+  messages: els.messages,
+  toast,
+  agentInfo,
+  onSocketStatus: setConnection,
+  onConversationChanged(conversation, agents) {
+    if (!conversation) return;
+    els.title.textContent = conversationLabel({ ...conversation, agents: [...agents.values()] });
+    els.status.textContent = conversation.status;
+    els.status.dataset.status = conversation.status;
+    els.status.hidden = conversation.status === "active" && conversation.session_type !== "agent_agent";
+    const separator = conversation.session_type === "agent_agent" ? " ⇄ " : ", ";
+    els.chatAgents.replaceChildren(
+      ...[...agents.values()].flatMap((agent, index) => [
+        ...(index ? [h("span", { class: "sep", "aria-hidden": "true" }, separator)] : []),
+        h(
+          "span",
+          { class: "chip", title: `${agent.provider} · ${agent.model}`, dataset: { agentId: agent.id } },
+          avatar(agent, "avatar-small"),
+          h("span", { class: "chip-name" }, agent.name),
+          h("span", { class: "chip-sub" }, `${agent.provider} · ${agent.model}`),
+        ),
+      ]),
+    );
+    const goal = conversation.settings && conversation.settings.goal;
+    els.goal.hidden = !goal;
+    els.goal.textContent = goal ? `Goal: ${goal}` : "";
+    els.input.placeholder = conversation.session_type === "agent_agent" ? "Interject, or resume the session…" : "Message…";
+    upsertConversation({ id: conversation.id, title: conversation.title, status: conversation.status });
+  },
+  setRunning(running, agentSession) {
+    els.stopBtn.hidden = !running;
+    els.stopBtn.textContent = agentSession ? "Stop session" : "Stop";
+  },
+};
+
+function openConversation(id) {
+  if (state.session && state.session.id === id) return state.session;
+  if (state.session) state.session.close();
+  cancelRename();
+  const session = new ChatSession({ id, config, api, view });
+  state.session = session;
+  if (location.hash !== `#c=${id}`) history.replaceState(null, "", `#c=${id}`);
+  const known = state.conversations.find((c) => c.id === id);
+  els.title.textContent = known ? conversationLabel(known) : "…";
+  els.chatAgents.replaceChildren();
+  els.goal.hidden = true;
+  els.status.hidden = true;
+  els.empty.hidden = true;
+  els.head.hidden = false;
+  els.composer.hidden = false;
+  els.stopBtn.hidden = true;
+  session.start();
+  renderConversations();
+  closeSidebar();
+  els.input.focus();
+  return session;
+}
+
+function closeConversation() {
+  if (state.session) state.session.close();
+  state.session = null;
+  history.replaceState(null, "", location.pathname);
+  els.empty.hidden = false;
+  els.head.hidden = true;
+  els.composer.hidden = true;
+  els.messages.replaceChildren();
+  setConnection("idle");
+  renderConversations();
+}
+
+async function sendMessage(event) {
+  event.preventDefault();
+  const content = els.input.value.trim();
+  if (!content) return;
+  let session = state.session;
+  if (!session) {
+    if (!(await newChat())) return;
+    session = state.session;
+  }
+  els.input.value = "";
+  autosize();
+  session.send(content);
+}
+
+function startRename() {
+  if (!state.session) return;
+  els.renameForm.elements.title.value = els.title.textContent;
+  els.title.hidden = true;
+  els.renameForm.hidden = false;
+  els.renameForm.elements.title.select();
+}
+
+function cancelRename() {
+  els.renameForm.hidden = true;
+  els.title.hidden = false;
+}
+
+async function saveRename(event) {
+  event.preventDefault();
+  const title = els.renameForm.elements.title.value.trim();
+  const session = state.session;
+  if (!title || !session) return;
+  try {
+    const conversation = await api.renameConversation(session.id, title);
+    if (session.conversation) session.conversation.title = conversation.title;
+    els.title.textContent = conversation.title;
+    upsertConversation(conversation);
+    cancelRename();
+  } catch (err) {
+    toast(describeError(err), "error");
+  }
+}
+
+async function suggestTitle() {
+  const session = state.session;
+  if (!session) return;
+  els.titleBtn.disabled = true;
+  try {
+    const result = await api.generateTitle(session.id);
+    if (session.conversation) session.conversation.title = result.title;
+    els.title.textContent = result.title;
+    upsertConversation({ id: session.id, title: result.title });
+  } catch (err) {
+    toast(describeError(err), "error");
+  } finally {
+    els.titleBtn.disabled = false;
+  }
+}
+
+let deleteArmed = null;
+async function deleteConversation() {
+  const session = state.session;
+  if (!session) return;
+  if (deleteArmed !== session.id) {
+    // Two clicks, no dialog: the first arms the button for a few seconds.
+    deleteArmed = session.id;
+    els.deleteBtn.textContent = "Confirm delete";
+    els.deleteBtn.classList.add("is-armed");
+    setTimeout(() => {
+      deleteArmed = null;
+      els.deleteBtn.textContent = "Delete";
+      els.deleteBtn.classList.remove("is-armed");
+    }, 4000);
+    return;
+  }
+  deleteArmed = null;
+  els.deleteBtn.textContent = "Delete";
+  els.deleteBtn.classList.remove("is-armed");
+  try {
+    await api.deleteConversation(session.id);
+    state.conversations = state.conversations.filter((c) => c.id !== session.id);
+    closeConversation();
+    toast("Conversation deleted.");
+  } catch (err) {
+    toast(describeError(err), "error");
+  }
+}
+
+// --- layout -------------------------------------------------------------------------------------
+
+function openSidebar() {
+  els.sidebar.classList.add("is-open");
+  els.scrim.hidden = false;
+  els.sidebarToggle.setAttribute("aria-expanded", "true");
+}
+
+function closeSidebar() {
+  els.sidebar.classList.remove("is-open");
+  els.scrim.hidden = true;
+  els.sidebarToggle.setAttribute("aria-expanded", "false");
+}
+
+function autosize() {
+  els.input.style.height = "auto";
+  els.input.style.height = `${Math.min(els.input.scrollHeight, 200)}px`;
+}
+
+function routeFromHash() {
+  const match = location.hash.match(/^#c=([0-9a-f-]{36})$/i);
+  if (match) openConversation(match[1].toLowerCase());
+}
+
+function bind() {
+  els.sidebarToggle.addEventListener("click", () =>
+    els.sidebar.classList.contains("is-open") ? closeSidebar() : openSidebar(),
+  );
+  els.scrim.addEventListener("click", closeSidebar);
+  els.agentToggle.addEventListener("click", () => {
+    // Provider checks can take a moment: ask only when someone is about to create an agent.
+    if (!providersAsked) loadProviders();
+    toggleForm(els.agentForm, els.agentToggle, els.agentForm.hidden);
+  });
+  els.agentForm.addEventListener("submit", createAgent);
+  els.agentForm.querySelector("[data-action=cancel]").addEventListener("click", () =>
+    toggleForm(els.agentForm, els.agentToggle, false),
+  );
+  els.sessionToggle.addEventListener("click", () =>
+    toggleForm(els.sessionForm, els.sessionToggle, els.sessionForm.hidden),
+  );
+  els.sessionForm.addEventListener("submit", startSession);
+  els.sessionForm.querySelector("[data-action=cancel]").addEventListener("click", () =>
+    toggleForm(els.sessionForm, els.sessionToggle, false),
+  );
+  els.newChat.addEventListener("click", newChat);
+  els.composer.addEventListener("submit", sendMessage);
+  els.input.addEventListener("input", autosize);
+  els.input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      els.composer.requestSubmit();
+    }
+  });
+  els.stopBtn.addEventListener("click", () => state.session && state.session.stop());
+  els.renameBtn.addEventListener("click", startRename);
+  els.renameForm.addEventListener("submit", saveRename);
+  els.renameForm.querySelector("[data-action=cancel]").addEventListener("click", cancelRename);
+  els.titleBtn.addEventListener("click", suggestTitle);
+  els.deleteBtn.addEventListener("click", deleteConversation);
+  window.addEventListener("hashchange", routeFromHash);
+  window.addEventListener("pagehide", () => state.session && state.session.close());
+  window.addEventListener("pageshow", (event) => event.persisted && location.reload());
+}
+
+async function boot() {
+  bind();
+  setConnection("idle");
+  els.providerSelect.replaceChildren(...FALLBACK_PROVIDERS.map((name) => h("option", { value: name }, name)));
+  await Promise.all([loadAgents(), loadConversations()]);
+  routeFromHash();
+  document.body.dataset.ready = "true";
+}
+
+boot();

@@ -1,0 +1,478 @@
+// One open conversation: its socket, its messages on screen, and the protocol's events applied to
+// them. Every conversation event arrives once, in seq order (socket.js); the handlers here are
+// also idempotent by message id, so rebuilding a reply from the log never doubles anything.
+
+import { ConversationSocket } from "./socket.js";
+import { avatar, formatTime, h, icon, shortJson, uuid4 } from "./dom.js";
+
+/** Tools this page runs itself when an agent calls them (execution "client"). */
+export const CLIENT_TOOLS = {
+  browser_timezone: () => ({ timezone: Intl.DateTimeFormat().resolvedOptions().timeZone }),
+};
+
+const FINAL = new Set(["complete", "stopped", "incomplete", "error"]);
+const STATUS_LABELS = {
+  streaming: "typing",
+  sending: "sending…",
+  stopped: "stopped",
+  incomplete: "incomplete",
+  error: "failed",
+};
+
+function describeMeta(meta) {
+  if (!meta) return "";
+  const parts = [];
+  if (meta.provider) parts.push(meta.provider);
+  if (meta.model) parts.push(meta.model);
+  const usage = meta.usage || {};
+  const tokens = usage.output_tokens || usage.total_tokens;
+  if (tokens) parts.push(`${tokens} tokens`);
+  if (typeof meta.latency_ms === "number") parts.push(`${(meta.latency_ms / 1000).toFixed(1)} s`);
+  if (meta.finish_reason && meta.finish_reason !== "stop") parts.push(meta.finish_reason);
+  return parts.join(" · ");
+}
+
+function parseJson(text) {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    return text;
+  }
+}
+
+export class ChatSession {
+  constructor({ id, config, api, view }) {
+    this.id = id;
+    this.api = api;
+    this.view = view; // the page: elements and callbacks (app.js)
+    this.list = view.messages;
+    this.records = new Map(); // message id -> record
+    this.byClientId = new Map(); // client_message_id -> user record
+    this.byRunId = new Map(); // run id -> agent record
+    this.tools = new Map(); // toolCallId -> tool record
+    this.runs = new Set(); // run ids in flight
+    this.toolsAnswered = new Set();
+    this.unacked = new Map(); // client_message_id -> content, re-sent after a reconnect
+    this.agents = new Map();
+    this.conversation = null;
+    this.rebuiltFromLog = false;
+    this.socket = new ConversationSocket({
+      path: config.ws_path.replace("{id}", id),
+      onFrame: (frame, info) => this.onFrame(frame, info),
+      onStatus: (status, detail) => view.onSocketStatus(status, detail),
+    });
+  }
+
+  start() {
+    this.list.replaceChildren();
+    this.socket.start();
+  }
+
+  close() {
+    this.socket.stop();
+  }
+
+  get isAgentSession() {
+    return !!this.conversation && this.conversation.session_type === "agent_agent";
+  }
+
+  // --- frames --------------------------------------------------------------------------------
+
+  onFrame(frame, { fresh }) {
+    const data = frame.data || {};
+    const logged = typeof frame.seq === "number";
+    switch (frame.type) {
+      case "connection":
+        return;
+      case "session_state":
+        this.applyState(data, fresh);
+        return;
+      case "ack":
+        this.onAck(data);
+        return;
+      case "user_message":
+        this.onUserMessage(data, frame.seq);
+        break;
+      case "run_started":
+        this.onRunStarted(data);
+        break;
+      case "streaming_chunk":
+        this.onChunk(data);
+        break;
+      case "agent_message":
+        this.onAgentMessage(data);
+        break;
+      case "run_finished":
+        this.onRunFinished(data);
+        break;
+      case "tool_call":
+        this.onToolCall(data);
+        break;
+      case "tool_result":
+        this.onToolResult(data);
+        break;
+      case "cooldown": {
+        const agent = this.agentInfo(data.agent_id);
+        this.addNote(`${agent.name} waits until ${formatTime(data.until)} before the next turn.`, "cooldown");
+        break;
+      }
+      case "system":
+      case "info":
+        if (data.code === "resync") {
+          this.view.toast("Catching up with the server…");
+          return;
+        }
+        if (data.code === "nothing_to_stop") return;
+        if (logged) this.addNote(data.message || data.code, data.code);
+        else this.view.toast(data.message || data.code);
+        if (data.status && this.conversation) {
+          this.conversation.status = data.status;
+          this.view.onConversationChanged(this.conversation, this.agents);
+        }
+        if (["turn_limit_reached", "goal_reached", "budget_exhausted"].includes(data.code) && this.conversation) {
+          this.conversation.status = "completed";
+          this.view.onConversationChanged(this.conversation, this.agents);
+        }
+        break;
+      case "error":
+        if (logged) this.addNote(data.message || data.code, "error");
+        else this.view.toast(data.message || data.code, "error");
+        break;
+      default:
+        return;
+    }
+    this.updateControls();
+  }
+
+  applyState(state, fresh) {
+    this.conversation = state.conversation || this.conversation;
+    if (this.conversation) this.conversation.status = state.status || this.conversation.status;
+    this.agents = new Map((state.agents || []).map((agent) => [agent.id, agent]));
+    this.runs = new Set((state.active_runs || []).map((run) => run.run_id));
+    this.view.onConversationChanged(this.conversation, this.agents);
+    if (fresh) this.rebuild(state.messages || []);
+    // Anything sent while the socket was down goes now (client_message_id makes it idempotent).
+    for (const [clientId, content] of this.unacked) {
+      this.socket.send("user_message", { content, client_message_id: clientId });
+    }
+    for (const call of state.pending_tool_calls || []) this.answerTool(call);
+    this.updateControls();
+  }
+
+  rebuild(messages) {
+    this.list.replaceChildren();
+    this.records.clear();
+    this.byRunId.clear();
+    this.tools.clear();
+    const unsent = new Map(this.unacked);
+    this.byClientId.clear();
+    for (const message of messages) {
+      if (message.client_message_id) unsent.delete(message.client_message_id);
+      this.renderStored(message);
+    }
+    for (const [clientId, content] of unsent) this.addUser({ clientId, content, status: "sending" });
+    // A reply still streaming is rebuilt from the log: from its run_started on, every chunk.
+    const streaming = messages.filter((m) => m.role === "agent" && m.status === "streaming" && m.seq);
+    if (streaming.length && !this.rebuiltFromLog) {
+      this.rebuiltFromLog = true;
+      for (const message of streaming) this.records.get(message.id).textEl.textContent = "";
+      this.socket.replayFrom(Math.min(...streaming.map((m) => m.seq)) - 1);
+    }
+    this.scrollToEnd(true);
+  }
+
+  renderStored(message) {
+    const meta = message.metadata || {};
+    if (message.type === "tool_call") {
+      this.onToolCall({ ...meta, stored: true });
+      return;
+    }
+    if (message.type === "tool_result") {
+      this.onToolResult({ ...meta, result: parseJson(message.content), is_error: meta.is_error });
+      return;
+    }
+    if (message.role === "user") {
+      this.addUser({
+        id: message.id,
+        clientId: message.client_message_id,
+        content: message.content,
+        seq: message.seq,
+      });
+    } else if (message.role === "agent") {
+      const record = this.addAgent({
+        id: message.id,
+        agentId: message.agent_id,
+        status: message.status,
+        runId: meta.run_id,
+      });
+      record.textEl.textContent = message.content;
+      this.setMeta(record, meta);
+      this.setOpinion(record, message.opinion);
+    } else if (message.content) {
+      this.addNote(message.content, message.role);
+    }
+  }
+
+  onAck(data) {
+    if (!data.client_message_id) return;
+    this.unacked.delete(data.client_message_id);
+    const record = this.byClientId.get(data.client_message_id);
+    if (record && data.message_id) this.bindUser(record, data.message_id);
+  }
+
+  onUserMessage(data, seq) {
+    if (this.records.has(data.messageId)) return;
+    const record = data.client_message_id && this.byClientId.get(data.client_message_id);
+    if (record) {
+      this.unacked.delete(data.client_message_id);
+      this.bindUser(record, data.messageId);
+      return;
+    }
+    this.addUser({ id: data.messageId, clientId: data.client_message_id, content: data.content, seq });
+  }
+
+  onRunStarted(data) {
+    this.runs.add(data.run_id);
+    let record = this.records.get(data.message_id);
+    if (record) {
+      // Rebuilding from the log: the reply starts over from its first chunk.
+      if (record.status === "streaming") record.textEl.textContent = "";
+    } else {
+      record = this.addAgent({ id: data.message_id, agentId: data.agent_id, status: "streaming" });
+    }
+    record.runId = data.run_id;
+    this.byRunId.set(data.run_id, record);
+  }
+
+  onChunk(data) {
+    if (!data.chunk) return;
+    let record = this.records.get(data.messageId);
+    if (!record) record = this.addAgent({ id: data.messageId, agentId: data.agent_id, status: "streaming" });
+    if (record.status !== "streaming") return;
+    const follow = this.nearEnd();
+    record.textEl.append(data.chunk);
+    this.scrollToEnd(follow);
+  }
+
+  onAgentMessage(data) {
+    let record = this.records.get(data.messageId);
+    if (!record) record = this.addAgent({ id: data.messageId, agentId: data.agent_id, status: data.status });
+    const follow = this.nearEnd();
+    record.textEl.textContent = data.content || "";
+    this.setStatus(record, data.status);
+    this.setMeta(record, data.metadata);
+    this.scrollToEnd(follow);
+  }
+
+  onRunFinished(data) {
+    this.runs.delete(data.run_id);
+    const record = this.records.get(data.message_id) || this.byRunId.get(data.run_id);
+    if (!record) return;
+    if (record.status === "streaming") {
+      this.setStatus(record, data.status === "completed" ? "complete" : data.status === "failed" ? "error" : data.status);
+    }
+    if (data.error && data.error.message && data.status === "failed") {
+      record.errorEl.textContent = data.error.message;
+      record.errorEl.hidden = false;
+    }
+  }
+
+  onToolCall(data) {
+    const id = data.toolCallId;
+    if (!id) return;
+    if (!this.tools.has(id)) {
+      const owner = this.records.get(data.messageId) || this.byRunId.get(data.run_id);
+      const resultEl = h("span", { class: "tool-result" }, "waiting…");
+      const el = h(
+        "div",
+        { class: "tool", dataset: { toolCallId: id, execution: data.execution || "server" } },
+        h("span", { class: "tool-name" }, icon("tool", 13), ` ${data.tool}`),
+        h("code", { class: "tool-args" }, shortJson(data.parameters || {}, 200)),
+        h("span", { class: "tool-arrow", "aria-hidden": "true" }, "→"),
+        resultEl,
+      );
+      if (data.execution === "client") {
+        el.append(h("span", { class: "tool-where" }, "runs in this browser"));
+      }
+      if (owner) owner.toolsEl.append(el);
+      else this.append(h("li", { class: "msg msg-tool" }, el));
+      this.tools.set(id, { el, resultEl });
+    }
+    if (data.execution === "client" && !data.stored) this.answerTool(data);
+  }
+
+  onToolResult(data) {
+    const tool = this.tools.get(data.toolCallId);
+    if (!tool) return;
+    tool.resultEl.textContent = shortJson(data.result, 300);
+    tool.el.classList.toggle("tool-error", !!data.is_error);
+  }
+
+  /** Answer a client tool call (once per call; the server keeps the first answer anyway). */
+  answerTool(call) {
+    const id = call.toolCallId;
+    if (!id || this.toolsAnswered.has(id)) return;
+    const run = CLIENT_TOOLS[call.tool];
+    let result;
+    let isError = false;
+    try {
+      result = run ? run(call.parameters || {}) : { error: `This page has no tool named ${call.tool}.` };
+      isError = !run;
+    } catch (err) {
+      result = { error: String((err && err.message) || err) };
+      isError = true;
+    }
+    if (this.socket.send("tool_result", { toolCallId: id, result, is_error: isError })) {
+      this.toolsAnswered.add(id);
+    }
+  }
+
+  // --- actions -------------------------------------------------------------------------------
+
+  send(content) {
+    const clientId = uuid4();
+    this.addUser({ clientId, content, status: "sending" });
+    this.unacked.set(clientId, content);
+    this.socket.send("user_message", { content, client_message_id: clientId });
+    if (this.isAgentSession && this.conversation.status !== "active") {
+      this.conversation.status = "active"; // a person's message resumes a stopped session
+      this.view.onConversationChanged(this.conversation, this.agents);
+    }
+    this.scrollToEnd(true);
+    this.updateControls();
+  }
+
+  async stop() {
+    if (this.socket.send("stop", {})) return;
+    try {
+      await this.api.stopConversation(this.id);
+    } catch (err) {
+      this.view.toast(err.message, "error");
+    }
+  }
+
+  async rate(record, rating) {
+    const next = record.opinion === rating ? null : rating;
+    try {
+      const result = await this.api.feedback(record.id, next);
+      this.setOpinion(record, result.opinion);
+    } catch (err) {
+      this.view.toast(err.message, "error");
+    }
+  }
+
+  updateControls() {
+    const running = this.isAgentSession
+      ? this.conversation.status === "active" && (this.runs.size > 0 || this.records.size > 0)
+      : this.runs.size > 0;
+    this.view.setRunning(running, this.isAgentSession);
+  }
+
+  // --- rendering -----------------------------------------------------------------------------
+
+  agentInfo(agentId) {
+    return this.agents.get(agentId) || this.view.agentInfo(agentId) || { name: "Agent", emoji: "🤖" };
+  }
+
+  nearEnd() {
+    const list = this.list;
+    return list.scrollHeight - list.scrollTop - list.clientHeight < 120;
+  }
+
+  scrollToEnd(follow) {
+    if (follow) this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  append(el) {
+    const follow = this.nearEnd();
+    this.list.append(el);
+    this.scrollToEnd(follow);
+  }
+
+  addUser({ id, clientId, content, seq, status }) {
+    const textEl = h("div", { class: "msg-text" }, content);
+    const statusEl = h("span", { class: "msg-status" });
+    const el = h(
+      "li",
+      { class: "msg msg-user", dataset: { role: "user" } },
+      h("div", { class: "msg-head" }, h("span", { class: "msg-author" }, "You"), statusEl),
+      textEl,
+    );
+    const record = { kind: "user", el, textEl, statusEl, id: null, clientId, seq, status: null };
+    if (clientId) this.byClientId.set(clientId, record);
+    if (id) this.bindUser(record, id);
+    this.setStatus(record, status || "complete");
+    this.append(el);
+    return record;
+  }
+
+  bindUser(record, id) {
+    record.id = id;
+    record.el.dataset.messageId = id;
+    this.records.set(id, record);
+    if (record.status === "sending") this.setStatus(record, "complete");
+  }
+
+  addAgent({ id, agentId, status, runId }) {
+    const agent = this.agentInfo(agentId);
+    const textEl = h("div", { class: "msg-text" });
+    const statusEl = h("span", { class: "msg-status" });
+    const metaEl = h("span", { class: "msg-meta" });
+    const errorEl = h("div", { class: "msg-error", hidden: true });
+    const toolsEl = h("div", { class: "msg-tools" });
+    const record = { kind: "agent", id, agentId, textEl, statusEl, metaEl, errorEl, toolsEl, runId, opinion: null };
+    const button = (kind, label, name) =>
+      h("button", { type: "button", class: `fb fb-${kind}`, "aria-label": label, "aria-pressed": "false", title: label }, icon(name));
+    const up = button("up", "Good reply", "thumbs-up");
+    const down = button("down", "Bad reply", "thumbs-down");
+    up.addEventListener("click", () => this.rate(record, "positive"));
+    down.addEventListener("click", () => this.rate(record, "negative"));
+    record.feedbackEl = h("span", { class: "msg-feedback", hidden: true }, up, down);
+    record.upEl = up;
+    record.downEl = down;
+    record.el = h(
+      "li",
+      { class: "msg msg-agent", dataset: { role: "agent", messageId: id, agentId: agentId || "" } },
+      h(
+        "div",
+        { class: "msg-head" },
+        avatar(agent, "avatar-small"),
+        h("span", { class: "msg-author" }, agent.name || "Agent"),
+        statusEl,
+      ),
+      toolsEl,
+      textEl,
+      errorEl,
+      h("div", { class: "msg-foot" }, metaEl, record.feedbackEl),
+    );
+    if (agent.provider) this.setMeta(record, { provider: agent.provider, model: agent.model });
+    this.records.set(id, record);
+    if (runId) this.byRunId.set(runId, record);
+    this.setStatus(record, status || "streaming");
+    this.append(record.el);
+    return record;
+  }
+
+  addNote(text, code) {
+    this.append(h("li", { class: "msg msg-note", dataset: { code: code || "" } }, text));
+  }
+
+  setStatus(record, status) {
+    record.status = status;
+    record.el.dataset.status = status;
+    record.statusEl.textContent = STATUS_LABELS[status] || "";
+    if (record.kind === "agent") record.feedbackEl.hidden = !(FINAL.has(status) && status !== "error");
+  }
+
+  setMeta(record, meta) {
+    const text = describeMeta(meta);
+    if (text) record.metaEl.textContent = text;
+  }
+
+  setOpinion(record, opinion) {
+    record.opinion = opinion || null;
+    record.el.dataset.opinion = record.opinion || "";
+    record.upEl.setAttribute("aria-pressed", String(record.opinion === "positive"));
+    record.downEl.setAttribute("aria-pressed", String(record.opinion === "negative"));
+  }
+}
