@@ -5,9 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.models import Agent, AgentStatus
+
+
+@extend_schema_field({"type": "string", "maxLength": 500, "description": "An http(s) URL, or empty."})
+class UrlOrBlankField(serializers.URLField):
+    """A URL or "" (OpenAPI's ``format: uri`` does not allow the empty string)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 500)
+        kwargs.setdefault("allow_blank", True)
+        super().__init__(**kwargs)
 
 
 class ToolSpecSerializer(serializers.Serializer):
@@ -29,6 +40,7 @@ class AgentSerializer(serializers.ModelSerializer):
     capabilities = serializers.ListField(child=serializers.CharField(), read_only=True)
     interaction_modes = serializers.ListField(child=serializers.CharField(), read_only=True)
     config = serializers.DictField(read_only=True)
+    base_url = UrlOrBlankField(read_only=True)
 
     class Meta:
         model = Agent
@@ -84,7 +96,7 @@ class AgentWriteSerializer(serializers.Serializer):
         max_length=32, required=False, help_text="A registered provider: local, ollama, openai, gemini."
     )
     model = serializers.CharField(max_length=200)
-    base_url = serializers.URLField(max_length=500, required=False, allow_blank=True)
+    base_url = UrlOrBlankField(required=False)
     system_prompt = serializers.CharField(max_length=100_000, required=False, allow_blank=True)
     personality = serializers.CharField(max_length=4000, required=False, allow_blank=True)
     capabilities = _strings()
@@ -113,9 +125,11 @@ class AgentCreateSerializer(AgentWriteSerializer):
 
 
 class AgentFilterSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=AgentStatus.choices, required=False)
-    workspace = serializers.CharField(max_length=64, required=False)
-    provider = serializers.CharField(max_length=32, required=False)
+    """Query filters; an empty value means no filter."""
+
+    status = serializers.ChoiceField(choices=AgentStatus.choices, required=False, allow_blank=True)
+    workspace = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    provider = serializers.CharField(max_length=32, required=False, allow_blank=True)
 
 
 class AgentStatusMetadataSerializer(serializers.Serializer):

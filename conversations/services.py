@@ -394,7 +394,10 @@ def conversation_generate_title(
             title = title_clean(complete(agents[0], title_prompt(messages)))
             source = "provider"
         except Exception as exc:  # a provider failure of any kind falls back to the first words
-            logger.info("title generation fell back: %s", exc.__class__.__name__)
+            # provider messages are safe to log (no secrets, no message contents)
+            logger.info(
+                "title generation fell back: %s %s", exc.__class__.__name__, getattr(exc, "message", "")
+            )
             title = ""
     if not title:
         title, source = title_fallback(messages), "fallback"

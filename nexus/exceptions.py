@@ -17,7 +17,8 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 from django.utils import timezone
-from django.views import defaults
+from django.views import csrf, defaults
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
@@ -140,6 +141,7 @@ def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith(API_PREFIX) or request.path == API_PREFIX.rstrip("/")
 
 
+@csrf_exempt  # it changes nothing; a CSRF page here would be HTML under /api/
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """The last ``/api/`` route: an unknown path answers JSON, never Django's HTML page.
 
@@ -161,6 +163,15 @@ def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
     if _is_api(request):
         return JsonResponse(error_body("Not found.", "not_found"), status=404)
     return defaults.page_not_found(request, exception)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: JSON 403 under /api/ (a session-authenticated write without its token)."""
+    if _is_api(request):
+        return JsonResponse(
+            error_body("CSRF check failed: send the X-CSRFToken header.", "forbidden"), status=403
+        )
+    return csrf.csrf_failure(request, reason=reason)
 
 
 def handler500(request: HttpRequest) -> HttpResponse:

@@ -364,6 +364,8 @@ SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 if env_bool("DJANGO_BEHIND_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 X_FRAME_OPTIONS = "DENY"
+# A failed CSRF check answers the API's JSON error shape under /api/, Django's page elsewhere.
+CSRF_FAILURE_VIEW = "nexus.exceptions.csrf_failure"
 
 # --- Static files, i18n, logging ---------------------------------------------------------------
 

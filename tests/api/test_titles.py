@@ -72,19 +72,20 @@ def test_a_provider_that_never_answers_falls_back_in_time(alice, user, settings)
     assert response.json()["source"] == "fallback"
 
 
-def test_the_real_ollama_adapter_against_a_loopback_server(alice, user):
+def test_the_real_ollama_adapter_against_a_loopback_server(alice, user, caplog):
     with FakeOllama() as server:
         server.script(Reply(text="French capital history"))
         agent = Agent.objects.create(
             name="Llama", provider="ollama", model="llama3.2", base_url=server.base_url
         )
         conversation = make_conversation(user, agent, messages=(QUESTION, "Paris."))
-        response = alice.post(url(conversation))
+        with caplog.at_level("INFO", logger="nexus.conversations"):
+            response = alice.post(url(conversation))
         assert response.json() == {
             "id": str(conversation.pk),
             "title": "French capital history",
             "source": "provider",
-        }
+        }, caplog.text
         body = server.requests[-1].json
         assert body["model"] == "llama3.2"
         assert QUESTION in body["messages"][-1]["content"]
