@@ -22,7 +22,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from providers._wire import PerLoop, SSEDecoder
+from providers._wire import PerLoop, SSEDecoder, body_chunks
 from providers.base import (
     ChatMessage,
     Finished,
@@ -196,7 +196,8 @@ class _ChunkReader:
         self.finish: str | None = None
         self.usage: Usage | None = None
 
-    def read(self, data: bytes) -> list[StreamEvent]:
+    def read(self, data: bytes, events: list[StreamEvent]) -> None:
+        """Parse one SSE data payload, appending its events to ``events``."""
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -211,7 +212,6 @@ class _ChunkReader:
             detail = safe_message(error.get("message") or "error in stream")
             kind = kind_for_status(code) if code else "unavailable"
             raise ProviderError(kind, f"{NAME}: {detail}", status=code, provider=NAME)  # type: ignore[arg-type]
-        events: list[StreamEvent] = []
         metadata = chunk.get("usageMetadata")
         if metadata:
             output = (metadata.get("candidatesTokenCount") or 0) + (metadata.get("thoughtsTokenCount") or 0)
@@ -221,7 +221,7 @@ class _ChunkReader:
             blocked = (chunk.get("promptFeedback") or {}).get("blockReason")
             if blocked:
                 raise ProviderError("blocked", f"{NAME}: the prompt was blocked ({blocked})", provider=NAME)
-            return events
+            return
         candidate = candidates[0]
         for part in (candidate.get("content") or {}).get("parts") or ():
             text = part.get("text")
@@ -237,7 +237,6 @@ class _ChunkReader:
                     "protocol", f"{NAME}: the model produced a malformed function call", provider=NAME
                 )
             self.finish = reason
-        return events
 
     def _tool_call(self, call: dict[str, Any]) -> ToolCall:
         name = call.get("name")
@@ -341,7 +340,7 @@ class GeminiProvider:
     ) -> AsyncIterator[StreamEvent]:
         """Yield TextDelta/ToolCall/UsageReport, then exactly one Finished; raise ProviderError."""
 
-        def attempt(watch: StreamWatch) -> AsyncIterator[StreamEvent]:
+        def attempt(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
             return self._attempt(watch, model=model, messages=messages, tools=tools, options=options)
 
         def map_error(exc: BaseException, watch: StreamWatch) -> ProviderError | None:
@@ -359,7 +358,7 @@ class GeminiProvider:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec],
         options: GenerationOptions,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncIterator[list[StreamEvent]]:
         contents, config = self._config(messages, tools, options)
         client = self._client(options)
         tap = _Tap(httpx_timeout(options.timeouts))
@@ -383,19 +382,28 @@ class GeminiProvider:
         try:
             reader = _ChunkReader()
             decoder = SSEDecoder()
-            async for raw in response.aiter_bytes():
+            async for raw in body_chunks(response):
                 watch.tick()
-                for data in decoder.feed(raw):
-                    for event in reader.read(data):
-                        yield event
+                batch: list[StreamEvent] = []
+                error: ProviderError | None = None
+                try:
+                    for data in decoder.feed(raw):
+                        reader.read(data, batch)
+                except ProviderError as exc:
+                    error = exc
+                if batch:
+                    yield batch  # what arrived before a failure is still delivered
+                if error is not None:
+                    raise error
+            batch = []
             for data in decoder.close():
-                for event in reader.read(data):
-                    yield event
+                reader.read(data, batch)
+            if batch:
+                yield batch
         finally:
             await response.aclose()
         # Gemini has no end marker: the body ends after the chunk that carries finishReason.
-        for event in reader.ending():
-            yield event
+        yield reader.ending()
 
     async def status(self, *, options: GenerationOptions) -> ProviderStatus:
         """Reachable and the model names from ``GET /{version}/models``; never raises."""

@@ -154,14 +154,14 @@ class LocalProvider:
         ``model`` is informational: the model is the configured file.
         """
 
-        def attempt(watch: StreamWatch) -> AsyncIterator[StreamEvent]:
+        def attempt(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
             return self._attempt(watch, messages=messages, options=options)
 
         return resilient_stream(attempt, provider=NAME, timeouts=options.timeouts, policy=self.retry)
 
     async def _attempt(
         self, watch: StreamWatch, *, messages: Sequence[ChatMessage], options: GenerationOptions
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncIterator[list[StreamEvent]]:
         job = _Job(asyncio.get_running_loop())
         request: dict[str, Any] = {
             "messages": to_llama_messages(messages),
@@ -178,19 +178,28 @@ class LocalProvider:
         worker.start()
         try:
             while True:
-                kind, payload = await job.queue.get()
-                if kind == "text":
-                    watch.tick()
-                    yield TextDelta(text=payload)
-                elif kind == "tick":
-                    watch.tick()
-                elif kind == "finished":
-                    if payload.usage.total_tokens:
-                        yield UsageReport(usage=payload.usage)
-                    yield payload
-                    return
-                elif kind == "error":
-                    raise payload
+                batch: list[StreamEvent] = []
+                items = [await job.queue.get()]
+                while not job.queue.empty():  # tokens that came while the consumer was busy
+                    items.append(job.queue.get_nowait())
+                for kind, payload in items:
+                    if kind == "text":
+                        watch.tick()
+                        batch.append(TextDelta(text=payload))
+                    elif kind == "tick":
+                        watch.tick()
+                    elif kind == "finished":
+                        if payload.usage.total_tokens:
+                            batch.append(UsageReport(usage=payload.usage))
+                        batch.append(payload)
+                        yield batch
+                        return
+                    elif kind == "error":
+                        if batch:
+                            yield batch
+                        raise payload
+                if batch:
+                    yield batch
         finally:
             job.cancelled.set()
             # Give the worker a moment to stop so the model is free for the next request; never block.

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
-from providers._wire import LineDecoder, PerLoop, new_http_client
+from providers._wire import LineDecoder, PerLoop, body_chunks, new_http_client
 from providers.base import (
     ChatMessage,
     Finished,
@@ -85,7 +85,8 @@ class _LineReader:
         self.called = False
         self.finish: Finished | None = None
 
-    def read(self, line: bytes) -> list[StreamEvent]:
+    def read(self, line: bytes, events: list[StreamEvent]) -> None:
+        """Parse one NDJSON line, appending its events to ``events``."""
         try:
             data = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -96,7 +97,6 @@ class _LineReader:
             # An error inside the stream has no status; the server gave up on the generation.
             detail = safe_message(data["error"])
             raise ProviderError("unavailable", f"{NAME}: {detail}", provider=NAME)
-        events: list[StreamEvent] = []
         message = data.get("message") or {}
         content = message.get("content")
         if content:
@@ -114,7 +114,6 @@ class _LineReader:
                 events.append(UsageReport(usage=usage))
             self.finish = Finished(reason=reason, usage=usage)
             events.append(self.finish)
-        return events
 
     def _tool_call(self, call: dict[str, Any]) -> ToolCall:
         function = call.get("function") or {}
@@ -193,7 +192,7 @@ class OllamaProvider:
     ) -> AsyncIterator[StreamEvent]:
         """Yield TextDelta/ToolCall/UsageReport, then exactly one Finished; raise ProviderError."""
 
-        def attempt(watch: StreamWatch) -> AsyncIterator[StreamEvent]:
+        def attempt(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
             return self._attempt(watch, model=model, messages=messages, tools=tools, options=options)
 
         return resilient_stream(attempt, provider=NAME, timeouts=options.timeouts, policy=self.retry)
@@ -206,7 +205,7 @@ class OllamaProvider:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec],
         options: GenerationOptions,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncIterator[list[StreamEvent]]:
         body = orjson.dumps(self._body(model, messages, tools, options))
         headers = {"content-type": "application/json", **self._headers(options)}
         client = self._http.get()
@@ -223,19 +222,30 @@ class OllamaProvider:
                 raise await self._status_error(response, options)
             reader = _LineReader()
             decoder = LineDecoder()
-            async for raw in response.aiter_bytes():
+            async for raw in body_chunks(response):
                 watch.tick()
-                for line in decoder.feed(raw):
-                    for event in reader.read(line):
-                        yield event
-                    if reader.finish is not None:
-                        return
-            for line in decoder.close():
-                for event in reader.read(line):
-                    yield event
+                batch: list[StreamEvent] = []
+                error: ProviderError | None = None
+                try:
+                    for line in decoder.feed(raw):
+                        reader.read(line, batch)
+                        if reader.finish is not None:
+                            break
+                except ProviderError as exc:
+                    error = exc
+                if batch:
+                    yield batch  # what arrived before a failure is still delivered
+                if error is not None:
+                    raise error
                 if reader.finish is not None:
                     return
-            raise IncompleteStream(f"{NAME}: the stream ended without a finish reason", provider=NAME)
+            batch = []
+            for line in decoder.close():
+                reader.read(line, batch)
+            if batch:
+                yield batch
+            if reader.finish is None:
+                raise IncompleteStream(f"{NAME}: the stream ended without a finish reason", provider=NAME)
         finally:
             await response.aclose()
 

@@ -14,7 +14,7 @@ from typing import Any
 import openai
 import orjson
 
-from providers._wire import PerLoop, SSEDecoder, new_http_client
+from providers._wire import PerLoop, SSEDecoder, body_chunks, new_http_client
 from providers.base import (
     ChatMessage,
     Finished,
@@ -122,7 +122,8 @@ class _ChunkReader:
         self.finish: str | None = None
         self.usage: Usage | None = None
 
-    def read(self, data: bytes) -> list[StreamEvent]:
+    def read(self, data: bytes, events: list[StreamEvent]) -> None:
+        """Parse one SSE data payload, appending its events to ``events``."""
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -133,7 +134,6 @@ class _ChunkReader:
             raise ProviderError("protocol", f"{NAME}: the provider sent a malformed chunk", provider=NAME)
         if chunk.get("error"):
             raise _in_stream_error(chunk["error"])
-        events: list[StreamEvent] = []
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue  # n > 1 is not supported; only the first choice is relayed
@@ -154,7 +154,6 @@ class _ChunkReader:
                 output_tokens=usage.get("completion_tokens") or 0,
             )
             events.append(UsageReport(usage=self.usage))
-        return events
 
     def _add_call_delta(self, call: dict[str, Any]) -> None:
         index = call.get("index")
@@ -242,7 +241,7 @@ class OpenAIProvider:
     ) -> AsyncIterator[StreamEvent]:
         """Yield TextDelta/ToolCall/UsageReport, then exactly one Finished; raise ProviderError."""
 
-        def attempt(watch: StreamWatch) -> AsyncIterator[StreamEvent]:
+        def attempt(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
             return self._attempt(watch, model=model, messages=messages, tools=tools, options=options)
 
         def map_error(exc: BaseException, watch: StreamWatch) -> ProviderError | None:
@@ -282,7 +281,7 @@ class OpenAIProvider:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec],
         options: GenerationOptions,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncIterator[list[StreamEvent]]:
         client = self._client(options)
         request = self._request(model, messages, tools, options)
         reader = _ChunkReader()
@@ -291,23 +290,33 @@ class OpenAIProvider:
         async with client.chat.completions.with_streaming_response.create(
             **request, timeout=httpx_timeout(options.timeouts)
         ) as response:
-            async for raw in response.http_response.aiter_bytes():
+            async for raw in body_chunks(response.http_response):
                 watch.tick()
-                for data in decoder.feed(raw):
-                    if data == b"[DONE]":
-                        done = True
-                        break
-                    for event in reader.read(data):
-                        yield event
+                batch: list[StreamEvent] = []
+                error: ProviderError | None = None
+                try:
+                    for data in decoder.feed(raw):
+                        if data == b"[DONE]":
+                            done = True
+                            break
+                        reader.read(data, batch)
+                except ProviderError as exc:
+                    error = exc
+                if batch:
+                    yield batch  # what arrived before a failure is still delivered
+                if error is not None:
+                    raise error
                 if done:
                     break
             if not done:
+                batch = []
                 for data in decoder.close():
                     if data != b"[DONE]":
-                        for event in reader.read(data):
-                            yield event
+                        reader.read(data, batch)
+                if batch:
+                    yield batch
         # A finish reason without [DONE] still counts; [DONE] without a finish reason does not.
-        yield reader.finished()
+        yield [reader.finished()]
 
     def _map_error(
         self, exc: BaseException, watch: StreamWatch, options: GenerationOptions

@@ -40,7 +40,7 @@ class FakeGemini(FakeServer):
             if match["method"] == "streamGenerateContent":
                 return Plan(
                     headers={"content-type": "text/event-stream"},
-                    frames=[_frame(c) for c in chunks],
+                    frames=(_frame(c) for c in chunks),
                     reply=reply,
                     malformed=b'data: {"candidates":[{"content":\n\n',
                     error_frame=_frame(self._error_body(reply.error_status, reply.error_message)),

@@ -40,7 +40,7 @@ class FakeOllama(FakeServer):
             if body.get("stream", True):
                 return Plan(
                     headers={"content-type": "application/x-ndjson"},
-                    frames=[_line(o) for o in objects],
+                    frames=(_line(o) for o in objects),
                     reply=reply,
                     malformed=b'{"model":"llama3.2","message":{"role":\n',
                     error_frame=_line({"error": reply.error_message}),

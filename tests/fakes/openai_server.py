@@ -6,6 +6,7 @@ Run it alone with ``python -m tests.fakes.openai_server --port 0`` (prints ``REA
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from tests.fakes.script import Reply
@@ -114,30 +115,35 @@ class FakeOpenAI(FakeServer):
                 data["usage"] = None
             return _frame(data)
 
-        frames = [chunk({"role": "assistant", "content": ""})]
-        frames += [chunk({"content": piece}) for piece in reply.pieces()]
-        for index, call in enumerate(reply.tool_calls):
-            call_id = call.id or f"call_fake_{index}"
-            head = {"index": index, "id": call_id, "type": "function"}
-            frames.append(chunk({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]}))
-            arguments = call.raw_arguments if call.raw_arguments is not None else json.dumps(call.arguments)
-            for piece in _arguments_pieces(arguments, call.pieces):
-                delta: dict[str, Any] = {"index": index, "function": {"arguments": piece}}
-                if reply.openai_repeat_ids:
-                    delta = {**head, "function": {"name": call.name, "arguments": piece}}
-                frames.append(chunk({"tool_calls": [delta]}))
-        if not reply.extra.get("omit_finish"):
-            frames.append(chunk({}, FINISH[reply.final_reason()]))
-        usage = reply.final_usage()
-        if include_usage and usage is not None:
-            total = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
-            frames.append(_frame({**base, "choices": [], "usage": total}))
-        if not reply.extra.get("omit_done"):
-            frames.append(b"data: [DONE]\n\n")
+        def frames() -> Iterator[bytes]:
+            yield chunk({"role": "assistant", "content": ""})
+            for piece in reply.pieces():
+                yield chunk({"content": piece})
+            for index, call in enumerate(reply.tool_calls):
+                call_id = call.id or f"call_fake_{index}"
+                head = {"index": index, "id": call_id, "type": "function"}
+                yield chunk({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]})
+                arguments = (
+                    call.raw_arguments if call.raw_arguments is not None else json.dumps(call.arguments)
+                )
+                for piece in _arguments_pieces(arguments, call.pieces):
+                    delta: dict[str, Any] = {"index": index, "function": {"arguments": piece}}
+                    if reply.openai_repeat_ids:
+                        delta = {**head, "function": {"name": call.name, "arguments": piece}}
+                    yield chunk({"tool_calls": [delta]})
+            if not reply.extra.get("omit_finish"):
+                yield chunk({}, FINISH[reply.final_reason()])
+            usage = reply.final_usage()
+            if include_usage and usage is not None:
+                total = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
+                yield _frame({**base, "choices": [], "usage": total})
+            if not reply.extra.get("omit_done"):
+                yield b"data: [DONE]\n\n"
+
         error = {"message": reply.error_message, "type": "server_error", "code": reply.error_status}
         return Plan(
             headers={"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"},
-            frames=frames,
+            frames=frames(),
             reply=reply,
             malformed=b'data: {"id":"chatcmpl-fake","choices":[{"delta":\n\n',
             error_frame=_frame({"error": error}),

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -79,7 +79,7 @@ class Plan:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-    frames: list[bytes] | None = None
+    frames: Iterable[bytes] | None = None  # made lazily, so time to first token is not rendering time
     reply: Reply | None = None
     malformed: bytes = b"{not json\n\n"
     error_frame: bytes = b""
@@ -417,11 +417,16 @@ class FakeServer:
         return keep_open and not conn.closed.is_set()
 
     async def _stream(self, conn: _Connection, request: RecordedRequest, plan: Plan) -> bool:
-        """Write the frames with pacing and faults; False when the connection must not be reused."""
+        """Write the frames with pacing and faults; False when the connection must not be reused.
+
+        Paced frames go out one write each. Unpaced ones after the first are written in batches of up
+        to 16 KB, as a busy server's do (one syscall per frame would make this server, not the
+        client under test, the bottleneck of a benchmark).
+        """
         reply = plan.reply or Reply()
-        frames = plan.frames or []
         writer = conn.writer
         interval = 1.0 / reply.tokens_per_s if reply.tokens_per_s else 0.0
+        batch = bytearray()
 
         async def pause(seconds: float) -> bool:
             """Sleep unless the client leaves first; True if it left."""
@@ -431,42 +436,51 @@ class FakeServer:
                 await asyncio.wait_for(conn.closed.wait(), seconds)
             return conn.closed.is_set()
 
-        async def send(data: bytes) -> None:
-            writer.write(b"%x\r\n%s\r\n" % (len(data), data))
-            await writer.drain()
+        async def flush() -> None:
+            if batch:
+                writer.write(bytes(batch))
+                batch.clear()
+                await writer.drain()
+                request.last_frame_at = time.monotonic()
+
+        def chunk(data: bytes) -> bytes:
+            return b"%x\r\n%s\r\n" % (len(data), data)
 
         if await pause(reply.first_chunk_delay):
             return False
-        for index, frame in enumerate(frames):
-            if conn.closed.is_set():
-                return False
-            if reply.stall_after == index:
-                await conn.closed.wait()
-                return False
-            if reply.cut_after == index:
-                break
-            if reply.drop_after == index:
-                sock = writer.get_extra_info("socket")
-                if sock is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                writer.transport.abort()
-                return False
-            if reply.malformed_after == index:
-                await send(plan.malformed)
-                break
-            if reply.error_after == index:
-                await send(plan.error_frame)
-                break
-            if index and interval and await pause(interval):
-                return False
-            try:
-                await send(frame)
-            except (ConnectionError, OSError):
-                return False
-            request.frames_sent += 1
-            request.last_frame_at = time.monotonic()
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
+        try:
+            for index, frame in enumerate(plan.frames or ()):
+                if conn.closed.is_set():
+                    return False
+                if index in (reply.stall_after, reply.drop_after, reply.cut_after):
+                    await flush()
+                if reply.stall_after == index:
+                    await conn.closed.wait()
+                    return False
+                if reply.cut_after == index:
+                    break
+                if reply.drop_after == index:
+                    sock = writer.get_extra_info("socket")
+                    if sock is not None:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return False
+                if reply.malformed_after == index:
+                    batch += chunk(plan.malformed)
+                    break
+                if reply.error_after == index:
+                    batch += chunk(plan.error_frame)
+                    break
+                if index and interval and await pause(interval):
+                    return False
+                batch += chunk(frame)
+                request.frames_sent += 1
+                if interval or index == 0 or len(batch) >= 16384:
+                    await flush()
+            batch += b"0\r\n\r\n"
+            await flush()
+        except (ConnectionError, OSError):
+            return False
         request.finished_at = time.monotonic()
         return True
 

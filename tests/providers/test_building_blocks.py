@@ -132,7 +132,7 @@ def test_options_never_show_the_key() -> None:
 async def _run(attempts: list, **kwargs) -> tuple[list[StreamEvent], ProviderError | None, int]:
     calls = 0
 
-    def attempt(watch: StreamWatch) -> AsyncIterator[StreamEvent]:
+    def attempt(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
         nonlocal calls
         calls += 1
         return attempts[calls - 1](watch)
@@ -148,19 +148,19 @@ async def _run(attempts: list, **kwargs) -> tuple[list[StreamEvent], ProviderErr
     return events, None, calls
 
 
-async def _ok(watch: StreamWatch) -> AsyncIterator[StreamEvent]:
+async def _ok(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
     watch.tick()
-    yield TextDelta(text="ok")
-    yield Finished(reason="stop", usage=Usage())
+    yield [TextDelta(text="ok")]
+    yield [Finished(reason="stop", usage=Usage())]
 
 
-async def _unavailable(watch: StreamWatch) -> AsyncIterator[StreamEvent]:
+async def _unavailable(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
     raise ProviderError("unavailable", "down")
     yield  # pragma: no cover
 
 
-async def _no_finish(watch: StreamWatch) -> AsyncIterator[StreamEvent]:
-    yield TextDelta(text="half")
+async def _no_finish(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
+    yield [TextDelta(text="half")]
 
 
 async def test_an_attempt_that_forgets_to_finish_is_incomplete() -> None:
@@ -171,9 +171,9 @@ async def test_an_attempt_that_forgets_to_finish_is_incomplete() -> None:
 
 
 async def test_nothing_after_finished_is_relayed() -> None:
-    async def chatty(watch: StreamWatch) -> AsyncIterator[StreamEvent]:
-        yield Finished(reason="stop", usage=Usage())
-        yield TextDelta(text="after the end")
+    async def chatty(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
+        yield [Finished(reason="stop", usage=Usage()), TextDelta(text="after the end")]
+        yield [TextDelta(text="and more")]
 
     events, error, _ = await _run([chatty])
 
@@ -182,7 +182,7 @@ async def test_nothing_after_finished_is_relayed() -> None:
 
 
 async def test_an_unexpected_exception_becomes_a_provider_error() -> None:
-    async def broken(watch: StreamWatch) -> AsyncIterator[StreamEvent]:
+    async def broken(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
         raise KeyError("choices")
         yield  # pragma: no cover
 
@@ -205,11 +205,11 @@ async def test_retries_stop_at_the_total_deadline() -> None:
 
 
 async def test_ticks_keep_a_slow_but_steady_attempt_alive() -> None:
-    async def steady(watch: StreamWatch) -> AsyncIterator[StreamEvent]:
+    async def steady(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
         for _ in range(6):  # 0.6 s with no event but a tick every 0.1 s (e.g. tool-call fragments)
             await asyncio.sleep(0.1)
             watch.tick()
-        yield Finished(reason="stop", usage=Usage())
+        yield [Finished(reason="stop", usage=Usage())]
 
     events, error, _ = await _run([steady], timeouts=Timeouts(first_token=0.3, between_chunks=0.3))
 

@@ -93,7 +93,7 @@ async def test_a_stop_mid_generation_returns_within_a_second_and_frees_the_model
 
     assert closed_in < 1.0
     assert isinstance(events[-1], Finished)
-    assert after.elapsed < 3.0
+    assert after.elapsed < 5.0
 
 
 async def test_the_event_loop_keeps_running_while_the_model_generates(local: LocalProvider) -> None:
@@ -109,14 +109,18 @@ async def test_the_event_loop_keeps_running_while_the_model_generates(local: Loc
             last = now
 
     task = asyncio.create_task(ticker())
+    watch = Stopwatch()
     try:
         await collect(local.stream_chat(model="m", messages=STORY, options=GenerationOptions(max_tokens=64)))
     finally:
         done.set()
         await task
 
-    assert len(gaps) > 20
-    assert max(gaps) < 0.1
+    # Generation on the loop would show as one gap as long as the generation itself. The bound is
+    # loose because a loaded 2-core CI machine may deschedule us for tens of milliseconds.
+    assert watch.elapsed > 0.4
+    assert max(gaps) < 0.3
+    assert sorted(gaps)[len(gaps) // 2] < 0.02
 
 
 async def test_concurrent_requests_take_turns(local: LocalProvider) -> None:
