@@ -6,6 +6,7 @@ Nothing provider-specific lives here: SSE and NDJSON framing are standards sever
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ from typing import Generic, TypeVar
 import httpx
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class PerLoop(Generic[T]):
@@ -60,6 +62,21 @@ def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
     """
     encoding = response.headers.get("content-encoding", "").strip().lower()
     return response.aiter_raw() if encoding in ("", "identity") else response.aiter_bytes()
+
+
+async def finish_body(chunks: AsyncIterator[bytes], grace: float = 0.25) -> None:
+    """Read the rest of a body whose content is over (normally just the chunked-encoding terminator).
+
+    A response closed before its end takes its connection with it; read to the end, the connection
+    goes back to the pool and the next request skips a TCP handshake (about 1 ms of time to first
+    token). A server that keeps talking is cut off after ``grace`` seconds.
+    """
+    try:
+        async with asyncio.timeout(grace):
+            async for _ in chunks:
+                pass
+    except Exception:  # the reply is complete: whatever happens now only costs the connection
+        logger.debug("body not finished cleanly after the end of the stream", exc_info=True)
 
 
 class SSEDecoder:

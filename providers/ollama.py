@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
-from providers._wire import LineDecoder, PerLoop, body_chunks, new_http_client
+from providers._wire import LineDecoder, PerLoop, body_chunks, finish_body, new_http_client
 from providers.base import (
     ChatMessage,
     Finished,
@@ -222,7 +222,8 @@ class OllamaProvider:
                 raise await self._status_error(response, options)
             reader = _LineReader()
             decoder = LineDecoder()
-            async for raw in body_chunks(response):
+            chunks = body_chunks(response)
+            async for raw in chunks:
                 watch.tick()
                 batch: list[StreamEvent] = []
                 error: ProviderError | None = None
@@ -233,6 +234,8 @@ class OllamaProvider:
                             break
                 except ProviderError as exc:
                     error = exc
+                if reader.finish is not None:
+                    await finish_body(chunks)
                 if batch:
                     yield batch  # what arrived before a failure is still delivered
                 if error is not None:

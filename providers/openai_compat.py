@@ -14,7 +14,7 @@ from typing import Any
 import openai
 import orjson
 
-from providers._wire import PerLoop, SSEDecoder, body_chunks, new_http_client
+from providers._wire import PerLoop, SSEDecoder, body_chunks, finish_body, new_http_client
 from providers.base import (
     ChatMessage,
     Finished,
@@ -290,7 +290,8 @@ class OpenAIProvider:
         async with client.chat.completions.with_streaming_response.create(
             **request, timeout=httpx_timeout(options.timeouts)
         ) as response:
-            async for raw in body_chunks(response.http_response):
+            chunks = body_chunks(response.http_response)
+            async for raw in chunks:
                 watch.tick()
                 batch: list[StreamEvent] = []
                 error: ProviderError | None = None
@@ -302,6 +303,8 @@ class OpenAIProvider:
                         reader.read(data, batch)
                 except ProviderError as exc:
                     error = exc
+                if done:
+                    await finish_body(chunks)
                 if batch:
                     yield batch  # what arrived before a failure is still delivered
                 if error is not None:

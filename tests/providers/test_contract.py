@@ -289,6 +289,15 @@ async def test_the_key_is_sent_but_never_shown(remote: Remote) -> None:
     assert TEST_KEY not in repr(remote.options())
 
 
+async def test_the_connection_is_reused_after_a_complete_stream(remote: Remote) -> None:
+    # The adapter reads each body to its end, so the next request skips a TCP handshake.
+    await collect(remote.stream())
+    await collect(remote.stream())
+
+    first, second = remote.server.requests
+    assert first.connection == second.connection
+
+
 async def test_status_lists_the_models(remote: Remote) -> None:
     remote.server.models = ["model-b", "model-a"]
 
