@@ -41,6 +41,9 @@ class BaseSocket(AsyncWebsocketConsumer):
     """Authentication, limits, keepalive and the error-frame discipline shared by every endpoint."""
 
     requires_staff = False
+    # Sockets take nothing from the channel layer (events come from the log), so they do not
+    # listen on it: a Redis restart would otherwise end every socket with 1011.
+    channel_layer_alias = None
     socket_id: str
     user: Any
 

@@ -242,6 +242,19 @@ return first
 """
 
 
+def redis_client(url: str, **kwargs: Any) -> Any:
+    """An asyncio Redis client whose commands get one more try, on a fresh connection, when the
+    pooled one turns out dead. After a Redis restart every pooled connection is, and redis-py
+    clients made by ``from_url`` do not retry: each one's next command would fail."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    return aioredis.Redis.from_url(url, retry=retry, **kwargs)
+
+
 class RedisEventLog(EventLog):
     """Redis Streams: ``<prefix>:log:<conversation>`` with entry ids ``<seq>-0``."""
 
@@ -251,14 +264,12 @@ class RedisEventLog(EventLog):
         self, *, url: str, prefix: str, maxlen: int, ttl: int, firehose_maxlen: int = 10_000
     ) -> None:
         super().__init__()
-        import redis.asyncio as aioredis
-
         self.url = url
         self.prefix = prefix
         self.maxlen = maxlen
         self.ttl = ttl
         self.firehose_maxlen = firehose_maxlen
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._redis = redis_client(url, socket_timeout=5, socket_connect_timeout=5)
         self._append = self._redis.register_script(_APPEND_SCRIPT)
         self._wake_key = f"{prefix}:wake:{uuid.uuid4().hex}"
         self._firehose_key = f"{prefix}:firehose"
@@ -401,7 +412,10 @@ class RedisEventLog(EventLog):
                         wake_cursor = await self._current_id(conn, self._wake_key)
                     if self._firehose and self._firehose_cursor == "$":
                         self._firehose_cursor = await self._current_id(conn, self._firehose_key)
-                    await self._resolve_new_cursors(conn)
+                    # A socket may start watching while the cursors resolve: resolve until none
+                    # is left unresolved, or XREAD gets the id "-1-0" and fails.
+                    while any(cursor < 0 for cursor in self._cursors.values()):
+                        await self._resolve_new_cursors(conn)
                     if interrupted:
                         interrupted = False
                         self._dispatch_lost()

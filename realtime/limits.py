@@ -14,6 +14,10 @@ from typing import Any
 from django.conf import settings
 
 SOCKET_STALE_SECONDS = 120.0  # a socket entry not refreshed this long belongs to a dead process
+# Each process also keeps a key alive while it runs; the sockets of a process whose key lapsed
+# (SIGKILLed, crashed) stop counting at once, so its users can reconnect elsewhere within seconds.
+PROCESS_BEAT_SECONDS = 2.0
+PROCESS_TTL_SECONDS = 6
 
 _RATE_SCRIPT = """
 -- sliding window log: KEYS[1] zset; ARGV now_ms, window_ms, limit, member
@@ -30,9 +34,18 @@ return {1, 0}
 """
 
 _SOCKET_SCRIPT = """
--- KEYS[1] user's sockets zset, KEYS[2] set of users with sockets; ARGV now, stale, limit, socket, user
+-- KEYS[1] user's sockets zset, KEYS[2] set of users with sockets, KEYS[3] this process's key;
+-- ARGV now, stale, limit, "<process>/<socket>", user, process key prefix, process key ttl.
+-- (Reads other processes' keys by name: fine on one Redis, not on Redis Cluster.)
 local now = tonumber(ARGV[1])
+redis.call('SET', KEYS[3], 1, 'EX', ARGV[7])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local process = string.match(member, '^([^/]+)/')
+  if process and redis.call('EXISTS', ARGV[6] .. process) == 0 then
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
 if redis.call('ZSCORE', KEYS[1], ARGV[4]) == false and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
   return -1
 end
@@ -106,30 +119,59 @@ class MemoryLimits(Limits):
 
 class RedisLimits(Limits):
     def __init__(self, *, url: str, prefix: str, max_sockets: int, per_minute: int) -> None:
-        import redis.asyncio as aioredis
+        from realtime.eventlog import redis_client
 
         self.max_sockets = max_sockets
         self.per_minute = per_minute
         self.prefix = prefix
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._redis = redis_client(url, socket_timeout=5, socket_connect_timeout=5)
         self._rate = self._redis.register_script(_RATE_SCRIPT)
         self._socket = self._redis.register_script(_SOCKET_SCRIPT)
+        self._process = uuid.uuid4().hex
+        self._process_prefix = f"{prefix}:ws:process:"
+        self._beat: asyncio.Task[None] | None = None
 
     def _sockets_key(self, user_id: int) -> str:
         return f"{self.prefix}:ws:sockets:{user_id}"
 
+    def _member(self, socket_id: str) -> str:
+        return f"{self._process}/{socket_id}"
+
+    async def _beat_loop(self) -> None:
+        key = self._process_prefix + self._process
+        while True:
+            await asyncio.sleep(PROCESS_BEAT_SECONDS)
+            try:
+                await self._redis.set(key, 1, ex=PROCESS_TTL_SECONDS)
+            except Exception:  # Redis restarting: the next beat (or socket_open) sets it again
+                pass
+
     async def socket_open(self, user_id: int, socket_id: str) -> bool:
+        if self._beat is None or self._beat.done():
+            self._beat = asyncio.get_running_loop().create_task(self._beat_loop(), name="limits-beat")
         result = await self._socket(
-            keys=[self._sockets_key(user_id), f"{self.prefix}:ws:users"],
-            args=[time.time(), SOCKET_STALE_SECONDS, self.max_sockets, socket_id, user_id],
+            keys=[
+                self._sockets_key(user_id),
+                f"{self.prefix}:ws:users",
+                self._process_prefix + self._process,
+            ],
+            args=[
+                time.time(),
+                SOCKET_STALE_SECONDS,
+                self.max_sockets,
+                self._member(socket_id),
+                user_id,
+                self._process_prefix,
+                PROCESS_TTL_SECONDS,
+            ],
         )
         return int(result) >= 0
 
     async def socket_refresh(self, user_id: int, socket_id: str) -> None:
-        await self._redis.zadd(self._sockets_key(user_id), {socket_id: time.time()})
+        await self._redis.zadd(self._sockets_key(user_id), {self._member(socket_id): time.time()})
 
     async def socket_close(self, user_id: int, socket_id: str) -> None:
-        await self._redis.zrem(self._sockets_key(user_id), socket_id)
+        await self._redis.zrem(self._sockets_key(user_id), self._member(socket_id))
 
     async def message_hit(self, user_id: int) -> RateDecision:
         allowed, retry_ms = await self._rate(

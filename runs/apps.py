@@ -5,6 +5,7 @@ class RunsConfig(AppConfig):
     name = "runs"
 
     def ready(self) -> None:
+        from channels.management.commands import runworker
         from django.conf import settings
         from django.utils.module_loading import import_string
 
@@ -13,3 +14,8 @@ class RunsConfig(AppConfig):
         # Providers named by NEXUS_PROVIDER_PLUGINS join the registry through its own door.
         for name, path in settings.NEXUS_PROVIDER_PLUGINS.items():
             registry.register(name, import_string(path)())
+
+        # `manage.py runworker` (channels' command) runs our worker, which outlives a Redis restart.
+        from runs.worker import RunWorker
+
+        runworker.Command.worker_class = RunWorker

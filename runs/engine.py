@@ -209,12 +209,27 @@ def get_run_manager() -> RunManager:
 # --- dispatch --------------------------------------------------------------------------------------
 
 
+DISPATCH_ATTEMPTS = 4
+
+
 async def dispatch_run(run_id: Any) -> None:
     """Hand a queued run to the executor: this process (inline) or the worker pool."""
     if settings.NEXUS_RUN_MODE == "worker":
-        await get_channel_layer().send(
-            settings.NEXUS_RUN_CHANNEL, {"type": "run.execute", "run_id": str(run_id)}
-        )
+        message = {"type": "run.execute", "run_id": str(run_id)}
+        # After a Redis restart the layer's pooled connections are dead and each fails once; a
+        # few tries reach a fresh one. If Redis is really down the run stays queued and the
+        # sweeper dispatches it again (_lost_queued_runs): the message is stored either way.
+        for attempt in range(DISPATCH_ATTEMPTS):
+            try:
+                await get_channel_layer().send(settings.NEXUS_RUN_CHANNEL, message)
+                return
+            except Exception as exc:
+                if attempt + 1 == DISPATCH_ATTEMPTS:
+                    logger.warning(
+                        "run %s not dispatched (%s); the sweeper will", run_id, exc.__class__.__name__
+                    )
+                else:
+                    await asyncio.sleep(0.05 * (attempt + 1))
     else:
         await get_run_manager().launch(str(run_id))
 

@@ -6,13 +6,45 @@ many runs at once and a long run never blocks the channel.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from channels.consumer import AsyncConsumer
+from channels.worker import Worker
 
 from runs.engine import get_run_manager
 
+logger = logging.getLogger(__name__)
+
 
 class RunWorkerConsumer(AsyncConsumer):
+    # Messages arrive through the worker's listener, never on a channel of the instance's own.
+    channel_layer_alias = None
+
     async def run_execute(self, message: dict[str, Any]) -> None:
         await get_run_manager().launch(str(message["run_id"]))
+
+
+class RunWorker(Worker):
+    """channels' ``Worker``, except that losing the channel layer (Redis restarting) does not end
+    the process: the listener waits and listens again, and the runs in flight carry on."""
+
+    async def listener(self, channel: str) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                message = await self.channel_layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("channel layer receive failed (%s); retrying", exc.__class__.__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.1
+            if not message.get("type"):
+                logger.warning("worker message without a type ignored")
+                continue
+            queue = self.get_or_create_application_instance(channel, {"type": "channel", "channel": channel})
+            await queue.put(message)

@@ -1,0 +1,1 @@
+"""Operational scripts: ``python -m scripts.cluster`` runs the production topology natively."""
