@@ -165,10 +165,14 @@ async def bench_remote(dialect: str, *, chunks: int, runs: int) -> dict[str, flo
 async def bench_local(*, runs: int, max_tokens: int) -> dict[str, float]:
     provider = LocalProvider()
     options = GenerationOptions(temperature=0, max_tokens=max_tokens)
-    story = [ChatMessage(role="user", content="Write a long story about a lighthouse keeper.")]
+    topics = ["a lighthouse keeper", "a clockmaker", "a river", "a mountain village", "a lost robot"]
 
-    load = await measure(lambda: _local_stream(provider, story, options))  # the first call loads the model
-    samples = [await measure(lambda: _local_stream(provider, story, options)) for _ in range(runs)]
+    def story(i: int) -> list[ChatMessage]:
+        # A different prompt each run, so time to first token includes evaluating it.
+        return [ChatMessage(role="user", content=f"Write a long story about {topics[i % len(topics)]}.")]
+
+    load = await measure(lambda: _local_stream(provider, story(0), options))  # the first call loads the model
+    samples = [await measure(lambda i=i: _local_stream(provider, story(i + 1), options)) for i in range(runs)]
     return {
         "first_call_ttft": load.ttft,
         "rate": statistics.median(s.rate for s in samples),
