@@ -362,27 +362,27 @@ class GeminiProvider:
         contents, config = self._config(messages, tools, options)
         client = self._client(options)
         tap = _Tap(httpx_timeout(options.timeouts))
-        token = _TAP.set(tap)
         try:
-            sdk_stream = await client.aio.models.generate_content_stream(
-                model=model, contents=contents, config=config
-            )
+            token = _TAP.set(tap)
             try:
-                async for _ in sdk_stream:
-                    raise ProviderError(
-                        "protocol", f"{NAME}: the SDK parsed a chunk it should not have", provider=NAME
-                    )
+                # Sends the request; on a 200 the SDK sees an empty body and ends without a chunk.
+                sdk_stream = await client.aio.models.generate_content_stream(
+                    model=model, contents=contents, config=config
+                )
+                try:
+                    async for _ in sdk_stream:
+                        raise ProviderError(
+                            "protocol", f"{NAME}: the SDK read a chunk meant for us", provider=NAME
+                        )
+                finally:
+                    await sdk_stream.aclose()
             finally:
-                await sdk_stream.aclose()
-        finally:
-            _TAP.reset(token)
-        response = tap.response
-        if response is None:
-            raise ProviderError("protocol", f"{NAME}: no reply body to read", provider=NAME)
-        try:
+                _TAP.reset(token)
+            if tap.response is None:
+                raise ProviderError("protocol", f"{NAME}: no reply body to read", provider=NAME)
             reader = _ChunkReader()
             decoder = SSEDecoder()
-            async for raw in body_chunks(response):
+            async for raw in body_chunks(tap.response):
                 watch.tick()
                 batch: list[StreamEvent] = []
                 error: ProviderError | None = None
@@ -401,7 +401,8 @@ class GeminiProvider:
             if batch:
                 yield batch
         finally:
-            await response.aclose()
+            if tap.response is not None:
+                await tap.response.aclose()
         # Gemini has no end marker: the body ends after the chunk that carries finishReason.
         yield reader.ending()
 

@@ -225,10 +225,9 @@ class LocalProvider:
         except ValueError as exc:  # llama-cpp-python's way of saying the prompt does not fit
             logger.info("local generation refused: %s", exc)
             job.put("error", ProviderError("bad_request", f"{NAME}: {str(exc)[:200]}", provider=NAME))
-        except Exception as exc:
-            logger.exception("local generation failed")
+        except Exception:
+            logger.exception("local generation failed")  # the detail for logs; users get the kind
             job.put("error", ProviderError("unavailable", f"{NAME}: the local model failed", provider=NAME))
-            del exc
         finally:
             job.finish()
 

@@ -1,10 +1,10 @@
 """The one retry and timeout layer every adapter streams through.
 
 An adapter supplies a single *attempt*: an async generator that sends one request and yields
-lists of events (all the events of one read from the wire: the deadline bookkeeping then costs
-once per read, not once per token), calling ``watch.tick()`` for every chunk it reads. ``resilient_stream`` runs
-attempts under the policy below, so retries, backoff, ``Retry-After`` and deadlines behave the same
-for every provider:
+lists of events (all the events of one read from the wire, so the bookkeeping here costs once per
+read, not once per token), calling ``watch.tick()`` for every chunk it reads. ``resilient_stream``
+runs attempts under the policy below, so retries, backoff, ``Retry-After`` and deadlines behave the
+same for every provider:
 
 - at most ``max_attempts`` attempts, waiting 0.5 / 1 / 2 s plus jitter between them;
 - a provider's ``Retry-After`` is honoured up to ``retry_after_cap``; above it we fail fast with a
@@ -85,6 +85,7 @@ class StreamWatch:
 
     __slots__ = (
         "_between",
+        "_cancelling",
         "_deadline",
         "_expired",
         "_handle",
@@ -101,6 +102,7 @@ class StreamWatch:
         self._deadline = min(loop.time() + timeouts.first_token, total_deadline)
         self._handle: asyncio.TimerHandle | None = None
         self._waiter: asyncio.Task | None = None
+        self._cancelling = 0
         self._expired = False
         self.started = False
 
@@ -147,22 +149,27 @@ class StreamWatch:
             what = f"the reply stalled for more than {self._between:g} s"
         return ProviderError("timeout", f"{provider}: {what}", provider=provider)
 
-    def waiting(self, task: asyncio.Task) -> None:
+    def waiting(self) -> None:
         """Before each wait on the attempt: set this wait's deadline (the timer follows lazily)."""
         if self.started:
             self._deadline = min(self._loop.time() + self._between, self._total_deadline)
         handle = self._handle
         if handle is None or handle.when() > self._deadline:
             self._arm()
+        # The task is looked up each time: a stream may be iterated from more than one task.
+        task = asyncio.current_task()
+        assert task is not None
+        self._cancelling = task.cancelling()
         self._waiter = task
 
     def idle(self) -> None:
         """After each wait: the consumer's time is not the provider's."""
         self._waiter = None
 
-    def expired(self, task: asyncio.Task, cancelling: int) -> bool:
+    def expired(self) -> bool:
         """Whether a CancelledError was ours: we expired and nobody else cancelled (as asyncio.timeout)."""
-        if self._expired and task.uncancel() <= cancelling:
+        task = self._waiter
+        if self._expired and task is not None and task.uncancel() <= self._cancelling:
             self._expired = False
             return True
         return False
@@ -199,13 +206,10 @@ async def resilient_stream(
         watch = StreamWatch(loop=loop, timeouts=timeouts, total_deadline=total_deadline)
         events = attempt(watch)
         yielded = False
-        task = asyncio.current_task()
-        assert task is not None
-        cancelling = task.cancelling()
         try:
             while True:
                 # The hot loop: deadlines are armed around each wait on the attempt, inline.
-                watch.waiting(task)
+                watch.waiting()
                 try:
                     batch = await anext(events)
                 except StopAsyncIteration:
@@ -219,7 +223,7 @@ async def resilient_stream(
             # Adapters raise IncompleteStream themselves; this guards one that forgets.
             raise IncompleteStream(f"{provider}: the stream ended without a finish reason", provider=provider)
         except asyncio.CancelledError:
-            if not watch.expired(task, cancelling):
+            if not watch.expired():
                 raise  # a real cancellation: the run was stopped
             error = watch.timeout_error(provider)
         except ProviderError as exc:
