@@ -91,7 +91,28 @@ def _config_validate(config: Any) -> dict[str, Any]:
     return config
 
 
+def storable_json_validate(value: Any, *, field: str) -> None:
+    """Refuse a NUL character anywhere in a JSON value (keys included): PostgreSQL cannot store
+    it in jsonb or text ("unsupported Unicode escape sequence"), so it is bad input, not a 500."""
+
+    def has_nul(item: Any) -> bool:
+        if isinstance(item, str):
+            return "\x00" in item
+        if isinstance(item, dict):
+            return any(has_nul(key) or has_nul(val) for key, val in item.items())
+        if isinstance(item, list | tuple):
+            return any(has_nul(val) for val in item)
+        return False
+
+    if has_nul(value):
+        raise ValidationFailed(
+            "NUL characters are not allowed.", details={field: ["Contains a NUL character."]}
+        )
+
+
 def _clean(fields: dict[str, Any]) -> dict[str, Any]:
+    for name, value in fields.items():
+        storable_json_validate(value, field=name)
     unknown = set(fields) - set(EDITABLE_FIELDS)
     if unknown:
         raise ValidationFailed(

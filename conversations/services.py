@@ -309,6 +309,10 @@ def conversation_create_for_user(
 ) -> Conversation:
     """Create a conversation from a client's request: agents by id (ones the owner may use) or as
     inline configs (new agents owned by ``owner``), all in one transaction."""
+    from agents.services import storable_json_validate
+
+    for name, value in (("agents", agents), ("title", title), ("context", context), ("settings", settings)):
+        storable_json_validate(value, field=name)
     participants = [
         (_agent_from_spec(owner=owner, role=role, spec=spec), role)
         for role, spec in conversation_agent_specs(agents)

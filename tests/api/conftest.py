@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from rest_framework.test import APIClient
 
 from agents.models import Agent
@@ -14,11 +15,23 @@ from conversations.models import Conversation, Message, Participant
 from nexus.auth import tokens_issue
 
 
+def _clear_cache() -> None:
+    """Empty the default cache. On Redis only our own prefix: ``cache.clear()`` would be FLUSHDB
+    on a Redis other tests (and other people's processes) share."""
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        client = backend._cache.get_client(write=True)
+        for key in client.scan_iter(f"{backend.key_prefix}:*"):
+            client.delete(key)
+    else:
+        backend.clear()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache_and_generous_throttles(settings):
     """Throttle budgets live in the cache: start every test with an empty one, and with the
     throttles off (no rate). Tests of a throttle set its rate with ``throttle_rate``."""
-    cache.clear()
+    _clear_cache()
     # users are made per test: a fast hasher keeps the suite quick (hashing is Django's concern)
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.REST_FRAMEWORK = {
@@ -26,7 +39,7 @@ def _fresh_cache_and_generous_throttles(settings):
         "DEFAULT_THROTTLE_RATES": dict.fromkeys(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], None),
     }
     yield
-    cache.clear()
+    _clear_cache()
 
 
 @pytest.fixture

@@ -121,6 +121,9 @@ def test_create_with_tools_and_config(alice, db):
         ({**NEW, "config": {"api_key": "sk-123"}}, "config"),
         ({**NEW, "config": {"api_key_env": "HOME"}}, "config"),
         ({**NEW, "name": "x" * 121}, "name"),
+        ({**NEW, "name": "nul\x00"}, "name"),
+        ({**NEW, "config": {"top_p": "nul\x00"}}, "config"),
+        ({**NEW, "config": {"nul\x00": 1}}, "config"),
     ],
 )
 def test_create_refuses_bad_input_with_field_errors(alice, db, payload, field):

@@ -103,6 +103,8 @@ def test_create_a_human_agent_session_with_one_agent(alice, shared_agent):
         ({"session_type": "group", "agents": "SHARED"}, "session_type"),
         ({"agents": "SHARED", "title": "x" * 201}, "title"),
         ({"agents": "SHARED", "context": "text"}, "context"),
+        ({"agents": "SHARED", "context": {"note": "nul\x00"}}, "context"),
+        ({"agents": {"primary": {"provider": "local", "model": "x", "metadata": {"k\x00": 1}}}}, "agents"),
         ({"agents": "SHARED", "settings": {"max_turns": 0}}, "settings"),
         ({"agents": "SHARED", "settings": {"double_text": "yell"}}, "settings"),
         ({"agents": "SHARED", "settings": {"colour": "red"}}, "settings"),

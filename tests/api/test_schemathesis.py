@@ -14,7 +14,9 @@ from collections import Counter
 
 import pytest
 import schemathesis
+from django.core import signals
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -78,7 +80,18 @@ def map_path_parameters(context, path_parameters):
 
 
 @pytest.fixture(autouse=True)
-def objects(staff_user, settings):
+def _keep_the_test_connection():
+    """Like Django's test client: a request must not close the test's database connection (its
+    transaction holds the data); the raw WSGI handler would, at request_finished."""
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture(autouse=True)
+def objects(_keep_the_test_connection, staff_user, settings):
     settings.NEXUS_PROVIDER_STATUS_TIMEOUT = 0.5
     settings.NEXUS_TITLE_TIMEOUT = 0.5
     agent = Agent.objects.create(owner=staff_user, name="Fuzzed", provider="local", model="m")
