@@ -72,7 +72,11 @@ def test_every_operation_documents_its_request_success_and_errors(schema):
             for code in ("401", "429"):
                 body = operation["responses"][code]["content"]["application/json"]["schema"]
                 assert body == {"$ref": error_ref}, (method, path, code)
-    assert set(schema["components"]["schemas"]["ErrorResponse"]["required"]) == {"detail", "code", "timestamp"}
+    assert set(schema["components"]["schemas"]["ErrorResponse"]["required"]) == {
+        "detail",
+        "code",
+        "timestamp",
+    }
 
 
 def test_the_login_body_may_be_json_or_form_encoded(schema):

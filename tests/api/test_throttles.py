@@ -56,7 +56,14 @@ def test_the_rates_come_from_the_settings():
     from django.conf import settings
 
     rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
-    assert set(rates) >= {"login", "verify", "refresh", "conversation_create", "conversation_read", "agent_ops"}
+    assert set(rates) >= {
+        "login",
+        "verify",
+        "refresh",
+        "conversation_create",
+        "conversation_read",
+        "agent_ops",
+    }
     assert throttles.parse_rate("10/min") == (10, 60)
     assert throttles.parse_rate("5/s") == (5, 1)
     assert throttles.parse_rate("100/hour") == (100, 3600)

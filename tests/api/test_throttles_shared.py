@@ -62,7 +62,9 @@ def test_the_login_budget_is_shared_by_two_servers(servers, redis_url, redis_pre
     good = {"username": "budget", "password": PASSWORD}
     first = httpx.post(f"{a}/api/auth/login", json=good, timeout=10)
     assert first.status_code == 200, first.text
-    assert httpx.post(f"{b}/api/auth/login", json={**good, "password": "wrong"}, timeout=10).status_code == 401
+    assert (
+        httpx.post(f"{b}/api/auth/login", json={**good, "password": "wrong"}, timeout=10).status_code == 401
+    )
     assert httpx.post(f"{a}/api/auth/login", data=good, timeout=10).status_code == 200  # form-encoded
     _assert_throttled(httpx.post(f"{b}/api/auth/login", json=good, timeout=10))
     _assert_throttled(httpx.post(f"{a}/api/auth/login", json=good, timeout=10))
