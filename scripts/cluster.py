@@ -75,6 +75,36 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def clean_environment() -> dict[str, str]:
+    """The shell's environment without any Nexus setting (NEXUS_*, DJANGO_*, DATABASE_URL,
+    REDIS_URL), so that only what a caller sets reaches the processes it starts."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NEXUS_", "DJANGO_", "PYTEST")) and k not in ("DATABASE_URL", "REDIS_URL")
+    }
+    env.update({"PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "nexus.settings"})
+    return env
+
+
+def run_fixtures(
+    env: Mapping[str, str], spec: Mapping[str, Any], *, timeout: float = 120.0
+) -> dict[str, Any]:
+    """``make_fixtures(spec)`` in a subprocess with ``env`` (any Nexus deployment's settings)."""
+    done = subprocess.run(
+        [PYTHON, "-m", "scripts.cluster", "fixtures"],
+        cwd=ROOT,
+        env=dict(env),
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise ClusterError(f"fixtures failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 class Process:
     """One child in its own process group, its output appended to a log file."""
 
@@ -228,11 +258,7 @@ class Cluster:
 
     def _environment(self, overrides: Mapping[str, str]) -> dict[str, str]:
         """The shell's environment without Nexus settings, plus the cluster's, plus ``overrides``."""
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("NEXUS_", "DJANGO_", "PYTEST")) and k not in ("DATABASE_URL", "REDIS_URL")
-        }
+        env = clean_environment()
         origins = [
             f"http://{host}:{self.services[n].port}"
             for n in self.web_names
@@ -240,8 +266,6 @@ class Cluster:
         ]
         env.update(
             {
-                "PYTHONUNBUFFERED": "1",
-                "DJANGO_SETTINGS_MODULE": "nexus.settings",
                 "DATABASE_URL": self.database_url,
                 "REDIS_URL": self.redis_url,
                 "NEXUS_RUN_MODE": "worker",
@@ -421,18 +445,7 @@ class Cluster:
         "settings"?}]}``. Returns ``{"users": {username: {"id", "token"}}, "agents": {name: id},
         "conversations": [{"id", "owner", "token"}]}``.
         """
-        done = subprocess.run(
-            [PYTHON, "-m", "scripts.cluster", "fixtures"],
-            cwd=ROOT,
-            env=self.env,
-            input=json.dumps(spec),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if done.returncode != 0:
-            raise ClusterError(f"fixtures failed:\n{done.stderr[-4000:]}")
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return run_fixtures(self.env, spec, timeout=timeout)
 
     def sql(self, query: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the cluster's database; the rows (empty for statements without)."""
