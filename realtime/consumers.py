@@ -11,7 +11,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -160,6 +159,10 @@ class BaseSocket(AsyncWebsocketConsumer):
                     "forbidden", "The token expired; reconnect with a fresh one.", CLOSE_EXPIRED
                 )
                 return
+            # Every tick, busy or silent: an entry not refreshed for a while counts as a dead
+            # process's socket, and a busy user's sockets would drop out of the 5-socket limit.
+            with contextlib.suppress(Exception):
+                await get_limits().socket_refresh(self.user.pk, self.socket_id)
             if now - self._last_received < interval:
                 continue
             ping_sent = time.monotonic()
@@ -168,8 +171,6 @@ class BaseSocket(AsyncWebsocketConsumer):
             if self._last_received < ping_sent:
                 await self.close_with("forbidden", "No answer to ping.", CLOSE_EXPIRED)
                 return
-            with contextlib.suppress(Exception):
-                await get_limits().socket_refresh(self.user.pk, self.socket_id)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self._closing:
@@ -228,8 +229,11 @@ class ConversationSocket(BaseSocket):
 
     async def on_connected(self) -> None:
         self._cursor = 0
-        self._pending: deque[LoggedEvent] = deque()
-        self._wakeup = asyncio.Event()
+        # A list and a bare future, not a deque and an asyncio.Event: those allocate ~0.7 KiB each
+        # up front, per idle socket.
+        self._pending: list[LoggedEvent] = []
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
         self._replay_from: int | None = None
         self._watching: str | None = None
         self._pump_task: asyncio.Task[None] | None = None
@@ -274,9 +278,23 @@ class ConversationSocket(BaseSocket):
         if self._pump_task is None:
             self._pump_task = asyncio.get_running_loop().create_task(self._pump())
             self._tasks.append(self._pump_task)
-        self._wakeup.set()
+        self._wake()
 
     # -- delivery: one task per socket sends conversation events, in seq order, exactly once ------
+
+    def _wake(self) -> None:
+        self._woken = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _sleep_until_woken(self) -> None:
+        while not self._woken:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._woken = False
 
     def _on_events(self, conversation_id: str, events: list[LoggedEvent]) -> None:
         if conversation_id != self._watching:
@@ -288,36 +306,37 @@ class ConversationSocket(BaseSocket):
                 self._replay_from = self._cursor
         else:
             self._pending.extend(events)
-        self._wakeup.set()
+        self._wake()
 
     def _on_log_lost(self) -> None:
         # Live delivery was interrupted (Redis restarted): read back from the log, or resync.
         if self._replay_from is None:
             self._replay_from = self._cursor
-        self._wakeup.set()
+        self._wake()
 
     async def _pump(self) -> None:
         while not self._closing:
-            await self._wakeup.wait()
-            self._wakeup.clear()
+            await self._sleep_until_woken()
             try:
                 if self._replay_from is not None:
                     start, self._replay_from = self._replay_from, None
                     self._cursor = start
                     await self._read_log_to_end()
                 while self._pending:
-                    evt = self._pending.popleft()
-                    if evt.seq <= self._cursor:
-                        continue
-                    if evt.seq > self._cursor + 1:
-                        await self._read_log_to_end()  # a gap: fill it from the log
-                        continue
-                    await self._forward(evt)
+                    # events that arrive while these are sent wait in the fresh list, in order
+                    batch, self._pending = self._pending, []
+                    for evt in batch:
+                        if evt.seq <= self._cursor:
+                            continue
+                        if evt.seq > self._cursor + 1:
+                            await self._read_log_to_end()  # a gap: fill it from the log
+                            continue
+                        await self._forward(evt)
             except EventLogUnavailable:
                 await asyncio.sleep(0.5)
                 if self._replay_from is None:
                     self._replay_from = self._cursor
-                self._wakeup.set()
+                self._wake()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -360,8 +379,7 @@ class ConversationSocket(BaseSocket):
         state = await session_state(conversation=self.conversation)
         await self.send(text_data=protocol.control_frame("session_state", state))
         self._cursor = state["last_seq"]
-        while self._pending and self._pending[0].seq <= self._cursor:
-            self._pending.popleft()
+        self._pending = [evt for evt in self._pending if evt.seq > self._cursor]
 
     async def on_disconnected(self) -> None:
         if getattr(self, "_watching", None):
@@ -389,7 +407,7 @@ class ConversationSocket(BaseSocket):
             case protocol.Resume():
                 self._require_bound()
                 self._replay_from = frame.last_seq
-                self._wakeup.set()
+                self._wake()
                 return
         self._require_bound()
         cid = str(self.conversation.pk)

@@ -271,6 +271,7 @@ class _Claimed:
     agent: Agent
     conversation: Conversation
     refusal: str | None = None
+    history: list[ChatMessage] | None = None
 
 
 def _claim(run_id: str, owner: str) -> _Claimed | None:
@@ -297,11 +298,16 @@ def _claim(run_id: str, owner: str) -> _Claimed | None:
 
         if sessions.turn_refusal(run) is not None:
             return None  # a session past its limits takes no more turns, whoever dispatched this one
-    return _Claimed(run=run, agent=agent, conversation=run.conversation, refusal=refusal)
+    # The provider's input, read in the same trip to the database: nothing else stands between
+    # the claim and the provider's request (time to first token).
+    history = None if refusal else _history(run.conversation, agent, None)
+    return _Claimed(run=run, agent=agent, conversation=run.conversation, refusal=refusal, history=history)
 
 
-def _create_reply(run: Run) -> Message:
-    message = Message.objects.create(
+def _new_reply(run: Run) -> Message:
+    """The reply's row, not saved yet: its id goes out in run_started at once (see _store_reply)."""
+    return Message(
+        id=uuid.uuid4(),
         conversation_id=run.conversation_id,
         agent=run.agent,
         role=MessageRole.AGENT,
@@ -309,13 +315,14 @@ def _create_reply(run: Run) -> Message:
         status=MessageStatus.STREAMING,
         metadata={"provider": run.agent.provider, "model": run.agent.model, "run_id": str(run.pk)},
     )
-    Run.objects.filter(pk=run.pk).update(reply_message=message)
-    return message
 
 
-def _set_seq(message_id: Any, seq: int, conversation_id: Any) -> None:
-    Message.objects.filter(pk=message_id).update(seq=seq)
-    Conversation.objects.filter(pk=conversation_id, last_seq__lt=seq).update(last_seq=seq)
+def _store_reply(message: Message, run_id: Any, seq: int) -> None:
+    with transaction.atomic():
+        message.seq = seq
+        message.save(force_insert=True)
+        Run.objects.filter(pk=run_id).update(reply_message=message)
+        Conversation.objects.filter(pk=message.conversation_id, last_seq__lt=seq).update(last_seq=seq)
 
 
 def _checkpoint(message_id: Any, content: str, conversation_id: Any, last_seq: int) -> None:
@@ -401,6 +408,7 @@ class _Execution:
         self.agent = claimed.agent
         self.conversation = claimed.conversation
         self.refusal = claimed.refusal
+        self.history = claimed.history
         self.run_id = str(claimed.run.pk)
         self.writer = EventWriter(
             get_event_log(),
@@ -415,6 +423,7 @@ class _Execution:
         self.first_token_at: float | None = None
         self._last_checkpoint = time.monotonic()
         self._checkpointing: asyncio.Task[None] | None = None
+        self._storing_reply: asyncio.Task[None] | None = None
 
     @property
     def message_id(self) -> str:
@@ -423,12 +432,14 @@ class _Execution:
     async def run(self) -> None:
         outcome = _Outcome()
         try:
-            self.reply = await db(_create_reply)(self.run_row)
-            seq = await self.writer.emit_now(
+            # The provider is asked at once; the reply's row is stored meanwhile, with the seq of
+            # run_started (events keep their order in the writer; _finalise waits for the row).
+            self.reply = _new_reply(self.run_row)
+            started = self.writer.emit_tracked(
                 "run_started",
                 {"run_id": self.run_id, "agent_id": str(self.agent.pk), "message_id": self.message_id},
             )
-            await db(_set_seq)(self.reply.pk, seq, self.conversation.pk)
+            self._storing_reply = asyncio.get_running_loop().create_task(self._record_reply(started))
             if self.refusal:
                 outcome = _Outcome(
                     status=RunStatus.FAILED,
@@ -487,7 +498,9 @@ class _Execution:
             for t in (self.agent.tools or [])
         ]
         executions = {t["name"]: t.get("execution", "server") for t in (self.agent.tools or [])}
-        messages = await db(_history)(self.conversation, self.agent, self.reply.pk)
+        messages = self.history
+        if messages is None:
+            messages = await db(_history)(self.conversation, self.agent, self.reply.pk)
         agent_id = str(self.agent.pk)
         for _round in range(settings.NEXUS_MAX_TOOL_ROUNDS + 1):
             calls: list[ToolCall] = []
@@ -568,6 +581,9 @@ class _Execution:
             db(_checkpoint)(self.reply.pk, "".join(self.text), self.conversation.pk, self.writer.last_seq)
         )
 
+    async def _record_reply(self, started: asyncio.Future[int]) -> None:
+        await db(_store_reply)(self.reply, self.run_id, await started)
+
     async def _finalise(self, outcome: _Outcome) -> None:
         content = "".join(self.text)
         elapsed = time.monotonic() - self.started
@@ -584,6 +600,12 @@ class _Execution:
         if self._checkpointing is not None:
             with contextlib.suppress(Exception):
                 await self._checkpointing
+        if self._storing_reply is not None:
+            try:
+                await self._storing_reply
+            except Exception:
+                logger.exception("run %s: its reply could not be stored", self.run_id)
+                return  # still running in the database: the sweeper declares it incomplete
         if self.reply is None:
             return
         finished = await db(_finish)(

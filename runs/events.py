@@ -27,12 +27,21 @@ class EventWriter:
         self.owner_id = owner_id
         self.last_seq = floor
         self._pending: list[dict[str, Any]] = []
+        self._tracked: list[tuple[int, asyncio.Future[int]]] = []  # (index in _pending, its seq)
         self._flusher: asyncio.Task[None] | None = None
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         """Queue an event; it is appended at once if the path is idle."""
         self._pending.append(event(kind, data))
         self._kick()
+
+    def emit_tracked(self, kind: str, data: dict[str, Any]) -> asyncio.Future[int]:
+        """Queue an event like ``emit``, without waiting; the future gets its seq once it is logged."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append(event(kind, data))
+        self._tracked.append((len(self._pending) - 1, future))
+        self._kick()
+        return future
 
     def emit_chunk(self, *, message_id: str, agent_id: str, chunk: str) -> None:
         """Queue a text chunk, merged into a still-pending chunk of the same message if any."""
@@ -67,6 +76,7 @@ class EventWriter:
         delay = 0.05
         while self._pending:
             batch, self._pending = self._pending, []
+            tracked, self._tracked = self._tracked, []
             payloads = [encode_event(evt) for evt in batch]
             while True:
                 try:
@@ -80,3 +90,6 @@ class EventWriter:
                     delay = min(delay * 2, 1.0)
             delay = 0.05
             self.last_seq = first + len(payloads) - 1
+            for index, future in tracked:
+                if not future.done():
+                    future.set_result(first + index)

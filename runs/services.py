@@ -12,7 +12,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async as sync_to_async
 from channels.layers import get_channel_layer
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from agents.models import Agent, AgentStatus
@@ -89,7 +89,9 @@ def _prepare_send(
         raise ValidationFailed("The message is empty.", details={"content": ["Must not be empty."]})
     with transaction.atomic():
         conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
-        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if connection.features.has_select_for_update:
+            # Serialises sends to one conversation; SQLite's IMMEDIATE transactions already do.
+            conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
         if client_message_id:
             existing = Message.objects.filter(
                 conversation=conversation, client_message_id=client_message_id
@@ -143,17 +145,16 @@ def _prepare_send(
         if isinstance(context, dict) and context:
             conversation.context = {**(conversation.context or {}), **context}
         conversation.save(update_fields=["status", "context", "updated_at"])
-        try:
-            with transaction.atomic():
-                message = Message.objects.create(
-                    conversation=conversation,
-                    role=MessageRole.USER,
-                    type=MessageType.MESSAGE,
-                    status=MessageStatus.COMPLETE,
-                    content=content,
-                    client_message_id=client_message_id or None,
-                    metadata={"user_id": user.pk},
-                )
+        try:  # no savepoint: a collision raises, and the whole transaction rolls back
+            message = Message.objects.create(
+                conversation=conversation,
+                role=MessageRole.USER,
+                type=MessageType.MESSAGE,
+                status=MessageStatus.COMPLETE,
+                content=content,
+                client_message_id=client_message_id or None,
+                metadata={"user_id": user.pk},
+            )
         except IntegrityError:
             raise Conflict("A message with this client_message_id is being sent.") from None
         run = None
@@ -161,7 +162,7 @@ def _prepare_send(
             run = Run.objects.create(conversation=conversation, agent=agent, trigger_message=message)
         if interrupt:
             Run.objects.filter(pk__in=[r.pk for r in interrupt]).update(cancel_requested=True)
-    conversation_touch(conversation_id=conversation.pk)
+        conversation_touch(conversation_id=conversation.pk)  # in the same commit
     return _Prepared(
         SendResult(str(message.pk), str(run.pk) if run else None, str(conversation.pk), client_message_id),
         conversation,

@@ -4,8 +4,8 @@ The test process never opens the cluster's database itself (pytest-django guards
 database); this process does, with the cluster's own settings, through the same services the
 server uses. Started once per cluster: ``python -m tests.realtime_procs.dbtool``.
 
-Commands (``{"op": ..., ...}``): ``user``, ``agent``, ``conversation``, ``message``, ``run``,
-``runs``. Each answers ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
+Commands (``{"op": ..., ...}``): ``user``, ``agent``, ``conversation``, ``conversations``,
+``message``, ``run``, ``runs``. Each answers ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ def _conversation(owner_id: int, agent_ids: list[str], settings: dict[str, Any] 
     return str(conversation.pk)
 
 
+def _conversations(owner_id: int, agent_ids: list[str], count: int) -> list[str]:
+    return [_conversation(owner_id, agent_ids) for _ in range(count)]
+
+
 def _message(message_id: str) -> dict[str, Any]:
     from conversations.models import Message
 
@@ -87,6 +91,7 @@ OPS = {
     "user": _user,
     "agent": _agent,
     "conversation": _conversation,
+    "conversations": _conversations,
     "message": _message,
     "run": _run,
     "runs": _runs,

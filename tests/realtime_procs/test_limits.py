@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import httpx
 import pytest
+import redis.asyncio
 
-from tests.realtime_procs.cluster import Socket, reply_text
+from tests.realtime_procs.cluster import Cluster, Socket, reply_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(120)]
 
@@ -184,4 +186,47 @@ async def test_sockets_idle_longer_than_redis_socket_timeouts_are_not_dropped(cl
             assert "lost Redis" not in log and "receive failed" not in log, log[-2000:]
     finally:
         for sock in sockets:
+            await sock.close()
+
+
+@pytest.fixture(scope="module")
+def fast_ping_cluster(tmp_path_factory, redis_server_url):
+    """One daphne whose keepalive ticks every second (no worker: no runs here)."""
+    cluster = Cluster(
+        tmp_path_factory.mktemp("fast-ping"), redis_server_url, extra_env={"NEXUS_WS_PING_INTERVAL": "1"}
+    )
+    try:
+        cluster.start(webs=1, workers=0)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def test_busy_sockets_keep_their_place_in_the_socket_limit(fast_ping_cluster, redis_url):
+    cluster = fast_ping_cluster
+    user, token = await cluster.user()
+    _, conversation = await cluster.scripted_conversation(user)
+    path = f"/ws/conversations/{conversation}/"
+    opened = [await Socket.open(cluster.ws(path), token) for _ in range(5)]
+    try:
+        for sock in opened:
+            await sock.until("connection")
+        # Make every entry look as old as a dead process's (120 s without a refresh) ...
+        client = redis.asyncio.Redis.from_url(cluster.redis_url)
+        key = f"{cluster.prefix}:ws:sockets:{user}"
+        entries = await client.zrange(key, 0, -1)
+        assert len(entries) == 5
+        await client.zadd(key, {member: time.time() - 1000 for member in entries})
+        # ... while the clients stay busy: the keepalive must refresh them anyway
+        for _ in range(8):
+            for sock in opened:
+                await sock.send({"type": "ping"})
+            await asyncio.sleep(0.3)
+        scores = [score for _, score in await client.zrange(key, 0, -1, withscores=True)]
+        await client.aclose()
+        assert all(score > time.time() - 10 for score in scores), scores
+        sixth = await Socket.open(cluster.ws(path), token)
+        assert await sixth.close_code() == 4004
+    finally:
+        for sock in opened:
             await sock.close()
