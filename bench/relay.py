@@ -6,7 +6,8 @@ Run: ``.venv/bin/python bench/relay.py`` (needs Redis for the worker mode: ``--r
 
 Modes: ``direct`` (the openai SDK reading the fake), ``inline`` (one daphne, in-memory channel
 layer and event log, the run an asyncio task in daphne) and ``workers`` (one daphne + one
-``runworker nexus-runs``, Redis channel layer and event log). Each Nexus run gets a fresh
+``runworker nexus-runs``, Redis channel layer and event log). Each mode has its own private SQLite
+database (``--postgres-url``: a throwaway PostgreSQL database instead). Each Nexus run gets a fresh
 conversation; the agent is provider ``openai`` with ``base_url`` at the fake. The fake runs in its
 own process and stamps every token with its send time (bench/common.py).
 
@@ -548,6 +549,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} CPUs, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}",
+        "load_before": os.getloadavg()[0],
     }
     quick = args.quick
     sections = set(args.sections)
@@ -559,7 +561,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if sections & {"a", "b", "c"}:
                 for mode in args.modes:
                     clusters.append(
-                        Nexus(mode, tmp, redis_url=args.redis_url, fake_base_url=fake.base_url).start()
+                        Nexus(
+                            mode,
+                            tmp,
+                            redis_url=args.redis_url,
+                            fake_base_url=fake.base_url,
+                            postgres_url=args.postgres_url,
+                        ).start()
                     )
             if "a" in sections:
                 results["a"] = await section_a(fake, client, clusters, runs=2 if quick else 7)
@@ -579,6 +587,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["d"] = await section_d(
                 tmp, 200 if quick else 1000, redis_url=args.redis_url, fake_base_url=fake.base_url
             )
+    results["load_after"] = os.getloadavg()[0]
     return results
 
 
@@ -587,6 +596,10 @@ def main() -> None:
     parser.add_argument(
         "--redis-url", default=os.environ.get("NEXUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
+    parser.add_argument(
+        "--postgres-url",
+        help="run (a)-(c) on throwaway databases on this PostgreSQL server (default: private SQLite files)",
+    )
     parser.add_argument("--modes", nargs="+", default=["inline", "workers"], choices=["inline", "workers"])
     parser.add_argument("--sections", nargs="+", default=list("abcd"), choices=list("abcd"))
     parser.add_argument("--quick", action="store_true", help="fewer runs and streams: a smoke test")
@@ -594,7 +607,10 @@ def main() -> None:
     args = parser.parse_args()
     results = asyncio.run(run(args))
     print()
-    print(f"{results['date']} on {results['machine']}")
+    print(
+        f"{results['date']} on {results['machine']}; load average {results['load_before']:.2f} before, "
+        f"{results['load_after']:.2f} after"
+    )
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -277,11 +277,10 @@ class _Claimed:
 def _claim(run_id: str, owner: str) -> _Claimed | None:
     """Take a queued run: queued -> running, at most once, one running run per conversation."""
     now = timezone.now()
-    try:
-        with transaction.atomic():
-            claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED, cancel_requested=False).update(
-                status=RunStatus.RUNNING, owner=owner, started_at=now, heartbeat_at=now
-            )
+    try:  # one statement, atomic by itself: no BEGIN/COMMIT round trips before the first token
+        claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED, cancel_requested=False).update(
+            status=RunStatus.RUNNING, owner=owner, started_at=now, heartbeat_at=now
+        )
     except IntegrityError:
         return None  # another run of the conversation is running; it starts this one when done
     if not claimed:
