@@ -9,8 +9,8 @@ import asyncio
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -19,26 +19,59 @@ logger = logging.getLogger(__name__)
 
 
 class PerLoop(Generic[T]):
-    """One value per running event loop, made on first use.
+    """One value per running event loop, made on first use and closed with the loop.
 
     An httpx ``AsyncClient`` (and an SDK client wrapping one) belongs to the loop it first ran on,
     and creating one costs ~20 ms (SSL context), so each loop gets its own, reused across calls.
+    Its keep-alive connections must be closed before the loop closes (or they leak and warn): a
+    small async generator parked on the loop runs ``close`` when the loop shuts its async
+    generators down, which ``asyncio.run``, ``asyncio.Runner`` (pytest-asyncio) and asgiref's
+    ``async_to_sync`` all do.
     """
 
-    def __init__(self, factory: Callable[[], T]) -> None:
+    def __init__(self, factory: Callable[[], T], close: Callable[[T], Awaitable[None]] | None = None) -> None:
         self._factory = factory
-        self._values: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = weakref.WeakKeyDictionary()
+        self._close = close
+        self._values: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[T, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
 
     def get(self) -> T:
         loop = asyncio.get_running_loop()
-        value = self._values.get(loop)
-        if value is None:
+        entry = self._values.get(loop)
+        if entry is None:
             with self._lock:
-                value = self._values.get(loop)
-                if value is None:
-                    value = self._values[loop] = self._factory()
-        return value
+                entry = self._values.get(loop)
+                if entry is None:
+                    value = self._factory()
+                    entry = self._values[loop] = (value, self._guard(loop, value))
+        return entry[0]
+
+    def _guard(self, loop: asyncio.AbstractEventLoop, value: T) -> Any:
+        if self._close is None:
+            return None
+        close = self._close
+
+        async def closes_with_the_loop() -> AsyncIterator[None]:
+            try:
+                yield
+            finally:
+                await close(value)
+
+        guard = closes_with_the_loop()
+        # Run it to its yield; the loop now tracks it and closes it at shutdown. The entry keeps a
+        # strong reference: the loop's own is weak, and a collected guard would close too early.
+        started = loop.create_task(_advance(guard))
+        return guard, started
+
+
+async def _advance(guard: AsyncIterator[None]) -> None:
+    await anext(guard)
+
+
+async def close_http_client(client: httpx.AsyncClient) -> None:
+    await client.aclose()
 
 
 def new_http_client() -> httpx.AsyncClient:

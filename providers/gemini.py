@@ -166,8 +166,16 @@ class _TapClient(httpx.AsyncClient):
         )
 
 
-def _new_clients() -> dict[tuple[str, str], genai.Client]:
-    return {}
+class _LoopClients:
+    """This loop's SDK clients, one per (base URL, API version), and the HTTP clients under them."""
+
+    def __init__(self) -> None:
+        self.sdk: dict[tuple[str, str], genai.Client] = {}
+        self.http: list[_TapClient] = []
+
+    async def close(self) -> None:
+        for client in self.http:
+            await client.aclose()
 
 
 def _retry_delay(error: genai_errors.APIError) -> float | None:
@@ -281,23 +289,25 @@ class GeminiProvider:
         self.base_url = base_url
         self.api_version = api_version
         self.retry = retry_policy(retry, retry_after_cap)
-        self._clients = PerLoop(_new_clients)
+        self._clients = PerLoop(_LoopClients, close=_LoopClients.close)
 
     def _client(self, options: GenerationOptions) -> genai.Client:
         # A genai.Client costs ~40 ms to build, so one per (loop, base URL, version), holding no key.
         base_url = options.base_url or self.base_url
         api_version = options.api_version or self.api_version
         clients = self._clients.get()
-        client = clients.get((base_url, api_version))
+        client = clients.sdk.get((base_url, api_version))
         if client is None:
-            client = clients[(base_url, api_version)] = genai.Client(
+            http = _TapClient(trust_env=False, timeout=httpx.Timeout(30.0))
+            clients.http.append(http)
+            client = clients.sdk[(base_url, api_version)] = genai.Client(
                 api_key=PLACEHOLDER_KEY,
                 vertexai=False,
                 http_options=types.HttpOptions(
                     base_url=base_url,
                     api_version=api_version,
                     retry_options=types.HttpRetryOptions(attempts=1),  # ours is the only retry layer
-                    httpx_async_client=_TapClient(trust_env=False, timeout=httpx.Timeout(30.0)),
+                    httpx_async_client=http,
                 ),
             )
         return client

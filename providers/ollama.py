@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
-from providers._wire import LineDecoder, PerLoop, body_chunks, finish_body, new_http_client
+from providers._wire import LineDecoder, PerLoop, body_chunks, close_http_client, finish_body, new_http_client
 from providers.base import (
     ChatMessage,
     Finished,
@@ -149,7 +149,7 @@ class OllamaProvider:
         self.base_url = base_url.rstrip("/")
         self.retry = retry_policy(retry, retry_after_cap)
         self.keep_alive = keep_alive
-        self._http = PerLoop(new_http_client)
+        self._http = PerLoop(new_http_client, close=close_http_client)
 
     def _url(self, options: GenerationOptions, path: str) -> str:
         return (options.base_url or self.base_url).rstrip("/") + path

@@ -14,7 +14,7 @@ from typing import Any
 import openai
 import orjson
 
-from providers._wire import PerLoop, SSEDecoder, body_chunks, finish_body, new_http_client
+from providers._wire import PerLoop, SSEDecoder, body_chunks, close_http_client, finish_body, new_http_client
 from providers.base import (
     ChatMessage,
     Finished,
@@ -220,7 +220,7 @@ class OpenAIProvider:
         self.base_url = base_url
         self.retry = retry_policy(retry, retry_after_cap)
         self.include_usage = include_usage
-        self._http = PerLoop(new_http_client)
+        self._http = PerLoop(new_http_client, close=close_http_client)
 
     def _client(self, options: GenerationOptions) -> openai.AsyncOpenAI:
         # Cheap (~50 us) next to the shared HTTP client, so made per call: the key is never kept.
