@@ -21,6 +21,8 @@ from django.db import connection
 from django.http import JsonResponse
 from django.utils import timezone
 
+from nexus.tasks import process_task
+
 CHECK_TIMEOUT = 3.0
 
 
@@ -51,7 +53,7 @@ async def check_channel_layer() -> dict[str, Any]:
         return {"status": "down", "backend": backend, "error": "not configured"}
     started = time.perf_counter()
     try:
-        channel = await asyncio.wait_for(layer.new_channel("health."), CHECK_TIMEOUT)
+        channel = await asyncio.wait_for(layer.new_channel("health"), CHECK_TIMEOUT)
         await asyncio.wait_for(layer.send(channel, {"type": "health.ping"}), CHECK_TIMEOUT)
         await asyncio.wait_for(layer.receive(channel), CHECK_TIMEOUT)
     except Exception as exc:
@@ -124,7 +126,7 @@ async def check_providers() -> tuple[dict[str, Any], str | None]:
     loop = asyncio.get_running_loop()
     task = _provider_refresh.get(loop)
     if task is None or task.done():
-        task = loop.create_task(_refresh_providers())
+        task = process_task(_refresh_providers())
         _provider_refresh[loop] = task
     try:
         return await asyncio.wait_for(asyncio.shield(task), PROVIDER_WAIT), _providers["checked_at"]

@@ -250,7 +250,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
 NEXUS_REGISTRATION_ENABLED = env_bool("NEXUS_REGISTRATION_ENABLED", False)
 
 NEXUS_JWT_SIGNING_KEY = env_str("NEXUS_JWT_SIGNING_KEY") or SECRET_KEY

@@ -12,3 +12,7 @@ urlpatterns = [
     path("api/", include("nexus.api_urls")),
     path("", include("realtime.web_urls")),
 ]
+
+# Errors under /api/ answer in the one JSON error shape; pages elsewhere stay Django's.
+handler404 = "nexus.exceptions.handler404"
+handler500 = "nexus.exceptions.handler500"

@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nexus.tasks import process_task
+
 logger = logging.getLogger(__name__)
 
 RESTART_GAP = 1_000_000
@@ -387,7 +389,7 @@ class RedisEventLog(EventLog):
 
     def _wake(self) -> None:
         if self._tail_task is None or self._tail_task.done():
-            self._tail_task = asyncio.get_running_loop().create_task(self._tail(), name="eventlog-tail")
+            self._tail_task = process_task(self._tail(), name="eventlog-tail")
         else:
             asyncio.get_running_loop().create_task(self._poke())
 

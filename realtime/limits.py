@@ -13,6 +13,8 @@ from typing import Any
 
 from django.conf import settings
 
+from nexus.tasks import process_task
+
 SOCKET_STALE_SECONDS = 120.0  # a socket entry not refreshed this long belongs to a dead process
 # Each process also keeps a key alive while it runs; the sockets of a process whose key lapsed
 # (SIGKILLed, crashed) stop counting at once, so its users can reconnect elsewhere within seconds.
@@ -148,7 +150,7 @@ class RedisLimits(Limits):
 
     async def socket_open(self, user_id: int, socket_id: str) -> bool:
         if self._beat is None or self._beat.done():
-            self._beat = asyncio.get_running_loop().create_task(self._beat_loop(), name="limits-beat")
+            self._beat = process_task(self._beat_loop(), name="limits-beat")
         result = await self._socket(
             keys=[
                 self._sockets_key(user_id),

@@ -37,6 +37,7 @@ from conversations.models import (
     Run,
     RunStatus,
 )
+from nexus.tasks import process_task
 from providers.base import ChatMessage, Finished, ProviderError, TextDelta, ToolCall, ToolSpec, UsageReport
 from realtime.eventlog import get_event_log
 from runs.events import EventWriter
@@ -87,11 +88,10 @@ class RunManager:
             # lets one receiver at a time block on a process's local channels, and a blocked receive
             # on another prefix starves every consumer's channel in the process (and is starved).
             self.control_channel = f"nexus-owner.{uuid.uuid4().hex}"
-            loop = asyncio.get_running_loop()
             self._background = [
-                loop.create_task(self._control_loop(), name="runs-control"),
-                loop.create_task(self._heartbeat_loop(), name="runs-heartbeat"),
-                loop.create_task(self._sweeper_loop(), name="runs-sweeper"),
+                process_task(self._control_loop(), name="runs-control"),
+                process_task(self._heartbeat_loop(), name="runs-heartbeat"),
+                process_task(self._sweeper_loop(), name="runs-sweeper"),
             ]
             self._started = True
 
@@ -107,7 +107,7 @@ class RunManager:
         run_id = str(run_id)
         if run_id in self.tasks:
             return
-        task = asyncio.get_running_loop().create_task(execute_run(self, run_id), name=f"run-{run_id}")
+        task = process_task(execute_run(self, run_id), name=f"run-{run_id}")
         self.tasks[run_id] = task
         task.add_done_callback(lambda _t, rid=run_id: self._forget(rid))
 

@@ -152,3 +152,66 @@ async def test_a_duplicate_dispatch_past_the_limit_runs_no_extra_turn(connect, u
     await database_sync_to_async(extra.refresh_from_db)()
     assert extra.status == "stopped"
     assert len(await database_sync_to_async(_turns)(conversation.pk)) == 2
+
+
+async def test_a_session_created_over_rest_with_an_opening_message_starts_by_itself(user):
+    """REST clients start a session in one request: ``settings.opening_message`` is posted as the
+    creator's message and the agents take their turns; the same request again starts nothing twice."""
+    from django.test import AsyncClient
+
+    from conversations.models import Message
+    from tests.realtime.conftest import token_for
+
+    alpha = await database_sync_to_async(make_agent)(owner=user, name="Alpha", reply="Alpha speaks.")
+    beta = await database_sync_to_async(make_agent)(owner=user, name="Beta", reply="Beta answers.")
+    http = AsyncClient()
+    auth = {"Authorization": f"Bearer {await database_sync_to_async(token_for)(user)}"}
+    response = await http.post(
+        "/api/conversations/",
+        {
+            "session_type": "agent_agent",
+            "agents": [str(alpha.pk), str(beta.pk)],
+            "settings": {"max_turns": 2, "opening_message": "Plan a picnic."},
+        },
+        content_type="application/json",
+        headers=auth,
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert [m["content"] for m in body["messages"]] == ["Plan a picnic."]
+    for _ in range(100):
+        if await database_sync_to_async(_status)(body["id"]) == "completed":
+            break
+        await asyncio.sleep(0.1)
+    assert await database_sync_to_async(_status)(body["id"]) == "completed"
+    turns = await database_sync_to_async(_turns)(body["id"])
+    assert [(name, content) for name, content, _ in turns] == [
+        ("Alpha", "Alpha speaks."),
+        ("Beta", "Beta answers."),
+    ]
+    assert scripted.SEEN[0][-1].content.endswith("Plan a picnic.")
+    user_messages = await database_sync_to_async(
+        Message.objects.filter(conversation_id=body["id"], role="user").count
+    )()
+    assert user_messages == 1
+
+
+async def test_a_session_created_without_an_opening_waits_for_the_first_message(user):
+    from django.test import AsyncClient
+
+    from tests.realtime.conftest import token_for
+
+    alpha = await database_sync_to_async(make_agent)(owner=user, name="Alpha")
+    beta = await database_sync_to_async(make_agent)(owner=user, name="Beta")
+    http = AsyncClient()
+    auth = {"Authorization": f"Bearer {await database_sync_to_async(token_for)(user)}"}
+    response = await http.post(
+        "/api/conversations/",
+        {"session_type": "agent_agent", "agents": [str(alpha.pk), str(beta.pk)], "settings": {"goal": "x"}},
+        content_type="application/json",
+        headers=auth,
+    )
+    assert response.status_code == 201
+    await asyncio.sleep(0.3)
+    assert response.json()["messages"] == []
+    assert await database_sync_to_async(_turns)(response.json()["id"]) == []
