@@ -88,7 +88,25 @@ def _config_validate(config: Any) -> dict[str, Any]:
                 "api_key_env names an environment variable ending in _API_KEY.",
                 details={"config": ["api_key_env must name a variable like GROQ_API_KEY."]},
             )
+    _timeouts_validate(config.get("timeouts"))
     return config
+
+
+def _timeouts_validate(timeouts: Any) -> None:
+    """``config.timeouts``: provider deadlines for this agent, each 0 < seconds <= 3600."""
+    from runs.provider_config import TIMEOUT_NAMES, timeout_value_ok
+
+    if timeouts is None:
+        return
+    problem = None
+    if not isinstance(timeouts, dict):
+        problem = "timeouts must be an object."
+    elif unknown := sorted(set(timeouts) - set(TIMEOUT_NAMES)):
+        problem = f"Unknown timeouts: {', '.join(unknown)}; use {', '.join(TIMEOUT_NAMES)}."
+    elif not all(timeout_value_ok(value) for value in timeouts.values()):
+        problem = "Each timeout is a number of seconds above 0 and at most 3600."
+    if problem:
+        raise ValidationFailed(problem, details={"config": [problem]})
 
 
 def storable_json_validate(value: Any, *, field: str) -> None:

@@ -227,6 +227,12 @@ GEMINI_BASE_URL = env_str("GEMINI_BASE_URL", "")
 NEXUS_LOCAL_MODEL_PATH = env_str("NEXUS_LOCAL_MODEL_PATH", "")
 NEXUS_LOCAL_MODEL_THREADS = env_int("NEXUS_LOCAL_MODEL_THREADS", 2, minimum=1)
 NEXUS_PROVIDER_RETRY_AFTER_CAP = env_float("NEXUS_PROVIDER_RETRY_AFTER_CAP", 20.0, minimum=0)
+# Provider deadlines in seconds (an agent's config "timeouts" overrides any of them): opening the
+# connection, the first chunk of a reply, the longest silence once it streams, the whole call.
+NEXUS_PROVIDER_CONNECT_TIMEOUT = env_float("NEXUS_PROVIDER_CONNECT_TIMEOUT", 5.0, minimum=0.1)
+NEXUS_PROVIDER_FIRST_TOKEN_TIMEOUT = env_float("NEXUS_PROVIDER_FIRST_TOKEN_TIMEOUT", 60.0, minimum=0.1)
+NEXUS_PROVIDER_CHUNK_TIMEOUT = env_float("NEXUS_PROVIDER_CHUNK_TIMEOUT", 30.0, minimum=0.1)
+NEXUS_PROVIDER_TOTAL_TIMEOUT = env_float("NEXUS_PROVIDER_TOTAL_TIMEOUT", 600.0, minimum=1.0)
 
 
 def _provider_plugins() -> dict[str, str]:

@@ -471,11 +471,11 @@ class _Execution:
 
     def _provider_failure(self, exc: ProviderError) -> _Outcome:
         if exc.kind == "incomplete":
-            return _Outcome(
-                status=RunStatus.INCOMPLETE,
-                message_status=MessageStatus.INCOMPLETE,
-                error={"code": "provider_error", "message": exc.message, "kind": exc.kind},
-            )
+            # Watchers are told why the reply ends here (the `error` frame), and the partial reply
+            # is kept as `incomplete`, never passed off as complete.
+            error = {"code": "provider_error", "message": exc.message, "kind": exc.kind}
+            self.writer.emit("error", {**error, "details": {"run_id": self.run_id, "kind": exc.kind}})
+            return _Outcome(status=RunStatus.INCOMPLETE, message_status=MessageStatus.INCOMPLETE, error=error)
         code = PROVIDER_ERROR_CODES.get(exc.kind, "provider_error")
         error = {"code": code, "message": exc.message, "kind": exc.kind}
         data: dict[str, Any] = {**error, "details": {"run_id": self.run_id, "kind": exc.kind}}
@@ -527,15 +527,17 @@ class _Execution:
             if finished is None:
                 raise ProviderError("incomplete", "The provider's stream ended before it finished.")
             if finished.reason == "blocked":
+                error = {
+                    "code": "provider_error",
+                    "message": "The provider blocked this reply.",
+                    "kind": "blocked",
+                }
+                self.writer.emit("error", {**error, "details": {"run_id": self.run_id, "kind": "blocked"}})
                 return _Outcome(
                     status=RunStatus.FAILED,
                     message_status=MessageStatus.ERROR,
                     finish_reason="blocked",
-                    error={
-                        "code": "provider_error",
-                        "message": "The provider blocked this reply.",
-                        "kind": "blocked",
-                    },
+                    error=error,
                 )
             if not calls or finished.reason not in ("tool_calls", "stop"):
                 return _Outcome(finish_reason=finished.reason)

@@ -20,14 +20,24 @@ from typing import Any
 
 from django.conf import settings
 
-from providers.base import ChatMessage, Finished, GenerationOptions, ProviderError, TextDelta, ToolCall
+from providers.base import (
+    ChatMessage,
+    Finished,
+    GenerationOptions,
+    ProviderError,
+    TextDelta,
+    Timeouts,
+    ToolCall,
+)
 
 logger = logging.getLogger("nexus.providers")
 
 # The key variable each provider falls back to when the agent names none.
 DEFAULT_KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "gemini": "GOOGLE_API_KEY"}
 # Options that are ours, not the provider's: never passed on as `extra`.
-_NOT_PROVIDER_OPTIONS = frozenset({"api_key_env", "api_version", "metadata"})
+_NOT_PROVIDER_OPTIONS = frozenset({"api_key_env", "api_version", "metadata", "timeouts"})
+TIMEOUT_NAMES = ("connect", "first_token", "between_chunks", "total")
+TIMEOUT_MAX_SECONDS = 3600.0
 
 _configured: tuple[Any, ...] | None = None
 
@@ -82,7 +92,29 @@ def generation_options_for(agent: Any) -> GenerationOptions:
         api_key=api_key_for(provider=agent.provider, config=config),
         api_version=config.get("api_version") or None,
         extra={key: value for key, value in config.items() if key not in _NOT_PROVIDER_OPTIONS},
+        timeouts=timeouts_for(config.get("timeouts")),
     )
+
+
+def timeouts_for(overrides: Any) -> Timeouts:
+    """The provider deadlines: the settings, with an agent's ``config.timeouts`` on top (values
+    checked when the agent is saved; anything unusable here falls back to the setting)."""
+    values = {
+        "connect": settings.NEXUS_PROVIDER_CONNECT_TIMEOUT,
+        "first_token": settings.NEXUS_PROVIDER_FIRST_TOKEN_TIMEOUT,
+        "between_chunks": settings.NEXUS_PROVIDER_CHUNK_TIMEOUT,
+        "total": settings.NEXUS_PROVIDER_TOTAL_TIMEOUT,
+    }
+    if isinstance(overrides, dict):
+        for name in TIMEOUT_NAMES:
+            value = overrides.get(name)
+            if timeout_value_ok(value):
+                values[name] = float(value)
+    return Timeouts(**values)
+
+
+def timeout_value_ok(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= TIMEOUT_MAX_SECONDS
 
 
 def _default_options(provider: str) -> GenerationOptions:

@@ -124,6 +124,11 @@ def test_create_with_tools_and_config(alice, db):
         ({**NEW, "name": "nul\x00"}, "name"),
         ({**NEW, "config": {"top_p": "nul\x00"}}, "config"),
         ({**NEW, "config": {"nul\x00": 1}}, "config"),
+        ({**NEW, "config": {"timeouts": 5}}, "config"),
+        ({**NEW, "config": {"timeouts": {"between_chunks": 0}}}, "config"),
+        ({**NEW, "config": {"timeouts": {"total": 4000}}}, "config"),
+        ({**NEW, "config": {"timeouts": {"connect": "5"}}}, "config"),
+        ({**NEW, "config": {"timeouts": {"sleep": 5}}}, "config"),
     ],
 )
 def test_create_refuses_bad_input_with_field_errors(alice, db, payload, field):

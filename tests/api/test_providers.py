@@ -134,3 +134,17 @@ async def test_provider_statuses_never_raise(settings):
         statuses = await asyncio.wait_for(provider_config.provider_statuses(), 5)
     names = [s["name"] for s in statuses]
     assert names == sorted(names) and "failing" in names and "hanging" in names
+
+
+def test_provider_deadlines_come_from_settings_and_the_agent_config(settings):
+    settings.NEXUS_PROVIDER_CONNECT_TIMEOUT = 2.0
+    settings.NEXUS_PROVIDER_FIRST_TOKEN_TIMEOUT = 20.0
+    settings.NEXUS_PROVIDER_CHUNK_TIMEOUT = 7.0
+    settings.NEXUS_PROVIDER_TOTAL_TIMEOUT = 90.0
+    agent = Agent(name="t", provider="openai", model="m", config={})
+    timeouts = provider_config.generation_options_for(agent).timeouts
+    assert (timeouts.connect, timeouts.first_token, timeouts.between_chunks, timeouts.total) == (2, 20, 7, 90)
+    agent.config = {"timeouts": {"between_chunks": 1.5, "total": 30}, "top_p": 0.5}
+    options = provider_config.generation_options_for(agent)
+    assert (options.timeouts.between_chunks, options.timeouts.total, options.timeouts.connect) == (1.5, 30, 2)
+    assert "timeouts" not in options.extra and options.extra["top_p"] == 0.5

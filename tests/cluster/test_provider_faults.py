@@ -2,8 +2,8 @@
 speaking the real SSE wire format) through the real ``openai`` SDK adapter, and a WebSocket client
 on a web process sees the outcome.
 
-Provider timeouts cannot be shortened from settings or agent config (``generation_options_for``
-passes no ``Timeouts``), so the stall case waits for the default between-chunk timeout, 30 s.
+Every agent here sets a short between-chunks deadline in its config (``timeouts``), so the stall
+case fails in seconds rather than the default 30 s.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.fakes import FakeServerProcess, Reply
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
 TEXT = "one two three four five six seven eight nine ten"
-BETWEEN_CHUNKS_TIMEOUT = 30.0  # providers.base.Timeouts().between_chunks
+BETWEEN_CHUNKS_TIMEOUT = 3.0  # each agent's config.timeouts.between_chunks
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ CASES = [
     Case("500-500-then-ok", (Reply(status=500), Reply(status=500), Reply(text=TEXT)), 3, "completed", "complete", None, "full"),
     Case("500-three-times", (Reply(status=500),) * 3, 3, "failed", "error", "provider_unavailable", "empty"),
     Case("stall-after-the-first-tokens", (Reply(text=TEXT, stall_after=4),), 1, "failed", "error", "provider_timeout", "partial", timeout=BETWEEN_CHUNKS_TIMEOUT + 15),
-    Case("cut-stream", (Reply(text=TEXT, cut_after=4),), 1, "incomplete", "incomplete", None, "partial", finished_error="provider_error"),
-    Case("tcp-reset-mid-stream", (Reply(text=TEXT, drop_after=4),), 1, "incomplete", "incomplete", None, "partial", finished_error="provider_error"),
+    Case("cut-stream", (Reply(text=TEXT, cut_after=4),), 1, "incomplete", "incomplete", "provider_error", "partial"),
+    Case("tcp-reset-mid-stream", (Reply(text=TEXT, drop_after=4),), 1, "incomplete", "incomplete", "provider_error", "partial"),
     Case("malformed-chunk-mid-stream", (Reply(text=TEXT, malformed_after=4),), 1, "failed", "error", "provider_error", "partial"),
     Case("malformed-first-chunk", (Reply(text=TEXT, malformed_after=0),), 1, "failed", "error", "provider_error", "empty"),
 ]  # fmt: skip
@@ -68,6 +68,7 @@ def fakes(cluster):
                         "provider": "openai",
                         "model": "gpt-4o-mini",
                         "base_url": servers[case.id].base_url,
+                        "config": {"timeouts": {"between_chunks": BETWEEN_CHUNKS_TIMEOUT}},
                     }
                     for case in CASES
                 ],
