@@ -24,11 +24,15 @@ def conversation_list(*, user: Any) -> QuerySet[Conversation]:
     return conversation_queryset_for_user(user).order_by("-updated_at", "-created_at")
 
 
-def conversation_get_for_user(*, user: Any, conversation_id: Any) -> Conversation:
-    """The conversation if the user may see it; otherwise NotFound (never a leak of existence)."""
+def conversation_get_for_user(*, user: Any, conversation_id: Any, for_update: bool = False) -> Conversation:
+    """The conversation if the user may see it; otherwise NotFound (never a leak of existence).
+    ``for_update``: its row locked until the caller's transaction ends."""
     pk = parse_uuid(conversation_id, what="Conversation")
+    queryset = conversation_queryset_for_user(user)
+    if for_update:
+        queryset = queryset.select_for_update(of=("self",))
     try:
-        return conversation_queryset_for_user(user).get(pk=pk)
+        return queryset.get(pk=pk)
     except Conversation.DoesNotExist:
         raise NotFound("Conversation not found.") from None
 

@@ -14,7 +14,6 @@ from django.utils import timezone
 from agents.models import Agent
 from conversations.models import (
     Conversation,
-    ConversationStatus,
     DoubleTextPolicy,
     Message,
     Opinion,
@@ -142,12 +141,9 @@ def conversation_delete(*, conversation: Conversation) -> None:
     conversation.delete()
 
 
-def conversation_touch(*, conversation_id: Any) -> None:
-    """Push the idle expiry forward after activity."""
-    Conversation.objects.filter(pk=conversation_id, status=ConversationStatus.ACTIVE).update(
-        updated_at=timezone.now(),
-        expires_at=timezone.now() + timedelta(seconds=django_settings.NEXUS_CONVERSATION_IDLE_SECONDS),
-    )
+def conversation_idle_expiry() -> Any:
+    """When a conversation active now expires if nothing else happens in it."""
+    return timezone.now() + timedelta(seconds=django_settings.NEXUS_CONVERSATION_IDLE_SECONDS)
 
 
 def message_feedback(*, message: Message, rating: str | None, comment: str = "") -> Message:

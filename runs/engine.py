@@ -111,6 +111,13 @@ class RunManager:
         self.tasks[run_id] = task
         task.add_done_callback(lambda _t, rid=run_id: self._forget(rid))
 
+    def launch_claimed(self, claimed: Claimed) -> None:
+        """Start executing a run this process already claimed (``runs.services._prepare_send``)."""
+        run_id = str(claimed.run.pk)
+        task = process_task(_execute(self, claimed), name=f"run-{run_id}")
+        self.tasks[run_id] = task
+        task.add_done_callback(lambda _t, rid=run_id: self._forget(rid))
+
     def _forget(self, run_id: str) -> None:
         self.tasks.pop(run_id, None)
         self.stopping.discard(run_id)
@@ -266,15 +273,18 @@ def _next_queued_run_id(conversation_id: Any) -> str | None:
 
 
 @dataclass(slots=True)
-class _Claimed:
+class Claimed:
     run: Run
     agent: Agent
     conversation: Conversation
     refusal: str | None = None
     history: list[ChatMessage] | None = None
+    # The inline fast path: the triggering message's seq, stored with the reply's row (not before
+    # the provider is asked).
+    trigger_seq: tuple[str, int] | None = None
 
 
-def _claim(run_id: str, owner: str) -> _Claimed | None:
+def _claim(run_id: str, owner: str) -> Claimed | None:
     """Take a queued run: queued -> running, at most once, one running run per conversation."""
     now = timezone.now()
     try:  # one statement, atomic by itself: no BEGIN/COMMIT round trips before the first token
@@ -300,7 +310,7 @@ def _claim(run_id: str, owner: str) -> _Claimed | None:
     # The provider's input, read in the same trip to the database: nothing else stands between
     # the claim and the provider's request (time to first token).
     history = None if refusal else _history(run.conversation, agent, None)
-    return _Claimed(run=run, agent=agent, conversation=run.conversation, refusal=refusal, history=history)
+    return Claimed(run=run, agent=agent, conversation=run.conversation, refusal=refusal, history=history)
 
 
 def _new_reply(run: Run) -> Message:
@@ -316,8 +326,12 @@ def _new_reply(run: Run) -> Message:
     )
 
 
-def _store_reply(message: Message, run_id: Any, seq: int) -> None:
+def _store_reply(
+    message: Message, run_id: Any, seq: int, *, trigger_seq: tuple[str, int] | None = None
+) -> None:
     with transaction.atomic():
+        if trigger_seq is not None:
+            Message.objects.filter(pk=trigger_seq[0], seq__isnull=True).update(seq=trigger_seq[1])
         message.seq = seq
         message.save(force_insert=True)
         Run.objects.filter(pk=run_id).update(reply_message=message)
@@ -383,8 +397,11 @@ def _finish(
 
 async def execute_run(manager: RunManager, run_id: str) -> None:
     claimed = await db(_claim)(run_id, manager.owner_name)
-    if claimed is None:
-        return
+    if claimed is not None:
+        await _execute(manager, claimed)
+
+
+async def _execute(manager: RunManager, claimed: Claimed) -> None:
     execution = _Execution(manager, claimed)
     try:
         await execution.run()
@@ -393,7 +410,7 @@ async def execute_run(manager: RunManager, run_id: str) -> None:
             await asyncio.shield(_after_run(claimed))
 
 
-async def _after_run(claimed: _Claimed) -> None:
+async def _after_run(claimed: Claimed) -> None:
     from runs import sessions
 
     if not await sessions.after_run(run_id=str(claimed.run.pk), conversation_id=str(claimed.conversation.pk)):
@@ -401,13 +418,14 @@ async def _after_run(claimed: _Claimed) -> None:
 
 
 class _Execution:
-    def __init__(self, manager: RunManager, claimed: _Claimed) -> None:
+    def __init__(self, manager: RunManager, claimed: Claimed) -> None:
         self.manager = manager
         self.run_row = claimed.run
         self.agent = claimed.agent
         self.conversation = claimed.conversation
         self.refusal = claimed.refusal
         self.history = claimed.history
+        self.trigger_seq = claimed.trigger_seq
         self.run_id = str(claimed.run.pk)
         self.writer = EventWriter(
             get_event_log(),
@@ -583,7 +601,7 @@ class _Execution:
         )
 
     async def _record_reply(self, started: asyncio.Future[int]) -> None:
-        await db(_store_reply)(self.reply, self.run_id, await started)
+        await db(_store_reply)(self.reply, self.run_id, await started, trigger_seq=self.trigger_seq)
 
     async def _finalise(self, outcome: _Outcome) -> None:
         content = "".join(self.text)

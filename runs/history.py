@@ -34,7 +34,7 @@ def _system_prompt(agent: Agent, conversation: Conversation) -> str:
 
 
 def chat_history(
-    *, conversation: Conversation, agent: Agent, exclude_message_id: Any = None
+    *, conversation: Conversation, agent: Agent, exclude_message_id: Any = None, then: Message | None = None
 ) -> list[ChatMessage]:
     """The last messages of the conversation from ``agent``'s point of view.
 
@@ -53,6 +53,8 @@ def chat_history(
     system = _system_prompt(agent, conversation)
     if system:
         history.append(ChatMessage(role="system", content=system))
+    if then is not None:
+        rows.append(then)  # a message stored in this transaction, its seq not assigned yet
     for message in rows:
         history.extend(_as_chat(message, agent=agent, multi_agent=multi_agent))
     return history

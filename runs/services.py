@@ -12,6 +12,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async as sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -31,7 +32,7 @@ from conversations.models import (
     SessionType,
 )
 from conversations.selectors import conversation_get_for_user, conversation_participants, message_list
-from conversations.services import conversation_create, conversation_touch
+from conversations.services import conversation_create, conversation_idle_expiry
 from nexus.errors import AgentUnavailable, Conflict, NotFound, ValidationFailed
 from realtime.eventlog import get_event_log
 from runs.events import EventWriter
@@ -54,6 +55,7 @@ class _Prepared:
     conversation: Conversation
     message: Message | None
     interrupt: list[Run]
+    claimed: Any = None  # runs.engine.Claimed: a run this process already owns (the inline fast path)
 
 
 def _choose_agent(conversation: Conversation, agent_id: str | None) -> Agent:
@@ -84,14 +86,20 @@ def _prepare_send(
     client_message_id: str | None,
     agent_id: str | None,
     context: Any,
+    owner: str | None = None,
 ) -> _Prepared:
+    """Store the message and its run in one transaction. ``owner`` (inline mode): when nothing else
+    is running in a person-to-agent conversation, the run is created already claimed by this process
+    and the provider's input is read in the same trip, so nothing but this one transaction stands
+    between the message and the provider's request (time to first token)."""
     if not isinstance(content, str) or not content.strip():
         raise ValidationFailed("The message is empty.", details={"content": ["Must not be empty."]})
     with transaction.atomic():
-        conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
-        if connection.features.has_select_for_update:
-            # Serialises sends to one conversation; SQLite's IMMEDIATE transactions already do.
-            conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        # Locked in the same query: serialises sends to one conversation (SQLite's IMMEDIATE
+        # transactions already do).
+        conversation = conversation_get_for_user(
+            user=user, conversation_id=conversation_id, for_update=connection.features.has_select_for_update
+        )
         if client_message_id:
             existing = Message.objects.filter(
                 conversation=conversation, client_message_id=client_message_id
@@ -144,7 +152,9 @@ def _prepare_send(
                 interrupt = active
         if isinstance(context, dict) and context:
             conversation.context = {**(conversation.context or {}), **context}
-        conversation.save(update_fields=["status", "context", "updated_at"])
+        if conversation.status == ConversationStatus.ACTIVE:  # activity pushes the idle expiry on
+            conversation.expires_at = conversation_idle_expiry()
+        conversation.save(update_fields=["status", "context", "updated_at", "expires_at"])
         try:  # no savepoint: a collision raises, and the whole transaction rolls back
             message = Message.objects.create(
                 conversation=conversation,
@@ -158,16 +168,36 @@ def _prepare_send(
         except IntegrityError:
             raise Conflict("A message with this client_message_id is being sent.") from None
         run = None
-        if create_run:
+        claimed = None
+        if create_run and owner and not active and conversation.session_type == SessionType.HUMAN_AGENT:
+            from runs.engine import Claimed
+            from runs.history import chat_history
+
+            now = timezone.now()
+            run = Run.objects.create(
+                conversation=conversation,
+                agent=agent,
+                trigger_message=message,
+                status=RunStatus.RUNNING,
+                owner=owner,
+                started_at=now,
+                heartbeat_at=now,
+            )
+            # The new message has no seq yet: it is the last of the history by construction.
+            history = chat_history(
+                conversation=conversation, agent=agent, exclude_message_id=message.pk, then=message
+            )
+            claimed = Claimed(run=run, agent=agent, conversation=conversation, history=history)
+        elif create_run:
             run = Run.objects.create(conversation=conversation, agent=agent, trigger_message=message)
         if interrupt:
             Run.objects.filter(pk__in=[r.pk for r in interrupt]).update(cancel_requested=True)
-        conversation_touch(conversation_id=conversation.pk)  # in the same commit
     return _Prepared(
         SendResult(str(message.pk), str(run.pk) if run else None, str(conversation.pk), client_message_id),
         conversation,
         message,
         interrupt,
+        claimed,
     )
 
 
@@ -187,8 +217,12 @@ async def message_send(
 ) -> SendResult:
     """Store a person's message, announce it, and start (or queue) the reply. Idempotent by
     ``client_message_id``: the same id twice gives one message and one run."""
-    from runs.engine import dispatch_run
+    from runs.engine import dispatch_run, get_run_manager
 
+    manager = None
+    if settings.NEXUS_RUN_MODE == "inline":
+        manager = get_run_manager()
+        await manager.ensure_started()
     prepared = await db(_prepare_send)(
         user=user,
         conversation_id=conversation_id,
@@ -196,6 +230,7 @@ async def message_send(
         client_message_id=client_message_id,
         agent_id=agent_id,
         context=context,
+        owner=manager.owner_name if manager else None,
     )
     if prepared.message is None:
         return prepared.result
@@ -213,6 +248,12 @@ async def message_send(
             "user_id": user.pk,
         },
     )
+    if prepared.claimed is not None:
+        # The provider is asked now; the message's seq is stored with the reply's row. Nothing is
+        # awaited from here on, so the sender's `ack` goes out before the run's first event.
+        prepared.claimed.trigger_seq = (prepared.result.message_id, seq)
+        manager.launch_claimed(prepared.claimed)
+        return prepared.result
     await db(_set_message_seq)(prepared.result.message_id, conversation.pk, seq)
     for run in prepared.interrupt:
         await _signal_stop(run)

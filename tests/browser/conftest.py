@@ -108,7 +108,10 @@ class Nexus:
         return [m for m in messages if m["role"] == "agent" and m["type"] == "message"]
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: sync Playwright keeps an event loop running in the main thread while
+# it is open, and every async test after it would fail ("Runner.run() cannot be called from a
+# running event loop"). pytest-django runs the browser tests together, so they share one browser.
+@pytest.fixture(scope="package")
 def nexus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nexus]:
     require_chromium()
     var_dir = tmp_path_factory.mktemp("nexus-browser")
@@ -146,7 +149,7 @@ def nexus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nexus]:
         fake.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(nexus: Nexus) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
