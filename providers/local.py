@@ -9,6 +9,7 @@ the stream sets a flag the worker checks between tokens, so a stop takes effect 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib.resources
 import logging
@@ -62,6 +63,18 @@ _MODELS_LOCK = threading.Lock()
 def _loaded(path: str, n_ctx: int, n_threads: int) -> _Loaded:
     with _MODELS_LOCK:
         return _MODELS.setdefault((path, n_ctx, n_threads), _Loaded())
+
+
+@atexit.register
+def _free_models() -> None:
+    """Free the models before the interpreter tears its modules down: llama-cpp-python's own
+    finaliser runs too late at exit and prints a TypeError traceback."""
+    with _MODELS_LOCK:
+        for loaded in _MODELS.values():
+            llama, loaded.llama = loaded.llama, None
+            if llama is not None:
+                with contextlib.suppress(Exception):
+                    llama.close()
 
 
 class _Job:
