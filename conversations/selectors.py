@@ -29,8 +29,8 @@ def conversation_get_for_user(*, user: Any, conversation_id: Any, for_update: bo
     ``for_update``: its row locked until the caller's transaction ends."""
     pk = parse_uuid(conversation_id, what="Conversation")
     queryset = conversation_queryset_for_user(user)
-    if for_update:
-        queryset = queryset.select_for_update(of=("self",))
+    if for_update:  # the writer's read: the row alone, locked
+        queryset = queryset.select_related(None).select_for_update()
     try:
         return queryset.get(pk=pk)
     except Conversation.DoesNotExist:

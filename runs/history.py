@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from agents.models import Agent
@@ -34,20 +35,24 @@ def _system_prompt(agent: Agent, conversation: Conversation) -> str:
 
 
 def chat_history(
-    *, conversation: Conversation, agent: Agent, exclude_message_id: Any = None, then: Message | None = None
+    *,
+    conversation: Conversation,
+    agent: Agent,
+    exclude_message_id: Any = None,
+    then: Message | None = None,
+    speakers: Sequence[Agent] | None = None,
 ) -> list[ChatMessage]:
     """The last messages of the conversation from ``agent``'s point of view.
 
     Its own turns are ``assistant``; people's messages and other agents' turns are ``user`` (each
     agent sees the others as the other party), prefixed with the speaker's name when agents talk.
     """
-    rows = list(
-        conversation.messages.select_related("agent")
-        .exclude(pk=exclude_message_id)
-        .filter(status__in=_USABLE)
-        .order_by("-seq", "-created_at")[:HISTORY_LIMIT]
-    )
+    messages = conversation.messages.exclude(pk=exclude_message_id).filter(status__in=_USABLE)
+    # With the agents at hand, only the columns a history needs (time to first token).
+    messages = messages.select_related("agent") if speakers is None else messages.only(*_HISTORY_FIELDS)
+    rows = list(messages.order_by("-seq", "-created_at")[:HISTORY_LIMIT])
     rows.reverse()
+    names = {a.pk: a.name for a in speakers} if speakers is not None else None
     multi_agent = conversation.session_type == "agent_agent"
     history: list[ChatMessage] = []
     system = _system_prompt(agent, conversation)
@@ -56,11 +61,23 @@ def chat_history(
     if then is not None:
         rows.append(then)  # a message stored in this transaction, its seq not assigned yet
     for message in rows:
-        history.extend(_as_chat(message, agent=agent, multi_agent=multi_agent))
+        history.extend(_as_chat(message, agent=agent, multi_agent=multi_agent, names=names))
     return history
 
 
-def _as_chat(message: Message, *, agent: Agent, multi_agent: bool) -> list[ChatMessage]:
+_HISTORY_FIELDS = ("id", "agent", "role", "type", "content", "metadata", "seq", "created_at")
+
+
+def _speaker(message: Message, names: dict[Any, str] | None) -> str:
+    if names is not None and message.agent_id in names:
+        return names[message.agent_id]
+    agent = message.agent  # an agent no longer in the conversation: one query (sync code)
+    return agent.name if agent else "Agent"
+
+
+def _as_chat(
+    message: Message, *, agent: Agent, multi_agent: bool, names: dict[Any, str] | None = None
+) -> list[ChatMessage]:
     meta = message.metadata or {}
     own = message.agent_id == agent.pk
     if message.type == MessageType.TOOL_CALL:
@@ -86,7 +103,7 @@ def _as_chat(message: Message, *, agent: Agent, multi_agent: bool) -> list[ChatM
     if message.role == MessageRole.AGENT:
         if own:
             return [ChatMessage(role="assistant", content=message.content)]
-        speaker = message.agent.name if message.agent else "Agent"
+        speaker = _speaker(message, names)
         return [
             ChatMessage(
                 role="user", content=f"{speaker}: {message.content}" if multi_agent else message.content

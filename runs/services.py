@@ -58,8 +58,7 @@ class _Prepared:
     claimed: Any = None  # runs.engine.Claimed: a run this process already owns (the inline fast path)
 
 
-def _choose_agent(conversation: Conversation, agent_id: str | None) -> Agent:
-    agents = conversation_participants(conversation=conversation)
+def _choose_agent(conversation: Conversation, agent_id: str | None, agents: list[Agent]) -> Agent:
     if not agents:
         raise ValidationFailed(
             "This conversation has no agent.", details={"agent_id": ["No agent to answer."]}
@@ -120,7 +119,8 @@ def _prepare_send(
                 )
         if conversation.status == ConversationStatus.EXPIRED:
             raise Conflict("This conversation has expired.")
-        agent = _choose_agent(conversation, agent_id)
+        participants = conversation_participants(conversation=conversation)
+        agent = _choose_agent(conversation, agent_id, participants)
         if agent.status in (AgentStatus.PAUSED, AgentStatus.ERROR):
             raise AgentUnavailable(f"{agent.name} is {agent.status}.")
         if (
@@ -133,9 +133,9 @@ def _prepare_send(
                 retry_after=(agent.cooldown_until - timezone.now()).total_seconds(),
             )
         active = list(
-            Run.objects.filter(conversation=conversation, status__in=ACTIVE_RUN_STATUSES).order_by(
-                "created_at"
-            )
+            Run.objects.filter(conversation=conversation, status__in=ACTIVE_RUN_STATUSES)
+            .order_by("created_at")
+            .only("pk")
         )
         interrupt: list[Run] = []
         create_run = True
@@ -185,7 +185,11 @@ def _prepare_send(
             )
             # The new message has no seq yet: it is the last of the history by construction.
             history = chat_history(
-                conversation=conversation, agent=agent, exclude_message_id=message.pk, then=message
+                conversation=conversation,
+                agent=agent,
+                exclude_message_id=message.pk,
+                then=message,
+                speakers=participants,
             )
             claimed = Claimed(run=run, agent=agent, conversation=conversation, history=history)
         elif create_run:
