@@ -441,6 +441,7 @@ class _Execution:
         self._last_checkpoint = time.monotonic()
         self._checkpointing: asyncio.Task[None] | None = None
         self._storing_reply: asyncio.Task[None] | None = None
+        self._run_started: asyncio.Future[int] | None = None
 
     @property
     def message_id(self) -> str:
@@ -449,14 +450,15 @@ class _Execution:
     async def run(self) -> None:
         outcome = _Outcome()
         try:
-            # The provider is asked at once; the reply's row is stored meanwhile, with the seq of
-            # run_started (events keep their order in the writer; _finalise waits for the row).
+            # The provider is asked at once; the reply's row is stored once the provider answers
+            # (its first event, or the end), with the seq of run_started: the database thread's
+            # work then never competes with sending the request and reading the first token (events
+            # keep their order in the writer; checkpoints and _finalise wait for the row).
             self.reply = _new_reply(self.run_row)
-            started = self.writer.emit_tracked(
+            self._run_started = self.writer.emit_tracked(
                 "run_started",
                 {"run_id": self.run_id, "agent_id": str(self.agent.pk), "message_id": self.message_id},
             )
-            self._storing_reply = asyncio.get_running_loop().create_task(self._record_reply(started))
             if self.refusal:
                 outcome = _Outcome(
                     status=RunStatus.FAILED,
@@ -527,6 +529,8 @@ class _Execution:
             )
             async with contextlib.aclosing(stream):
                 async for item in stream:
+                    if self._storing_reply is None:
+                        self._store_reply_soon()
                     if isinstance(item, TextDelta):
                         if not item.text:
                             continue
@@ -597,8 +601,16 @@ class _Execution:
             return
         self._last_checkpoint = now
         self._checkpointing = asyncio.get_running_loop().create_task(
-            db(_checkpoint)(self.reply.pk, "".join(self.text), self.conversation.pk, self.writer.last_seq)
+            self._checkpoint("".join(self.text), self.writer.last_seq)
         )
+
+    async def _checkpoint(self, content: str, last_seq: int) -> None:
+        if self._storing_reply is not None:
+            await asyncio.shield(self._storing_reply)  # the row first: an update of nothing is lost
+        await db(_checkpoint)(self.reply.pk, content, self.conversation.pk, last_seq)
+
+    def _store_reply_soon(self) -> None:
+        self._storing_reply = asyncio.get_running_loop().create_task(self._record_reply(self._run_started))
 
     async def _record_reply(self, started: asyncio.Future[int]) -> None:
         await db(_store_reply)(self.reply, self.run_id, await started, trigger_seq=self.trigger_seq)
@@ -616,6 +628,8 @@ class _Execution:
             if self.first_token_at
             else None,
         }
+        if self._storing_reply is None and self.reply is not None:
+            self._store_reply_soon()
         if self._checkpointing is not None:
             with contextlib.suppress(Exception):
                 await self._checkpointing
