@@ -101,13 +101,14 @@ class RunManager:
 
     # -- launching and stopping ------------------------------------------------------------------
 
-    async def launch(self, run_id: str) -> None:
-        """Start executing a queued run in this process (returns at once)."""
+    async def launch(self, run_id: str, trigger_seq: Any = None) -> None:
+        """Start executing a queued run in this process (returns at once). ``trigger_seq``:
+        (message id, seq) of the message that started it, when its seq may not be stored yet."""
         await self.ensure_started()
         run_id = str(run_id)
         if run_id in self.tasks:
             return
-        task = process_task(execute_run(self, run_id), name=f"run-{run_id}")
+        task = process_task(execute_run(self, run_id, _trigger_seq(trigger_seq)), name=f"run-{run_id}")
         self.tasks[run_id] = task
         task.add_done_callback(lambda _t, rid=run_id: self._forget(rid))
 
@@ -159,7 +160,7 @@ class RunManager:
             elif kind == "run.tool_result":
                 self.resolve_tool(message.get("tool_call_id", ""), message.get("outcome", {}))
             elif kind == "run.execute":
-                await self.launch(message["run_id"])
+                await self.launch(message["run_id"], message.get("trigger_seq"))
 
     async def _heartbeat_loop(self) -> None:
         interval = settings.NEXUS_RUN_HEARTBEAT_SECONDS
@@ -219,10 +220,12 @@ def get_run_manager() -> RunManager:
 DISPATCH_ATTEMPTS = 4
 
 
-async def dispatch_run(run_id: Any) -> None:
+async def dispatch_run(run_id: Any, trigger_seq: tuple[str, int] | None = None) -> None:
     """Hand a queued run to the executor: this process (inline) or the worker pool."""
     if settings.NEXUS_RUN_MODE == "worker":
-        message = {"type": "run.execute", "run_id": str(run_id)}
+        message: dict[str, Any] = {"type": "run.execute", "run_id": str(run_id)}
+        if trigger_seq is not None:
+            message["trigger_seq"] = list(trigger_seq)
         # After a Redis restart the layer's pooled connections are dead and each fails once; a
         # few tries reach a fresh one. If Redis is really down the run stays queued and the
         # sweeper dispatches it again (_lost_queued_runs): the message is stored either way.
@@ -238,7 +241,7 @@ async def dispatch_run(run_id: Any) -> None:
                 else:
                     await asyncio.sleep(0.05 * (attempt + 1))
     else:
-        await get_run_manager().launch(str(run_id))
+        await get_run_manager().launch(str(run_id), trigger_seq)
 
 
 async def dispatch_next_queued(conversation_id: Any) -> None:
@@ -284,7 +287,7 @@ class Claimed:
     trigger_seq: tuple[str, int] | None = None
 
 
-def _claim(run_id: str, owner: str) -> Claimed | None:
+def _claim(run_id: str, owner: str, trigger_seq: tuple[str, int] | None = None) -> Claimed | None:
     """Take a queued run: queued -> running, at most once, one running run per conversation."""
     now = timezone.now()
     try:  # one statement, atomic by itself: no BEGIN/COMMIT round trips before the first token
@@ -295,7 +298,7 @@ def _claim(run_id: str, owner: str) -> Claimed | None:
         return None  # another run of the conversation is running; it starts this one when done
     if not claimed:
         return None
-    run = Run.objects.select_related("agent", "conversation", "conversation__owner").get(pk=run_id)
+    run = Run.objects.select_related("agent", "conversation").get(pk=run_id)
     refusal = None
     agent = run.agent
     if agent.status == AgentStatus.PAUSED or agent.status == AgentStatus.ERROR:
@@ -308,7 +311,11 @@ def _claim(run_id: str, owner: str) -> Claimed | None:
         if sessions.turn_refusal(run) is not None:
             return None  # a session past its limits takes no more turns, whoever dispatched this one
     # The provider's input, read in the same trip to the database: nothing else stands between
-    # the claim and the provider's request (time to first token).
+    # the claim and the provider's request (time to first token). The sender may still be storing
+    # the triggering message's seq: it is set here first (the same value), so the history's order
+    # is right either way.
+    if trigger_seq is not None:
+        Message.objects.filter(pk=trigger_seq[0], seq__isnull=True).update(seq=trigger_seq[1])
     history = None if refusal else _history(run.conversation, agent, None)
     return Claimed(run=run, agent=agent, conversation=run.conversation, refusal=refusal, history=history)
 
@@ -395,8 +402,15 @@ def _finish(
 # --- executing one run ---------------------------------------------------------------------------
 
 
-async def execute_run(manager: RunManager, run_id: str) -> None:
-    claimed = await db(_claim)(run_id, manager.owner_name)
+def _trigger_seq(value: Any) -> tuple[str, int] | None:
+    """A (message id, seq) pair from a dispatch message, or None when absent or malformed."""
+    if isinstance(value, list | tuple) and len(value) == 2 and isinstance(value[1], int):
+        return str(value[0]), value[1]
+    return None
+
+
+async def execute_run(manager: RunManager, run_id: str, trigger_seq: tuple[str, int] | None = None) -> None:
+    claimed = await db(_claim)(run_id, manager.owner_name, trigger_seq)
     if claimed is not None:
         await _execute(manager, claimed)
 

@@ -258,6 +258,12 @@ async def message_send(
         prepared.claimed.trigger_seq = (prepared.result.message_id, seq)
         manager.launch_claimed(prepared.claimed)
         return prepared.result
+    if prepared.result.run_id and not prepared.interrupt:
+        # Dispatched first (time to first token): the claim stores the same seq if it gets there
+        # before this process does.
+        await dispatch_run(prepared.result.run_id, (prepared.result.message_id, seq))
+        await db(_set_message_seq)(prepared.result.message_id, conversation.pk, seq)
+        return prepared.result
     await db(_set_message_seq)(prepared.result.message_id, conversation.pk, seq)
     for run in prepared.interrupt:
         await _signal_stop(run)
