@@ -14,13 +14,13 @@ HISTORY_LIMIT = 60
 _USABLE = (MessageStatus.COMPLETE, MessageStatus.STOPPED, MessageStatus.INCOMPLETE)
 
 
-def _system_prompt(agent: Agent, conversation: Conversation) -> str:
+def _system_prompt(agent: Agent, conversation: Conversation, speakers: Sequence[Agent]) -> str:
     parts = [agent.system_prompt.strip()]
     if agent.personality.strip():
         parts.append(f"Personality: {agent.personality.strip()}")
     settings = conversation.settings or {}
     if conversation.session_type == "agent_agent":
-        others = [a.name for a in conversation.agents.all() if a.pk != agent.pk]
+        others = [a.name for a in speakers if a.pk != agent.pk]
         parts.append(
             f"You are {agent.name}, in a conversation with {', '.join(others) or 'another agent'}. "
             "Reply with your next turn only."
@@ -47,15 +47,21 @@ def chat_history(
     Its own turns are ``assistant``; people's messages and other agents' turns are ``user`` (each
     agent sees the others as the other party), prefixed with the speaker's name when agents talk.
     """
-    messages = conversation.messages.exclude(pk=exclude_message_id).filter(status__in=_USABLE)
-    # With the agents at hand, only the columns a history needs (time to first token).
-    messages = messages.select_related("agent") if speakers is None else messages.only(*_HISTORY_FIELDS)
-    rows = list(messages.order_by("-seq", "-created_at")[:HISTORY_LIMIT])
-    rows.reverse()
-    names = {a.pk: a.name for a in speakers} if speakers is not None else None
     multi_agent = conversation.session_type == "agent_agent"
+    if speakers is None or multi_agent:
+        speakers = list(conversation.agents.all()) if multi_agent else [agent]
+    # Only the columns a history needs, no join: speakers' names come from ``speakers`` (time to
+    # first token: this read is on the path to the provider's request).
+    rows = list(
+        conversation.messages.exclude(pk=exclude_message_id)
+        .filter(status__in=_USABLE)
+        .only(*_HISTORY_FIELDS)
+        .order_by("-seq", "-created_at")[:HISTORY_LIMIT]
+    )
+    rows.reverse()
+    names = {a.pk: a.name for a in speakers}
     history: list[ChatMessage] = []
-    system = _system_prompt(agent, conversation)
+    system = _system_prompt(agent, conversation, speakers)
     if system:
         history.append(ChatMessage(role="system", content=system))
     if then is not None:
@@ -68,15 +74,15 @@ def chat_history(
 _HISTORY_FIELDS = ("id", "agent", "role", "type", "content", "metadata", "seq", "created_at")
 
 
-def _speaker(message: Message, names: dict[Any, str] | None) -> str:
-    if names is not None and message.agent_id in names:
+def _speaker(message: Message, names: dict[Any, str]) -> str:
+    if message.agent_id in names:
         return names[message.agent_id]
     agent = message.agent  # an agent no longer in the conversation: one query (sync code)
     return agent.name if agent else "Agent"
 
 
 def _as_chat(
-    message: Message, *, agent: Agent, multi_agent: bool, names: dict[Any, str] | None = None
+    message: Message, *, agent: Agent, multi_agent: bool, names: dict[Any, str]
 ) -> list[ChatMessage]:
     meta = message.metadata or {}
     own = message.agent_id == agent.pk
@@ -103,12 +109,9 @@ def _as_chat(
     if message.role == MessageRole.AGENT:
         if own:
             return [ChatMessage(role="assistant", content=message.content)]
-        speaker = _speaker(message, names)
-        return [
-            ChatMessage(
-                role="user", content=f"{speaker}: {message.content}" if multi_agent else message.content
-            )
-        ]
+        if not multi_agent:
+            return [ChatMessage(role="user", content=message.content)]
+        return [ChatMessage(role="user", content=f"{_speaker(message, names)}: {message.content}")]
     if message.role == MessageRole.SYSTEM:
         return [ChatMessage(role="user", content=message.content)] if multi_agent else []
     prefix = "Person watching: " if multi_agent else ""
