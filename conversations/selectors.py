@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from conversations.models import ACTIVE_RUN_STATUSES, Conversation, Message, Run
 from nexus.errors import NotFound, parse_uuid
@@ -24,13 +24,22 @@ def conversation_list(*, user: Any) -> QuerySet[Conversation]:
     return conversation_queryset_for_user(user).order_by("-updated_at", "-created_at")
 
 
-def conversation_get_for_user(*, user: Any, conversation_id: Any, for_update: bool = False) -> Conversation:
+def conversation_get_for_user(
+    *, user: Any, conversation_id: Any, for_update: bool = False, with_active_run: bool = False
+) -> Conversation:
     """The conversation if the user may see it; otherwise NotFound (never a leak of existence).
-    ``for_update``: its row locked until the caller's transaction ends."""
+    ``for_update``: its row alone, locked until the caller's transaction ends.
+    ``with_active_run``: ``has_active_run`` (a queued or running run) read in the same query."""
     pk = parse_uuid(conversation_id, what="Conversation")
     queryset = conversation_queryset_for_user(user)
-    if for_update:  # the writer's read: the row alone, locked
+    if for_update:
         queryset = queryset.select_related(None).select_for_update()
+    if with_active_run:
+        queryset = queryset.annotate(
+            has_active_run=Exists(
+                Run.objects.filter(conversation=OuterRef("pk"), status__in=ACTIVE_RUN_STATUSES)
+            )
+        )
     try:
         return queryset.get(pk=pk)
     except Conversation.DoesNotExist:

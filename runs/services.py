@@ -93,30 +93,61 @@ def _prepare_send(
     between the message and the provider's request (time to first token)."""
     if not isinstance(content, str) or not content.strip():
         raise ValidationFailed("The message is empty.", details={"content": ["Must not be empty."]})
-    with transaction.atomic():
-        # Locked in the same query: serialises sends to one conversation (SQLite's IMMEDIATE
-        # transactions already do).
-        conversation = conversation_get_for_user(
-            user=user, conversation_id=conversation_id, for_update=connection.features.has_select_for_update
+    try:
+        return _store_send(
+            user=user,
+            conversation_id=conversation_id,
+            content=content,
+            client_message_id=client_message_id,
+            agent_id=agent_id,
+            context=context,
+            owner=owner,
         )
-        if client_message_id:
-            existing = Message.objects.filter(
-                conversation=conversation, client_message_id=client_message_id
-            ).first()
-            if existing is not None:
-                run = existing.triggered_runs.order_by("created_at").first()
-                return _Prepared(
-                    SendResult(
-                        str(existing.pk),
-                        str(run.pk) if run else None,
-                        str(conversation.pk),
-                        client_message_id,
-                        True,
-                    ),
-                    conversation,
-                    None,
-                    [],
-                )
+    except _AlreadySent:
+        # The same client_message_id again: the transaction rolled back; answer with the first.
+        return _already_sent(user=user, conversation_id=conversation_id, client_message_id=client_message_id)
+
+
+class _AlreadySent(Exception):
+    pass
+
+
+def _already_sent(*, user: Any, conversation_id: Any, client_message_id: str | None) -> _Prepared:
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    existing = Message.objects.filter(conversation=conversation, client_message_id=client_message_id).first()
+    if existing is None:  # the other send rolled back meanwhile
+        raise Conflict("A message with this client_message_id is being sent; send it again.")
+    run = existing.triggered_runs.order_by("created_at").first()
+    return _Prepared(
+        SendResult(
+            str(existing.pk), str(run.pk) if run else None, str(conversation.pk), client_message_id, True
+        ),
+        conversation,
+        None,
+        [],
+    )
+
+
+def _store_send(
+    *,
+    user: Any,
+    conversation_id: Any,
+    content: str,
+    client_message_id: str | None,
+    agent_id: str | None,
+    context: Any,
+    owner: str | None,
+) -> _Prepared:
+    with transaction.atomic():
+        # Locked in the same query (serialises sends to one conversation; SQLite's IMMEDIATE
+        # transactions already do), with whether a run is active: every query here is on the path
+        # to the provider's request.
+        conversation = conversation_get_for_user(
+            user=user,
+            conversation_id=conversation_id,
+            for_update=connection.features.has_select_for_update,
+            with_active_run=True,
+        )
         if conversation.status == ConversationStatus.EXPIRED:
             raise Conflict("This conversation has expired.")
         participants = conversation_participants(conversation=conversation)
@@ -132,10 +163,14 @@ def _prepare_send(
                 f"{agent.name} is cooling down.",
                 retry_after=(agent.cooldown_until - timezone.now()).total_seconds(),
             )
-        active = list(
-            Run.objects.filter(conversation=conversation, status__in=ACTIVE_RUN_STATUSES)
-            .order_by("created_at")
-            .only("pk")
+        active = (
+            list(
+                Run.objects.filter(conversation=conversation, status__in=ACTIVE_RUN_STATUSES)
+                .order_by("created_at")
+                .only("pk")
+            )
+            if conversation.has_active_run
+            else []
         )
         interrupt: list[Run] = []
         create_run = True
@@ -155,7 +190,7 @@ def _prepare_send(
         if conversation.status == ConversationStatus.ACTIVE:  # activity pushes the idle expiry on
             conversation.expires_at = conversation_idle_expiry()
         conversation.save(update_fields=["status", "context", "updated_at", "expires_at"])
-        try:  # no savepoint: a collision raises, and the whole transaction rolls back
+        try:  # no savepoint: a repeated client_message_id rolls the whole transaction back
             message = Message.objects.create(
                 conversation=conversation,
                 role=MessageRole.USER,
@@ -166,7 +201,7 @@ def _prepare_send(
                 metadata={"user_id": user.pk},
             )
         except IntegrityError:
-            raise Conflict("A message with this client_message_id is being sent.") from None
+            raise _AlreadySent from None
         run = None
         claimed = None
         if create_run and owner and not active and conversation.session_type == SessionType.HUMAN_AGENT:
