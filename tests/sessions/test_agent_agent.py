@@ -154,27 +154,36 @@ async def test_a_duplicate_dispatch_past_the_limit_runs_no_extra_turn(connect, u
     assert len(await database_sync_to_async(_turns)(conversation.pk)) == 2
 
 
+async def _post_as(user, path, body):
+    """A REST call the way daphne makes it: the sync DRF view in Django's database thread, its
+    ``async_to_sync`` calls back on this event loop (which owns inline runs)."""
+    from rest_framework.test import APIClient
+
+    from tests.realtime.conftest import token_for
+
+    def post():
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
+        return client.post(path, body, format="json")
+
+    return await database_sync_to_async(post)()
+
+
 async def test_a_session_created_over_rest_with_an_opening_message_starts_by_itself(user):
     """REST clients start a session in one request: ``settings.opening_message`` is posted as the
     creator's message and the agents take their turns; the same request again starts nothing twice."""
-    from django.test import AsyncClient
-
     from conversations.models import Message
-    from tests.realtime.conftest import token_for
 
     alpha = await database_sync_to_async(make_agent)(owner=user, name="Alpha", reply="Alpha speaks.")
     beta = await database_sync_to_async(make_agent)(owner=user, name="Beta", reply="Beta answers.")
-    http = AsyncClient()
-    auth = {"Authorization": f"Bearer {await database_sync_to_async(token_for)(user)}"}
-    response = await http.post(
+    response = await _post_as(
+        user,
         "/api/conversations/",
         {
             "session_type": "agent_agent",
             "agents": [str(alpha.pk), str(beta.pk)],
             "settings": {"max_turns": 2, "opening_message": "Plan a picnic."},
         },
-        content_type="application/json",
-        headers=auth,
     )
     assert response.status_code == 201, response.content
     body = response.json()
@@ -197,19 +206,13 @@ async def test_a_session_created_over_rest_with_an_opening_message_starts_by_its
 
 
 async def test_a_session_created_without_an_opening_waits_for_the_first_message(user):
-    from django.test import AsyncClient
-
-    from tests.realtime.conftest import token_for
 
     alpha = await database_sync_to_async(make_agent)(owner=user, name="Alpha")
     beta = await database_sync_to_async(make_agent)(owner=user, name="Beta")
-    http = AsyncClient()
-    auth = {"Authorization": f"Bearer {await database_sync_to_async(token_for)(user)}"}
-    response = await http.post(
+    response = await _post_as(
+        user,
         "/api/conversations/",
         {"session_type": "agent_agent", "agents": [str(alpha.pk), str(beta.pk)], "settings": {"goal": "x"}},
-        content_type="application/json",
-        headers=auth,
     )
     assert response.status_code == 201
     await asyncio.sleep(0.3)
