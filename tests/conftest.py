@@ -74,3 +74,20 @@ def staff_user(django_user_model):
     return django_user_model.objects.create_user(
         username="operator", password="operator-password-123", is_staff=True, is_superuser=True
     )
+
+
+@pytest.fixture(autouse=True)
+def _database_thread_connections_closed():
+    """After each test, close the connections of asgiref's database thread (where
+    ``database_sync_to_async`` runs): an async test that read the database there would otherwise
+    keep a persistent connection open, and PostgreSQL then refuses to drop the test database."""
+    yield
+    import concurrent.futures
+
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    try:
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+    except concurrent.futures.TimeoutError:
+        pass  # the thread is still busy with a test's leftover call: nothing to close safely
