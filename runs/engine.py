@@ -30,6 +30,7 @@ from django.utils import timezone
 from agents.models import Agent, AgentStatus
 from conversations.models import (
     Conversation,
+    ConversationStatus,
     Message,
     MessageRole,
     MessageStatus,
@@ -285,6 +286,7 @@ class Claimed:
     # The inline fast path: the triggering message's seq, stored with the reply's row (not before
     # the provider is asked).
     trigger_seq: tuple[str, int] | None = None
+    touch: bool = False  # the conversation's activity mark is still to write (with the reply's row)
 
 
 def _claim(run_id: str, owner: str, trigger_seq: tuple[str, int] | None = None) -> Claimed | None:
@@ -334,11 +336,22 @@ def _new_reply(run: Run) -> Message:
 
 
 def _store_reply(
-    message: Message, run_id: Any, seq: int, *, trigger_seq: tuple[str, int] | None = None
+    message: Message,
+    run_id: Any,
+    seq: int,
+    *,
+    trigger_seq: tuple[str, int] | None = None,
+    touch: bool = False,
 ) -> None:
+    from conversations.services import conversation_idle_expiry
+
     with transaction.atomic():
         if trigger_seq is not None:
             Message.objects.filter(pk=trigger_seq[0], seq__isnull=True).update(seq=trigger_seq[1])
+        if touch:
+            Conversation.objects.filter(pk=message.conversation_id, status=ConversationStatus.ACTIVE).update(
+                updated_at=timezone.now(), expires_at=conversation_idle_expiry()
+            )
         message.seq = seq
         message.save(force_insert=True)
         Run.objects.filter(pk=run_id).update(reply_message=message)
@@ -440,6 +453,7 @@ class _Execution:
         self.refusal = claimed.refusal
         self.history = claimed.history
         self.trigger_seq = claimed.trigger_seq
+        self.touch = claimed.touch
         self.run_id = str(claimed.run.pk)
         self.writer = EventWriter(
             get_event_log(),
@@ -627,7 +641,9 @@ class _Execution:
         self._storing_reply = asyncio.get_running_loop().create_task(self._record_reply(self._run_started))
 
     async def _record_reply(self, started: asyncio.Future[int]) -> None:
-        await db(_store_reply)(self.reply, self.run_id, await started, trigger_seq=self.trigger_seq)
+        await db(_store_reply)(
+            self.reply, self.run_id, await started, trigger_seq=self.trigger_seq, touch=self.touch
+        )
 
     async def _finalise(self, outcome: _Outcome) -> None:
         content = "".join(self.text)
@@ -817,7 +833,7 @@ async def sweep_stale_runs(*, housekeeping: bool = True) -> int:
 
 def _expire_idle_conversations() -> list[tuple[str, int, int]]:
     """Active conversations idle past their expiry (and with no run in flight) become expired."""
-    from conversations.models import ACTIVE_RUN_STATUSES, ConversationStatus
+    from conversations.models import ACTIVE_RUN_STATUSES
 
     busy = Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).values("conversation_id")
     rows = list(

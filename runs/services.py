@@ -174,6 +174,7 @@ def _store_send(
         )
         interrupt: list[Run] = []
         create_run = True
+        status_before = conversation.status
         if conversation.session_type == SessionType.AGENT_AGENT:
             # A person interjecting: the next turn sees it; a stopped or finished session resumes.
             create_run = not active
@@ -185,11 +186,19 @@ def _store_send(
                 raise Conflict("A reply is still being generated; wait for it or stop it.")
             if policy == DoubleTextPolicy.INTERRUPT:
                 interrupt = active
+        changed = conversation.status != status_before
         if isinstance(context, dict) and context:
             conversation.context = {**(conversation.context or {}), **context}
-        if conversation.status == ConversationStatus.ACTIVE:  # activity pushes the idle expiry on
-            conversation.expires_at = conversation_idle_expiry()
-        conversation.save(update_fields=["status", "context", "updated_at", "expires_at"])
+            changed = True
+        # The inline fast path (below) leaves the activity mark (updated_at, the idle expiry) to
+        # the reply's row, written once the provider answers: one statement less before it is asked.
+        fast = bool(
+            create_run and owner and not active and conversation.session_type == SessionType.HUMAN_AGENT
+        )
+        if changed or not fast:
+            if conversation.status == ConversationStatus.ACTIVE:  # activity pushes the idle expiry on
+                conversation.expires_at = conversation_idle_expiry()
+            conversation.save(update_fields=["status", "context", "updated_at", "expires_at"])
         try:  # no savepoint: a repeated client_message_id rolls the whole transaction back
             message = Message.objects.create(
                 conversation=conversation,
@@ -204,7 +213,7 @@ def _store_send(
             raise _AlreadySent from None
         run = None
         claimed = None
-        if create_run and owner and not active and conversation.session_type == SessionType.HUMAN_AGENT:
+        if fast:
             from runs.engine import Claimed
             from runs.history import chat_history
 
@@ -226,7 +235,9 @@ def _store_send(
                 then=message,
                 speakers=participants,
             )
-            claimed = Claimed(run=run, agent=agent, conversation=conversation, history=history)
+            claimed = Claimed(
+                run=run, agent=agent, conversation=conversation, history=history, touch=not changed
+            )
         elif create_run:
             run = Run.objects.create(conversation=conversation, agent=agent, trigger_message=message)
         if interrupt:
