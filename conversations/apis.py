@@ -29,6 +29,7 @@ from conversations.serializers import (
 )
 from nexus.pagination import PageNumberPagination
 from nexus.throttles import ConversationCreateThrottle, ConversationReadThrottle
+from runs.services import session_open
 
 TAGS = ["conversations"]
 
@@ -36,20 +37,6 @@ TAGS = ["conversations"]
 def _detail(request: Request, conversation: Any, *, limit: int = 500, after_seq: int | None = None) -> dict:
     messages = selectors.message_list(conversation=conversation, after_seq=after_seq, limit=limit)
     return ConversationDetailSerializer(conversation, context={"request": request, "messages": messages}).data
-
-
-def _start_session(user: Any, conversation: Any, opening: str) -> None:
-    """An agent_agent session created with ``settings.opening_message`` starts at once: the opening
-    is posted as the creator's message (as if sent on the socket) and the first agent takes its turn.
-    Idempotent by its client_message_id, so a retried request cannot start it twice."""
-    from runs.services import message_send
-
-    async_to_sync(message_send)(
-        user=user,
-        conversation_id=conversation.pk,
-        content=opening,
-        client_message_id=f"opening-{conversation.pk}",
-    )
 
 
 class ConversationListView(APIView):
@@ -83,9 +70,7 @@ class ConversationListView(APIView):
         serializer = ConversationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         conversation = services.conversation_create_for_user(owner=request.user, **serializer.validated_data)
-        opening = (conversation.settings or {}).get("opening_message")
-        if conversation.session_type == "agent_agent" and opening:
-            _start_session(request.user, conversation, opening)
+        session_open(user=request.user, conversation=conversation)
         return Response(_detail(request, conversation), status=status.HTTP_201_CREATED)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async as sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -78,30 +79,19 @@ def _choose_agent(conversation: Conversation, agent_id: str | None, agents: list
 
 
 def _prepare_send(
-    *,
-    user: Any,
-    conversation_id: Any,
-    content: str,
-    client_message_id: str | None,
-    agent_id: str | None,
-    context: Any,
-    owner: str | None = None,
+    *, user: Any, conversation_id: Any, client_message_id: str | None, **send: Any
 ) -> _Prepared:
-    """Store the message and its run in one transaction. ``owner`` (inline mode): when nothing else
+    """Store the message and its run in one transaction (``_store_send``); a repeated
+    ``client_message_id`` answers with the first send. ``owner`` (inline mode): when nothing else
     is running in a person-to-agent conversation, the run is created already claimed by this process
     and the provider's input is read in the same trip, so nothing but this one transaction stands
     between the message and the provider's request (time to first token)."""
+    content = send["content"]
     if not isinstance(content, str) or not content.strip():
         raise ValidationFailed("The message is empty.", details={"content": ["Must not be empty."]})
     try:
         return _store_send(
-            user=user,
-            conversation_id=conversation_id,
-            content=content,
-            client_message_id=client_message_id,
-            agent_id=agent_id,
-            context=context,
-            owner=owner,
+            user=user, conversation_id=conversation_id, client_message_id=client_message_id, **send
         )
     except _AlreadySent:
         # The same client_message_id again: the transaction rolled back; answer with the first.
@@ -316,6 +306,22 @@ async def message_send(
     if prepared.result.run_id:
         await dispatch_run(prepared.result.run_id)
     return prepared.result
+
+
+def session_open(*, user: Any, conversation: Conversation) -> None:
+    """Sync callers (the REST create view): an ``agent_agent`` session created with
+    ``settings.opening_message`` starts at once. The opening is posted as the creator's message (as
+    if sent on the socket) and the first agent takes its turn; idempotent by its client_message_id,
+    so a retried request cannot start it twice. Other conversations wait for their first message."""
+    opening = (conversation.settings or {}).get("opening_message")
+    if conversation.session_type != SessionType.AGENT_AGENT or not opening:
+        return
+    async_to_sync(message_send)(
+        user=user,
+        conversation_id=conversation.pk,
+        content=opening,
+        client_message_id=f"opening-{conversation.pk}",
+    )
 
 
 # --- stop ----------------------------------------------------------------------------------------
