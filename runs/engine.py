@@ -55,6 +55,10 @@ PROVIDER_ERROR_CODES = {
 }
 
 
+# Seconds between the provider's first event being logged and the reply's row being stored.
+REPLY_ROW_PAUSE = 0.01
+
+
 class RunStopped(Exception):
     """Raised into a run's task by ``stop``: keep the partial reply as ``stopped``."""
 
@@ -478,10 +482,11 @@ class _Execution:
     async def run(self) -> None:
         outcome = _Outcome()
         try:
-            # The provider is asked at once; the reply's row is stored once the provider answers
-            # (its first event, or the end), with the seq of run_started: the database thread's
-            # work then never competes with sending the request and reading the first token (events
-            # keep their order in the writer; checkpoints and _finalise wait for the row).
+            # The provider is asked at once; the reply's row is stored just after the provider's
+            # first event is relayed (or at the end), with the seq of run_started: the database
+            # thread's work then never competes with sending the request and relaying the first
+            # token (events keep their order in the writer; checkpoints and _finalise wait for the
+            # row).
             self.reply = _new_reply(self.run_row)
             self._run_started = self.writer.emit_tracked(
                 "run_started",
@@ -557,8 +562,6 @@ class _Execution:
             )
             async with contextlib.aclosing(stream):
                 async for item in stream:
-                    if self._storing_reply is None:
-                        self._store_reply_soon()
                     if isinstance(item, TextDelta):
                         if not item.text:
                             continue
@@ -574,6 +577,11 @@ class _Execution:
                     elif isinstance(item, Finished):
                         finished = item
                         self._add_usage(item.usage)
+                    if self._storing_reply is None:
+                        # The reply's row once the provider's first event is relayed: the database
+                        # thread's Python holds the GIL for about 1.5 ms, and run at once it delayed
+                        # the socket's write of the first token (time to first token).
+                        self._store_reply_soon(pause=REPLY_ROW_PAUSE)
             if finished is None:
                 raise ProviderError("incomplete", "The provider's stream ended before it finished.")
             if finished.reason == "blocked":
@@ -637,13 +645,19 @@ class _Execution:
             await asyncio.shield(self._storing_reply)  # the row first: an update of nothing is lost
         await db(_checkpoint)(self.reply.pk, content, self.conversation.pk, last_seq)
 
-    def _store_reply_soon(self) -> None:
-        self._storing_reply = asyncio.get_running_loop().create_task(self._record_reply(self._run_started))
-
-    async def _record_reply(self, started: asyncio.Future[int]) -> None:
-        await db(_store_reply)(
-            self.reply, self.run_id, await started, trigger_seq=self.trigger_seq, touch=self.touch
+    def _store_reply_soon(self, *, pause: float = 0.0) -> None:
+        self._storing_reply = asyncio.get_running_loop().create_task(
+            self._record_reply(self._run_started, self.writer.logged(), pause)
         )
+
+    async def _record_reply(
+        self, started: asyncio.Future[int], logged: asyncio.Future[int], pause: float
+    ) -> None:
+        seq = await started
+        await logged
+        if pause:
+            await asyncio.sleep(pause)
+        await db(_store_reply)(self.reply, self.run_id, seq, trigger_seq=self.trigger_seq, touch=self.touch)
 
     async def _finalise(self, outcome: _Outcome) -> None:
         content = "".join(self.text)

@@ -28,6 +28,7 @@ class EventWriter:
         self.last_seq = floor
         self._pending: list[dict[str, Any]] = []
         self._tracked: list[tuple[int, asyncio.Future[int]]] = []  # (index in _pending, its seq)
+        self._in_flight: list[asyncio.Future[int]] = []  # resolved when the append under way ends
         self._flusher: asyncio.Task[None] | None = None
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
@@ -41,6 +42,18 @@ class EventWriter:
         self._pending.append(event(kind, data))
         self._tracked.append((len(self._pending) - 1, future))
         self._kick()
+        return future
+
+    def logged(self) -> asyncio.Future[int]:
+        """A future that gets the last seq once everything emitted so far is in the log. Unlike
+        ``flush``, it does not wait for events emitted after this call."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if self._pending:
+            self._tracked.append((len(self._pending) - 1, future))
+        elif self._flusher is not None and not self._flusher.done():
+            self._in_flight.append(future)
+        else:
+            future.set_result(self.last_seq)
         return future
 
     def emit_chunk(self, *, message_id: str, agent_id: str, chunk: str) -> None:
@@ -90,6 +103,10 @@ class EventWriter:
                     delay = min(delay * 2, 1.0)
             delay = 0.05
             self.last_seq = first + len(payloads) - 1
+            in_flight, self._in_flight = self._in_flight, []
             for index, future in tracked:
                 if not future.done():
                     future.set_result(first + index)
+            for future in in_flight:
+                if not future.done():
+                    future.set_result(self.last_seq)

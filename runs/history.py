@@ -71,7 +71,9 @@ def chat_history(
     return history
 
 
-_HISTORY_FIELDS = ("id", "agent", "role", "type", "content", "metadata", "seq", "created_at")
+# ``conversation`` too: rows read through ``conversation.messages`` are given the conversation,
+# which reads its id from each row (a deferred id would cost one query per message).
+_HISTORY_FIELDS = ("id", "conversation", "agent", "role", "type", "content", "metadata", "seq", "created_at")
 
 
 def _speaker(message: Message, names: dict[Any, str]) -> str:

@@ -14,7 +14,7 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async as sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.models import Agent, AgentStatus
@@ -32,7 +32,12 @@ from conversations.models import (
     RunStatus,
     SessionType,
 )
-from conversations.selectors import conversation_get_for_user, conversation_participants, message_list
+from conversations.selectors import (
+    conversation_for_send,
+    conversation_get_for_user,
+    conversation_participants,
+    message_list,
+)
 from conversations.services import conversation_create, conversation_idle_expiry
 from nexus.errors import AgentUnavailable, Conflict, NotFound, ValidationFailed
 from realtime.eventlog import get_event_log
@@ -129,18 +134,12 @@ def _store_send(
     owner: str | None,
 ) -> _Prepared:
     with transaction.atomic():
-        # Locked in the same query (serialises sends to one conversation; SQLite's IMMEDIATE
-        # transactions already do), with whether a run is active: every query here is on the path
-        # to the provider's request.
-        conversation = conversation_get_for_user(
-            user=user,
-            conversation_id=conversation_id,
-            for_update=connection.features.has_select_for_update,
-            with_active_run=True,
-        )
+        # The conversation locked (serialises sends to one conversation; SQLite's IMMEDIATE
+        # transactions already do) with whether a run is active, and its participants: every query
+        # here is on the path to the provider's request.
+        conversation, participants = conversation_for_send(user=user, conversation_id=conversation_id)
         if conversation.status == ConversationStatus.EXPIRED:
             raise Conflict("This conversation has expired.")
-        participants = conversation_participants(conversation=conversation)
         agent = _choose_agent(conversation, agent_id, participants)
         if agent.status in (AgentStatus.PAUSED, AgentStatus.ERROR):
             raise AgentUnavailable(f"{agent.name} is {agent.status}.")
@@ -217,7 +216,6 @@ def _store_send(
                 started_at=now,
                 heartbeat_at=now,
             )
-            # The new message has no seq yet: it is the last of the history by construction.
             history = chat_history(
                 conversation=conversation,
                 agent=agent,

@@ -103,3 +103,27 @@ async def test_the_redis_tail_survives_idling_longer_than_five_seconds(redis_url
     await asyncio.wait_for(arrived.wait(), 5)
     assert got == [1]
     await log.close()
+
+
+async def test_the_writer_tells_when_what_was_emitted_so_far_is_logged(log):
+    from runs.events import EventWriter
+
+    writer = EventWriter(log, "w1", owner_id=None, floor=0)
+    writer.emit("info", {"n": 1})
+    writer.emit("info", {"n": 2})
+    both = writer.logged()
+    writer.emit("info", {"n": 3})  # after the call: not waited for
+    assert await both == 2
+    await writer.flush()
+    assert writer.last_seq == 3
+    # With an append in flight and nothing queued: the append under way is what it waits for.
+    writer.emit("info", {"n": 4})
+    await asyncio.sleep(0)
+    in_flight = writer.logged()
+    writer.emit("info", {"n": 5})
+    assert await in_flight == 4
+    assert await writer.flush() == 5
+    # Nothing emitted since: at once, with the last seq.
+    idle = writer.logged()
+    assert idle.done() and idle.result() == 5
+    assert [e.seq for e in (await log.read_after("w1", 0)).events] == [1, 2, 3, 4, 5]

@@ -1,0 +1,89 @@
+"""The reads that open a send (``conversations.selectors.conversation_for_send``) and the history a
+run gives its provider: the same rows as the ORM selectors, the same access rule, and a fixed
+number of queries however long the conversation is (they are on the path to the first token)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from agents.models import Agent
+from conversations.models import Participant, Run
+from conversations.selectors import (
+    conversation_for_send,
+    conversation_get_for_user,
+    conversation_participants,
+)
+from nexus.errors import NotFound
+from runs.history import chat_history
+from tests.api.conftest import make_conversation
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def debate(user, shared_agent, alice_agent):
+    conversation = make_conversation(user, shared_agent, messages=("hello", "hi", "how are you?"))
+    # Participants inserted out of order: the speaking order comes from position.
+    third = Agent.objects.create(name="Third", provider="local", model="smollm2", owner=user)
+    Participant.objects.create(conversation=conversation, agent=third, role="observer", position=2)
+    Participant.objects.create(conversation=conversation, agent=alice_agent, role="secondary", position=1)
+    return conversation
+
+
+def test_the_owner_gets_the_conversation_and_its_participants_in_speaking_order(user, debate):
+    conversation, agents = conversation_for_send(user=user, conversation_id=str(debate.pk))
+    expected = conversation_get_for_user(user=user, conversation_id=debate.pk)
+    assert conversation.pk == expected.pk
+    for field in ("owner_id", "title", "session_type", "status", "context", "settings", "last_seq"):
+        assert getattr(conversation, field) == getattr(expected, field), field
+    assert conversation.created_at == expected.created_at and conversation.expires_at == expected.expires_at
+    assert conversation.has_active_run is False
+    ordered = conversation_participants(conversation=expected)
+    assert [(a.pk, a.name, a.participant_role, a.participant_position) for a in agents] == [
+        (a.pk, a.name, a.participant_role, a.participant_position) for a in ordered
+    ]
+    assert [a.participant_position for a in agents] == [0, 1, 2]
+    assert agents[0].config == ordered[0].config and agents[0].tools == ordered[0].tools
+
+
+def test_an_active_run_is_seen(user, debate, shared_agent):
+    Run.objects.create(conversation=debate, agent=shared_agent, status="queued")
+    conversation, _ = conversation_for_send(user=user, conversation_id=debate.pk)
+    assert conversation.has_active_run is True
+    Run.objects.filter(conversation=debate).update(status="completed")
+    conversation, _ = conversation_for_send(user=user, conversation_id=debate.pk)
+    assert conversation.has_active_run is False
+
+
+def test_outsiders_anonymous_callers_and_bad_ids_get_not_found(other_user, debate):
+    from django.contrib.auth.models import AnonymousUser
+
+    for caller, conversation_id in (
+        (other_user, debate.pk),
+        (AnonymousUser(), debate.pk),
+        (other_user, uuid.uuid4()),
+        (other_user, "not-a-uuid"),
+    ):
+        with pytest.raises(NotFound):
+            conversation_for_send(user=caller, conversation_id=conversation_id)
+
+
+def test_staff_reach_any_conversation(staff_user, debate):
+    conversation, agents = conversation_for_send(user=staff_user, conversation_id=debate.pk)
+    assert conversation.pk == debate.pk and len(agents) == 3
+
+
+def test_the_history_is_one_query_however_long_the_conversation(
+    user, shared_agent, django_assert_num_queries
+):
+    short = make_conversation(user, shared_agent, messages=("one", "two"))
+    long = make_conversation(user, shared_agent, messages=tuple(f"message {n}" for n in range(40)))
+    for conversation, length in ((short, 2), (long, 40)):
+        with django_assert_num_queries(1):
+            history = chat_history(conversation=conversation, agent=shared_agent, speakers=[shared_agent])
+        turns = [m for m in history if m.role != "system"]
+        assert len(turns) == length
+        assert turns[-1].content == ("two" if length == 2 else "message 39")
+        assert turns[-1].role == "assistant"  # the agent's own turn
