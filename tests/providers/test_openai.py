@@ -74,6 +74,21 @@ async def test_a_local_server_gets_a_placeholder_key(fake_openai: FakeOpenAI) ->
     assert fake_openai.requests[0].headers["authorization"] == "Bearer not-needed"
 
 
+async def test_each_call_is_sent_with_its_own_key_and_the_extras_override(fake_openai: FakeOpenAI) -> None:
+    # SDK clients are kept per loop, base URL and key: a kept client must never lend its key out.
+    provider = OpenAIProvider()
+    for key in ("sk-first-1234567890", "sk-second-1234567890", "sk-first-1234567890"):
+        opts = options(fake_openai, api_key=key, extra={"model": f"served-{key[3:8]}"})
+        await collect(provider.stream_chat(model="m", messages=[], options=opts))
+
+    sent = [(r.headers["authorization"], r.json["model"]) for r in fake_openai.requests]
+    assert sent == [
+        ("Bearer sk-first-1234567890", "served-first"),
+        ("Bearer sk-second-1234567890", "served-secon"),
+        ("Bearer sk-first-1234567890", "served-first"),
+    ]
+
+
 async def test_the_base_url_comes_from_the_constructor_or_the_call(fake_openai: FakeOpenAI) -> None:
     provider = OpenAIProvider(base_url=fake_openai.base_url)
 
