@@ -291,6 +291,10 @@ class Claimed:
     # the provider is asked).
     trigger_seq: tuple[str, int] | None = None
     touch: bool = False  # the conversation's activity mark is still to write (with the reply's row)
+    # The inline fast path launches the run before the send's transaction has committed: this gets
+    # the triggering message's (id, seq) once it has and its user_message is logged, or None if the
+    # send failed. Until then the run's events are held and it writes nothing.
+    committed: asyncio.Future[tuple[str, int] | None] | None = None
 
 
 def _claim(run_id: str, owner: str, trigger_seq: tuple[str, int] | None = None) -> Claimed | None:
@@ -437,8 +441,9 @@ async def _execute(manager: RunManager, claimed: Claimed) -> None:
     try:
         await execution.run()
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(_after_run(claimed))
+        if not execution.abandoned:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(_after_run(claimed))
 
 
 async def _after_run(claimed: Claimed) -> None:
@@ -465,6 +470,12 @@ class _Execution:
             owner_id=self.conversation.owner_id,
             floor=self.conversation.last_seq,
         )
+        self.committed = claimed.committed
+        self.abandoned = False  # the send that launched it failed: it never existed
+        self.task: asyncio.Task[Any] | None = None
+        if self.committed is not None:
+            self.writer.hold()
+            self.committed.add_done_callback(self._on_committed)
         self.reply: Message | None = None
         self.text: list[str] = []
         self.usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
@@ -479,7 +490,27 @@ class _Execution:
     def message_id(self) -> str:
         return str(self.reply.pk) if self.reply else ""
 
+    def _on_committed(self, future: asyncio.Future[tuple[str, int] | None]) -> None:
+        trigger = future.result()
+        if trigger is None:
+            self.abandoned = True
+            if self.task is not None:
+                self.task.cancel()
+            return
+        self.trigger_seq = trigger
+        self.writer.release()
+
+    async def _send_committed(self) -> bool:
+        """Before the run's first write: has the send that launched it committed? (True when it
+        was not launched early.)"""
+        if self.committed is None:
+            return True
+        return await asyncio.shield(self.committed) is not None
+
     async def run(self) -> None:
+        self.task = asyncio.current_task()
+        if self.abandoned:
+            return
         outcome = _Outcome()
         try:
             # The provider is asked at once; the reply's row is stored just after the provider's
@@ -502,6 +533,8 @@ class _Execution:
             else:
                 outcome = await self._generate()
         except asyncio.CancelledError:
+            if self.abandoned:
+                return  # nothing was logged or stored; the provider's stream is closed
             if self.run_id in self.manager.stopping:
                 outcome = _Outcome(
                     status=RunStatus.STOPPED, message_status=MessageStatus.STOPPED, finish_reason="stopped"
@@ -618,6 +651,9 @@ class _Execution:
     async def _run_tool(self, call: ToolCall, execution: str) -> dict[str, Any]:
         from runs import tools as run_tools
 
+        if not await self._send_committed():
+            raise asyncio.CancelledError  # abandoned: being cancelled already
+
         return await run_tools.run_tool_call(self, call, execution)
 
     def _add_usage(self, usage: Any) -> None:
@@ -641,6 +677,8 @@ class _Execution:
         )
 
     async def _checkpoint(self, content: str, last_seq: int) -> None:
+        if not await self._send_committed():
+            return
         if self._storing_reply is not None:
             await asyncio.shield(self._storing_reply)  # the row first: an update of nothing is lost
         await db(_checkpoint)(self.reply.pk, content, self.conversation.pk, last_seq)
@@ -653,6 +691,8 @@ class _Execution:
     async def _record_reply(
         self, started: asyncio.Future[int], logged: asyncio.Future[int], pause: float
     ) -> None:
+        if not await self._send_committed():
+            return
         seq = await started
         await logged
         if pause:
@@ -660,6 +700,8 @@ class _Execution:
         await db(_store_reply)(self.reply, self.run_id, seq, trigger_seq=self.trigger_seq, touch=self.touch)
 
     async def _finalise(self, outcome: _Outcome) -> None:
+        if not await self._send_committed():
+            return
         content = "".join(self.text)
         elapsed = time.monotonic() - self.started
         metadata = {

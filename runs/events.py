@@ -30,6 +30,16 @@ class EventWriter:
         self._tracked: list[tuple[int, asyncio.Future[int]]] = []  # (index in _pending, its seq)
         self._in_flight: list[asyncio.Future[int]] = []  # resolved when the append under way ends
         self._flusher: asyncio.Task[None] | None = None
+        self._held = False
+
+    def hold(self) -> None:
+        """Queue events without appending them until ``release`` (in order, nothing dropped)."""
+        self._held = True
+
+    def release(self) -> None:
+        self._held = False
+        if self._pending:
+            self._kick()
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         """Queue an event; it is appended at once if the path is idle."""
@@ -82,6 +92,8 @@ class EventWriter:
         return await self.flush()
 
     def _kick(self) -> None:
+        if self._held:
+            return
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 

@@ -7,6 +7,8 @@ the transaction commits.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +134,7 @@ def _store_send(
     agent_id: str | None,
     context: Any,
     owner: str | None,
+    launch: Callable[[Any], None] | None,
 ) -> _Prepared:
     with transaction.atomic():
         # The conversation locked (serialises sends to one conversation; SQLite's IMMEDIATE
@@ -207,7 +210,7 @@ def _store_send(
             from runs.history import chat_history
 
             now = timezone.now()
-            run = Run.objects.create(
+            run = Run(
                 conversation=conversation,
                 agent=agent,
                 trigger_message=message,
@@ -226,6 +229,12 @@ def _store_send(
             claimed = Claimed(
                 run=run, agent=agent, conversation=conversation, history=history, touch=not changed
             )
+            if launch is not None:
+                # The provider is asked now, from the event loop, while this transaction writes
+                # the run and commits (time to first token). The run holds its events and writes
+                # nothing until message_send tells it the send committed (Claimed.committed).
+                launch(claimed)
+            run.save(force_insert=True)
         elif create_run:
             run = Run.objects.create(conversation=conversation, agent=agent, trigger_message=message)
         if interrupt:
@@ -258,40 +267,54 @@ async def message_send(
     from runs.engine import dispatch_run, get_run_manager
 
     manager = None
+    launch = None
+    committed: asyncio.Future[tuple[str, int] | None] | None = None
     if settings.NEXUS_RUN_MODE == "inline":
         manager = get_run_manager()
         await manager.ensure_started()
-    prepared = await db(_prepare_send)(
-        user=user,
-        conversation_id=conversation_id,
-        content=content,
-        client_message_id=client_message_id,
-        agent_id=agent_id,
-        context=context,
-        owner=manager.owner_name if manager else None,
-    )
-    if prepared.message is None:
-        return prepared.result
-    conversation = prepared.conversation
-    writer = EventWriter(
-        get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
-    )
-    seq = await writer.emit_now(
-        "user_message",
-        {
-            "messageId": prepared.result.message_id,
-            "content": content,
-            "role": "user",
-            "client_message_id": client_message_id,
-            "user_id": user.pk,
-        },
-    )
-    if prepared.claimed is not None:
-        # The provider is asked now; the message's seq is stored with the reply's row. Nothing is
-        # awaited from here on, so the sender's `ack` goes out before the run's first event.
-        prepared.claimed.trigger_seq = (prepared.result.message_id, seq)
-        manager.launch_claimed(prepared.claimed)
-        return prepared.result
+        loop = asyncio.get_running_loop()
+        committed = loop.create_future()
+
+        def launch(claimed: Any) -> None:  # in the database thread, before the send commits
+            claimed.committed = committed
+            loop.call_soon_threadsafe(manager.launch_claimed, claimed)
+
+    try:
+        prepared = await db(_prepare_send)(
+            user=user,
+            conversation_id=conversation_id,
+            content=content,
+            client_message_id=client_message_id,
+            agent_id=agent_id,
+            context=context,
+            owner=manager.owner_name if manager else None,
+            launch=launch,
+        )
+        if prepared.message is None:
+            return prepared.result
+        conversation = prepared.conversation
+        writer = EventWriter(
+            get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
+        )
+        seq = await writer.emit_now(
+            "user_message",
+            {
+                "messageId": prepared.result.message_id,
+                "content": content,
+                "role": "user",
+                "client_message_id": client_message_id,
+                "user_id": user.pk,
+            },
+        )
+        if prepared.claimed is not None:
+            # Committed and announced: the run launched from the transaction may now log its events
+            # (after this one) and write; the message's seq is stored with the reply's row. Nothing
+            # is awaited from here on, so the sender's `ack` goes out before the run's first event.
+            committed.set_result((prepared.result.message_id, seq))
+            return prepared.result
+    finally:
+        if committed is not None and not committed.done():
+            committed.set_result(None)  # the send failed: a run launched early is abandoned
     if prepared.result.run_id and not prepared.interrupt:
         # Dispatched first (time to first token): the claim stores the same seq if it gets there
         # before this process does.

@@ -165,3 +165,63 @@ async def test_seed_aliases_text_and_query_start_runs(connect, user, conversatio
     await client.until("ack")
     await client.until("run_finished")
     await client.close()
+
+
+def _refuse_runs(conversation_pk, on: bool) -> None:
+    """A database trigger that fails every run insert: the send's transaction fails after its
+    run was launched (inline, the provider is asked before the run is written)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            if on:
+                cursor.execute(
+                    "CREATE FUNCTION nexus_test_refuse_run() RETURNS trigger AS $$ BEGIN "
+                    "RAISE EXCEPTION 'refused by the test'; END; $$ LANGUAGE plpgsql"
+                )
+                cursor.execute(
+                    "CREATE TRIGGER nexus_test_refuse_run BEFORE INSERT ON conversations_run "
+                    "FOR EACH ROW EXECUTE FUNCTION nexus_test_refuse_run()"
+                )
+            else:
+                cursor.execute("DROP TRIGGER IF EXISTS nexus_test_refuse_run ON conversations_run")
+                cursor.execute("DROP FUNCTION IF EXISTS nexus_test_refuse_run()")
+        elif on:
+            cursor.execute(
+                "CREATE TRIGGER nexus_test_refuse_run BEFORE INSERT ON conversations_run "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+        else:
+            cursor.execute("DROP TRIGGER IF EXISTS nexus_test_refuse_run")
+
+
+async def test_a_send_that_fails_after_its_run_was_launched_leaves_nothing(connect, user):
+    from conversations.models import Message, Run
+    from realtime.eventlog import get_event_log
+    from runs.engine import get_run_manager
+
+    agent = await database_sync_to_async(make_agent)(reply="y" * 200, chunks=200, delay=0.01)
+    conversation = await database_sync_to_async(make_conversation)(user, agent)
+    client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    await client.until("session_state")
+    await database_sync_to_async(_refuse_runs)(conversation.pk, True)
+    try:
+        await client.send({"type": "user_message", "data": {"content": "Doomed"}})
+        error = await client.until("error")
+        assert error["data"]["code"] == "internal"
+        await asyncio.sleep(0.5)  # what an abandoned run would have sent by now
+        assert [f["type"] for f in client.frames if f["type"] in ("run_started", "streaming_chunk")] == []
+        assert len(scripted.CLOSED) == len(scripted.SEEN)  # a provider stream it opened was closed
+        assert get_run_manager().tasks == {}
+        assert (await get_event_log().read_after(str(conversation.pk), 0)).events == []
+        rows = await database_sync_to_async(
+            lambda: (Message.objects.filter(conversation=conversation).count(), Run.objects.count())
+        )()
+        assert rows == (0, 0)
+    finally:
+        await database_sync_to_async(_refuse_runs)(conversation.pk, False)
+    # Nothing stuck: the next send is answered in full.
+    await client.send({"type": "user_message", "data": {"content": "Again"}})
+    finished = await client.until("run_finished")
+    assert finished["data"]["status"] == "completed"
+    await client.close()
