@@ -42,6 +42,7 @@ from nexus.tasks import process_task
 from providers.base import ChatMessage, Finished, ProviderError, TextDelta, ToolCall, ToolSpec, UsageReport
 from realtime.eventlog import get_event_log
 from runs.events import EventWriter
+from runs.history import USABLE_STATUSES, chat_history
 
 logger = logging.getLogger(__name__)
 PROCESS_NAME = f"{socket.gethostname()}:{os.getpid()}"
@@ -308,7 +309,7 @@ def _claim(run_id: str, owner: str, trigger_seq: tuple[str, int] | None = None) 
         return None  # another run of the conversation is running; it starts this one when done
     if not claimed:
         return None
-    run = Run.objects.select_related("agent", "conversation").get(pk=run_id)
+    run = Run.objects.select_related("agent", "conversation", "trigger_message").get(pk=run_id)
     refusal = None
     agent = run.agent
     if agent.status == AgentStatus.PAUSED or agent.status == AgentStatus.ERROR:
@@ -322,12 +323,24 @@ def _claim(run_id: str, owner: str, trigger_seq: tuple[str, int] | None = None) 
             return None  # a session past its limits takes no more turns, whoever dispatched this one
     # The provider's input, read in the same trip to the database: nothing else stands between
     # the claim and the provider's request (time to first token). The sender may still be storing
-    # the triggering message's seq: it is set here first (the same value), so the history's order
-    # is right either way.
-    if trigger_seq is not None:
-        Message.objects.filter(pk=trigger_seq[0], seq__isnull=True).update(seq=trigger_seq[1])
-    history = None if refusal else _history(run.conversation, agent, None)
-    return Claimed(run=run, agent=agent, conversation=run.conversation, refusal=refusal, history=history)
+    # the triggering message's seq: the history places it by the seq it was dispatched with, and
+    # the reply's row stores it if the sender has not (no write here).
+    history = None
+    if not refusal:
+        trigger = run.trigger_message
+        if trigger is not None and trigger.status not in USABLE_STATUSES:
+            trigger = None
+        if trigger is not None and trigger.seq is None and trigger_seq and str(trigger.pk) == trigger_seq[0]:
+            trigger.seq = trigger_seq[1]
+        history = chat_history(conversation=run.conversation, agent=agent, then=trigger)
+    return Claimed(
+        run=run,
+        agent=agent,
+        conversation=run.conversation,
+        refusal=refusal,
+        history=history,
+        trigger_seq=trigger_seq,
+    )
 
 
 def _new_reply(run: Run) -> Message:
@@ -372,8 +385,6 @@ def _checkpoint(message_id: Any, content: str, conversation_id: Any, last_seq: i
 
 
 def _history(conversation: Conversation, agent: Agent, reply_id: Any) -> list[ChatMessage]:
-    from runs.history import chat_history
-
     return chat_history(conversation=conversation, agent=agent, exclude_message_id=reply_id)
 
 

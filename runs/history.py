@@ -6,12 +6,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from django.db import connection
+
 from agents.models import Agent
 from conversations.models import Conversation, Message, MessageRole, MessageStatus, MessageType
 from providers.base import ChatMessage, ToolCall
 
 HISTORY_LIMIT = 60
-_USABLE = (MessageStatus.COMPLETE, MessageStatus.STOPPED, MessageStatus.INCOMPLETE)
+USABLE_STATUSES = (MessageStatus.COMPLETE, MessageStatus.STOPPED, MessageStatus.INCOMPLETE)
 
 
 def _system_prompt(agent: Agent, conversation: Conversation, speakers: Sequence[Agent]) -> str:
@@ -46,34 +48,70 @@ def chat_history(
 
     Its own turns are ``assistant``; people's messages and other agents' turns are ``user`` (each
     agent sees the others as the other party), prefixed with the speaker's name when agents talk.
+    ``then``: the message the run answers, taken as given (not read back) and placed by its ``seq``,
+    at the end when it has none yet: stored in the same transaction, or its seq not stored yet.
     """
     multi_agent = conversation.session_type == "agent_agent"
     if speakers is None or multi_agent:
         speakers = list(conversation.agents.all()) if multi_agent else [agent]
-    # Only the columns a history needs, no join: speakers' names come from ``speakers`` (time to
-    # first token: this read is on the path to the provider's request).
-    rows = list(
-        conversation.messages.exclude(pk=exclude_message_id)
-        .filter(status__in=_USABLE)
-        .only(*_HISTORY_FIELDS)
-        .order_by("-seq", "-created_at")[:HISTORY_LIMIT]
-    )
+    excluded = [pk for pk in (exclude_message_id, then.pk if then is not None else None) if pk is not None]
+    rows = _recent_messages(conversation.pk, excluded)
     rows.reverse()
+    if then is not None:
+        rows = _placed(rows, then)
     names = {a.pk: a.name for a in speakers}
     history: list[ChatMessage] = []
     system = _system_prompt(agent, conversation, speakers)
     if system:
         history.append(ChatMessage(role="system", content=system))
-    if then is not None:
-        rows.append(then)  # a message stored in this transaction, its seq not assigned yet
     for message in rows:
         history.extend(_as_chat(message, agent=agent, multi_agent=multi_agent, names=names))
     return history
 
 
-# ``conversation`` too: rows read through ``conversation.messages`` are given the conversation,
-# which reads its id from each row (a deferred id would cost one query per message).
-_HISTORY_FIELDS = ("id", "conversation", "agent", "role", "type", "content", "metadata", "seq", "created_at")
+def _placed(rows: list[Message], message: Message) -> list[Message]:
+    if message.seq is None:
+        return [*rows, message]
+    later = next((i for i, row in enumerate(rows) if row.seq is None or row.seq > message.seq), len(rows))
+    if later == 0 and len(rows) >= HISTORY_LIMIT:
+        return rows  # older than the whole window
+    return [*rows[:later], message, *rows[later:]]
+
+
+# Only the columns a history needs, no join (speakers' names come from ``speakers``), in SQL written
+# once: this read is on the path to the provider's request (time to first token), where the ORM's
+# query compiler cost about 0.4 ms of Python.
+_HISTORY_COLUMNS = (
+    "id",
+    "conversation_id",
+    "agent_id",
+    "role",
+    "type",
+    "content",
+    "metadata",
+    "seq",
+    "created_at",
+)
+_HISTORY_SQL: dict[tuple[str, int], str] = {}
+
+
+def _recent_messages(conversation_id: Any, excluded: list[Any]) -> list[Message]:
+    key = (connection.vendor, len(excluded))
+    sql = _HISTORY_SQL.get(key)
+    if sql is None:
+        q = connection.ops.quote_name
+        usable = ", ".join(["%s"] * len(USABLE_STATUSES))
+        sql = (
+            f"SELECT {', '.join(q(c) for c in _HISTORY_COLUMNS)} FROM {q(Message._meta.db_table)}"
+            f" WHERE {q('conversation_id')} = %s AND {q('status')} IN ({usable})"
+            + "".join(f" AND {q('id')} <> %s" for _ in excluded)
+            + f" ORDER BY {q('seq')} DESC, {q('created_at')} DESC LIMIT {HISTORY_LIMIT}"
+        )
+        _HISTORY_SQL[key] = sql
+    prep = Message._meta.pk.get_db_prep_value
+    conversation_param = Conversation._meta.pk.get_db_prep_value(conversation_id, connection)
+    params = [conversation_param, *USABLE_STATUSES, *(prep(pk, connection) for pk in excluded)]
+    return list(Message.objects.raw(sql, params))
 
 
 def _speaker(message: Message, names: dict[Any, str]) -> str:

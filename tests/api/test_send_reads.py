@@ -87,3 +87,34 @@ def test_the_history_is_one_query_however_long_the_conversation(
         assert len(turns) == length
         assert turns[-1].content == ("two" if length == 2 else "message 39")
         assert turns[-1].role == "assistant"  # the agent's own turn
+
+
+def test_a_claimed_run_sees_its_message_in_place_before_its_seq_is_stored(user, shared_agent):
+    """On workers the sender stores the message's seq while the worker claims the run: the claim
+    places the message by the seq it was dispatched with, and writes nothing for it."""
+    from conversations.models import Message
+    from runs.engine import _claim
+
+    conversation = make_conversation(user, shared_agent, messages=("one", "two"))
+    trigger = Message.objects.create(conversation=conversation, role="user", content="three")
+    Message.objects.create(conversation=conversation, role="user", content="four", seq=4)
+    run = Run.objects.create(conversation=conversation, agent=shared_agent, trigger_message=trigger)
+
+    claimed = _claim(str(run.pk), "test-owner", (str(trigger.pk), 3))
+
+    assert [m.content for m in claimed.history if m.role != "system"] == ["one", "two", "three", "four"]
+    assert claimed.trigger_seq == (str(trigger.pk), 3)
+    trigger.refresh_from_db()
+    assert trigger.seq is None  # stored later, with the reply's row
+    run.refresh_from_db()
+    assert (run.status, run.owner) == ("running", "test-owner")
+    assert _claim(str(run.pk), "another-owner", None) is None  # at most once
+
+
+def test_a_message_without_a_seq_yet_is_the_last_of_the_history(user, shared_agent):
+    from conversations.models import Message
+
+    conversation = make_conversation(user, shared_agent, messages=("one", "two"))
+    new = Message(conversation=conversation, role="user", content="three")  # this transaction's
+    history = chat_history(conversation=conversation, agent=shared_agent, then=new, speakers=[shared_agent])
+    assert [m.content for m in history if m.role != "system"] == ["one", "two", "three"]
