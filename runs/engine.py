@@ -107,14 +107,17 @@ class RunManager:
 
     # -- launching and stopping ------------------------------------------------------------------
 
-    async def launch(self, run_id: str, trigger_seq: Any = None) -> None:
+    async def launch(self, run_id: str, trigger_seq: Any = None, *, touch: bool = False) -> None:
         """Start executing a queued run in this process (returns at once). ``trigger_seq``:
-        (message id, seq) of the message that started it, when its seq may not be stored yet."""
+        (message id, seq) of the message that started it, when its seq may not be stored yet;
+        ``touch``: the conversation's activity mark is still to write (see dispatch_run)."""
         await self.ensure_started()
         run_id = str(run_id)
         if run_id in self.tasks:
             return
-        task = process_task(execute_run(self, run_id, _trigger_seq(trigger_seq)), name=f"run-{run_id}")
+        task = process_task(
+            execute_run(self, run_id, _trigger_seq(trigger_seq), touch=touch), name=f"run-{run_id}"
+        )
         self.tasks[run_id] = task
         task.add_done_callback(lambda _t, rid=run_id: self._forget(rid))
 
@@ -226,12 +229,17 @@ def get_run_manager() -> RunManager:
 DISPATCH_ATTEMPTS = 4
 
 
-async def dispatch_run(run_id: Any, trigger_seq: tuple[str, int] | None = None) -> None:
-    """Hand a queued run to the executor: this process (inline) or the worker pool."""
+async def dispatch_run(
+    run_id: Any, trigger_seq: tuple[str, int] | None = None, *, touch: bool = False
+) -> None:
+    """Hand a queued run to the executor: this process (inline) or the worker pool. ``touch``: the
+    conversation's activity mark is the run's to write (with its reply's row)."""
     if settings.NEXUS_RUN_MODE == "worker":
         message: dict[str, Any] = {"type": "run.execute", "run_id": str(run_id)}
         if trigger_seq is not None:
             message["trigger_seq"] = list(trigger_seq)
+        if touch:
+            message["touch"] = True
         # After a Redis restart the layer's pooled connections are dead and each fails once; a
         # few tries reach a fresh one. If Redis is really down the run stays queued and the
         # sweeper dispatches it again (_lost_queued_runs): the message is stored either way.
@@ -247,7 +255,7 @@ async def dispatch_run(run_id: Any, trigger_seq: tuple[str, int] | None = None) 
                 else:
                     await asyncio.sleep(0.05 * (attempt + 1))
     else:
-        await get_run_manager().launch(str(run_id), trigger_seq)
+        await get_run_manager().launch(str(run_id), trigger_seq, touch=touch)
 
 
 async def dispatch_next_queued(conversation_id: Any) -> None:
@@ -298,7 +306,9 @@ class Claimed:
     committed: asyncio.Future[tuple[str, int] | None] | None = None
 
 
-def _claim(run_id: str, owner: str, trigger_seq: tuple[str, int] | None = None) -> Claimed | None:
+def _claim(
+    run_id: str, owner: str, trigger_seq: tuple[str, int] | None = None, *, touch: bool = False
+) -> Claimed | None:
     """Take a queued run: queued -> running, at most once, one running run per conversation."""
     now = timezone.now()
     try:  # one statement, atomic by itself: no BEGIN/COMMIT round trips before the first token
@@ -306,8 +316,10 @@ def _claim(run_id: str, owner: str, trigger_seq: tuple[str, int] | None = None) 
             status=RunStatus.RUNNING, owner=owner, started_at=now, heartbeat_at=now
         )
     except IntegrityError:
-        return None  # another run of the conversation is running; it starts this one when done
+        claimed = 0  # another run of the conversation is running; it starts this one when done
     if not claimed:
+        if touch:  # the send left its activity mark to this run, which is not starting here
+            _mark_activity(Conversation.objects.filter(runs__pk=run_id))
         return None
     run = Run.objects.select_related("agent", "conversation", "trigger_message").get(pk=run_id)
     refusal = None
@@ -340,6 +352,7 @@ def _claim(run_id: str, owner: str, trigger_seq: tuple[str, int] | None = None) 
         refusal=refusal,
         history=history,
         trigger_seq=trigger_seq,
+        touch=touch,
     )
 
 
@@ -364,19 +377,25 @@ def _store_reply(
     trigger_seq: tuple[str, int] | None = None,
     touch: bool = False,
 ) -> None:
-    from conversations.services import conversation_idle_expiry
 
     with transaction.atomic():
         if trigger_seq is not None:
             Message.objects.filter(pk=trigger_seq[0], seq__isnull=True).update(seq=trigger_seq[1])
         if touch:
-            Conversation.objects.filter(pk=message.conversation_id, status=ConversationStatus.ACTIVE).update(
-                updated_at=timezone.now(), expires_at=conversation_idle_expiry()
-            )
+            _mark_activity(Conversation.objects.filter(pk=message.conversation_id))
         message.seq = seq
         message.save(force_insert=True)
         Run.objects.filter(pk=run_id).update(reply_message=message)
         Conversation.objects.filter(pk=message.conversation_id, last_seq__lt=seq).update(last_seq=seq)
+
+
+def _mark_activity(conversations: Any) -> None:
+    """A person's message was sent: ``updated_at``, and the idle expiry pushed on (active ones)."""
+    from conversations.services import conversation_idle_expiry
+
+    conversations.filter(status=ConversationStatus.ACTIVE).update(
+        updated_at=timezone.now(), expires_at=conversation_idle_expiry()
+    )
 
 
 def _checkpoint(message_id: Any, content: str, conversation_id: Any, last_seq: int) -> None:
@@ -441,8 +460,10 @@ def _trigger_seq(value: Any) -> tuple[str, int] | None:
     return None
 
 
-async def execute_run(manager: RunManager, run_id: str, trigger_seq: tuple[str, int] | None = None) -> None:
-    claimed = await db(_claim)(run_id, manager.owner_name, trigger_seq)
+async def execute_run(
+    manager: RunManager, run_id: str, trigger_seq: tuple[str, int] | None = None, *, touch: bool = False
+) -> None:
+    claimed = await db(_claim)(run_id, manager.owner_name, trigger_seq, touch=touch)
     if claimed is not None:
         await _execute(manager, claimed)
 

@@ -64,6 +64,7 @@ class _Prepared:
     message: Message | None
     interrupt: list[Run]
     claimed: Any = None  # runs.engine.Claimed: a run this process already owns (the inline fast path)
+    touch: bool = False  # the activity mark is left to the run (written with its reply's row)
 
 
 def _choose_agent(conversation: Conversation, agent_id: str | None, agents: list[Agent]) -> Agent:
@@ -182,12 +183,13 @@ def _store_send(
         if isinstance(context, dict) and context:
             conversation.context = {**(conversation.context or {}), **context}
             changed = True
-        # The inline fast path (below) leaves the activity mark (updated_at, the idle expiry) to
-        # the reply's row, written once the provider answers: one statement less before it is asked.
-        fast = bool(
-            create_run and owner and not active and conversation.session_type == SessionType.HUMAN_AGENT
-        )
-        if changed or not fast:
+        # A run that starts at once (nothing else running) leaves the activity mark (updated_at,
+        # the idle expiry) to the reply's row, written once the provider answers: one statement
+        # less before it is asked. Inline, the run is created already claimed (the fast path).
+        starts_now = bool(create_run and not active and conversation.session_type == SessionType.HUMAN_AGENT)
+        fast = bool(starts_now and owner)
+        touch = starts_now and not changed
+        if not touch:
             if conversation.status == ConversationStatus.ACTIVE:  # activity pushes the idle expiry on
                 conversation.expires_at = conversation_idle_expiry()
             conversation.save(update_fields=["status", "context", "updated_at", "expires_at"])
@@ -226,9 +228,7 @@ def _store_send(
                 then=message,
                 speakers=participants,
             )
-            claimed = Claimed(
-                run=run, agent=agent, conversation=conversation, history=history, touch=not changed
-            )
+            claimed = Claimed(run=run, agent=agent, conversation=conversation, history=history, touch=touch)
             if launch is not None:
                 # The provider is asked now, from the event loop, while this transaction writes
                 # the run and commits (time to first token). The run holds its events and writes
@@ -245,6 +245,7 @@ def _store_send(
         message,
         interrupt,
         claimed,
+        touch,
     )
 
 
@@ -318,7 +319,7 @@ async def message_send(
     if prepared.result.run_id and not prepared.interrupt:
         # Dispatched first (time to first token): the claim stores the same seq if it gets there
         # before this process does.
-        await dispatch_run(prepared.result.run_id, (prepared.result.message_id, seq))
+        await dispatch_run(prepared.result.run_id, (prepared.result.message_id, seq), touch=prepared.touch)
         await db(_set_message_seq)(prepared.result.message_id, conversation.pk, seq)
         return prepared.result
     await db(_set_message_seq)(prepared.result.message_id, conversation.pk, seq)

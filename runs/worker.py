@@ -23,7 +23,9 @@ class RunWorkerConsumer(AsyncConsumer):
     channel_layer_alias = None
 
     async def run_execute(self, message: dict[str, Any]) -> None:
-        await get_run_manager().launch(str(message["run_id"]), message.get("trigger_seq"))
+        await get_run_manager().launch(
+            str(message["run_id"]), message.get("trigger_seq"), touch=message.get("touch") is True
+        )
 
 
 class RunWorker(Worker):

@@ -118,3 +118,26 @@ def test_a_message_without_a_seq_yet_is_the_last_of_the_history(user, shared_age
     new = Message(conversation=conversation, role="user", content="three")  # this transaction's
     history = chat_history(conversation=conversation, agent=shared_agent, then=new, speakers=[shared_agent])
     assert [m.content for m in history if m.role != "system"] == ["one", "two", "three"]
+
+
+def test_a_run_left_the_activity_mark_writes_it_even_when_it_cannot_start(user, shared_agent):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from conversations.models import Conversation
+    from runs.engine import _claim
+
+    conversation = make_conversation(user, shared_agent, messages=("one",))
+    soon = timezone.now() + timedelta(minutes=1)
+    Conversation.objects.filter(pk=conversation.pk).update(expires_at=soon)
+    starts = Run.objects.create(conversation=conversation, agent=shared_agent)
+    assert _claim(str(starts.pk), "owner", None, touch=True).touch is True  # written with its reply
+    conversation.refresh_from_db()
+    assert conversation.expires_at == soon
+
+    stopped = Run.objects.create(conversation=conversation, agent=shared_agent, cancel_requested=True)
+    Run.objects.filter(pk=starts.pk).update(status="completed")
+    assert _claim(str(stopped.pk), "owner", None, touch=True) is None
+    conversation.refresh_from_db()
+    assert conversation.expires_at > soon + timedelta(minutes=5)

@@ -225,3 +225,20 @@ async def test_a_send_that_fails_after_its_run_was_launched_leaves_nothing(conne
     finished = await client.until("run_finished")
     assert finished["data"]["status"] == "completed"
     await client.close()
+
+
+async def test_a_message_pushes_the_idle_expiry_on(connect, user, conversation):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from conversations.models import Conversation
+
+    soon = timezone.now() + timedelta(minutes=1)
+    await database_sync_to_async(Conversation.objects.filter(pk=conversation.pk).update)(expires_at=soon)
+    client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    await client.send({"type": "user_message", "data": {"content": "Still here"}})
+    await client.until("run_finished")
+    stored = await database_sync_to_async(Conversation.objects.get)(pk=conversation.pk)
+    assert stored.expires_at > soon + timedelta(minutes=5)
+    await client.close()
