@@ -37,6 +37,7 @@ from conversations.models import (
     MessageType,
     Run,
     RunStatus,
+    SessionType,
 )
 from nexus.tasks import process_task
 from providers.base import ChatMessage, Finished, ProviderError, TextDelta, ToolCall, ToolSpec, UsageReport
@@ -107,16 +108,19 @@ class RunManager:
 
     # -- launching and stopping ------------------------------------------------------------------
 
-    async def launch(self, run_id: str, trigger_seq: Any = None, *, touch: bool = False) -> None:
+    async def launch(
+        self, run_id: str, trigger_seq: Any = None, *, touch: bool = False, start: bool = False
+    ) -> None:
         """Start executing a queued run in this process (returns at once). ``trigger_seq``:
         (message id, seq) of the message that started it, when its seq may not be stored yet;
-        ``touch``: the conversation's activity mark is still to write (see dispatch_run)."""
+        ``touch``, ``start``: see dispatch_run."""
         await self.ensure_started()
         run_id = str(run_id)
         if run_id in self.tasks:
             return
         task = process_task(
-            execute_run(self, run_id, _trigger_seq(trigger_seq), touch=touch), name=f"run-{run_id}"
+            execute_run(self, run_id, _trigger_seq(trigger_seq), touch=touch, start=start),
+            name=f"run-{run_id}",
         )
         self.tasks[run_id] = task
         task.add_done_callback(lambda _t, rid=run_id: self._forget(rid))
@@ -230,16 +234,19 @@ DISPATCH_ATTEMPTS = 4
 
 
 async def dispatch_run(
-    run_id: Any, trigger_seq: tuple[str, int] | None = None, *, touch: bool = False
+    run_id: Any, trigger_seq: tuple[str, int] | None = None, *, touch: bool = False, start: bool = False
 ) -> None:
     """Hand a queued run to the executor: this process (inline) or the worker pool. ``touch``: the
-    conversation's activity mark is the run's to write (with its reply's row)."""
+    conversation's activity mark is the run's to write (with its reply's row); ``start``: the
+    sender saw nothing else running, so the run may ask its provider while it is claimed."""
     if settings.NEXUS_RUN_MODE == "worker":
         message: dict[str, Any] = {"type": "run.execute", "run_id": str(run_id)}
         if trigger_seq is not None:
             message["trigger_seq"] = list(trigger_seq)
         if touch:
             message["touch"] = True
+        if start:
+            message["start"] = True
         # After a Redis restart the layer's pooled connections are dead and each fails once; a
         # few tries reach a fresh one. If Redis is really down the run stays queued and the
         # sweeper dispatches it again (_lost_queued_runs): the message is stored either way.
@@ -255,7 +262,7 @@ async def dispatch_run(
                 else:
                     await asyncio.sleep(0.05 * (attempt + 1))
     else:
-        await get_run_manager().launch(str(run_id), trigger_seq, touch=touch)
+        await get_run_manager().launch(str(run_id), trigger_seq, touch=touch, start=start)
 
 
 async def dispatch_next_queued(conversation_id: Any) -> None:
@@ -300,39 +307,67 @@ class Claimed:
     # the provider is asked).
     trigger_seq: tuple[str, int] | None = None
     touch: bool = False  # the conversation's activity mark is still to write (with the reply's row)
-    # The inline fast path launches the run before the send's transaction has committed: this gets
-    # the triggering message's (id, seq) once it has and its user_message is logged, or None if the
-    # send failed. Until then the run's events are held and it writes nothing.
-    committed: asyncio.Future[tuple[str, int] | None] | None = None
+    # A run launched before its start is committed (inline: the send's transaction; on workers:
+    # the claim): True once it is (inline: and its user_message is logged, trigger_seq set), False
+    # if it failed. Until then the run's events are held and it writes nothing.
+    committed: asyncio.Future[bool] | None = None
+
+
+def _take(run_id: str, owner: str, *, touch: bool = False) -> bool:
+    """Queued -> running, at most once, one running run per conversation: the claim itself."""
+    now = timezone.now()
+    try:  # one statement, atomic by itself: no BEGIN/COMMIT round trips before the first token
+        taken = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED, cancel_requested=False).update(
+            status=RunStatus.RUNNING, owner=owner, started_at=now, heartbeat_at=now
+        )
+    except IntegrityError:
+        taken = 0  # another run of the conversation is running; it starts this one when done
+    if not taken and touch:  # the send left its activity mark to this run, which is not starting
+        _mark_activity(Conversation.objects.filter(runs__pk=run_id))
+    return bool(taken)
 
 
 def _claim(
     run_id: str, owner: str, trigger_seq: tuple[str, int] | None = None, *, touch: bool = False
 ) -> Claimed | None:
-    """Take a queued run: queued -> running, at most once, one running run per conversation."""
-    now = timezone.now()
-    try:  # one statement, atomic by itself: no BEGIN/COMMIT round trips before the first token
-        claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED, cancel_requested=False).update(
-            status=RunStatus.RUNNING, owner=owner, started_at=now, heartbeat_at=now
-        )
-    except IntegrityError:
-        claimed = 0  # another run of the conversation is running; it starts this one when done
-    if not claimed:
-        if touch:  # the send left its activity mark to this run, which is not starting here
-            _mark_activity(Conversation.objects.filter(runs__pk=run_id))
+    """Take a queued run, then read what it needs."""
+    if not _take(run_id, owner, touch=touch):
         return None
     run = Run.objects.select_related("agent", "conversation", "trigger_message").get(pk=run_id)
-    refusal = None
-    agent = run.agent
-    if agent.status == AgentStatus.PAUSED or agent.status == AgentStatus.ERROR:
-        refusal = f"{agent.name} is {agent.status}."
-    elif agent.status == AgentStatus.COOLDOWN and agent.cooldown_until and agent.cooldown_until > now:
-        refusal = f"{agent.name} is cooling down until {agent.cooldown_until.isoformat()}."
-    else:
+    refusal = _refusal(run.agent)
+    if refusal is None:
         from runs import sessions
 
         if sessions.turn_refusal(run) is not None:
             return None  # a session past its limits takes no more turns, whoever dispatched this one
+    return _claimed(run, trigger_seq, touch=touch, refusal=refusal)
+
+
+def _read_startable(run_id: str, trigger_seq: tuple[str, int] | None, *, touch: bool) -> Claimed | None:
+    """What a run its sender saw start at once needs, read before it is taken (``_take`` follows
+    while the provider is asked); None if it cannot start that way (``_claim`` then)."""
+    run = Run.objects.select_related("agent", "conversation", "trigger_message").filter(pk=run_id).first()
+    if (
+        run is None
+        or run.status != RunStatus.QUEUED
+        or run.cancel_requested
+        or run.conversation.session_type != SessionType.HUMAN_AGENT
+        or _refusal(run.agent) is not None
+    ):
+        return None
+    return _claimed(run, trigger_seq, touch=touch, refusal=None)
+
+
+def _refusal(agent: Agent) -> str | None:
+    now = timezone.now()
+    if agent.status == AgentStatus.PAUSED or agent.status == AgentStatus.ERROR:
+        return f"{agent.name} is {agent.status}."
+    if agent.status == AgentStatus.COOLDOWN and agent.cooldown_until and agent.cooldown_until > now:
+        return f"{agent.name} is cooling down until {agent.cooldown_until.isoformat()}."
+    return None
+
+
+def _claimed(run: Run, trigger_seq: tuple[str, int] | None, *, touch: bool, refusal: str | None) -> Claimed:
     # The provider's input, read in the same trip to the database: nothing else stands between
     # the claim and the provider's request (time to first token). The sender may still be storing
     # the triggering message's seq: the history places it by the seq it was dispatched with, and
@@ -344,10 +379,10 @@ def _claim(
             trigger = None
         if trigger is not None and trigger.seq is None and trigger_seq and str(trigger.pk) == trigger_seq[0]:
             trigger.seq = trigger_seq[1]
-        history = chat_history(conversation=run.conversation, agent=agent, then=trigger)
+        history = chat_history(conversation=run.conversation, agent=run.agent, then=trigger)
     return Claimed(
         run=run,
-        agent=agent,
+        agent=run.agent,
         conversation=run.conversation,
         refusal=refusal,
         history=history,
@@ -461,8 +496,31 @@ def _trigger_seq(value: Any) -> tuple[str, int] | None:
 
 
 async def execute_run(
-    manager: RunManager, run_id: str, trigger_seq: tuple[str, int] | None = None, *, touch: bool = False
+    manager: RunManager,
+    run_id: str,
+    trigger_seq: tuple[str, int] | None = None,
+    *,
+    touch: bool = False,
+    start: bool = False,
 ) -> None:
+    """Claim a queued run and execute it. ``start``: its sender saw it start at once (nothing else
+    running in its conversation), so the provider is asked while the claim commits; the run holds
+    its events and writes nothing until it has, and vanishes if another took it or it was stopped."""
+    if start:
+        ready = await db(_read_startable)(run_id, trigger_seq, touch=touch)
+        if ready is not None:
+            committed = ready.committed = asyncio.get_running_loop().create_future()
+            taking = asyncio.ensure_future(db(_take)(run_id, manager.owner_name, touch=touch))
+
+            def taken(task: asyncio.Future[bool]) -> None:
+                failed = task.cancelled() or task.exception() is not None
+                if not task.cancelled() and task.exception() is not None:
+                    logger.error("run %s could not be claimed", run_id, exc_info=task.exception())
+                committed.set_result(not failed and task.result())
+
+            taking.add_done_callback(taken)
+            await _execute(manager, ready)
+            return
     claimed = await db(_claim)(run_id, manager.owner_name, trigger_seq, touch=touch)
     if claimed is not None:
         await _execute(manager, claimed)
@@ -502,6 +560,7 @@ class _Execution:
             owner_id=self.conversation.owner_id,
             floor=self.conversation.last_seq,
         )
+        self.claimed = claimed
         self.committed = claimed.committed
         self.abandoned = False  # the send that launched it failed: it never existed
         self.task: asyncio.Task[Any] | None = None
@@ -522,22 +581,21 @@ class _Execution:
     def message_id(self) -> str:
         return str(self.reply.pk) if self.reply else ""
 
-    def _on_committed(self, future: asyncio.Future[tuple[str, int] | None]) -> None:
-        trigger = future.result()
-        if trigger is None:
+    def _on_committed(self, future: asyncio.Future[bool]) -> None:
+        if not future.result():
             self.abandoned = True
             if self.task is not None:
                 self.task.cancel()
             return
-        self.trigger_seq = trigger
+        self.trigger_seq = self.claimed.trigger_seq
         self.writer.release()
 
     async def _send_committed(self) -> bool:
-        """Before the run's first write: has the send that launched it committed? (True when it
-        was not launched early.)"""
+        """Before the run's first write: is its start committed? (True when it was not launched
+        early.)"""
         if self.committed is None:
             return True
-        return await asyncio.shield(self.committed) is not None
+        return await asyncio.shield(self.committed)
 
     async def run(self) -> None:
         self.task = asyncio.current_task()
@@ -585,7 +643,11 @@ class _Execution:
                 error={"code": "internal", "message": "The run failed on the server."},
             )
             self.writer.emit("error", {**outcome.error, "details": {"run_id": self.run_id}})
-        await asyncio.shield(self._finalise(outcome))
+        try:
+            await asyncio.shield(self._finalise(outcome))
+        except asyncio.CancelledError:
+            if not self.abandoned:  # abandoned: _finalise writes nothing and ends by itself
+                raise
 
     def _provider_failure(self, exc: ProviderError) -> _Outcome:
         if exc.kind == "incomplete":

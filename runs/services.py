@@ -65,6 +65,7 @@ class _Prepared:
     interrupt: list[Run]
     claimed: Any = None  # runs.engine.Claimed: a run this process already owns (the inline fast path)
     touch: bool = False  # the activity mark is left to the run (written with its reply's row)
+    starts_now: bool = False  # nothing else runs in the conversation: its run can start at once
 
 
 def _choose_agent(conversation: Conversation, agent_id: str | None, agents: list[Agent]) -> Agent:
@@ -246,6 +247,7 @@ def _store_send(
         interrupt,
         claimed,
         touch,
+        starts_now,
     )
 
 
@@ -269,7 +271,7 @@ async def message_send(
 
     manager = None
     launch = None
-    committed: asyncio.Future[tuple[str, int] | None] | None = None
+    committed: asyncio.Future[bool] | None = None
     if settings.NEXUS_RUN_MODE == "inline":
         manager = get_run_manager()
         await manager.ensure_started()
@@ -311,15 +313,21 @@ async def message_send(
             # Committed and announced: the run launched from the transaction may now log its events
             # (after this one) and write; the message's seq is stored with the reply's row. Nothing
             # is awaited from here on, so the sender's `ack` goes out before the run's first event.
-            committed.set_result((prepared.result.message_id, seq))
+            prepared.claimed.trigger_seq = (prepared.result.message_id, seq)
+            committed.set_result(True)
             return prepared.result
     finally:
         if committed is not None and not committed.done():
-            committed.set_result(None)  # the send failed: a run launched early is abandoned
+            committed.set_result(False)  # the send failed: a run launched early is abandoned
     if prepared.result.run_id and not prepared.interrupt:
         # Dispatched first (time to first token): the claim stores the same seq if it gets there
         # before this process does.
-        await dispatch_run(prepared.result.run_id, (prepared.result.message_id, seq), touch=prepared.touch)
+        await dispatch_run(
+            prepared.result.run_id,
+            (prepared.result.message_id, seq),
+            touch=prepared.touch,
+            start=prepared.starts_now,
+        )
         await db(_set_message_seq)(prepared.result.message_id, conversation.pk, seq)
         return prepared.result
     await db(_set_message_seq)(prepared.result.message_id, conversation.pk, seq)

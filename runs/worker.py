@@ -24,7 +24,10 @@ class RunWorkerConsumer(AsyncConsumer):
 
     async def run_execute(self, message: dict[str, Any]) -> None:
         await get_run_manager().launch(
-            str(message["run_id"]), message.get("trigger_seq"), touch=message.get("touch") is True
+            str(message["run_id"]),
+            message.get("trigger_seq"),
+            touch=message.get("touch") is True,
+            start=message.get("start") is True,
         )
 
 

@@ -167,9 +167,10 @@ async def test_seed_aliases_text_and_query_start_runs(connect, user, conversatio
     await client.close()
 
 
-def _refuse_runs(conversation_pk, on: bool) -> None:
-    """A database trigger that fails every run insert: the send's transaction fails after its
-    run was launched (inline, the provider is asked before the run is written)."""
+def _refuse_runs(on: bool, event: str = "INSERT") -> None:
+    """A database trigger that fails every ``event`` (INSERT, UPDATE) on runs: the start of a run
+    fails after the run was launched (the provider is asked before the run's row is written inline,
+    and before the claim's UPDATE on workers)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -180,7 +181,7 @@ def _refuse_runs(conversation_pk, on: bool) -> None:
                     "RAISE EXCEPTION 'refused by the test'; END; $$ LANGUAGE plpgsql"
                 )
                 cursor.execute(
-                    "CREATE TRIGGER nexus_test_refuse_run BEFORE INSERT ON conversations_run "
+                    f"CREATE TRIGGER nexus_test_refuse_run BEFORE {event} ON conversations_run "
                     "FOR EACH ROW EXECUTE FUNCTION nexus_test_refuse_run()"
                 )
             else:
@@ -188,7 +189,7 @@ def _refuse_runs(conversation_pk, on: bool) -> None:
                 cursor.execute("DROP FUNCTION IF EXISTS nexus_test_refuse_run()")
         elif on:
             cursor.execute(
-                "CREATE TRIGGER nexus_test_refuse_run BEFORE INSERT ON conversations_run "
+                f"CREATE TRIGGER nexus_test_refuse_run BEFORE {event} ON conversations_run "
                 "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
             )
         else:
@@ -204,7 +205,7 @@ async def test_a_send_that_fails_after_its_run_was_launched_leaves_nothing(conne
     conversation = await database_sync_to_async(make_conversation)(user, agent)
     client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
     await client.until("session_state")
-    await database_sync_to_async(_refuse_runs)(conversation.pk, True)
+    await database_sync_to_async(_refuse_runs)(True)
     try:
         await client.send({"type": "user_message", "data": {"content": "Doomed"}})
         error = await client.until("error")
@@ -219,7 +220,7 @@ async def test_a_send_that_fails_after_its_run_was_launched_leaves_nothing(conne
         )()
         assert rows == (0, 0)
     finally:
-        await database_sync_to_async(_refuse_runs)(conversation.pk, False)
+        await database_sync_to_async(_refuse_runs)(False)
     # Nothing stuck: the next send is answered in full.
     await client.send({"type": "user_message", "data": {"content": "Again"}})
     finished = await client.until("run_finished")
@@ -242,3 +243,50 @@ async def test_a_message_pushes_the_idle_expiry_on(connect, user, conversation):
     stored = await database_sync_to_async(Conversation.objects.get)(pk=conversation.pk)
     assert stored.expires_at > soon + timedelta(minutes=5)
     await client.close()
+
+
+def _queued_run(conversation, agent, content):
+    from conversations.models import Message, Run
+
+    message = Message.objects.create(conversation=conversation, role="user", content=content)
+    run = Run.objects.create(conversation=conversation, agent=agent, trigger_message=message)
+    return str(run.pk), str(message.pk)
+
+
+async def test_a_run_started_while_it_is_claimed_holds_until_the_claim_and_vanishes_without_it(user):
+    """Workers: a run its sender saw start at once asks its provider while the claim commits."""
+    from conversations.models import Message, Run
+    from realtime.eventlog import get_event_log
+    from runs.engine import execute_run, get_run_manager
+    from runs.events import EventWriter
+
+    agent = await database_sync_to_async(make_agent)(reply="Claimed and answered.", chunks=20, delay=0.02)
+    conversation = await database_sync_to_async(make_conversation)(user, agent)
+    manager = get_run_manager()
+    await manager.ensure_started()
+    log = get_event_log()
+
+    run_id, message_id = await database_sync_to_async(_queued_run)(conversation, agent, "First")
+    writer = EventWriter(log, str(conversation.pk), owner_id=user.pk, floor=0)
+    seq = await writer.emit_now("user_message", {"messageId": message_id, "content": "First"})
+    await execute_run(manager, run_id, (message_id, seq), start=True)
+    run = await database_sync_to_async(Run.objects.select_related("reply_message").get)(pk=run_id)
+    assert run.status == "completed" and run.owner == manager.owner_name
+    assert run.reply_message.content == "Claimed and answered."
+    events = (await log.read_after(str(conversation.pk), 0)).events
+    kinds = [e.payload.split(b'"type":"')[1].split(b'"')[0].decode() for e in events]
+    assert kinds[:2] == ["user_message", "run_started"] and kinds[-1] == "run_finished"
+    stored = await database_sync_to_async(Message.objects.get)(pk=message_id)
+    assert stored.seq == seq  # stored with the reply's row
+
+    await database_sync_to_async(_refuse_runs)(True, "UPDATE")
+    try:
+        run_id, _ = await database_sync_to_async(_queued_run)(conversation, agent, "Second")
+        await asyncio.wait_for(execute_run(manager, run_id, None, start=True), 5)
+    finally:
+        await database_sync_to_async(_refuse_runs)(False, "UPDATE")
+    assert len(scripted.CLOSED) == len(scripted.SEEN) - 1  # the second stream, if opened, was cut
+    assert (await log.read_after(str(conversation.pk), events[-1].seq)).events == []
+    run = await database_sync_to_async(Run.objects.get)(pk=run_id)
+    assert (run.status, run.reply_message_id) == ("queued", None)
+    assert manager.tasks == {}
