@@ -333,7 +333,7 @@ def _claim(
     """Take a queued run, then read what it needs."""
     if not _take(run_id, owner, touch=touch):
         return None
-    run = Run.objects.select_related("agent", "conversation", "trigger_message").get(pk=run_id)
+    run = _run_with_input(run_id)
     refusal = _refusal(run.agent)
     if refusal is None:
         from runs import sessions
@@ -346,7 +346,7 @@ def _claim(
 def _read_startable(run_id: str, trigger_seq: tuple[str, int] | None, *, touch: bool) -> Claimed | None:
     """What a run its sender saw start at once needs, read before it is taken (``_take`` follows
     while the provider is asked); None if it cannot start that way (``_claim`` then)."""
-    run = Run.objects.select_related("agent", "conversation", "trigger_message").filter(pk=run_id).first()
+    run = _run_with_input(run_id)
     if (
         run is None
         or run.status != RunStatus.QUEUED
@@ -356,6 +356,11 @@ def _read_startable(run_id: str, trigger_seq: tuple[str, int] | None, *, touch: 
     ):
         return None
     return _claimed(run, trigger_seq, touch=touch, refusal=None)
+
+
+def _run_with_input(run_id: str) -> Run | None:
+    """The run with what its provider's input is made of: agent, conversation, triggering message."""
+    return Run.objects.select_related("agent", "conversation", "trigger_message").filter(pk=run_id).first()
 
 
 def _refusal(agent: Agent) -> str | None:
@@ -412,7 +417,6 @@ def _store_reply(
     trigger_seq: tuple[str, int] | None = None,
     touch: bool = False,
 ) -> None:
-
     with transaction.atomic():
         if trigger_seq is not None:
             Message.objects.filter(pk=trigger_seq[0], seq__isnull=True).update(seq=trigger_seq[1])
@@ -513,10 +517,9 @@ async def execute_run(
             taking = asyncio.ensure_future(db(_take)(run_id, manager.owner_name, touch=touch))
 
             def taken(task: asyncio.Future[bool]) -> None:
-                failed = task.cancelled() or task.exception() is not None
                 if not task.cancelled() and task.exception() is not None:
                     logger.error("run %s could not be claimed", run_id, exc_info=task.exception())
-                committed.set_result(not failed and task.result())
+                committed.set_result(not task.cancelled() and task.exception() is None and task.result())
 
             taking.add_done_callback(taken)
             await _execute(manager, ready)
@@ -551,7 +554,6 @@ class _Execution:
         self.conversation = claimed.conversation
         self.refusal = claimed.refusal
         self.history = claimed.history
-        self.trigger_seq = claimed.trigger_seq
         self.touch = claimed.touch
         self.run_id = str(claimed.run.pk)
         self.writer = EventWriter(
@@ -587,10 +589,9 @@ class _Execution:
             if self.task is not None:
                 self.task.cancel()
             return
-        self.trigger_seq = self.claimed.trigger_seq
         self.writer.release()
 
-    async def _send_committed(self) -> bool:
+    async def _start_committed(self) -> bool:
         """Before the run's first write: is its start committed? (True when it was not launched
         early.)"""
         if self.committed is None:
@@ -745,7 +746,7 @@ class _Execution:
     async def _run_tool(self, call: ToolCall, execution: str) -> dict[str, Any]:
         from runs import tools as run_tools
 
-        if not await self._send_committed():
+        if not await self._start_committed():
             raise asyncio.CancelledError  # abandoned: being cancelled already
 
         return await run_tools.run_tool_call(self, call, execution)
@@ -771,7 +772,7 @@ class _Execution:
         )
 
     async def _checkpoint(self, content: str, last_seq: int) -> None:
-        if not await self._send_committed():
+        if not await self._start_committed():
             return
         if self._storing_reply is not None:
             await asyncio.shield(self._storing_reply)  # the row first: an update of nothing is lost
@@ -785,16 +786,18 @@ class _Execution:
     async def _record_reply(
         self, started: asyncio.Future[int], logged: asyncio.Future[int], pause: float
     ) -> None:
-        if not await self._send_committed():
+        if not await self._start_committed():
             return
         seq = await started
         await logged
         if pause:
             await asyncio.sleep(pause)
-        await db(_store_reply)(self.reply, self.run_id, seq, trigger_seq=self.trigger_seq, touch=self.touch)
+        await db(_store_reply)(
+            self.reply, self.run_id, seq, trigger_seq=self.claimed.trigger_seq, touch=self.touch
+        )
 
     async def _finalise(self, outcome: _Outcome) -> None:
-        if not await self._send_committed():
+        if not await self._start_committed():
             return
         content = "".join(self.text)
         elapsed = time.monotonic() - self.started

@@ -188,7 +188,7 @@ def _store_send(
         # the idle expiry) to the reply's row, written once the provider answers: one statement
         # less before it is asked. Inline, the run is created already claimed (the fast path).
         starts_now = bool(create_run and not active and conversation.session_type == SessionType.HUMAN_AGENT)
-        fast = bool(starts_now and owner)
+        fast = bool(starts_now and owner and launch)
         touch = starts_now and not changed
         if not touch:
             if conversation.status == ConversationStatus.ACTIVE:  # activity pushes the idle expiry on
@@ -230,11 +230,10 @@ def _store_send(
                 speakers=participants,
             )
             claimed = Claimed(run=run, agent=agent, conversation=conversation, history=history, touch=touch)
-            if launch is not None:
-                # The provider is asked now, from the event loop, while this transaction writes
-                # the run and commits (time to first token). The run holds its events and writes
-                # nothing until message_send tells it the send committed (Claimed.committed).
-                launch(claimed)
+            # The provider is asked now, from the event loop, while this transaction writes the
+            # run and commits (time to first token). The run holds its events and writes nothing
+            # until message_send tells it the send committed (Claimed.committed).
+            launch(claimed)
             run.save(force_insert=True)
         elif create_run:
             run = Run.objects.create(conversation=conversation, agent=agent, trigger_message=message)
