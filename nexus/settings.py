@@ -182,6 +182,8 @@ NEXUS_RUN_HEARTBEAT_SECONDS = env_float("NEXUS_RUN_HEARTBEAT_SECONDS", 3.0, mini
 NEXUS_RUN_STALE_SECONDS = env_float("NEXUS_RUN_STALE_SECONDS", 15.0, minimum=1.0)
 NEXUS_CHECKPOINT_SECONDS = env_float("NEXUS_CHECKPOINT_SECONDS", 1.0, minimum=0.1)
 NEXUS_MAX_TOOL_ROUNDS = env_int("NEXUS_MAX_TOOL_ROUNDS", 8, minimum=1, maximum=32)
+# Tool calls one model reply may make; calls past it get an error result and do not run.
+NEXUS_MAX_TOOL_CALLS_PER_ROUND = env_int("NEXUS_MAX_TOOL_CALLS_PER_ROUND", 16, minimum=1, maximum=128)
 NEXUS_CLIENT_TOOL_TIMEOUT = env_float("NEXUS_CLIENT_TOOL_TIMEOUT", 60.0, minimum=0.1)
 
 # --- Tools (SPEC section 7; docs/tools.md) ---------------------------------------------------

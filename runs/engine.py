@@ -42,6 +42,7 @@ from conversations.models import (
 from nexus.tasks import process_task
 from providers.base import ChatMessage, Finished, ProviderError, TextDelta, ToolCall, ToolSpec, UsageReport
 from realtime.eventlog import get_event_log
+from runs import tools as run_tools
 from runs.events import EventWriter
 from runs.history import USABLE_STATUSES, chat_history
 
@@ -79,7 +80,9 @@ class RunManager:
     def __init__(self) -> None:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.stopping: set[str] = set()
-        self.tool_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # Client tools waiting for their answer, by (run id, the provider's call id): call ids are
+        # the provider's and may repeat across runs, users and conversations.
+        self.tool_waiters: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self.control_channel: str = ""
         self._background: list[asyncio.Task[None]] = []
         self._started = False
@@ -144,8 +147,10 @@ class RunManager:
         task.cancel()
         return True
 
-    def resolve_tool(self, tool_call_id: str, result: dict[str, Any]) -> bool:
-        future = self.tool_waiters.get(tool_call_id)
+    def resolve_tool(self, run_id: str, tool_call_id: str, result: dict[str, Any]) -> bool:
+        """Hand a client tool's answer to the call ``tool_call_id`` of the run ``run_id``, if it
+        waits in this process. The caller has checked the answer belongs to that run's call."""
+        future = self.tool_waiters.get((str(run_id), str(tool_call_id)))
         if future is None or future.done():
             return False
         future.set_result(result)
@@ -171,7 +176,9 @@ class RunManager:
             if kind == "run.stop":
                 self.stop_local(message.get("run_id", ""))
             elif kind == "run.tool_result":
-                self.resolve_tool(message.get("tool_call_id", ""), message.get("outcome", {}))
+                self.resolve_tool(
+                    message.get("run_id", ""), message.get("tool_call_id", ""), message.get("outcome", {})
+                )
             elif kind == "run.execute":
                 await self.launch(message["run_id"], message.get("trigger_seq"))
 
@@ -677,7 +684,9 @@ class _Execution:
             )
             for t in (self.agent.tools or [])
         ]
+        # The only tools this run executes: a name the agent does not list is refused.
         executions = {t["name"]: t.get("execution", "server") for t in (self.agent.tools or [])}
+        calls_per_round = settings.NEXUS_MAX_TOOL_CALLS_PER_ROUND
         messages = self.history
         if messages is None:
             messages = await db(_history)(self.conversation, self.agent, self.reply.pk)
@@ -731,8 +740,27 @@ class _Execution:
                 self.writer.emit("info", {"code": "tool_round_limit", "message": "Tool round limit reached."})
                 return _Outcome(finish_reason="tool_round_limit")
             messages = [*messages, ChatMessage(role="assistant", content="", tool_calls=tuple(calls))]
-            for call in calls:
-                outcome = await self._run_tool(call, executions.get(call.name, "server"))
+            if len(calls) > calls_per_round:
+                logger.warning(
+                    "run %s: the model made %d tool calls in one round; %d refused (cap %d)",
+                    self.run_id,
+                    len(calls),
+                    len(calls) - calls_per_round,
+                    calls_per_round,
+                )
+                self.writer.emit(
+                    "info",
+                    {
+                        "code": "tool_call_limit",
+                        "message": f"Only {calls_per_round} tool calls per round run; "
+                        f"{len(calls) - calls_per_round} were refused.",
+                    },
+                )
+            for index, call in enumerate(calls):
+                if index < calls_per_round:
+                    outcome = await self._run_tool(call, executions.get(call.name))
+                else:  # every call needs an answer in the model's next request
+                    outcome = run_tools.over_cap_outcome(calls_per_round)
                 messages.append(
                     ChatMessage(
                         role="tool",
@@ -743,9 +771,7 @@ class _Execution:
                 )
         return _Outcome(finish_reason="tool_round_limit")
 
-    async def _run_tool(self, call: ToolCall, execution: str) -> dict[str, Any]:
-        from runs import tools as run_tools
-
+    async def _run_tool(self, call: ToolCall, execution: str | None) -> dict[str, Any]:
         if not await self._start_committed():
             raise asyncio.CancelledError  # abandoned: being cancelled already
 

@@ -44,6 +44,7 @@ from conversations.services import conversation_create, conversation_idle_expiry
 from nexus.errors import AgentUnavailable, Conflict, NotFound, ValidationFailed
 from realtime.eventlog import get_event_log
 from runs.events import EventWriter
+from runs.tools import store_tool_result, tool_result_key
 
 db = sync_to_async
 
@@ -439,25 +440,48 @@ async def run_stop(*, user: Any, conversation_id: Any, run_id: str | None = None
 
 def _prepare_tool_result(
     *, user: Any, conversation_id: Any, tool_call_id: str, result: Any, is_error: bool
-) -> tuple[str, dict[str, Any]]:
-    from runs.tools import store_tool_result
-
+) -> tuple[str, str, dict[str, Any]]:
+    """Store a client's answer to a client tool call of a run of this conversation, which ``user``
+    may access; (the run's owner, the run's id, the outcome). The call is found in this
+    conversation only: a call id is the provider's and may repeat in other conversations and runs,
+    so it is never looked up on its own. Of several calls with this id here, the newest unanswered
+    one gets the answer."""
     conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
-    call = (
+    calls = list(
         Message.objects.filter(
             conversation=conversation, type=MessageType.TOOL_CALL, metadata__toolCallId=tool_call_id
-        )
-        .order_by("created_at")
-        .first()
+        ).order_by("-created_at", "-pk")[:20]
     )
-    if call is None:
+    if not calls:
         raise NotFound("No tool call with that id in this conversation.")
+    answered = set(
+        Message.objects.filter(
+            conversation=conversation,
+            type=MessageType.TOOL_RESULT,
+            client_message_id__in=[
+                tool_result_key(c.metadata.get("run_id", ""), tool_call_id) for c in calls
+            ],
+        ).values_list("client_message_id", flat=True)
+    )
+    call = next(
+        (c for c in calls if tool_result_key(c.metadata.get("run_id", ""), tool_call_id) not in answered),
+        calls[0],
+    )
     if call.metadata.get("execution") != "client":
         raise ValidationFailed(
             "That tool runs on the server.", details={"toolCallId": ["Not a client tool."]}
         )
+    run_id = str(call.metadata.get("run_id") or "")
+    owners = (
+        list(Run.objects.filter(pk=run_id, conversation=conversation).values_list("owner", flat=True)[:1])
+        if run_id
+        else []
+    )
+    if not owners:  # a call stored by no run of this conversation: nothing waits for it
+        raise NotFound("No tool call with that id in this conversation.")
     stored = store_tool_result(
         conversation_id=conversation.pk,
+        run_id=run_id,
         tool_call_id=tool_call_id,
         tool=call.metadata.get("tool", ""),
         agent_id=call.metadata.get("agent_id", ""),
@@ -466,30 +490,38 @@ def _prepare_tool_result(
     )
     if stored is None:
         raise Conflict("This tool call already has a result.")
-    owner = Run.objects.filter(pk=call.metadata.get("run_id")).values_list("owner", flat=True).first() or ""
-    return owner, {"result": result, "is_error": is_error}
+    return owners[0] or "", run_id, {"result": result, "is_error": is_error}
 
 
 async def tool_result_submit(
     *, user: Any, conversation_id: Any, tool_call_id: str, result: Any, is_error: bool
 ) -> None:
-    """A client's answer to a client tool call. The first valid answer wins; later ones get Conflict."""
+    """A client's answer to a client tool call. The first valid answer wins; later ones get Conflict.
+
+    Only a user who may access the conversation answers, and only a call of a run of that
+    conversation: the waiter is found by (run, call id), here or in the run's owning process."""
     from runs.engine import get_run_manager
 
-    owner, outcome = await db(_prepare_tool_result)(
+    owner, run_id, outcome = await db(_prepare_tool_result)(
         user=user,
         conversation_id=conversation_id,
         tool_call_id=tool_call_id,
         result=result,
         is_error=is_error,
     )
-    if get_run_manager().resolve_tool(tool_call_id, outcome):
+    if get_run_manager().resolve_tool(run_id, tool_call_id, outcome):
         return
     _, _, channel = owner.partition("|")
     if channel:
         try:
             await get_channel_layer().send(
-                channel, {"type": "run.tool_result", "tool_call_id": tool_call_id, "outcome": outcome}
+                channel,
+                {
+                    "type": "run.tool_result",
+                    "run_id": run_id,
+                    "tool_call_id": tool_call_id,
+                    "outcome": outcome,
+                },
             )
         except Exception:  # the run also finds the stored result within a second
             pass
@@ -536,9 +568,9 @@ def _session_state(conversation: Conversation, last_seq: int, recent: int) -> di
         Run.objects.filter(conversation=conversation, status__in=ACTIVE_RUN_STATUSES).order_by("created_at")
     )
     answered = set(
-        Message.objects.filter(conversation=conversation, type=MessageType.TOOL_RESULT).values_list(
-            "metadata__toolCallId", flat=True
-        )
+        Message.objects.filter(
+            conversation=conversation, type=MessageType.TOOL_RESULT, client_message_id__isnull=False
+        ).values_list("client_message_id", flat=True)
     )
     pending_tools = [
         {
@@ -551,7 +583,7 @@ def _session_state(conversation: Conversation, last_seq: int, recent: int) -> di
         for m in Message.objects.filter(
             conversation=conversation, type=MessageType.TOOL_CALL, metadata__execution="client"
         ).order_by("created_at")
-        if m.metadata.get("toolCallId") not in answered
+        if tool_result_key(m.metadata.get("run_id", ""), m.metadata.get("toolCallId", "")) not in answered
         and m.metadata.get("run_id") in {str(r.pk) for r in active}
     ]
     return {

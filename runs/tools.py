@@ -3,12 +3,23 @@
 The tool_call and tool_result of every call are stored as messages and emitted as events. A
 client tool's first valid result wins (a unique key on the stored result); no answer within the
 timeout gives the model an error result.
+
+Policy (SPEC section 12): a run executes only the tools its agent lists. A call to any other name
+is refused: the model gets an error result it can recover from, watchers see the call and its
+error result, the log gets a warning, and nothing runs. Calls past the per-round cap are refused
+without being stored (``over_cap_outcome``).
+
+A call is known by its run and the provider's call id together (``tool_result_key``): providers
+and OpenAI-compatible servers make up their ids, and two runs may well both say ``call_1``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async as sync_to_async
@@ -21,8 +32,42 @@ from providers.base import ToolCall
 if TYPE_CHECKING:
     from runs.engine import _Execution
 
-TOOL_RESULT_KEY = "tool:{}"
+logger = logging.getLogger(__name__)
+
 MAX_RESULT_CHARS = 200_000
+# Message.client_message_id holds at most 128 characters; a longer key is hashed.
+_MAX_KEY_CHARS = 128
+_LOGGABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def tool_result_key(run_id: Any, tool_call_id: str) -> str:
+    """The unique key (``Message.client_message_id``) of the result of one call of one run."""
+    key = f"tool:{run_id}:{tool_call_id}"
+    if len(key) <= _MAX_KEY_CHARS:
+        return key
+    return f"tool:{run_id}:#{hashlib.sha256(tool_call_id.encode()).hexdigest()}"
+
+
+def loggable_tool_name(name: str) -> str:
+    """A model's tool name as it may go into a log line: an identifier, or a placeholder."""
+    return name if _LOGGABLE_NAME.fullmatch(name) else "<not an identifier>"
+
+
+def refused_outcome(name: str) -> dict[str, Any]:
+    """The result the model gets for a tool its agent does not list."""
+    shown = name if len(name) <= 64 else name[:64] + "…"
+    return {
+        "result": {"error": f"The tool {shown!r} is not available to this agent; use only the tools listed."},
+        "is_error": True,
+    }
+
+
+def over_cap_outcome(cap: int) -> dict[str, Any]:
+    """The result the model gets for a call past the per-round cap (it is neither run nor stored)."""
+    return {
+        "result": {"error": f"Too many tool calls at once: at most {cap} per round run; this one did not."},
+        "is_error": True,
+    }
 
 
 def _store_call(ex: _Execution, call: ToolCall, execution: str, seq: int) -> None:
@@ -46,9 +91,16 @@ def _store_call(ex: _Execution, call: ToolCall, execution: str, seq: int) -> Non
 
 
 def store_tool_result(
-    *, conversation_id: Any, tool_call_id: str, tool: str, agent_id: str, result: Any, is_error: bool
+    *,
+    conversation_id: Any,
+    run_id: Any,
+    tool_call_id: str,
+    tool: str,
+    agent_id: str,
+    result: Any,
+    is_error: bool,
 ) -> Message | None:
-    """Store a tool's result once; None if this call already has one (first result wins)."""
+    """Store the result of one call of one run once; None if it already has one (first result wins)."""
     content = json.dumps(result, ensure_ascii=False, default=str)[:MAX_RESULT_CHARS]
     try:
         with transaction.atomic():
@@ -58,9 +110,10 @@ def store_tool_result(
                 type=MessageType.TOOL_RESULT,
                 status=MessageStatus.ERROR if is_error else MessageStatus.COMPLETE,
                 content=content,
-                client_message_id=TOOL_RESULT_KEY.format(tool_call_id),
+                client_message_id=tool_result_key(run_id, tool_call_id),
                 metadata={
                     "toolCallId": tool_call_id,
+                    "run_id": str(run_id),
                     "tool": tool,
                     "agent_id": agent_id,
                     "is_error": is_error,
@@ -70,9 +123,9 @@ def store_tool_result(
         return None
 
 
-def _stored_result(conversation_id: Any, tool_call_id: str) -> dict[str, Any] | None:
+def _stored_result(conversation_id: Any, run_id: Any, tool_call_id: str) -> dict[str, Any] | None:
     row = Message.objects.filter(
-        conversation_id=conversation_id, client_message_id=TOOL_RESULT_KEY.format(tool_call_id)
+        conversation_id=conversation_id, client_message_id=tool_result_key(run_id, tool_call_id)
     ).first()
     if row is None:
         return None
@@ -83,21 +136,35 @@ def _stored_result(conversation_id: Any, tool_call_id: str) -> dict[str, Any] | 
     return {"result": result, "is_error": bool(row.metadata.get("is_error"))}
 
 
-def _set_result_seq(conversation_id: Any, tool_call_id: str, seq: int) -> None:
+def _set_result_seq(conversation_id: Any, run_id: Any, tool_call_id: str, seq: int) -> None:
     Message.objects.filter(
-        conversation_id=conversation_id, client_message_id=TOOL_RESULT_KEY.format(tool_call_id)
+        conversation_id=conversation_id, client_message_id=tool_result_key(run_id, tool_call_id)
     ).update(seq=seq)
 
 
-async def run_tool_call(ex: _Execution, call: ToolCall, execution: str) -> dict[str, Any]:
-    """Execute one tool call of a run; returns {"result", "is_error"} to feed back to the model."""
+async def run_tool_call(ex: _Execution, call: ToolCall, execution: str | None) -> dict[str, Any]:
+    """Execute one tool call of a run; returns {"result", "is_error"} to feed back to the model.
+
+    ``execution``: "server" or "client" as the agent lists the tool, None when the agent does not
+    list it: then the call is refused, shown and stored with its error result, and nothing runs."""
     agent_id = str(ex.agent.pk)
     conversation_id = ex.conversation.pk
+    refused = execution is None
+    if refused:
+        # The name only if it is an identifier, never the arguments: logs hold no message contents.
+        logger.warning(
+            "run %s: the model called %s, a tool agent %s does not list; refused",
+            ex.run_id,
+            loggable_tool_name(call.name),
+            agent_id,
+        )
+        execution = "server"
     waiter: asyncio.Future[dict[str, Any]] | None = None
+    waiter_key = (str(ex.run_id), call.id)
     if execution == "client":
         # Registered before the call is announced, so an instant answer cannot be missed.
         waiter = asyncio.get_running_loop().create_future()
-        ex.manager.tool_waiters[call.id] = waiter
+        ex.manager.tool_waiters[waiter_key] = waiter
     try:
         seq = await ex.writer.emit_now(
             "tool_call",
@@ -113,9 +180,10 @@ async def run_tool_call(ex: _Execution, call: ToolCall, execution: str) -> dict[
         )
         await sync_to_async(_store_call)(ex, call, execution, seq)
         if waiter is None:
-            outcome = await _server_tool(ex, call)
+            outcome = refused_outcome(call.name) if refused else await _server_tool(ex, call)
             await sync_to_async(store_tool_result)(
                 conversation_id=conversation_id,
+                run_id=ex.run_id,
                 tool_call_id=call.id,
                 tool=call.name,
                 agent_id=agent_id,
@@ -125,8 +193,8 @@ async def run_tool_call(ex: _Execution, call: ToolCall, execution: str) -> dict[
         else:
             outcome = await _client_tool(ex, call, waiter)
     finally:
-        if waiter is not None:
-            ex.manager.tool_waiters.pop(call.id, None)
+        if waiter is not None and ex.manager.tool_waiters.get(waiter_key) is waiter:
+            del ex.manager.tool_waiters[waiter_key]
     seq = await ex.writer.emit_now(
         "tool_result",
         {
@@ -135,9 +203,10 @@ async def run_tool_call(ex: _Execution, call: ToolCall, execution: str) -> dict[
             "result": outcome["result"],
             "is_error": outcome["is_error"],
             "agent_id": agent_id,
+            "run_id": ex.run_id,
         },
     )
-    await sync_to_async(_set_result_seq)(conversation_id, call.id, seq)
+    await sync_to_async(_set_result_seq)(conversation_id, ex.run_id, call.id, seq)
     return outcome
 
 
@@ -165,7 +234,7 @@ async def _client_tool(
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), min(1.0, remaining))
         except TimeoutError:
-            stored = await sync_to_async(_stored_result)(ex.conversation.pk, call.id)
+            stored = await sync_to_async(_stored_result)(ex.conversation.pk, ex.run_id, call.id)
             if stored is not None:
                 return stored
     timeout_result = {
@@ -173,6 +242,7 @@ async def _client_tool(
     }
     stored = await sync_to_async(store_tool_result)(
         conversation_id=ex.conversation.pk,
+        run_id=ex.run_id,
         tool_call_id=call.id,
         tool=call.name,
         agent_id=str(ex.agent.pk),
@@ -180,7 +250,7 @@ async def _client_tool(
         is_error=True,
     )
     if stored is None:  # an answer landed at the last moment: it wins
-        return await sync_to_async(_stored_result)(ex.conversation.pk, call.id) or {
+        return await sync_to_async(_stored_result)(ex.conversation.pk, ex.run_id, call.id) or {
             "result": timeout_result,
             "is_error": True,
         }

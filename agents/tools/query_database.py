@@ -16,6 +16,11 @@ PostgreSQL (a ``postgres://`` URL):
     and refuses data-modifying WITH clauses; rows are fetched only up to the limit.
 Use a PostgreSQL role that can only SELECT what the agents may read: read-only transactions
 still allow reading anything the role can read.
+
+The tool refuses to run at all (an error result, and an error in the log) against the
+application's own database (the same SQLite file, or the same PostgreSQL host, port and database)
+and as a PostgreSQL superuser, or a role that may become one or read the server's files: a
+superuser reads any file of the server (``pg_read_file``) even in a read-only transaction.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import asyncio
 import base64
 import logging
 import math
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -34,6 +41,7 @@ from datetime import time as clock_time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import dj_database_url
 import psycopg
@@ -58,6 +66,17 @@ _SQLITE_ALLOWED_ACTIONS = frozenset(
 )
 _SQLITE_DENIED_FUNCTIONS = frozenset({"load_extension"})
 _demo_lock = threading.Lock()
+
+_APP_DATABASE_REFUSAL = (
+    "query_database will not run: its database (NEXUS_TOOLS_DATABASE_URL) is the application's own "
+    "database. Point it at a database of its own."
+)
+_SUPERUSER_REFUSAL = (
+    "query_database will not run: its PostgreSQL role is a superuser, may become one, or may read "
+    "the server's files. Give it a role that can only SELECT what agents may read."
+)
+# Roles whose members may read or write the server's files or run programs there.
+_PG_FILE_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,6 +254,7 @@ def postgres_query(url: str, sql: str, *, limits: QueryLimits) -> QueryResult:
         logger.warning("query_database cannot connect to PostgreSQL: %s", exc)
         raise ToolError("The tools database is not reachable.") from None
     try:
+        _postgres_refuse_unsafe_session(connection)
         # DECLARE ... CURSOR FOR <sql>, sent over the extended protocol: exactly one SELECT.
         cursor = connection.cursor(name=f"nexus_query_{uuid.uuid4().hex[:12]}")
         cursor.execute(sql)
@@ -246,6 +266,123 @@ def postgres_query(url: str, sql: str, *, limits: QueryLimits) -> QueryResult:
         # Closing without COMMIT discards the transaction and the cursor with it.
         connection.close()
     return _result(columns, rows, limits)
+
+
+# --- Never the application's database, never a superuser --------------------------------------
+
+
+def _app_database() -> dict[str, Any]:
+    return settings.DATABASES["default"]
+
+
+def _sqlite_file(name: str) -> Path | None:
+    """The file behind a SQLite database name; None for an in-memory database."""
+    if not name or name == ":memory:":
+        return None
+    if name.startswith("file:"):
+        parts = urlsplit(name)
+        if "mode=memory" in parts.query or not parts.path:
+            return None
+        name = parts.path
+    return Path(name)
+
+
+def is_app_sqlite_file(path: Path) -> bool:
+    """Whether ``path`` is the application's own SQLite database file."""
+    app = _app_database()
+    if app.get("ENGINE") != "django.db.backends.sqlite3":
+        return False
+    app_file = _sqlite_file(str(app.get("NAME") or ""))
+    if app_file is None:
+        return False
+    try:
+        if app_file.resolve() == path.resolve():
+            return True
+        return os.path.samefile(app_file, path)
+    except OSError:  # either file missing: not the same file
+        return False
+
+
+_LOCAL = frozenset({"127.0.0.1", "::1", "localhost", "unix-socket"})
+
+
+def _addresses(host: str) -> set[str]:
+    """What ``host`` may reach: its name and resolved addresses; a Unix socket counts as loopback."""
+    host = host.strip().lower().strip("[]")
+    if not host or host.startswith("/") or host == "localhost":
+        return set(_LOCAL)
+    found = {host}
+    try:
+        found |= {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        pass
+    return found | (set(_LOCAL) if found & _LOCAL else set())
+
+
+def _postgres_endpoints(host: str, port: str) -> list[tuple[str, int]]:
+    hosts = (host or "").split(",")
+    ports = [(p or "").strip() for p in str(port or "").split(",")]
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    endpoints = []
+    for h, p in zip(hosts, ports, strict=False):
+        try:
+            endpoints.append((h, int(p or 5432)))
+        except ValueError:
+            endpoints.append((h, 5432))
+    return endpoints
+
+
+def is_app_postgres_database(url: str) -> bool:
+    """Whether ``url`` names the application's own PostgreSQL database: the same database name on
+    the same port of a host that resolves to any of the application's database addresses."""
+    app = _app_database()
+    if app.get("ENGINE") != "django.db.backends.postgresql":
+        return False
+    target = conninfo_to_dict(url)
+    dbname = target.get("dbname") or target.get("user") or ""
+    if dbname != app.get("NAME"):
+        return False
+    app_endpoints = [
+        (_addresses(h), p) for h, p in _postgres_endpoints(app.get("HOST") or "", app.get("PORT"))
+    ]
+    for host, port in _postgres_endpoints(target.get("host") or "", target.get("port") or ""):
+        addresses = _addresses(host)
+        if any(port == app_port and addresses & app_addresses for app_addresses, app_port in app_endpoints):
+            return True
+    return False
+
+
+def _postgres_refuse_unsafe_session(connection: psycopg.Connection[Any]) -> None:
+    """Once connected: refuse a superuser role (or one that may SET ROLE to a superuser or read
+    the server's files), and the application's database reached under another name."""
+    row = connection.execute(
+        "SELECT current_setting('is_superuser') = 'on'"
+        " OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolsuper AND pg_has_role(current_user, r.oid, 'MEMBER'))"
+        " OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = ANY(%s) AND pg_has_role(current_user, r.oid, 'MEMBER')),"
+        " current_database(), host(inet_server_addr()), inet_server_port()",
+        [list(_PG_FILE_ROLES)],
+    ).fetchone()
+    connection.rollback()
+    unsafe_role, dbname, server_address, server_port = row
+    if unsafe_role:
+        logger.error("query_database refused: its PostgreSQL role is a superuser or may act as one")
+        raise ToolError(_SUPERUSER_REFUSAL)
+    app = _app_database()
+    if app.get("ENGINE") == "django.db.backends.postgresql" and dbname == app.get("NAME"):
+        address = server_address or "unix-socket"
+        for app_host, app_port in _postgres_endpoints(app.get("HOST") or "", app.get("PORT")):
+            if server_port in (app_port, None) and address in _addresses(app_host):
+                logger.error("query_database refused: its database is the application's own database")
+                raise ToolError(_APP_DATABASE_REFUSAL)
+
+
+def refuse_app_database(kind: Literal["sqlite", "postgres"], target: str) -> None:
+    """Raise ToolError if the tools database is the application's own (before connecting)."""
+    same = is_app_sqlite_file(Path(target)) if kind == "sqlite" else is_app_postgres_database(target)
+    if same:
+        logger.error("query_database refused: its database is the application's own database")
+        raise ToolError(_APP_DATABASE_REFUSAL)
 
 
 # --- The tool ---------------------------------------------------------------------------------
@@ -271,6 +408,7 @@ def tools_database() -> tuple[Literal["sqlite", "postgres"], str]:
 
 def _query_blocking(sql: str, limits: QueryLimits) -> QueryResult:
     kind, target = tools_database()
+    refuse_app_database(kind, target)
     if kind == "postgres":
         return postgres_query(target, sql, limits=limits)
     return sqlite_query(Path(target), sql, limits=limits)

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -22,8 +23,10 @@ FOREVER = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
 
 
 @pytest.fixture
-def pg_schema(postgres_url: str, settings) -> Iterator[str]:
-    """The demo tables in a fresh schema of the `postgres` database; dropped afterwards."""
+def pg_schema(postgres_url: str, settings, make_pg_role) -> Iterator[str]:
+    """The demo tables in a fresh schema of the `postgres` database, read by the tool as a role of
+    its own that is no superuser but may otherwise do anything to them: what stops the writes
+    below is the read-only session, not a missing privilege. Dropped afterwards."""
     schema = f"nexus_tools_test_{uuid.uuid4().hex[:10]}"
     name = sql.Identifier(schema)
     with psycopg.connect(postgres_url, autocommit=True) as db:
@@ -49,7 +52,13 @@ def pg_schema(postgres_url: str, settings) -> Iterator[str]:
             cursor.executemany(
                 sql.SQL("INSERT INTO {}.holdings VALUES (%s, %s, %s, %s, %s)").format(name), HOLDINGS
             )
-    settings.NEXUS_TOOLS_DATABASE_URL = postgres_url
+    reader_url = make_pg_role()
+    reader = sql.Identifier(urlsplit(reader_url).username)
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(sql.SQL("GRANT ALL ON SCHEMA {} TO {}").format(name, reader))
+        db.execute(sql.SQL("GRANT ALL ON ALL TABLES IN SCHEMA {} TO {}").format(name, reader))
+        db.execute(sql.SQL("GRANT ALL ON ALL SEQUENCES IN SCHEMA {} TO {}").format(name, reader))
+    settings.NEXUS_TOOLS_DATABASE_URL = reader_url
     settings.NEXUS_TOOLS_QUERY_MAX_ROWS = 100
     settings.NEXUS_TOOLS_QUERY_TIMEOUT = 2.0
     try:
