@@ -673,8 +673,9 @@ class _Execution:
         from providers.registry import get_provider
         from runs.provider_config import generation_options_for
 
-        provider = get_provider(self.agent.provider)
+        # Options first: they configure the registry (egress policy included) before it is asked.
         options = generation_options_for(self.agent)
+        provider = get_provider(self.agent.provider)
         tool_specs = [
             ToolSpec(
                 name=t["name"], description=t.get("description", ""), parameters=t.get("parameters") or {}

@@ -271,8 +271,8 @@ async def complete_text(*, agent: Any, messages: Sequence[ChatMessage], max_toke
     text was expected)."""
     from providers.registry import get_provider
 
+    options = replace(generation_options_for(agent), max_tokens=max_tokens)  # configures the registry
     provider = await asyncio.to_thread(get_provider, agent.provider)
-    options = replace(generation_options_for(agent), max_tokens=max_tokens)
     parts: list[str] = []
     stream = provider.stream_chat(model=agent.model, messages=list(messages), tools=(), options=options)
     try:
