@@ -211,6 +211,9 @@ def agent_mark_active(*, agent_id: Any) -> None:
 
 # --- the access rules of writes, for callers acting for a user (REST, WebSocket) ----------------
 
+# Provider options that would move the request elsewhere (google-genai's per-request http_options
+# carry a base_url and headers): staff only, like base_url itself.
+_ENDPOINT_CONFIG_KEYS = frozenset({"http_options", "base_url", "api_endpoint", "headers", "extra_headers"})
 STAFF_ONLY_MESSAGE = (
     "Only staff set a custom base_url or config.api_key_env: they decide where the server connects "
     "and which of the operator's keys it sends."
@@ -235,6 +238,14 @@ def agent_endpoint_check(*, user: Any, fields: dict[str, Any], agent: Agent | No
         # A value that is no variable name at all is the validation's to refuse (400).
         if isinstance(key_env, str) and key_env.endswith("_API_KEY") and key_env != current_env:
             refused["config"] = ["Only staff set api_key_env."]
+        current = (agent.config or {}) if agent is not None else {}
+        moved = sorted(
+            str(k)
+            for k, v in config.items()
+            if str(k).lower() in _ENDPOINT_CONFIG_KEYS and current.get(k) != v
+        )
+        if moved:
+            refused.setdefault("config", []).append(f"Only staff set {', '.join(moved)}.")
     if refused:
         raise Forbidden(STAFF_ONLY_MESSAGE, details=refused)
 

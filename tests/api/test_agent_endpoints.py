@@ -26,6 +26,7 @@ def detail(agent: Agent) -> str:
         ({"base_url": ELSEWHERE}, "base_url"),
         ({"config": {"api_key_env": "OPENAI_API_KEY"}}, "api_key_env"),
         ({"base_url": "http://127.0.0.1:8000/v1", "config": {"api_key_env": "GROQ_API_KEY"}}, "base_url"),
+        ({"provider": "gemini", "config": {"http_options": {"base_url": "http://10.0.0.1/"}}}, "base_url"),
     ],
 )
 def test_it_refuses_a_users_new_agent_with_an_endpoint_or_key_variable(alice, user, fields, field):
