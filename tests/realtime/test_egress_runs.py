@@ -69,7 +69,7 @@ def _carried(request: RecordedRequest, secret: str) -> bool:
 
 
 async def test_a_users_agent_never_carries_the_operator_key_to_its_own_host(
-    connect, user, operator_key, capture
+    connect, user, operator_key, settings, capture
 ):
     capture.script(Reply(text="thanks for the key"))
     finished = await _run(connect, user, capture.base_url)
@@ -77,15 +77,12 @@ async def test_a_users_agent_never_carries_the_operator_key_to_its_own_host(
     assert len(capture.requests) == 1
     assert not _carried(capture.requests[0], OPERATOR_KEY)  # ...and got no key
     assert capture.requests[0].headers["authorization"] == "Bearer not-needed"
-
-
-async def test_a_key_bound_to_the_host_by_the_operator_is_sent_there(connect, user, settings, capture):
-    settings.NEXUS_PROVIDER_API_KEYS = {"OPENAI_API_KEY": OPERATOR_KEY}
+    # Once the operator binds the key to that host, it is sent there.
     settings.NEXUS_KEY_HOSTS = {"OPENAI_API_KEY": [f"127.0.0.1:{capture.port}"]}
     capture.script(Reply(text="ok"))
     finished = await _run(connect, user, capture.base_url)
     assert finished["data"]["status"] == "completed"
-    assert capture.requests[0].headers["authorization"] == f"Bearer {OPERATOR_KEY}"
+    assert capture.requests[1].headers["authorization"] == f"Bearer {OPERATOR_KEY}"
 
 
 @pytest.fixture
