@@ -21,8 +21,8 @@ async def _agent_provider_check(agent: Agent) -> dict[str, Any]:
 
     timeout = settings.NEXUS_PROVIDER_STATUS_TIMEOUT
     try:
+        options = generation_options_for(agent)  # configures the registry (egress policy) first
         provider = get_provider(agent.provider)
-        options = generation_options_for(agent)
         status = await asyncio.wait_for(provider.status(options=options), timeout)
     except TimeoutError:
         return {"reachable": False, "detail": f"no answer within {timeout:g} s", "models": []}

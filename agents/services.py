@@ -211,11 +211,50 @@ def agent_mark_active(*, agent_id: Any) -> None:
 
 # --- the access rules of writes, for callers acting for a user (REST, WebSocket) ----------------
 
+# Provider options that would move the request elsewhere (google-genai's per-request http_options
+# carry a base_url and headers): staff only, like base_url itself.
+_ENDPOINT_CONFIG_KEYS = frozenset({"http_options", "base_url", "api_endpoint", "headers", "extra_headers"})
+STAFF_ONLY_MESSAGE = (
+    "Only staff set a custom base_url or config.api_key_env: they decide where the server connects "
+    "and which of the operator's keys it sends."
+)
+
+
+def agent_endpoint_check(*, user: Any, fields: dict[str, Any], agent: Agent | None = None) -> None:
+    """Refuse (403 ``forbidden``) a non-staff user's attempt to set where the agent connects
+    (``base_url``) or which operator key it uses (``config.api_key_env``). Leaving either as it
+    already is (e.g. a full PUT of an older agent) is not an attempt; clearing either is allowed."""
+    if getattr(user, "is_staff", False):
+        return
+    refused: dict[str, list[str]] = {}
+    current_url = agent.base_url if agent is not None else ""
+    base_url = fields.get("base_url")
+    if base_url and base_url != current_url:
+        refused["base_url"] = ["Only staff set a custom base_url."]
+    if "config" in fields:
+        config = fields["config"] if isinstance(fields["config"], dict) else {}
+        current_env = (agent.config or {}).get("api_key_env") if agent is not None else None
+        key_env = next((v for k, v in config.items() if str(k).lower() == "api_key_env"), None)
+        # A value that is no variable name at all is the validation's to refuse (400).
+        if isinstance(key_env, str) and key_env.endswith("_API_KEY") and key_env != current_env:
+            refused["config"] = ["Only staff set api_key_env."]
+        current = (agent.config or {}) if agent is not None else {}
+        moved = sorted(
+            str(k)
+            for k, v in config.items()
+            if str(k).lower() in _ENDPOINT_CONFIG_KEYS and current.get(k) != v
+        )
+        if moved:
+            refused.setdefault("config", []).append(f"Only staff set {', '.join(moved)}.")
+    if refused:
+        raise Forbidden(STAFF_ONLY_MESSAGE, details=refused)
+
 
 def agent_create_for_user(*, user: Any, shared: bool = False, **fields: Any) -> Agent:
     """Create an agent for ``user``: their own, or shared with everyone (staff only)."""
     if shared and not getattr(user, "is_staff", False):
         raise Forbidden("Only staff create shared agents.")
+    agent_endpoint_check(user=user, fields=fields)
     return agent_create(owner=None if shared else user, **fields)
 
 
@@ -223,6 +262,7 @@ def agent_update_for_user(*, user: Any, agent: Agent, **fields: Any) -> Agent:
     """Owners change their agents; shared agents are changed by staff only."""
     if not agent_can_edit(user=user, agent=agent):
         raise Forbidden("Only staff change shared agents.")
+    agent_endpoint_check(user=user, fields=fields, agent=agent)
     return agent_update(agent=agent, **fields)
 
 

@@ -175,7 +175,13 @@ class EmbeddedTarget:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="nexus-load-"))
-        self.env = {**clean_environment(), "NEXUS_VAR_DIR": str(self.dir), **env}
+        # The paced fake provider listens on the loopback interface: allowed egress here.
+        self.env = {
+            **clean_environment(),
+            "NEXUS_VAR_DIR": str(self.dir),
+            "NEXUS_EGRESS_ALLOW": "127.0.0.1,::1",
+            **env,
+        }
         self.port = free_port()
         self.process: Process | None = None
 

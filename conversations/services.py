@@ -243,7 +243,7 @@ def _no_secrets(value: Any, *, where: str) -> None:
 
 def _agent_from_spec(*, owner: Any, role: str, spec: dict[str, Any]) -> Agent:
     from agents.selectors import agent_get_for_user
-    from agents.services import agent_create
+    from agents.services import agent_create_for_user
     from nexus.errors import NotFound
 
     if "agent_id" in spec:
@@ -276,7 +276,8 @@ def _agent_from_spec(*, owner: Any, role: str, spec: dict[str, Any]) -> Agent:
         fields["config"] = {**(fields.get("config") or {}), "metadata": spec["metadata"]}
     fields.setdefault("name", f"{role.replace('_', ' ').title()} ({spec['provider']} {spec['model']})"[:120])
     try:
-        return agent_create(owner=owner, **fields)
+        # As for POST /api/agents/: only staff choose an inline agent's base_url or api_key_env.
+        return agent_create_for_user(user=owner, **fields)
     except ValidationFailed as exc:
         details = exc.details if isinstance(exc.details, dict) else {}
         messages = [f"{role}.{field}: {msg}" for field, msgs in details.items() for msg in _flat(msgs)]

@@ -250,6 +250,36 @@ def _provider_plugins() -> dict[str, str]:
 
 NEXUS_PROVIDER_PLUGINS = _provider_plugins()
 
+# --- Egress: where outbound fetches may go (core/egress.py, docs/providers.md) ------------------
+
+
+def _egress_allow() -> list[str]:
+    """Loopback/private/link-local/CGNAT destinations the server may reach anyway: host names
+    (``*.suffix`` for a domain), IPs and CIDRs, each optionally ``:port``, separated by commas."""
+    from core.egress import parse_allow_list
+
+    items = env_list("NEXUS_EGRESS_ALLOW", [])
+    try:
+        parse_allow_list(items)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"NEXUS_EGRESS_ALLOW: {exc}") from None
+    return items
+
+
+def _key_hosts() -> dict[str, list[str]]:
+    """Where each operator key may be sent: ``VAR_API_KEY=host|host:port,...``; a variable named
+    here is sent to these hosts only (its built-in default host is replaced)."""
+    from core.egress import parse_key_hosts
+
+    try:
+        return {name: list(hosts) for name, hosts in parse_key_hosts(env_list("NEXUS_KEY_HOSTS", [])).items()}
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"NEXUS_KEY_HOSTS: {exc}") from None
+
+
+NEXUS_EGRESS_ALLOW = _egress_allow()
+NEXUS_KEY_HOSTS = _key_hosts()
+
 # --- Auth and the REST API --------------------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -14,6 +14,8 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
+from core.egress import EgressPolicy
+
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
@@ -74,8 +76,18 @@ async def close_http_client(client: httpx.AsyncClient) -> None:
     await client.aclose()
 
 
-def new_http_client() -> httpx.AsyncClient:
-    """The HTTP client the adapters share per loop.
+HTTP_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30.0)
+
+
+def egress_transport(egress: EgressPolicy | None) -> httpx.AsyncBaseTransport | None:
+    """The transport under an adapter's HTTP client: one that obeys ``egress`` (every connection,
+    every redirect hop), or None (httpx's own) for an adapter built without a policy (tests, bench;
+    the server always passes one, see ``runs.provider_config``)."""
+    return egress.transport(limits=HTTP_LIMITS) if egress is not None else None
+
+
+def new_http_client(egress: EgressPolicy | None = None) -> httpx.AsyncClient:
+    """The HTTP client the adapters share per loop, sending through ``egress``'s transport.
 
     ``trust_env=False``: proxies and certificates come from configuration, never from the environment.
     Timeouts are given per request (see ``resilience.httpx_timeout``).
@@ -83,7 +95,8 @@ def new_http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(
         trust_env=False,
         timeout=httpx.Timeout(30.0),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30.0),
+        limits=HTTP_LIMITS,
+        transport=egress_transport(egress),
     )
 
 

@@ -15,7 +15,15 @@ from typing import Any, Literal, Protocol, runtime_checkable
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "blocked"]
 ErrorKind = Literal[
-    "rate_limited", "timeout", "unavailable", "auth", "bad_request", "protocol", "blocked", "incomplete"
+    "rate_limited",
+    "timeout",
+    "unavailable",
+    "auth",
+    "bad_request",
+    "protocol",
+    "blocked",
+    "incomplete",
+    "egress_denied",
 ]
 
 
@@ -128,9 +136,11 @@ class GenerationOptions:
 class ProviderError(Exception):
     """The one error every adapter raises.
 
-    ``kind`` says what went wrong in provider-neutral terms; ``message`` is safe to show users (no
-    secrets, no tracebacks); ``retry_after`` is the provider's requested wait in seconds, when known;
-    ``status`` is the HTTP status, when there was one.
+    ``kind`` says what went wrong in provider-neutral terms; ``message`` has no secrets and no
+    tracebacks but may quote the upstream's answer (for logs and staff); ``public_message`` quotes
+    nothing the upstream sent and names no address (for everyone else; ``message`` when the two are
+    the same); ``retry_after`` is the provider's requested wait in seconds, when known; ``status``
+    is the HTTP status, when there was one.
     """
 
     kind: ErrorKind
@@ -143,10 +153,12 @@ class ProviderError(Exception):
         retry_after: float | None = None,
         status: int | None = None,
         provider: str | None = None,
+        public_message: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.public_message = public_message or message
         self.retry_after = retry_after
         self.status = status
         self.provider = provider
@@ -172,7 +184,12 @@ class ProviderStatus:
     name: str
     reachable: bool
     models: list[str]
-    detail: str = ""
+    detail: str = ""  # may quote the upstream (for staff and logs)
+    public_detail: str | None = None  # quotes nothing from the upstream; None: ``detail`` is safe
+
+    @property
+    def safe_detail(self) -> str:
+        return self.detail if self.public_detail is None else self.public_detail
 
 
 @runtime_checkable

@@ -22,7 +22,8 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from providers._wire import PerLoop, SSEDecoder, body_chunks
+from core.egress import EgressPolicy
+from providers._wire import HTTP_LIMITS, PerLoop, SSEDecoder, body_chunks, egress_transport
 from providers.base import (
     ChatMessage,
     Finished,
@@ -219,7 +220,13 @@ class _ChunkReader:
             code = error.get("code") if isinstance(error.get("code"), int) else None
             detail = safe_message(error.get("message") or "error in stream")
             kind = kind_for_status(code) if code else "unavailable"
-            raise ProviderError(kind, f"{NAME}: {detail}", status=code, provider=NAME)  # type: ignore[arg-type]
+            raise ProviderError(
+                kind,  # type: ignore[arg-type]
+                f"{NAME}: {detail}",
+                status=code,
+                provider=NAME,
+                public_message=f"{NAME}: the provider reported an error during the reply",
+            )
         metadata = chunk.get("usageMetadata")
         if metadata:
             output = (metadata.get("candidatesTokenCount") or 0) + (metadata.get("thoughtsTokenCount") or 0)
@@ -285,10 +292,12 @@ class GeminiProvider:
         api_version: str = "v1beta",
         retry: RetryPolicy | None = None,
         retry_after_cap: float | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.base_url = base_url
         self.api_version = api_version
         self.retry = retry_policy(retry, retry_after_cap)
+        self.egress = egress
         self._clients = PerLoop(_LoopClients, close=_LoopClients.close)
 
     def _client(self, options: GenerationOptions) -> genai.Client:
@@ -298,7 +307,12 @@ class GeminiProvider:
         clients = self._clients.get()
         client = clients.sdk.get((base_url, api_version))
         if client is None:
-            http = _TapClient(trust_env=False, timeout=httpx.Timeout(30.0))
+            http = _TapClient(
+                trust_env=False,
+                timeout=httpx.Timeout(30.0),
+                limits=HTTP_LIMITS,
+                transport=egress_transport(self.egress),
+            )
             clients.http.append(http)
             client = clients.sdk[(base_url, api_version)] = genai.Client(
                 api_key=PLACEHOLDER_KEY,
@@ -429,7 +443,8 @@ class GeminiProvider:
         except Exception as exc:
             error = _map_error(exc, options) or transport_error(exc, started=False, provider=NAME)
             detail = error.message if error else f"{NAME}: unexpected answer from the model list"
-            return ProviderStatus(name=NAME, reachable=False, models=[], detail=detail)
+            public = error.public_message if error else None
+            return ProviderStatus(name=NAME, reachable=False, models=[], detail=detail, public_detail=public)
         return ProviderStatus(name=NAME, reachable=True, models=models)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
+from core.egress import EgressPolicy
 from providers._wire import LineDecoder, PerLoop, body_chunks, close_http_client, finish_body, new_http_client
 from providers.base import (
     ChatMessage,
@@ -96,7 +97,12 @@ class _LineReader:
         if data.get("error"):
             # An error inside the stream has no status; the server gave up on the generation.
             detail = safe_message(data["error"])
-            raise ProviderError("unavailable", f"{NAME}: {detail}", provider=NAME)
+            raise ProviderError(
+                "unavailable",
+                f"{NAME}: {detail}",
+                provider=NAME,
+                public_message=f"{NAME}: the provider reported an error during the reply",
+            )
         message = data.get("message") or {}
         content = message.get("content")
         if content:
@@ -145,11 +151,13 @@ class OllamaProvider:
         retry: RetryPolicy | None = None,
         retry_after_cap: float | None = None,
         keep_alive: str | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry = retry_policy(retry, retry_after_cap)
         self.keep_alive = keep_alive
-        self._http = PerLoop(new_http_client, close=close_http_client)
+        self.egress = egress
+        self._http = PerLoop(lambda: new_http_client(egress), close=close_http_client)
 
     def _url(self, options: GenerationOptions, path: str) -> str:
         return (options.base_url or self.base_url).rstrip("/") + path
@@ -279,9 +287,12 @@ class OllamaProvider:
                 raise await self._status_error(response, options)
             models = sorted(m.get("name") or m.get("model") for m in response.json().get("models", []))
         except ProviderError as exc:
-            return ProviderStatus(name=NAME, reachable=False, models=[], detail=exc.message)
+            return ProviderStatus(
+                name=NAME, reachable=False, models=[], detail=exc.message, public_detail=exc.public_message
+            )
         except Exception as exc:
             error = transport_error(exc, started=False, provider=NAME)
             detail = error.message if error else f"{NAME}: unexpected answer from /api/tags"
-            return ProviderStatus(name=NAME, reachable=False, models=[], detail=detail)
+            public = error.public_message if error else None
+            return ProviderStatus(name=NAME, reachable=False, models=[], detail=detail, public_detail=public)
         return ProviderStatus(name=NAME, reachable=True, models=models)

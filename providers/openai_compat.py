@@ -17,6 +17,7 @@ import httpx
 import openai
 import orjson
 
+from core.egress import EgressPolicy
 from providers._wire import PerLoop, SSEDecoder, body_chunks, close_http_client, finish_body, new_http_client
 from providers.base import (
     ChatMessage,
@@ -109,7 +110,13 @@ def _in_stream_error(error: Any) -> ProviderError:
     if "rate_limit" in str(error.get("type", "")):
         kind = "rate_limited"
     detail = safe_message(error.get("message") or "error in stream")
-    return ProviderError(kind, f"{NAME}: {detail}", status=status, provider=NAME)  # type: ignore[arg-type]
+    return ProviderError(
+        kind,  # type: ignore[arg-type]
+        f"{NAME}: {detail}",
+        status=status,
+        provider=NAME,
+        public_message=f"{NAME}: the provider reported an error during the reply",
+    )
 
 
 class _ChunkReader:
@@ -220,11 +227,13 @@ class OpenAIProvider:
         retry: RetryPolicy | None = None,
         retry_after_cap: float | None = None,
         include_usage: bool = True,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.base_url = base_url
         self.retry = retry_policy(retry, retry_after_cap)
         self.include_usage = include_usage
-        self._http = PerLoop(new_http_client, close=close_http_client)
+        self.egress = egress
+        self._http = PerLoop(lambda: new_http_client(egress), close=close_http_client)
         self._clients: PerLoop[dict[tuple[str, str], openai.AsyncOpenAI]] = PerLoop(dict)
 
     def _client(self, options: GenerationOptions) -> openai.AsyncOpenAI:
@@ -361,7 +370,12 @@ class OpenAIProvider:
                 "unavailable", f"{NAME}: could not connect to the provider", provider=NAME
             )
         if isinstance(exc, openai.APIError):
-            return ProviderError("protocol", f"{NAME}: {safe_message(exc.message)}", provider=NAME)
+            return ProviderError(
+                "protocol",
+                f"{NAME}: {safe_message(exc.message)}",
+                provider=NAME,
+                public_message=f"{NAME}: the provider sent an unexpected answer",
+            )
         if isinstance(exc, openai.OpenAIError):
             return ProviderError("bad_request", f"{NAME}: {safe_message(exc)}", provider=NAME)
         return None
@@ -378,7 +392,8 @@ class OpenAIProvider:
                 exc, started=False, provider=NAME
             )
             detail = error.message if error else f"{NAME}: unexpected error"
-            return ProviderStatus(name=NAME, reachable=False, models=[], detail=detail)
+            public = error.public_message if error else None
+            return ProviderStatus(name=NAME, reachable=False, models=[], detail=detail, public_detail=public)
         return ProviderStatus(name=NAME, reachable=True, models=models)
 
 

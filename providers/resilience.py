@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from core.egress import EgressDenied
 from providers.base import (
     Finished,
     IncompleteStream,
@@ -288,6 +289,14 @@ def transport_error(exc: BaseException, *, started: bool, provider: str) -> Prov
     A connection lost once the reply has started is ``incomplete`` (same as a clean close without a
     finish reason); lost before that it is ``unavailable`` and may be retried.
     """
+    denied = _egress_denial(exc)
+    if denied is not None:
+        return ProviderError(
+            "egress_denied",
+            f"{provider}: {denied}",
+            provider=provider,
+            public_message=f"{provider}: {EgressDenied.public_message}",
+        )
     if isinstance(exc, _CONNECT_TIMEOUT):
         return ProviderError("timeout", f"{provider}: could not connect in time", provider=provider)
     if isinstance(exc, _TIMEOUT):
@@ -303,6 +312,24 @@ def transport_error(exc: BaseException, *, started: bool, provider: str) -> Prov
     if isinstance(exc, _DECODING):
         return ProviderError("protocol", f"{provider}: the reply could not be decoded", provider=provider)
     return None
+
+
+def _egress_denial(exc: BaseException | None) -> EgressDenied | None:
+    """The egress refusal behind ``exc`` (SDKs wrap transport errors in their own), if any."""
+    for _ in range(5):
+        if exc is None or isinstance(exc, EgressDenied):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+_STATUS_WORDS = {
+    "auth": "the provider refused the credentials",
+    "timeout": "the provider timed out",
+    "rate_limited": "the provider is rate limiting requests",
+    "unavailable": "the provider is unavailable",
+    "bad_request": "the provider refused the request",
+}
 
 
 def kind_for_status(status: int) -> str:
@@ -321,12 +348,21 @@ def kind_for_status(status: int) -> str:
 def status_error(
     status: int, detail: str, *, provider: str, retry_after: float | None = None
 ) -> ProviderError:
-    """A ``ProviderError`` for an HTTP error status; ``detail`` must already be safe to show."""
+    """A ``ProviderError`` for an HTTP error status; ``detail`` (the upstream's words) must have
+    no secrets left, and goes in ``message`` only: ``public_message`` says what the status means."""
     kind = kind_for_status(status)
     text = f"{provider}: HTTP {status}"
+    public = f"{text} ({_STATUS_WORDS[kind]})"
     if detail:
         text += f": {detail}"
-    return ProviderError(kind, text, status=status, retry_after=retry_after, provider=provider)  # type: ignore[arg-type]
+    return ProviderError(
+        kind,  # type: ignore[arg-type]
+        text,
+        status=status,
+        retry_after=retry_after,
+        provider=provider,
+        public_message=public,
+    )
 
 
 def parse_retry_after(headers: httpx.Headers | dict | None) -> float | None:

@@ -56,6 +56,8 @@ PROVIDER_ERROR_CODES = {
     "timeout": "provider_timeout",
     "unavailable": "provider_unavailable",
 }
+# Frames and the run's row carry the error's public message (nothing the upstream sent, no
+# address); the full message, which may quote the upstream, goes to the log only.
 
 
 # Seconds between the provider's first event being logged and the reply's row being stored.
@@ -658,14 +660,16 @@ class _Execution:
                 raise
 
     def _provider_failure(self, exc: ProviderError) -> _Outcome:
+        message = getattr(exc, "public_message", None) or exc.message
+        logger.warning("run %s: provider error (%s): %s", self.run_id, exc.kind, exc.message)
         if exc.kind == "incomplete":
             # Watchers are told why the reply ends here (the `error` frame), and the partial reply
             # is kept as `incomplete`, never passed off as complete.
-            error = {"code": "provider_error", "message": exc.message, "kind": exc.kind}
+            error = {"code": "provider_error", "message": message, "kind": exc.kind}
             self.writer.emit("error", {**error, "details": {"run_id": self.run_id, "kind": exc.kind}})
             return _Outcome(status=RunStatus.INCOMPLETE, message_status=MessageStatus.INCOMPLETE, error=error)
         code = PROVIDER_ERROR_CODES.get(exc.kind, "provider_error")
-        error = {"code": code, "message": exc.message, "kind": exc.kind}
+        error = {"code": code, "message": message, "kind": exc.kind}
         data: dict[str, Any] = {**error, "details": {"run_id": self.run_id, "kind": exc.kind}}
         if getattr(exc, "retry_after", None) is not None:
             data["retry_after"] = exc.retry_after
@@ -676,8 +680,9 @@ class _Execution:
         from providers.registry import get_provider
         from runs.provider_config import generation_options_for
 
-        provider = get_provider(self.agent.provider)
+        # Options first: they configure the registry (egress policy included) before it is asked.
         options = generation_options_for(self.agent)
+        provider = get_provider(self.agent.provider)
         tool_specs = [
             ToolSpec(
                 name=t["name"], description=t.get("description", ""), parameters=t.get("parameters") or {}

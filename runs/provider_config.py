@@ -1,9 +1,12 @@
 """Django settings -> providers: the one place that turns settings and agents into provider calls'
 options. ``providers/`` reads no settings and no environment; this module hands it what it needs.
 
-- :func:`configure_providers`: process-wide provider settings (Ollama URL, local model, retry cap).
+- :func:`configure_providers`: process-wide provider settings (Ollama URL, local model, retry cap,
+  the egress policy every adapter's HTTP goes through).
+- :func:`egress_policy`: the :class:`core.egress.EgressPolicy` of the settings.
 - :func:`generation_options_for`: an agent's per-call options, with its API key resolved from the
-  environment (``config.api_key_env`` names the variable; never a key in the database).
+  environment (``config.api_key_env`` names the variable; never a key in the database) and kept
+  only when the agent's URL is a host the key is bound to.
 - :func:`provider_statuses`: every registered provider's reachability and models, concurrently,
   each bounded by ``NEXUS_PROVIDER_STATUS_TIMEOUT``; never raises.
 - :func:`complete_text`: a whole (short) reply as text, e.g. for conversation titles.
@@ -20,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 
+from core.egress import DEFAULT_KEY_HOSTS, EgressPolicy, url_host_port
 from providers.base import (
     ChatMessage,
     Finished,
@@ -34,12 +38,72 @@ logger = logging.getLogger("nexus.providers")
 
 # The key variable each provider falls back to when the agent names none.
 DEFAULT_KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "gemini": "GOOGLE_API_KEY"}
+# Where each adapter goes when neither the agent nor the settings name a URL (the adapters' defaults).
+ADAPTER_DEFAULT_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "gemini": "https://generativelanguage.googleapis.com",
+}
 # Options that are ours, not the provider's: never passed on as `extra`.
 _NOT_PROVIDER_OPTIONS = frozenset({"api_key_env", "api_version", "metadata", "timeouts"})
 TIMEOUT_NAMES = ("connect", "first_token", "between_chunks", "total")
 TIMEOUT_MAX_SECONDS = 3600.0
 
 _configured: tuple[Any, ...] | None = None
+
+
+def _host_entry(url: str) -> str | None:
+    """``host:port`` of an http(s) URL (IPv6 in brackets), or None."""
+    where = url_host_port(url)
+    if where is None:
+        return None
+    host, port = where
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+_policies: dict[tuple[Any, ...], EgressPolicy] = {}
+
+
+def egress_policy() -> EgressPolicy:
+    """The egress policy of the settings (made once per distinct settings).
+
+    Allowed: public addresses, ``NEXUS_EGRESS_ALLOW``, and the host:port of each provider URL the
+    operator set (``OLLAMA_BASE_URL``, ``OPENAI_BASE_URL``, ``GEMINI_BASE_URL``). Keys: each
+    variable goes to its default host (core.egress.DEFAULT_KEY_HOSTS) and, for the provider's own
+    variable, to the host of the operator's URL for that provider; ``NEXUS_KEY_HOSTS`` replaces
+    both for a variable it names.
+    """
+    operator_urls = {
+        "OPENAI_API_KEY": settings.OPENAI_BASE_URL,
+        "GOOGLE_API_KEY": settings.GEMINI_BASE_URL,
+        "GEMINI_API_KEY": settings.GEMINI_BASE_URL,
+    }
+    keys = settings.NEXUS_PROVIDER_API_KEYS
+    identity = (
+        tuple(settings.NEXUS_EGRESS_ALLOW),
+        tuple(sorted((k, tuple(v)) for k, v in settings.NEXUS_KEY_HOSTS.items())),
+        tuple(sorted(keys.items())),
+        settings.OLLAMA_BASE_URL,
+        tuple(sorted(operator_urls.items())),
+    )
+    policy = _policies.get(identity)
+    if policy is not None:
+        return policy
+    implicit = [_host_entry(url) for url in (settings.OLLAMA_BASE_URL, *operator_urls.values()) if url]
+    bindings = {name: list(hosts) for name, hosts in DEFAULT_KEY_HOSTS.items()}
+    for variable, url in operator_urls.items():
+        entry = _host_entry(url) if url else None
+        if entry:
+            bindings.setdefault(variable, []).append(entry)
+    bindings.update(settings.NEXUS_KEY_HOSTS)
+    policy = EgressPolicy.build(
+        allow=[*settings.NEXUS_EGRESS_ALLOW, *(entry for entry in implicit if entry)],
+        key_hosts=bindings,
+        keys=keys,
+    )
+    if len(_policies) > 16:
+        _policies.clear()  # settings changed many times (tests): never an unbounded map
+    _policies[identity] = policy
+    return policy
 
 
 def _provider_settings() -> dict[str, dict[str, Any]]:
@@ -49,7 +113,7 @@ def _provider_settings() -> dict[str, dict[str, Any]]:
             "model_path": settings.NEXUS_LOCAL_MODEL_PATH or None,
             "threads": settings.NEXUS_LOCAL_MODEL_THREADS,
         },
-        "*": {"retry_after_cap": settings.NEXUS_PROVIDER_RETRY_AFTER_CAP},
+        "*": {"retry_after_cap": settings.NEXUS_PROVIDER_RETRY_AFTER_CAP, "egress": egress_policy()},
     }
 
 
@@ -72,12 +136,35 @@ def _default_base_url(provider: str) -> str | None:
     return {"openai": settings.OPENAI_BASE_URL, "gemini": settings.GEMINI_BASE_URL}.get(provider) or None
 
 
-def api_key_for(*, provider: str, config: dict[str, Any] | None) -> str | None:
+def _effective_url(provider: str, base_url: str | None) -> str | None:
+    if base_url:
+        return base_url
+    if provider == "ollama":
+        return settings.OLLAMA_BASE_URL
+    return ADAPTER_DEFAULT_URLS.get(provider)
+
+
+def api_key_for(*, provider: str, config: dict[str, Any] | None, base_url: str | None = None) -> str | None:
     """The key for a call: the variable the agent names (``config.api_key_env``), else the
-    provider's default variable (OPENAI_API_KEY, GOOGLE_API_KEY). None when unset."""
+    provider's default variable (OPENAI_API_KEY, GOOGLE_API_KEY). None when unset, and None when
+    the call's URL (``base_url``, else the provider's default) is not a host the key is bound to:
+    an operator key never leaves for a host the operator did not bind it to (whoever made the
+    agent, and whenever: rows saved before the binding existed lose their key here)."""
     keys = settings.NEXUS_PROVIDER_API_KEYS
     variable = (config or {}).get("api_key_env") or DEFAULT_KEY_VARIABLES.get(provider)
-    return keys.get(variable) if variable else None
+    key = keys.get(variable) if variable else None
+    if not key:
+        return None
+    url = _effective_url(provider, base_url)
+    if url is None or not egress_policy().key_may_go_to(variable, url):
+        where = url_host_port(url) if url else None
+        logger.warning(
+            "%s is not sent to %s: not a host it is bound to (NEXUS_KEY_HOSTS)",
+            variable,
+            f"{where[0]}:{where[1]}" if where else "an unknown host",
+        )
+        return None
+    return key
 
 
 def generation_options_for(agent: Any) -> GenerationOptions:
@@ -85,11 +172,12 @@ def generation_options_for(agent: Any) -> GenerationOptions:
     the rest of its config as provider-specific ``extra``."""
     configure_providers()
     config = dict(agent.config or {})
+    base_url = agent.base_url or _default_base_url(agent.provider)
     return GenerationOptions(
         temperature=agent.temperature,
         max_tokens=agent.max_tokens,
-        base_url=agent.base_url or _default_base_url(agent.provider),
-        api_key=api_key_for(provider=agent.provider, config=config),
+        base_url=base_url,
+        api_key=api_key_for(provider=agent.provider, config=config, base_url=base_url),
         api_version=config.get("api_version") or None,
         extra={key: value for key, value in config.items() if key not in _NOT_PROVIDER_OPTIONS},
         timeouts=timeouts_for(config.get("timeouts")),
@@ -118,8 +206,9 @@ def timeout_value_ok(value: Any) -> bool:
 
 
 def _default_options(provider: str) -> GenerationOptions:
+    base_url = _default_base_url(provider)
     return GenerationOptions(
-        base_url=_default_base_url(provider), api_key=api_key_for(provider=provider, config=None)
+        base_url=base_url, api_key=api_key_for(provider=provider, config=None, base_url=base_url)
     )
 
 
@@ -148,11 +237,16 @@ async def _status_of(name: str, timeout: float) -> dict[str, Any]:
     except TimeoutError:
         return row(False, [], f"No answer within {timeout:g} s.", started)
     except ProviderError as exc:
-        return row(False, [], exc.message, started)
+        logger.info("provider %s status: %s", name, exc.message)
+        return row(False, [], exc.public_message, started)
     except Exception as exc:  # status() should never raise; if it does, it is "unreachable"
         logger.warning("provider %s status failed: %s", name, exc.__class__.__name__)
         return row(False, [], "Status check failed.", started)
-    return row(bool(status.reachable), [str(model) for model in status.models], status.detail or "", started)
+    # Shown to every signed-in user: nothing the upstream said, only what its answer means.
+    detail = getattr(status, "safe_detail", status.detail) or ""
+    if status.detail and status.detail != detail:
+        logger.info("provider %s status: %s", name, status.detail)
+    return row(bool(status.reachable), [str(model) for model in status.models], detail, started)
 
 
 async def provider_statuses() -> list[dict[str, Any]]:
@@ -177,8 +271,8 @@ async def complete_text(*, agent: Any, messages: Sequence[ChatMessage], max_toke
     text was expected)."""
     from providers.registry import get_provider
 
+    options = replace(generation_options_for(agent), max_tokens=max_tokens)  # configures the registry
     provider = await asyncio.to_thread(get_provider, agent.provider)
-    options = replace(generation_options_for(agent), max_tokens=max_tokens)
     parts: list[str] = []
     stream = provider.stream_chat(model=agent.model, messages=list(messages), tools=(), options=options)
     try:

@@ -274,6 +274,9 @@ class Cluster:
                 "DJANGO_CSRF_TRUSTED_ORIGINS": ",".join(origins),
                 "NEXUS_WS_ALLOWED_ORIGINS": ",".join(origins),
                 "NEXUS_VAR_DIR": str(self.log_dir / "var"),
+                # Fake and local provider servers listen on the loopback interface, which the
+                # egress policy refuses unless it is listed.
+                "NEXUS_EGRESS_ALLOW": "127.0.0.1,::1",
             }
         )
         env.update(overrides)

@@ -91,3 +91,14 @@ def _database_thread_connections_closed():
         SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
     except concurrent.futures.TimeoutError:
         pass  # the thread is still busy with a test's leftover call: nothing to close safely
+
+
+# The suite's fake provider servers listen on the loopback interface, which the egress policy
+# refuses by default: every test may reach them, as a deployment would list its own internal
+# hosts. Tests of the policy itself set NEXUS_EGRESS_ALLOW back (tests/api/test_egress.py).
+LOOPBACK_EGRESS = ["127.0.0.1", "::1"]
+
+
+@pytest.fixture(autouse=True)
+def _loopback_egress_allowed(settings):
+    settings.NEXUS_EGRESS_ALLOW = LOOPBACK_EGRESS

@@ -35,6 +35,8 @@ def base_env(**overrides: str) -> dict[str, str]:
     env.pop("REDIS_URL", None)
     env["PYTHONUNBUFFERED"] = "1"
     env["DJANGO_SETTINGS_MODULE"] = "nexus.settings"
+    # The fake provider servers listen on the loopback interface, refused by default.
+    env["NEXUS_EGRESS_ALLOW"] = "127.0.0.1,::1"
     env.update(overrides)
     return env
 

@@ -92,13 +92,13 @@ def test_create_makes_an_agent_owned_by_the_caller(alice, user):
     assert agent.owner == user and agent.name == "Poet"
 
 
-def test_create_with_tools_and_config(alice, db):
+def test_create_with_tools_and_config(operator, db):
     payload = {
         **NEW,
         "tools": [{"name": "current_time", "description": "Now", "parameters": {"type": "object"}}],
         "config": {"api_key_env": "GROQ_API_KEY", "top_p": 0.9},
     }
-    body = alice.post(LIST, payload, format="json").json()
+    body = operator.post(LIST, payload, format="json").json()
     assert body["tools"][0]["name"] == "current_time"
     assert body["tools"][0]["execution"] == "server"
     assert body["config"] == {"api_key_env": "GROQ_API_KEY", "top_p": 0.9}

@@ -2,8 +2,9 @@
 
 One daphne (with a migrated SQLite database in a temporary NEXUS_VAR_DIR) and one fake OpenAI
 server (a subprocess speaking OpenAI's real SSE wire format) serve the whole session. Agents use the
-real ``openai`` provider with ``base_url`` pointing at the fake, so replies stream slowly and exactly
-as scripted. Each test scripts the fake's next replies.
+real ``openai`` provider, whose operator URL (``OPENAI_BASE_URL``) is the fake, so replies stream
+slowly and exactly as scripted; ordinary users' agents name no ``base_url`` or key variable (only
+staff may). Each test scripts the fake's next replies.
 
 Without /usr/bin/chromium these tests skip, except in CI (``CI=true``) where they fail.
 """
@@ -87,8 +88,6 @@ class Nexus:
             "emoji": "🦉",
             "provider": "openai",
             "model": MODEL,
-            "base_url": self.fake.base_url,
-            "config": {"api_key_env": "OPENAI_API_KEY"},
             "system_prompt": "You are a test agent.",
             **fields,
         }
@@ -124,9 +123,11 @@ def nexus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nexus]:
             DJANGO_SECRET_KEY="browser-tests-secret-key-" + uuid.uuid4().hex,
             DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
             NEXUS_WS_ALLOWED_ORIGINS=origin,
+            # The operator's key and URL: the key is bound to the URL's host (the fake).
             OPENAI_API_KEY="test",
             # Provider status checks must never leave this machine.
             OPENAI_BASE_URL=fake.base_url,
+            NEXUS_EGRESS_ALLOW="127.0.0.1,::1",
             GEMINI_BASE_URL=f"http://127.0.0.1:{free_port()}",
             OLLAMA_BASE_URL=f"http://127.0.0.1:{free_port()}",
             NEXUS_PROVIDER_STATUS_TIMEOUT="1",

@@ -135,9 +135,18 @@ def test_feedback_rename_and_delete(nexus, page):
         assert client.get(f"conversations/{conversation_id}/").status_code == 404
 
 
+def test_an_ordinary_user_is_not_offered_an_endpoint_or_a_key_variable(nexus, page):
+    sign_in(page)
+    page.click("#new-agent-toggle")
+    form = page.locator("#agent-form")
+    assert form.locator("input[name=model]").is_visible()
+    assert form.locator("input[name=base_url]").count() == 0
+    assert form.locator("input[name=api_key_env]").count() == 0
+
+
 def test_an_agent_created_on_the_page_can_be_chatted_with(nexus, page):
     nexus.fake.script(Reply(text="Hello, I was made a moment ago."))
-    sign_in(page)
+    sign_in(page, "operator")  # staff: the only ones who set an agent's base URL and key variable
     page.click("#new-agent-toggle")
     form = page.locator("#agent-form")
     form.locator("input[name=name]").fill("Fresh")

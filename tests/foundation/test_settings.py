@@ -22,6 +22,12 @@ from tests.procs import ROOT, base_env, manage
         ("NEXUS_WS_MAX_SOCKETS_PER_USER", "many", "is not an integer"),
         ("DJANGO_DEBUG", "maybe", "is not a boolean"),
         ("NEXUS_THROTTLE_LOGIN", "ten per minute", "is not a rate"),
+        (
+            "NEXUS_EGRESS_ALLOW",
+            "127.0.0.1,10.0.0.0/33",
+            "NEXUS_EGRESS_ALLOW: '10.0.0.0/33' is not a valid CIDR",
+        ),
+        ("NEXUS_KEY_HOSTS", "api.groq.com", "NEXUS_KEY_HOSTS: 'api.groq.com' is not VARIABLE_API_KEY=host"),
     ],
 )
 def test_a_bad_value_gives_a_clear_error_at_start(tmp_path, name, value, expected):

@@ -179,8 +179,11 @@ async function createAgent(event) {
     model: values.model.trim(),
     system_prompt: values.system_prompt.trim(),
   };
-  if (values.base_url.trim()) fields.base_url = values.base_url.trim();
-  if (values.api_key_env.trim()) fields.config = { api_key_env: values.api_key_env.trim() };
+  // Staff only: the page shows these two fields to staff alone (the server refuses them to others).
+  const baseUrl = (values.base_url || "").trim();
+  const keyVariable = (values.api_key_env || "").trim();
+  if (baseUrl) fields.base_url = baseUrl;
+  if (keyVariable) fields.config = { api_key_env: keyVariable };
   try {
     const agent = await api.createAgent(fields);
     showFormErrors(form, null);
