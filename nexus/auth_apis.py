@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from nexus import auth
-from nexus.throttles import LoginThrottle, RefreshThrottle, VerifyThrottle
+from nexus.throttles import LoginThrottle, LoginUsernameThrottle, RefreshThrottle, VerifyThrottle
 
 logger = logging.getLogger("nexus.auth")
 
@@ -55,7 +55,7 @@ class LoginView(APIView):
 
     authentication_classes = ()  # credentials are in the body; a stray session cookie is ignored
     permission_classes = (AllowAny,)
-    throttle_classes = (LoginThrottle,)
+    throttle_classes = (LoginThrottle, LoginUsernameThrottle)
     parser_classes = (JSONParser, FormParser)
 
     @extend_schema(

@@ -258,6 +258,10 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "/login/"
 NEXUS_REGISTRATION_ENABLED = env_bool("NEXUS_REGISTRATION_ENABLED", False)
+# The passwords `seed_demo` gives the accounts it creates. Unset: the published defaults, which
+# it refuses when DEBUG is off (`make run` passes them here on purpose).
+NEXUS_DEMO_PASSWORD = env_str("NEXUS_DEMO_PASSWORD")
+NEXUS_ADMIN_PASSWORD = env_str("NEXUS_ADMIN_PASSWORD")
 
 NEXUS_JWT_SIGNING_KEY = env_str("NEXUS_JWT_SIGNING_KEY") or SECRET_KEY
 if len(NEXUS_JWT_SIGNING_KEY) < 32:

@@ -274,6 +274,9 @@ class Cluster:
                 "DJANGO_CSRF_TRUSTED_ORIGINS": ",".join(origins),
                 "NEXUS_WS_ALLOWED_ORIGINS": ",".join(origins),
                 "NEXUS_VAR_DIR": str(self.log_dir / "var"),
+                # a local cluster for one person: seed_demo may use its published passwords
+                "NEXUS_DEMO_PASSWORD": "nexus-demo-password",
+                "NEXUS_ADMIN_PASSWORD": "nexus-admin-password",
             }
         )
         env.update(overrides)
