@@ -217,6 +217,14 @@ NEXUS_WS_ALLOWED_ORIGINS = env_list(
     "NEXUS_WS_ALLOWED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"]
 )
 NEXUS_CONVERSATION_IDLE_SECONDS = env_int("NEXUS_CONVERSATION_IDLE_SECONDS", 3600, minimum=1)
+# Open sockets and SSE streams re-check their user this often (at most 60 s, SPEC section 12):
+# deactivated, password changed, logged out (cookie session) -> close 4003; token expired -> 4002.
+NEXUS_AUTH_RECHECK_SECONDS = env_float("NEXUS_AUTH_RECHECK_SECONDS", 60.0, minimum=0.1)
+if NEXUS_AUTH_RECHECK_SECONDS > 60:
+    raise ImproperlyConfigured("NEXUS_AUTH_RECHECK_SECONDS must be at most 60")
+# An SSE stream ends after this long (clients resume with Last-Event-ID); it counts toward
+# NEXUS_WS_MAX_SOCKETS_PER_USER while open.
+NEXUS_SSE_MAX_AGE_SECONDS = env_int("NEXUS_SSE_MAX_AGE_SECONDS", 4 * 3600, minimum=1)
 
 # --- Providers --------------------------------------------------------------------------------
 
