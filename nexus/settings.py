@@ -381,6 +381,8 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 if env_bool("DJANGO_BEHIND_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Health checks come from inside the network, over plain HTTP: answered, never redirected.
+SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
 X_FRAME_OPTIONS = "DENY"
 # A failed CSRF check answers the API's JSON error shape under /api/, Django's page elsewhere.
 CSRF_FAILURE_VIEW = "nexus.exceptions.csrf_failure"
