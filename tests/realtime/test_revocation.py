@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 from datetime import timedelta
 from typing import Any
@@ -201,6 +202,10 @@ async def streams(application):
     for stream in opened:
         if not stream.task.done():
             await stream.disconnect()
+    # Each request ran its database calls in a thread of its own (Django's ThreadSensitiveContext)
+    # and a request the client left is never "finished": its persistent connection is closed
+    # when collected, before PostgreSQL is asked to drop the test database.
+    gc.collect()
 
 
 async def test_sse_streams_count_toward_the_connection_cap(streams, connect, user, conversation):
