@@ -18,7 +18,6 @@ import hashlib
 import logging
 import secrets
 import time
-from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
@@ -26,8 +25,10 @@ from django.contrib import auth as django_auth
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication
 from rest_framework import exceptions as drf_exceptions
@@ -203,13 +204,31 @@ def connection_recheck(
         return "revoked", "The account is no longer active."
     if password_hash is not None and password_hash != password_hash_claim(user):
         return "revoked", "The password changed; sign in again."
-    if session_key is not None:
-        from importlib import import_module
-
-        store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-        if django_auth.get_user(SimpleNamespace(session=store)).pk != user.pk:
-            return "revoked", "Signed out."
+    if session_key is not None and not _session_signed_in_as(session_key, user):
+        return "revoked", "Signed out."
     return None
+
+
+def _session_signed_in_as(session_key: str, user: Any) -> bool:
+    """Is the session ``session_key`` still signed in as ``user``? Django's own test (user,
+    backend, the session's password-derived hash, secret key fallbacks included), read only: unlike
+    ``django.contrib.auth.get_user`` it never flushes or re-keys a session, which only an HTTP
+    response could hand back to the browser."""
+    from importlib import import_module
+
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
+    try:
+        session_user_id = user._meta.pk.to_python(data[django_auth.SESSION_KEY])
+        backend = data[django_auth.BACKEND_SESSION_KEY]
+    except (KeyError, ValidationError):
+        return False
+    session_hash = data.get(django_auth.HASH_SESSION_KEY)
+    if session_user_id != user.pk or backend not in settings.AUTHENTICATION_BACKENDS or not session_hash:
+        return False
+    hashes = [user.get_session_auth_hash()] + [
+        user._get_session_auth_hash(secret=key) for key in settings.SECRET_KEY_FALLBACKS
+    ]
+    return any(constant_time_compare(session_hash, candidate) for candidate in hashes)
 
 
 def token_verify(token: str) -> dict[str, Any]:

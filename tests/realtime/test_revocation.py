@@ -78,6 +78,18 @@ async def test_a_cookie_socket_closes_after_deactivation(application, user, conv
     assert await socket.closed(timeout=15) == 4003
 
 
+async def test_a_cookie_socket_closes_after_a_password_change(application, user, conversation):
+    browser = await database_sync_to_async(_signed_in_browser)(user)
+    socket = await _cookie_socket(application, browser, f"/ws/conversations/{conversation.pk}/")
+
+    def change_password():
+        user.set_password("a-brand-new-password-42")
+        user.save()
+
+    await database_sync_to_async(change_password)()
+    assert await socket.closed(timeout=15) == 4003
+
+
 async def test_a_cookie_socket_stays_open_while_the_session_lives(application, user, conversation):
     browser = await database_sync_to_async(_signed_in_browser)(user)
     socket = await _cookie_socket(application, browser, f"/ws/conversations/{conversation.pk}/")
