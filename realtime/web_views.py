@@ -102,6 +102,8 @@ class ThrottledLoginMixin:
     throttled_for: float | None = None
 
     def clean(self) -> dict[str, Any]:
+        if self.request is None:
+            raise forms.ValidationError("A login form needs its request.", code="no_request")
         wait = login_attempt_hit(self.request, self.data.get("username"))
         if wait is not None:
             self.throttled_for = wait

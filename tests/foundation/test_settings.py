@@ -22,6 +22,8 @@ from tests.procs import ROOT, base_env, manage
         ("NEXUS_WS_MAX_SOCKETS_PER_USER", "many", "is not an integer"),
         ("DJANGO_DEBUG", "maybe", "is not a boolean"),
         ("NEXUS_THROTTLE_LOGIN", "ten per minute", "is not a rate"),
+        ("NEXUS_AUTH_RECHECK_SECONDS", "61", "NEXUS_AUTH_RECHECK_SECONDS must be at most 60"),
+        ("NEXUS_SSE_MAX_AGE_SECONDS", "0", "is below the minimum"),
     ],
 )
 def test_a_bad_value_gives_a_clear_error_at_start(tmp_path, name, value, expected):
