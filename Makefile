@@ -23,13 +23,17 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 
 # The chat page's WebSocket sends an Origin header: allow the address `make run` serves on.
 run: export NEXUS_WS_ALLOWED_ORIGINS ?= http://$(HOST):$(PORT),http://localhost:$(PORT)
+# seed_demo refuses its published passwords unless they are asked for: `make run` is one person's
+# machine, so it asks (set your own in the environment to override them).
+run: export NEXUS_DEMO_PASSWORD ?= nexus-demo-password
+run: export NEXUS_ADMIN_PASSWORD ?= nexus-admin-password
 run: $(VENV)/.installed-run
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	@echo ""
 	@echo "Nexus is starting on http://$(HOST):$(PORT)/"
-	@echo "  Chat:   open http://$(HOST):$(PORT)/ and log in as demo / nexus-demo-password"
-	@echo "  Admin:  http://$(HOST):$(PORT)/admin/ (admin / nexus-admin-password)"
+	@echo "  Chat:   open http://$(HOST):$(PORT)/ and log in as demo / $$NEXUS_DEMO_PASSWORD"
+	@echo "  Admin:  http://$(HOST):$(PORT)/admin/ (admin / $$NEXUS_ADMIN_PASSWORD)"
 	@echo "  Health: http://$(HOST):$(PORT)/health    API docs: http://$(HOST):$(PORT)/api/docs/"
 	@echo ""
 	$(BIN)/daphne -b $(HOST) -p $(PORT) $(DAPHNE_FLAGS) nexus.asgi:application

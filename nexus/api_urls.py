@@ -19,6 +19,7 @@ urlpatterns = [
     re_path(r"^auth/refresh/?$", auth_apis.RefreshView.as_view(), name="auth-refresh"),
     re_path(r"^auth/verify/?$", auth_apis.VerifyView.as_view(), name="auth-verify"),
     re_path(r"^auth/ws-ticket/?$", auth_apis.WsTicketView.as_view(), name="auth-ws-ticket"),
+    re_path(r"^auth/logout/?$", auth_apis.LogoutView.as_view(), name="auth-logout"),
     # agents and providers
     path("agents/", agent_apis.AgentListView.as_view(), name="agent-list"),
     path("agents/<uuid:agent_id>/", agent_apis.AgentDetailView.as_view(), name="agent-detail"),

@@ -17,14 +17,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 from typing import Any
 
 from django.conf import settings
+from django.contrib import auth as django_auth
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication
 from rest_framework import exceptions as drf_exceptions
@@ -94,6 +98,20 @@ def user_from_access_token(token: str) -> Any:
     return user
 
 
+def access_token_claims(token: str) -> tuple[float | None, str | None]:
+    """(expiry as epoch seconds, password-hash claim) of a verified access token: what an open
+    connection needs to re-check it later without keeping the token itself."""
+    access = access_token_decode(token)
+    expires = access.get("exp")
+    claim = access.get(jwt_settings.REVOKE_TOKEN_CLAIM) if jwt_settings.CHECK_REVOKE_TOKEN else None
+    return (float(expires) if expires else None), claim
+
+
+def password_hash_claim(user: Any) -> str:
+    """The value a token's ``hash_password`` claim has while ``user``'s password is unchanged."""
+    return get_md5_hash_password(user.password)
+
+
 def tokens_issue(user: Any) -> dict[str, Any]:
     """A fresh refresh/access pair for ``user``, in the seed-001 shape."""
     refresh = RefreshToken.for_user(user)
@@ -133,6 +151,84 @@ def tokens_refresh(raw_refresh: str) -> dict[str, Any]:
     if not created:
         raise AuthenticationFailed("Invalid refresh token: Token is blacklisted")
     return tokens_issue(user)
+
+
+@transaction.atomic
+def refresh_token_revoke(*, user: Any, raw_refresh: str) -> bool:
+    """Blacklist ``user``'s refresh token (logout): it is refused from now on, by every process.
+
+    True when it was live until now; False when there was nothing left to revoke (already
+    blacklisted, or expired). Not a refresh token, a bad signature, or another user's token:
+    ``ValidationFailed``, and nothing changes.
+    """
+    from rest_framework_simplejwt.exceptions import ExpiredTokenError
+
+    from nexus.errors import ValidationFailed
+
+    try:
+        refresh = RefreshToken(raw_refresh)
+    except ExpiredTokenError:
+        return False
+    except TokenError as exc:
+        if "blacklisted" in str(exc).lower():
+            return False
+        raise ValidationFailed(
+            "refresh_token is not a valid refresh token.", details={"refresh_token": [str(exc)]}
+        ) from None
+    if str(refresh.get(jwt_settings.USER_ID_CLAIM)) != str(getattr(user, jwt_settings.USER_ID_FIELD)):
+        raise ValidationFailed(
+            "refresh_token belongs to another user.", details={"refresh_token": ["Not yours."]}
+        )
+    _, created = refresh.blacklist()
+    return created
+
+
+def connection_recheck(
+    *,
+    user_id: Any,
+    password_hash: str | None = None,
+    expires_at: float | None = None,
+    session_key: str | None = None,
+) -> tuple[str, str] | None:
+    """Do the credentials an open connection (socket, SSE stream) was opened with still hold?
+
+    None while they do. Else ``("expired", message)`` once the token's time is up, or
+    ``("revoked", message)`` once the user is gone or inactive, the password changed since (the
+    token's ``hash_password`` claim, or the hash taken when a ticket was redeemed), or the cookie
+    session ended (logout, expiry, or the session's own password check, as Django's).
+    """
+    if expires_at is not None and time.time() >= expires_at:
+        return "expired", "The token expired; reconnect with a fresh one."
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None or not user.is_active:
+        return "revoked", "The account is no longer active."
+    if password_hash is not None and password_hash != password_hash_claim(user):
+        return "revoked", "The password changed; sign in again."
+    if session_key is not None and not _session_signed_in_as(session_key, user):
+        return "revoked", "Signed out."
+    return None
+
+
+def _session_signed_in_as(session_key: str, user: Any) -> bool:
+    """Is the session ``session_key`` still signed in as ``user``? Django's own test (user,
+    backend, the session's password-derived hash, secret key fallbacks included), read only: unlike
+    ``django.contrib.auth.get_user`` it never flushes or re-keys a session, which only an HTTP
+    response could hand back to the browser."""
+    from importlib import import_module
+
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
+    try:
+        session_user_id = user._meta.pk.to_python(data[django_auth.SESSION_KEY])
+        backend = data[django_auth.BACKEND_SESSION_KEY]
+    except (KeyError, ValidationError):
+        return False
+    session_hash = data.get(django_auth.HASH_SESSION_KEY)
+    if session_user_id != user.pk or backend not in settings.AUTHENTICATION_BACKENDS or not session_hash:
+        return False
+    hashes = [user.get_session_auth_hash()] + [
+        user._get_session_auth_hash(secret=key) for key in settings.SECRET_KEY_FALLBACKS
+    ]
+    return any(constant_time_compare(session_hash, candidate) for candidate in hashes)
 
 
 def token_verify(token: str) -> dict[str, Any]:

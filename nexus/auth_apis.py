@@ -6,6 +6,7 @@ import logging
 
 from django.conf import settings
 from django.contrib.auth import authenticate
+from django.contrib.auth import logout as session_logout
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser
@@ -15,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from nexus import auth
-from nexus.throttles import LoginThrottle, RefreshThrottle, VerifyThrottle
+from nexus.throttles import LoginThrottle, LoginUsernameThrottle, RefreshThrottle, VerifyThrottle
 
 logger = logging.getLogger("nexus.auth")
 
@@ -27,6 +28,20 @@ class LoginSerializer(serializers.Serializer):
 
 class RefreshSerializer(serializers.Serializer):
     refresh_token = serializers.CharField(max_length=4096)
+
+
+class LogoutSerializer(serializers.Serializer):
+    refresh_token = serializers.CharField(
+        max_length=4096, required=False, help_text="The refresh token to revoke (recommended)."
+    )
+
+
+class LogoutResultSerializer(serializers.Serializer):
+    logged_out = serializers.BooleanField()
+    refresh_token_revoked = serializers.BooleanField(
+        help_text="False when none was sent, or it was already revoked or expired."
+    )
+    session_ended = serializers.BooleanField(help_text="A cookie session was ended.")
 
 
 class TokenSerializer(serializers.Serializer):
@@ -55,7 +70,7 @@ class LoginView(APIView):
 
     authentication_classes = ()  # credentials are in the body; a stray session cookie is ignored
     permission_classes = (AllowAny,)
-    throttle_classes = (LoginThrottle,)
+    throttle_classes = (LoginThrottle, LoginUsernameThrottle)
     parser_classes = (JSONParser, FormParser)
 
     @extend_schema(
@@ -105,6 +120,38 @@ class RefreshView(APIView):
         serializer = RefreshSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         return Response(auth.tokens_refresh(serializer.validated_data["refresh_token"]))
+
+
+class LogoutView(APIView):
+    """End a login: revoke the refresh token sent (blacklisted for every process) and end the
+    cookie session. Open sockets and SSE streams of a session that ended close within
+    ``NEXUS_AUTH_RECHECK_SECONDS``; an access token stays valid until it expires (its sockets
+    close then, 4002)."""
+
+    permission_classes = (IsAuthenticated,)
+    parser_classes = (JSONParser, FormParser)
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Log out",
+        request={
+            "application/json": LogoutSerializer,
+            "application/x-www-form-urlencoded": LogoutSerializer,
+        },
+        responses={200: LogoutResultSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = LogoutSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        raw_refresh = serializer.validated_data.get("refresh_token")
+        revoked = bool(raw_refresh) and auth.refresh_token_revoke(user=request.user, raw_refresh=raw_refresh)
+        django_request = request._request
+        session_ended = bool(django_request.session.session_key)
+        if session_ended:
+            session_logout(django_request)  # deletes the session row: the cookie is worthless now
+        return Response(
+            {"logged_out": True, "refresh_token_revoked": revoked, "session_ended": session_ended}
+        )
 
 
 class VerifyView(APIView):

@@ -219,6 +219,14 @@ NEXUS_WS_ALLOWED_ORIGINS = env_list(
     "NEXUS_WS_ALLOWED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"]
 )
 NEXUS_CONVERSATION_IDLE_SECONDS = env_int("NEXUS_CONVERSATION_IDLE_SECONDS", 3600, minimum=1)
+# Open sockets and SSE streams re-check their user this often (at most 60 s, SPEC section 12):
+# deactivated, password changed, logged out (cookie session) -> close 4003; token expired -> 4002.
+NEXUS_AUTH_RECHECK_SECONDS = env_float("NEXUS_AUTH_RECHECK_SECONDS", 60.0, minimum=0.1)
+if NEXUS_AUTH_RECHECK_SECONDS > 60:
+    raise ImproperlyConfigured("NEXUS_AUTH_RECHECK_SECONDS must be at most 60")
+# An SSE stream ends after this long (clients resume with Last-Event-ID); it counts toward
+# NEXUS_WS_MAX_SOCKETS_PER_USER while open.
+NEXUS_SSE_MAX_AGE_SECONDS = env_int("NEXUS_SSE_MAX_AGE_SECONDS", 4 * 3600, minimum=1)
 
 # --- Providers --------------------------------------------------------------------------------
 
@@ -290,6 +298,10 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "/login/"
 NEXUS_REGISTRATION_ENABLED = env_bool("NEXUS_REGISTRATION_ENABLED", False)
+# The passwords `seed_demo` gives the accounts it creates. Unset: the published defaults, which
+# it refuses when DEBUG is off (`make run` passes them here on purpose).
+NEXUS_DEMO_PASSWORD = env_str("NEXUS_DEMO_PASSWORD")
+NEXUS_ADMIN_PASSWORD = env_str("NEXUS_ADMIN_PASSWORD")
 
 NEXUS_JWT_SIGNING_KEY = env_str("NEXUS_JWT_SIGNING_KEY") or SECRET_KEY
 if len(NEXUS_JWT_SIGNING_KEY) < 32:
@@ -401,6 +413,8 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 if env_bool("DJANGO_BEHIND_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Health checks come from inside the network, over plain HTTP: answered, never redirected.
+SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
 X_FRAME_OPTIONS = "DENY"
 # A failed CSRF check answers the API's JSON error shape under /api/, Django's page elsewhere.
 CSRF_FAILURE_VIEW = "nexus.exceptions.csrf_failure"

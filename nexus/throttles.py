@@ -16,6 +16,7 @@ request leaves the window. Rates come from ``REST_FRAMEWORK["DEFAULT_THROTTLE_RA
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import uuid
@@ -113,10 +114,55 @@ class SharedRateThrottle(BaseThrottle):
 
 
 class LoginThrottle(SharedRateThrottle):
-    """``POST /api/auth/login``: per client IP (seed 001: 10/min)."""
+    """``POST /api/auth/login``: per client IP (seed 001: 10/min), one budget with the login pages."""
 
     scope = "login"
     per = "ip"
+
+
+def _username_key(username: str) -> str:
+    # Hashed: a cache key holds no user input; case-folded: "Alice" and "alice" share a budget.
+    return hashlib.sha256(username.strip().casefold().encode()).hexdigest()[:32]
+
+
+class LoginUsernameThrottle(SharedRateThrottle):
+    """``POST /api/auth/login``: per username tried, at the login rate, whatever the client's IP
+    (one account cannot be guessed at from many addresses). One budget with the login pages."""
+
+    scope = "login"
+
+    def identity(self, request: Any) -> str:
+        username = request.data.get("username") if hasattr(request.data, "get") else None
+        return f"username:{_username_key(username)}" if isinstance(username, str) and username else ""
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        if not self.identity(request):
+            return True  # no username: the request fails validation without a credential check
+        return super().allow_request(request, view)
+
+
+def login_attempt_hit(request: Any, username: Any) -> float | None:
+    """Count one password attempt of a login form against the budget of the client's IP and of
+    the username (``NEXUS_THROTTLE_LOGIN``, shared with ``/api/auth/login``).
+
+    None when the attempt may go ahead; else the seconds to wait, and the credentials must not be
+    checked at all. ``request`` is a Django or DRF request (the IP comes from ``REMOTE_ADDR``, or
+    ``X-Forwarded-For`` behind ``NEXUS_TRUSTED_PROXIES`` proxies, as for the API).
+    """
+    raw = api_settings.DEFAULT_THROTTLE_RATES.get(LoginThrottle.scope)
+    if not raw:
+        return None
+    limit, period = parse_rate(raw)
+    scope = LoginThrottle.scope
+    wait = hit(f"throttle:{scope}:ip:{BaseThrottle().get_ident(request)}", limit=limit, period=period)
+    if wait is None and isinstance(username, str) and username:
+        wait = hit(f"throttle:{scope}:username:{_username_key(username)}", limit=limit, period=period)
+    return wait
+
+
+def retry_after_seconds(wait: float) -> int:
+    """A ``Retry-After`` value for a wait: whole seconds, at least one."""
+    return max(1, math.ceil(wait))
 
 
 class VerifyThrottle(SharedRateThrottle):

@@ -2,10 +2,16 @@ from django.contrib import admin
 from django.urls import include, path
 
 from nexus.health import health
+from realtime.web_views import ThrottledAdminAuthenticationForm, admin_login
+
+# Every login form is throttled per IP and per username (SPEC section 12), the admin's included.
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     path("health", health, name="health"),
     path("health/", health),
+    # the admin's login, throttled like every login form (before admin.site.urls claims the path)
+    path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     # REST API (nexus/api_urls.py) and the realtime HTTP endpoints: invoke, stop, SSE (runs/urls.py).
     path("api/", include("runs.urls")),

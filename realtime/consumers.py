@@ -19,6 +19,7 @@ from django.conf import settings
 
 from nexus.errors import NexusError, NotFound
 from realtime import protocol
+from realtime.connections import Credentials
 from realtime.eventlog import EventLogUnavailable, LoggedEvent, get_event_log
 from realtime.limits import get_limits
 from realtime.middleware import SUBPROTOCOL
@@ -96,6 +97,7 @@ class BaseSocket(AsyncWebsocketConsumer):
             )
         )
         self._tasks.append(asyncio.get_running_loop().create_task(self._keepalive()))
+        self._tasks.append(asyncio.get_running_loop().create_task(self._recheck_credentials()))
         try:
             await self.on_connected()
         except NexusError as exc:
@@ -153,12 +155,6 @@ class BaseSocket(AsyncWebsocketConsumer):
                     "forbidden", "Connection max age reached; reconnect and resume.", CLOSE_EXPIRED
                 )
                 return
-            expires_at = self.auth.get("expires_at")
-            if expires_at and time.time() >= expires_at:
-                await self.close_with(
-                    "forbidden", "The token expired; reconnect with a fresh one.", CLOSE_EXPIRED
-                )
-                return
             # Every tick, busy or silent: an entry not refreshed for a while counts as a dead
             # process's socket, and a busy user's sockets would drop out of the 5-socket limit.
             with contextlib.suppress(Exception):
@@ -170,6 +166,23 @@ class BaseSocket(AsyncWebsocketConsumer):
             await asyncio.sleep(settings.NEXUS_WS_PONG_TIMEOUT)
             if self._last_received < ping_sent:
                 await self.close_with("forbidden", "No answer to ping.", CLOSE_EXPIRED)
+                return
+
+    async def _recheck_credentials(self) -> None:
+        """Every ``NEXUS_AUTH_RECHECK_SECONDS`` (and at the token's expiry), re-check what this
+        socket was opened with: close 4003 once the user is deactivated or gone, the password
+        changed or the cookie session ended (logout); 4002 once the token expired."""
+        credentials = Credentials.from_socket_auth(self.auth, self.user)
+        while not self._closing:
+            await asyncio.sleep(credentials.seconds_to_next_check())
+            try:
+                verdict = await credentials.recheck()
+            except Exception:  # the database is away: keep the socket, ask again next time
+                logger.warning("credential re-check failed", exc_info=True)
+                continue
+            if verdict is not None:
+                close_code, message = verdict
+                await self.close_with("forbidden", message, close_code)
                 return
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

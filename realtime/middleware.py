@@ -30,18 +30,21 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
-def _from_token(token: str) -> tuple[Any, float | None]:
-    from nexus.auth import access_token_decode, user_from_access_token
+def _from_token(token: str) -> tuple[Any, float | None, str | None]:
+    """(user, expiry, password-hash claim): the socket re-checks the last two while it is open."""
+    from nexus.auth import access_token_claims, user_from_access_token
 
     user = user_from_access_token(token)
-    expires = access_token_decode(token).get("exp")
-    return user, float(expires) if expires else None
+    expires_at, password_hash = access_token_claims(token)
+    return user, expires_at, password_hash
 
 
-def _from_ticket(ticket: str) -> Any:
-    from nexus.auth import ws_ticket_redeem
+def _from_ticket(ticket: str) -> tuple[Any, str | None]:
+    """(user, the hash a password change would alter) for a ticket, or (None, None)."""
+    from nexus.auth import password_hash_claim, ws_ticket_redeem
 
-    return ws_ticket_redeem(ticket)
+    user = ws_ticket_redeem(ticket)
+    return user, (password_hash_claim(user) if user is not None else None)
 
 
 async def authenticate(scope: dict[str, Any]) -> dict[str, Any]:
@@ -68,21 +71,27 @@ async def authenticate(scope: dict[str, Any]) -> dict[str, Any]:
         token = next(p for p in subprotocols if p.startswith(BEARER_PREFIX))[len(BEARER_PREFIX) :]
         method = "subprotocol"
     elif query.get("ticket"):
-        user = await database_sync_to_async(_from_ticket)(query["ticket"][0])
+        user, password_hash = await database_sync_to_async(_from_ticket)(query["ticket"][0])
         if user is None:
             return {
                 "user": AnonymousUser(),
                 "method": "ticket",
                 "error": "The ticket is invalid, used or expired.",
             }
-        return {"user": user, "method": "ticket", "error": None, "expires_at": None}
+        return {
+            "user": user,
+            "method": "ticket",
+            "error": None,
+            "expires_at": None,
+            "password_hash": password_hash,
+        }
     elif query.get("token"):
         if not settings.NEXUS_WS_ALLOW_QUERY_TOKEN:
             return {"user": AnonymousUser(), "method": "query", "error": "Tokens in the URL are disabled."}
         token, method = query["token"][0], "query"
     if token is not None:
         try:
-            user, expires_at = await database_sync_to_async(_from_token)(token)
+            user, expires_at, password_hash = await database_sync_to_async(_from_token)(token)
         except AuthenticationFailed as exc:
             return {
                 "user": AnonymousUser(),
@@ -90,13 +99,21 @@ async def authenticate(scope: dict[str, Any]) -> dict[str, Any]:
                 "error": exc.message,
                 "expired": "expired" in exc.message.lower(),
             }
-        return {"user": user, "method": method, "error": None, "expires_at": expires_at}
+        return {
+            "user": user,
+            "method": method,
+            "error": None,
+            "expires_at": expires_at,
+            "password_hash": password_hash,
+        }
     if origin is None:
         return {"user": AnonymousUser(), "method": None, "error": "No credentials: send a token or a ticket."}
     user = await get_user(scope)
     if user is None or not user.is_authenticated or not user.is_active:
         return {"user": AnonymousUser(), "method": "cookie", "error": "Not logged in."}
-    return {"user": user, "method": "cookie", "error": None, "expires_at": None}
+    # The session is re-read while the socket is open: logging out (or its expiry) closes it.
+    session_key = getattr(scope.get("session"), "session_key", None)
+    return {"user": user, "method": "cookie", "error": None, "expires_at": None, "session_key": session_key}
 
 
 class NexusAuthMiddleware:

@@ -12,15 +12,21 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.conf import settings
+from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.template.response import TemplateResponse
 from django.urls import reverse, reverse_lazy
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
+
+from nexus.throttles import login_attempt_hit, retry_after_seconds
 
 LOGIN_URL = reverse_lazy("nexus-login")
 
@@ -86,15 +92,66 @@ def chat_page(request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "nexus/chat.html", {"nexus_config": _page_config(request)})
 
 
+class ThrottledLoginMixin:
+    """A login form that counts each attempt against the login throttle (per IP and per username,
+    ``NEXUS_THROTTLE_LOGIN``, one budget with ``/api/auth/login``) before anything else: over the
+    budget, the password is not checked at all and the form says when to try again."""
+
+    request: HttpRequest | None
+    data: Any
+    throttled_for: float | None = None
+
+    def clean(self) -> dict[str, Any]:
+        if self.request is None:
+            raise forms.ValidationError("A login form needs its request.", code="no_request")
+        wait = login_attempt_hit(self.request, self.data.get("username"))
+        if wait is not None:
+            self.throttled_for = wait
+            raise forms.ValidationError(
+                "Too many sign-in attempts. Try again in %(seconds)d seconds.",
+                code="throttled",
+                params={"seconds": retry_after_seconds(wait)},
+            )
+        return super().clean()  # type: ignore[misc]
+
+
+class ThrottledAuthenticationForm(ThrottledLoginMixin, AuthenticationForm):
+    """The sign-in page's form."""
+
+
+class ThrottledAdminAuthenticationForm(ThrottledLoginMixin, AdminAuthenticationForm):
+    """The admin's login form (staff only, as Django's)."""
+
+
+def throttled_status(response: HttpResponse) -> HttpResponse:
+    """A login page whose form was refused by the throttle answers 429 with ``Retry-After``."""
+    form = (getattr(response, "context_data", None) or {}).get("form")
+    wait = getattr(form, "throttled_for", None)
+    if wait is not None:
+        response.status_code = 429
+        response["Retry-After"] = str(retry_after_seconds(wait))
+    return response
+
+
 @method_decorator([never_cache, with_csp], name="dispatch")
 class SignInView(auth_views.LoginView):
     """Django's session login with Nexus's template; signed-in visitors go straight to the chat."""
 
     template_name = "nexus/login.html"
     redirect_authenticated_user = True
+    authentication_form = ThrottledAuthenticationForm
 
     def get_default_redirect_url(self) -> str:
         return reverse("nexus-chat")
+
+    def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
+        return throttled_status(super().form_invalid(form))
+
+
+def admin_login(request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    """``/admin/login/``: the admin site's own login (its form is the throttled one, see
+    ``nexus/urls.py``), answering 429 when the throttle refused the attempt."""
+    return throttled_status(admin.site.login(request, extra_context))
 
 
 @method_decorator(with_csp, name="dispatch")

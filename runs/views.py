@@ -20,6 +20,7 @@ from django.views.decorators.http import require_http_methods
 
 from nexus.errors import NexusError, ValidationFailed
 from realtime import protocol
+from realtime.connections import StreamGuard
 from realtime.eventlog import LoggedEvent, get_event_log
 
 logger = logging.getLogger(__name__)
@@ -255,6 +256,7 @@ async def agent_run(request: HttpRequest, agent_id: str) -> HttpResponse:
         request.nexus_user, agent_id, body.get("conversation_id"), body.get("history")
     )
     after = await _last_seq(conversation_id, stored_seq)
+    guard = await StreamGuard.open(request, request.nexus_user)  # the connection cap, before the run
     result = await message_send(
         user=request.nexus_user,
         conversation_id=conversation_id,
@@ -262,7 +264,7 @@ async def agent_run(request: HttpRequest, agent_id: str) -> HttpResponse:
         client_message_id=body.get("client_message_id"),
         agent_id=str(agent_id),
     )
-    response = _sse_response(_stream(conversation_id, after, until_run=result.run_id))
+    response = _sse_response(guard.wrap(_stream(conversation_id, after, until_run=result.run_id)))
     response["X-Conversation-Id"] = conversation_id
     return response
 
@@ -290,7 +292,8 @@ async def conversation_events(request: HttpRequest, conversation_id: str) -> Htt
             raise ValidationFailed(
                 "after_seq must not be negative.", details={"after_seq": ["Non-negative."]}
             )
-    return _sse_response(_stream(str(conversation.pk), after, until_run=None))
+    guard = await StreamGuard.open(request, request.nexus_user)
+    return _sse_response(guard.wrap(_stream(str(conversation.pk), after, until_run=None)))
 
 
 @require_http_methods(["POST"])

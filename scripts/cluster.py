@@ -277,6 +277,9 @@ class Cluster:
                 # Fake and local provider servers listen on the loopback interface, which the
                 # egress policy refuses unless it is listed.
                 "NEXUS_EGRESS_ALLOW": "127.0.0.1,::1",
+                # a local cluster for one person: seed_demo may use its published passwords
+                "NEXUS_DEMO_PASSWORD": "nexus-demo-password",
+                "NEXUS_ADMIN_PASSWORD": "nexus-admin-password",
             }
         )
         env.update(overrides)

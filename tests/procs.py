@@ -91,6 +91,30 @@ def wait_for_http(url: str, *, timeout: float = 30.0, process: Process | None = 
     raise TimeoutError(f"{url} did not answer within {timeout}s ({last})")
 
 
+def compose_environment(service: str, values: Mapping[str, str]) -> dict[str, str]:
+    """A docker-compose.yml service's environment as compose would give it, with ``values`` for
+    the ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}`` references (``$$`` is a ``$``)."""
+    import re
+
+    import yaml
+
+    def resolve(text: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, op, arg = match.group(1), match.group(2), match.group(3) or ""
+            value = values.get(name, "")
+            if op == ":?" and not value:
+                raise KeyError(f"{name} is required: {arg}")
+            return value or (resolve(arg) if op == ":-" else "")
+
+        return re.sub(r"\$\$|\$\{(\w+)(?:(:[-?])((?:[^{}]|\{[^{}]*\})*))?\}", one, text)
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    environment = compose["services"][service].get("environment") or {}
+    return {key: resolve(str(value)) for key, value in environment.items()}
+
+
 def manage(*args: str, env: Mapping[str, str], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PYTHON, "manage.py", *args], cwd=ROOT, env=dict(env), capture_output=True, text=True, timeout=timeout

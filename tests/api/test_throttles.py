@@ -18,14 +18,20 @@ pytestmark = pytest.mark.django_db
 LOGIN = {"username": "alice", "password": "alice-password-123"}
 
 
-def test_login_is_throttled_per_ip(anon, user, throttle_rate):
+def test_login_is_throttled_per_ip(anon, user, other_user, throttle_rate):
     throttle_rate("login", "2/min")
     assert anon.post("/api/auth/login", LOGIN, format="json").status_code == 200
     assert anon.post("/api/auth/login", {**LOGIN, "password": "x"}, format="json").status_code == 401
-    response = anon.post("/api/auth/login", LOGIN, format="json")
+    response = anon.post("/api/auth/login", {**LOGIN, "username": "mallory"}, format="json")
     assert_error(response, 429, "rate_limited")
     assert 1 <= int(response["Retry-After"]) <= 60
-    other_ip = anon.post("/api/auth/login", LOGIN, format="json", REMOTE_ADDR="10.0.0.9")
+    # another address has its own budget (for another username: alice's own budget is spent too)
+    other_ip = anon.post(
+        "/api/auth/login",
+        {"username": "mallory", "password": "mallory-password-123"},
+        format="json",
+        REMOTE_ADDR="10.0.0.9",
+    )
     assert other_ip.status_code == 200
 
 

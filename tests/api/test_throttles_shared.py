@@ -69,7 +69,8 @@ def test_the_login_budget_is_shared_by_two_servers(servers, redis_url, redis_pre
     _assert_throttled(httpx.post(f"{b}/api/auth/login", json=good, timeout=10))
     _assert_throttled(httpx.post(f"{a}/api/auth/login", json=good, timeout=10))
     keys = list(redis.Redis.from_url(redis_url).scan_iter(f"{redis_prefix}:*throttle:login*"))
-    assert len(keys) == 1  # one window in the shared Redis, not one per process
+    # one window per identity (the IP, the username) in the shared Redis, not one per process
+    assert len(keys) == 2
 
     # a per-user budget, shared the same way
     token = first.json()["access_token"]

@@ -3,13 +3,17 @@ service's command exists in this project."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
+import pytest
 import yaml
 
-from tests.procs import ROOT, base_env
+from tests.procs import ROOT, base_env, compose_environment
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -52,3 +56,113 @@ def test_the_web_daphne_limit_is_above_the_applications():
     command = SERVICES["web"]["command"]
     limit = int(command[command.index("--websocket-max-message-size") + 1])
     assert limit > 1_048_576
+
+
+# --- production hardening (docs/security.md) ------------------------------------------------------
+
+SECRETS = {
+    "DJANGO_SECRET_KEY": "x" * 40,
+    "PUBLIC_HOST": "nexus.example.com",
+    "POSTGRES_PASSWORD": "operator-secret",
+    "NEXUS_DB_PASSWORD": "app-secret",
+    "REDIS_PASSWORD": "redis-secret",
+    "NEXUS_TOOLS_DB_PASSWORD": "tools-secret",
+}
+
+
+def test_redis_has_a_password_and_a_memory_ceiling():
+    redis_service = SERVICES["redis"]
+    command = " ".join(redis_service["command"]).replace("$$", "$")  # compose's escape
+    assert '--requirepass "$REDIS_PASSWORD"' in command
+    assert '--maxmemory "$REDIS_MAXMEMORY"' in command and "--maxmemory-policy noeviction" in command
+    env = compose_environment("redis", SECRETS)
+    assert env["REDIS_PASSWORD"] == env["REDISCLI_AUTH"] == "redis-secret"
+    assert env["REDIS_MAXMEMORY"]
+    assert redis_service["user"] == "redis"  # the custom command bypasses the image's own drop from root
+    for name in ("migrate", "web", "worker", "housekeeping"):
+        assert compose_environment(name, SECRETS)["REDIS_URL"] == "redis://:redis-secret@redis:6379/0"
+
+
+def test_the_app_connects_as_its_own_role_not_the_superuser():
+    postgres = compose_environment("postgres", SECRETS)
+    assert postgres["POSTGRES_USER"] == "postgres"
+    for name in ("migrate", "web", "worker", "housekeeping"):
+        url = compose_environment(name, SECRETS)["DATABASE_URL"]
+        assert url == "postgres://nexus:app-secret@postgres:5432/nexus"
+    assert "operator-secret" not in str([compose_environment(n, SECRETS) for n in ("web", "worker")])
+    mounts = SERVICES["postgres"]["volumes"]
+    assert "./docker/postgres:/docker-entrypoint-initdb.d:ro" in mounts
+    assert (ROOT / "docker/postgres/10-nexus-app-role.sh").is_file()
+
+
+def test_the_containers_do_not_run_as_root():
+    users = [
+        line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("USER ")
+    ]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    for name in ("web", "worker", "housekeeping"):
+        assert "user" not in SERVICES[name]  # the image's user applies
+        assert SERVICES[name]["cap_drop"] == ["ALL"]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".env" in ignored  # local secrets are never baked into the image
+
+
+def test_housekeeping_flushes_expired_tokens_and_sessions_on_a_schedule():
+    command = " ".join(SERVICES["housekeeping"]["command"]).replace("$$", "$")  # compose's escape
+    assert "python manage.py flushexpiredtokens" in command
+    assert "python manage.py clearsessions" in command
+    assert 'sleep "$NEXUS_HOUSEKEEPING_SECONDS"' in command
+    assert compose_environment("housekeeping", SECRETS)["NEXUS_HOUSEKEEPING_SECONDS"] == "3600"
+    assert {"flushexpiredtokens", "clearsessions"} <= _management_commands()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_the_init_script_makes_a_role_that_is_no_superuser_and_can_migrate(postgres_url, tmp_path):
+    """docker/postgres/10-nexus-app-role.sh against the machine's PostgreSQL, as the image runs it."""
+    parts = urlsplit(postgres_url)
+    name = f"nexus_sessions_role_{secrets.token_hex(4)}"
+    admin = {"PGHOST": parts.hostname or "127.0.0.1", "PGPORT": str(parts.port or 5432)}
+    script_env = {
+        **os.environ,
+        **admin,
+        "POSTGRES_USER": parts.username or "postgres",
+        "POSTGRES_DB": parts.path.lstrip("/") or "postgres",
+        "NEXUS_DB_USER": name,
+        "NEXUS_DB_NAME": name,
+        "NEXUS_DB_PASSWORD": "app-secret",
+    }
+
+    def psql(sql: str) -> str:
+        return subprocess.run(
+            ["psql", "-tAX", "-U", script_env["POSTGRES_USER"], "-d", script_env["POSTGRES_DB"], "-c", sql],
+            env=script_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    try:
+        made = subprocess.run(
+            ["sh", str(ROOT / "docker" / "postgres" / "10-nexus-app-role.sh")],
+            env=script_env,
+            capture_output=True,
+            text=True,
+        )
+        assert made.returncode == 0, made.stderr
+        flags = psql(f"SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = '{name}'")
+        assert flags == "f|f|f"
+        assert psql(f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{name}'") == name
+        url = f"postgres://{name}:app-secret@{admin['PGHOST']}:{admin['PGPORT']}/{name}"
+        migrate = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput"],
+            cwd=ROOT,
+            env=base_env(DATABASE_URL=url, NEXUS_VAR_DIR=str(tmp_path)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert migrate.returncode == 0, migrate.stderr[-3000:]
+    finally:
+        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        psql(f'DROP ROLE IF EXISTS "{name}"')

@@ -28,6 +28,8 @@ from tests.procs import ROOT, base_env, manage
             "NEXUS_EGRESS_ALLOW: '10.0.0.0/33' is not a valid CIDR",
         ),
         ("NEXUS_KEY_HOSTS", "api.groq.com", "NEXUS_KEY_HOSTS: 'api.groq.com' is not VARIABLE_API_KEY=host"),
+        ("NEXUS_AUTH_RECHECK_SECONDS", "61", "NEXUS_AUTH_RECHECK_SECONDS must be at most 60"),
+        ("NEXUS_SSE_MAX_AGE_SECONDS", "0", "is below the minimum"),
     ],
 )
 def test_a_bad_value_gives_a_clear_error_at_start(tmp_path, name, value, expected):

@@ -1,5 +1,6 @@
-"""The embedded default, as `make run` uses it: SQLite, the in-memory layer, no configuration.
-Migrate, seed, serve the admin login and /health from a real daphne process."""
+"""The embedded default, as `make run` uses it: SQLite, the in-memory layer, no configuration
+beyond the demo passwords `make run` passes. Migrate, seed, serve the admin login and /health
+from a real daphne process."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_migrate_seed_and_serve_with_the_embedded_defaults(tmp_path):
-    env = base_env(NEXUS_VAR_DIR=str(tmp_path))
+    env = base_env(
+        NEXUS_VAR_DIR=str(tmp_path),
+        NEXUS_DEMO_PASSWORD="nexus-demo-password",
+        NEXUS_ADMIN_PASSWORD="nexus-admin-password",
+    )
     migrate = manage("migrate", "--noinput", env=env)
     assert migrate.returncode == 0, migrate.stderr
     seed = manage("seed_demo", env=env)

@@ -1,5 +1,5 @@
 """docker-compose.yml gives `query_database` a database and a role of its own: the init script
-(scripts/postgres-init/) runs here against the machine's PostgreSQL, under names of the test's own,
+(docker/postgres/) runs here against the machine's PostgreSQL, under names of the test's own,
 and the tool reads the demo rows through it; the role is no superuser and cannot write."""
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from agents.demo_data import HOLDINGS, PORTFOLIOS
 from agents.tools import execute_server_tool
 from tests.procs import ROOT
 
-INIT_DIR = ROOT / "scripts" / "postgres-init"
-SCRIPT = INIT_DIR / "10-tools-database.sh"
+INIT_DIR = ROOT / "docker" / "postgres"
+SCRIPT = INIT_DIR / "20-tools-database.sh"
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 

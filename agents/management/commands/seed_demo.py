@@ -1,4 +1,10 @@
-"""`manage.py seed_demo`: a demo user, an operator and demo agents. Safe to run any number of times."""
+"""`manage.py seed_demo`: a demo user, an operator and demo agents. Safe to run any number of times.
+
+The accounts get the passwords in ``NEXUS_DEMO_PASSWORD`` / ``NEXUS_ADMIN_PASSWORD``, or else the
+published defaults below; those are refused when ``DJANGO_DEBUG`` is off (SPEC section 12), so a
+deployment never ends up with an admin whose password is in the README. ``make run`` passes the
+defaults in the environment on purpose: it serves on 127.0.0.1 for one person.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from agents.models import Agent, AgentStatus
@@ -91,24 +97,58 @@ def demo_agents() -> list[dict[str, Any]]:
     ]
 
 
+def _passwords() -> dict[str, tuple[str, str]]:
+    """username -> (password, the variable it may come from) for the two accounts."""
+    return {
+        DEMO_USERNAME: (settings.NEXUS_DEMO_PASSWORD or DEMO_PASSWORD, "NEXUS_DEMO_PASSWORD"),
+        ADMIN_USERNAME: (settings.NEXUS_ADMIN_PASSWORD or ADMIN_PASSWORD, "NEXUS_ADMIN_PASSWORD"),
+    }
+
+
+def _refuse_published_passwords(passwords: dict[str, tuple[str, str]]) -> None:
+    """With DEBUG off, an account about to be made with a published password stops the command
+    before it writes anything. An existing account keeps its password, so it is no concern."""
+    if settings.DEBUG:
+        return
+    User = get_user_model()
+    unsafe = [
+        variable
+        for username, (_, variable) in passwords.items()
+        if not getattr(settings, variable) and not User.objects.filter(username=username).exists()
+    ]
+    if unsafe:
+        raise CommandError(
+            "seed_demo refuses to create accounts with the published demo passwords while "
+            f"DJANGO_DEBUG is off: set {' and '.join(unsafe)} (or DJANGO_DEBUG=true on a "
+            "development machine)."
+        )
+
+
+def _shown(password: str, variable: str) -> str:
+    # The published defaults are no secret; a password from the environment is never printed.
+    return password if password in {DEMO_PASSWORD, ADMIN_PASSWORD} else f"<the password in {variable}>"
+
+
 class Command(BaseCommand):
     help = "Create the demo user, an operator account and the demo agents (idempotent)."
 
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
         User = get_user_model()
+        passwords = _passwords()
+        _refuse_published_passwords(passwords)
         demo, created_demo = User.objects.get_or_create(
             username=DEMO_USERNAME, defaults={"email": "demo@example.com"}
         )
         if created_demo:
-            demo.set_password(DEMO_PASSWORD)
+            demo.set_password(passwords[DEMO_USERNAME][0])
             demo.save()
         admin, created_admin = User.objects.get_or_create(
             username=ADMIN_USERNAME,
             defaults={"email": "admin@example.com", "is_staff": True, "is_superuser": True},
         )
         if created_admin:
-            admin.set_password(ADMIN_PASSWORD)
+            admin.set_password(passwords[ADMIN_USERNAME][0])
             admin.save()
 
         for spec in demo_agents():
@@ -125,5 +165,7 @@ class Command(BaseCommand):
         demo_data_ensure()
 
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
-        self.stdout.write(f"  Chat:  log in as {DEMO_USERNAME} / {DEMO_PASSWORD}")
-        self.stdout.write(f"  Admin: log in as {ADMIN_USERNAME} / {ADMIN_PASSWORD} at /admin/")
+        self.stdout.write(f"  Chat:  log in as {DEMO_USERNAME} / {_shown(*passwords[DEMO_USERNAME])}")
+        self.stdout.write(
+            f"  Admin: log in as {ADMIN_USERNAME} / {_shown(*passwords[ADMIN_USERNAME])} at /admin/"
+        )
