@@ -19,6 +19,8 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers
 from rest_framework.views import APIView
 
+from realtime.protocol import MAX_CONTENT_CHARS, MAX_ID_CHARS
+
 TAGS = ["runs"]
 RUN_STATUSES = ["completed", "stopped", "failed", "incomplete"]
 
@@ -56,14 +58,19 @@ class HistoryItemSerializer(serializers.Serializer):
 
 class InvokeSerializer(serializers.Serializer):
     agent_id = serializers.UUIDField(help_text="The agent who answers (seed 000 also sends `agentId`).")
-    message = serializers.CharField(help_text="The person's message (also accepted as `query`).")
+    message = serializers.CharField(
+        max_length=MAX_CONTENT_CHARS, help_text="The person's message (also accepted as `query`)."
+    )
     conversation_id = serializers.UUIDField(
         required=False,
         allow_null=True,
         help_text="Continue this conversation (the agent must be in it); a new one when absent.",
     )
     client_message_id = serializers.CharField(
-        required=False, allow_null=True, max_length=100, help_text="Idempotency key: the same id sends once."
+        required=False,
+        allow_null=True,
+        max_length=MAX_ID_CHARS,
+        help_text="Idempotency key: the same id sends once.",
     )
 
 
@@ -78,7 +85,9 @@ class InvokeResultSerializer(serializers.Serializer):
 
 
 class AgentRunSerializer(serializers.Serializer):
-    query = serializers.CharField(help_text="The person's message (also accepted as `message`).")
+    query = serializers.CharField(
+        max_length=MAX_CONTENT_CHARS, help_text="The person's message (also accepted as `message`)."
+    )
     history = HistoryItemSerializer(
         many=True,
         required=False,
@@ -86,7 +95,7 @@ class AgentRunSerializer(serializers.Serializer):
         help_text="Earlier turns for a new conversation (the last 50 are kept); ignored with conversation_id.",
     )
     conversation_id = serializers.UUIDField(required=False, allow_null=True)
-    client_message_id = serializers.CharField(required=False, allow_null=True, max_length=100)
+    client_message_id = serializers.CharField(required=False, allow_null=True, max_length=MAX_ID_CHARS)
 
 
 class StopSerializer(serializers.Serializer):
