@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import schemathesis
 from django.core import signals
@@ -274,3 +275,26 @@ def test_the_schema_documents_the_run_endpoints_with_their_bodies():
         "Last-Event-ID",
     }
     assert len(list(run_schema.get_all_operations())) == len(expected)
+
+
+def test_the_run_endpoints_refuse_what_their_schema_refuses(run_objects):
+    """Found by reading the views against the schema: a malformed run_id reached the ORM (500), and
+    ``false``/``0``/``""`` were taken for "no id" (stop every run, start a new conversation)."""
+    headers = {"Authorization": f"Bearer {TOKEN['access']}"}
+    agent, conversation = KNOWN["agent_id"][0], KNOWN["conversation_id"][0]
+    bad = [
+        (f"/api/conversations/{conversation}/stop/", {"run_id": "not-a-uuid"}),
+        (f"/api/conversations/{conversation}/stop/", {"run_id": False}),
+        (f"/api/conversations/{conversation}/stop/", {"run_id": ""}),
+        ("/api/invoke/", {"agent_id": agent, "message": "hi", "conversation_id": 0}),
+        ("/api/invoke/", {"agent_id": agent, "message": "hi", "client_message_id": "x" * 129}),
+        ("/api/invoke/", {"agent_id": 7, "message": "hi"}),
+        (f"/api/agents/{agent}/run/", {"query": "hi", "conversation_id": ""}),
+    ]
+    with httpx.Client(base_url=run_objects, headers=headers, timeout=RUN_TIMEOUT) as client:
+        for path, body in bad:
+            response = client.post(path, json=body)
+            assert response.status_code == 400, (path, body, response.status_code, response.text)
+            assert response.json()["code"] == "validation_error"
+        stopped = client.post(f"/api/conversations/{conversation}/stop/", json={"run_id": None})
+        assert stopped.status_code == 200 and stopped.json() == {"stopped": [], "count": 0}
