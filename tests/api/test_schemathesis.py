@@ -49,7 +49,7 @@ pytestmark = [pytest.mark.django_db]
 
 EXAMPLES_PER_OPERATION = 30
 RUN_EXAMPLES_PER_OPERATION = 20
-STREAM_SECONDS = 1.0  # how long an event stream that does not end is read
+STREAM_SECONDS = 2.0  # how long an event stream that does not end is read (and its first byte awaited)
 RUN_TIMEOUT = 60.0
 CHECKS = [
     not_a_server_error,
