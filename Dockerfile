@@ -13,4 +13,4 @@ RUN DJANGO_SECRET_KEY=build-only-not-secret-build-only-not-secret python manage.
 ENV HOME=/app/var
 USER nexus:nexus
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--websocket-max-message-size", "4194304", "nexus.asgi:application"]
+CMD ["python", "-m", "nexus.serve", "-b", "0.0.0.0", "-p", "8000"]

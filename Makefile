@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# daphne's own frame limit sits above Nexus's (1 MiB) so Nexus answers an oversized frame with 1009.
-DAPHNE_FLAGS := --websocket-max-message-size 4194304 --application-close-timeout 5
+# daphne starts through nexus.serve, the one definition of its flags (both WebSocket size limits
+# at 4x Nexus's own 1 MiB, so Nexus answers an oversized frame itself). Extra daphne flags go here.
+DAPHNE_FLAGS ?=
 
 .PHONY: run test lint format cluster clean
 
@@ -36,7 +37,7 @@ run: $(VENV)/.installed-run
 	@echo "  Admin:  http://$(HOST):$(PORT)/admin/ (admin / $$NEXUS_ADMIN_PASSWORD)"
 	@echo "  Health: http://$(HOST):$(PORT)/health    API docs: http://$(HOST):$(PORT)/api/docs/"
 	@echo ""
-	$(BIN)/daphne -b $(HOST) -p $(PORT) $(DAPHNE_FLAGS) nexus.asgi:application
+	$(BIN)/python -m nexus.serve -b $(HOST) -p $(PORT) $(DAPHNE_FLAGS)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

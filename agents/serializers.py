@@ -9,6 +9,13 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.models import Agent, AgentStatus
+from core.fields import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    StrictSlugField,
+)
 
 
 @extend_schema_field({"type": "string", "maxLength": 500, "description": "An http(s) URL, or empty."})
@@ -23,7 +30,7 @@ class UrlOrBlankField(serializers.URLField):
 
 class ToolSpecSerializer(serializers.Serializer):
     name = serializers.RegexField(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$", max_length=64)
-    description = serializers.CharField(required=False, allow_blank=True, max_length=4000, default="")
+    description = StrictCharField(required=False, allow_blank=True, max_length=4000, default="")
     parameters = serializers.DictField(
         required=False, help_text="A JSON Schema object describing the arguments."
     )
@@ -80,29 +87,27 @@ class AgentSerializer(serializers.ModelSerializer):
 
 
 def _strings(max_items: int = 50) -> serializers.ListField:
-    return serializers.ListField(
-        child=serializers.CharField(max_length=100), required=False, max_length=max_items
-    )
+    return serializers.ListField(child=StrictCharField(max_length=100), required=False, max_length=max_items)
 
 
 class AgentWriteSerializer(serializers.Serializer):
     """Create (POST), replace (PUT) or change (PATCH) an agent."""
 
-    name = serializers.CharField(max_length=120)
-    emoji = serializers.CharField(max_length=16, required=False, allow_blank=True)
-    description = serializers.CharField(max_length=4000, required=False, allow_blank=True)
-    workspace = serializers.SlugField(max_length=64, required=False)
-    provider = serializers.CharField(
+    name = StrictCharField(max_length=120)
+    emoji = StrictCharField(max_length=16, required=False, allow_blank=True)
+    description = StrictCharField(max_length=4000, required=False, allow_blank=True)
+    workspace = StrictSlugField(max_length=64, required=False)
+    provider = StrictCharField(
         max_length=32, required=False, help_text="A registered provider: local, ollama, openai, gemini."
     )
-    model = serializers.CharField(max_length=200)
+    model = StrictCharField(max_length=200)
     base_url = UrlOrBlankField(required=False)
-    system_prompt = serializers.CharField(max_length=100_000, required=False, allow_blank=True)
-    personality = serializers.CharField(max_length=4000, required=False, allow_blank=True)
+    system_prompt = StrictCharField(max_length=100_000, required=False, allow_blank=True)
+    personality = StrictCharField(max_length=4000, required=False, allow_blank=True)
     capabilities = _strings()
     interaction_modes = _strings()
-    temperature = serializers.FloatField(min_value=0.0, max_value=2.0, required=False, allow_null=True)
-    max_tokens = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False, allow_null=True)
+    temperature = StrictFloatField(min_value=0.0, max_value=2.0, required=False, allow_null=True)
+    max_tokens = StrictIntegerField(min_value=1, max_value=1_000_000, required=False, allow_null=True)
     tools = ToolSpecSerializer(many=True, required=False)
     config = serializers.DictField(
         required=False,
@@ -119,7 +124,7 @@ class AgentWriteSerializer(serializers.Serializer):
 
 
 class AgentCreateSerializer(AgentWriteSerializer):
-    shared = serializers.BooleanField(
+    shared = StrictBooleanField(
         required=False, default=False, help_text="Shared with everyone (owner null). Staff only."
     )
 

@@ -46,7 +46,6 @@ import psutil  # noqa: E402
 import websockets  # noqa: E402
 
 from scripts.cluster import (  # noqa: E402
-    DAPHNE,
     PYTHON,
     Cluster,
     Process,
@@ -195,10 +194,8 @@ class EmbeddedTarget:
         )
         if migrate.returncode != 0:
             raise RuntimeError(migrate.stderr[-3000:])
-        args = [DAPHNE, "-b", "127.0.0.1", "-p", str(self.port), "--websocket-max-message-size", "4194304"]
-        self.process = Process(
-            [*args, "nexus.asgi:application"], env=self.env, log_path=self.dir / "daphne.log"
-        )
+        args = [PYTHON, "-m", "nexus.serve", "-b", "127.0.0.1", "-p", str(self.port)]
+        self.process = Process(args, env=self.env, log_path=self.dir / "daphne.log")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):

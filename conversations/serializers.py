@@ -8,6 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from conversations.models import Conversation, Message, Opinion, Participant, SessionType
+from core.fields import StrictCharField
 
 _AGENT_REF_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -173,7 +174,7 @@ class ConversationCreateSerializer(serializers.Serializer):
         choices=SessionType.choices, required=False, default=SessionType.HUMAN_AGENT
     )
     agents = AgentsField()
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    title = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
     context = serializers.DictField(required=False, default=dict)
     settings = serializers.DictField(
         required=False,
@@ -184,7 +185,7 @@ class ConversationCreateSerializer(serializers.Serializer):
 
 
 class ConversationUpdateSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200)
+    title = StrictCharField(max_length=200)
 
 
 class HistoryQuerySerializer(serializers.Serializer):
@@ -206,7 +207,7 @@ class TitleSerializer(serializers.Serializer):
 
 class FeedbackSerializer(serializers.Serializer):
     rating = serializers.ChoiceField(choices=Opinion.choices, allow_null=True)
-    comment = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+    comment = StrictCharField(max_length=4000, required=False, allow_blank=True, default="")
 
 
 class FeedbackResultSerializer(serializers.Serializer):

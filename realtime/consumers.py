@@ -31,10 +31,25 @@ CLOSE_INVALID_SESSION = 4001
 CLOSE_EXPIRED = 4002
 CLOSE_AUTH = 4003
 CLOSE_RATE_LIMITED = 4004
-CLOSE_TOO_LARGE = 1009
+# Not 1009: daphne's WebSocket library (autobahn) refuses any application close code but 1000 and
+# 3000-4999, so a 1009 from Nexus reaches the client as 1011 (docs/protocol.md, "Oversized frames").
+CLOSE_TOO_LARGE = 4009
 CLOSE_INTERNAL = 1011
 RATE_STRIKES_BEFORE_CLOSE = 10
 MAX_PENDING_EVENTS = 5000
+
+
+class UnknownPathSocket(AsyncWebsocketConsumer):
+    """Every WebSocket path Nexus does not serve: accepted, one ``error`` frame ``not_found``, close
+    4000 (a close before ``accept`` would reach the client as HTTP 403, a routing error as 500)."""
+
+    channel_layer_alias = None
+
+    async def connect(self) -> None:
+        await self.accept()
+        path = self.scope.get("path", "")[:200]
+        await self.send(text_data=protocol.error_frame("not_found", f"No WebSocket endpoint at {path}."))
+        await self.close(code=CLOSE_GENERIC)
 
 
 class BaseSocket(AsyncWebsocketConsumer):
@@ -59,8 +74,9 @@ class BaseSocket(AsyncWebsocketConsumer):
         subprotocols = self.scope.get("subprotocols") or []
         await self.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in subprotocols else None)
         if self.auth.get("error") or not getattr(self.user, "is_authenticated", False):
-            code = CLOSE_EXPIRED if self.auth.get("expired") else CLOSE_AUTH
-            await self.close_with("forbidden", self.auth.get("error") or "Authentication failed.", code)
+            # 4003 for every credential refused at connect, an expired token included: 4002 would
+            # tell the client to reconnect and resume, which it would do forever with that token.
+            await self.close_with("forbidden", self.auth.get("error") or "Authentication failed.", CLOSE_AUTH)
             return
         if self.requires_staff and not self.user.is_staff:
             await self.close_with("forbidden", "Staff only.", CLOSE_AUTH)

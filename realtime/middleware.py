@@ -93,12 +93,7 @@ async def authenticate(scope: dict[str, Any]) -> dict[str, Any]:
         try:
             user, expires_at, password_hash = await database_sync_to_async(_from_token)(token)
         except AuthenticationFailed as exc:
-            return {
-                "user": AnonymousUser(),
-                "method": method,
-                "error": exc.message,
-                "expired": "expired" in exc.message.lower(),
-            }
+            return {"user": AnonymousUser(), "method": method, "error": exc.message}
         return {
             "user": user,
             "method": method,

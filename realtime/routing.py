@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from realtime.consumers import AgentSocket, ConversationSocket
+from realtime.consumers import AgentSocket, ConversationSocket, UnknownPathSocket
 from realtime.monitor import EventsSocket, StatsSocket
 
 websocket_urlpatterns = [
@@ -16,4 +16,6 @@ websocket_urlpatterns = [
     path("ws/stats", StatsSocket.as_asgi()),
     # seed 001: /ws/{session_id}
     re_path(r"^ws/(?P<conversation_id>[0-9a-fA-F-]{36})/?$", ConversationSocket.as_asgi()),
+    # last: any other path gets error not_found and close 4000, never an HTTP 500 at the handshake
+    re_path(r"", UnknownPathSocket.as_asgi()),
 ]

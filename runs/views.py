@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -96,7 +97,9 @@ def api_view(func: Any) -> Any:
     return csrf_exempt(view)
 
 
-def _string(body: dict[str, Any], *names: str, required: bool = True) -> str | None:
+def _string(
+    body: dict[str, Any], *names: str, required: bool = True, limit: int = protocol.MAX_CONTENT_CHARS
+) -> str | None:
     for name in names:
         value = body.get(name)
         if value is not None:
@@ -104,9 +107,30 @@ def _string(body: dict[str, Any], *names: str, required: bool = True) -> str | N
                 raise ValidationFailed(
                     f"{name} must be a non-empty string.", details={name: ["A non-empty string."]}
                 )
+            if len(value) > limit:
+                raise ValidationFailed(
+                    f"{name} is longer than {limit} characters.",
+                    details={name: [f"At most {limit} characters."]},
+                )
             return value
     if required:
         raise ValidationFailed(f"{names[0]} is required.", details={names[0]: ["This field is required."]})
+    return None
+
+
+def _optional_uuid(body: dict[str, Any], *names: str) -> str | None:
+    """An optional id in the body: absent or null, or a UUID string (anything else is a 400, never
+    taken for "absent")."""
+    for name in names:
+        value = body.get(name)
+        if value is not None:
+            try:
+                parsed = str(uuid.UUID(value))
+            except (TypeError, ValueError, AttributeError):
+                parsed = None
+            if parsed is None or parsed != value.lower():  # the hyphenated form only, as the schema says
+                raise ValidationFailed(f"{name} must be a UUID.", details={name: ["A UUID."]})
+            return parsed
     return None
 
 
@@ -252,8 +276,9 @@ async def agent_run(request: HttpRequest, agent_id: str) -> HttpResponse:
 
     body = _json_body(request)
     query = _string(body, "query", "message")
+    client_message_id = _string(body, "client_message_id", required=False, limit=protocol.MAX_ID_CHARS)
     conversation_id, stored_seq = await sync_to_async(_conversation_for_run)(
-        request.nexus_user, agent_id, body.get("conversation_id"), body.get("history")
+        request.nexus_user, agent_id, _optional_uuid(body, "conversation_id"), body.get("history")
     )
     after = await _last_seq(conversation_id, stored_seq)
     guard = await StreamGuard.open(request, request.nexus_user)  # the connection cap, before the run
@@ -261,7 +286,7 @@ async def agent_run(request: HttpRequest, agent_id: str) -> HttpResponse:
         user=request.nexus_user,
         conversation_id=conversation_id,
         content=query,
-        client_message_id=body.get("client_message_id"),
+        client_message_id=client_message_id,
         agent_id=str(agent_id),
     )
     response = _sse_response(guard.wrap(_stream(conversation_id, after, until_run=result.run_id)))
@@ -304,10 +329,13 @@ async def invoke(request: HttpRequest) -> HttpResponse:
     from runs.services import message_send
 
     body = _json_body(request)
-    agent_id = _string(body, "agent_id", "agentId")
+    agent_id = _optional_uuid(body, "agent_id", "agentId")
+    if agent_id is None:
+        raise ValidationFailed("agent_id is required.", details={"agent_id": ["This field is required."]})
     message = _string(body, "message", "query")
+    client_message_id = _string(body, "client_message_id", required=False, limit=protocol.MAX_ID_CHARS)
     conversation_id, stored_seq = await sync_to_async(_conversation_for_run)(
-        request.nexus_user, agent_id, body.get("conversation_id") or body.get("conversationId"), None
+        request.nexus_user, agent_id, _optional_uuid(body, "conversation_id", "conversationId"), None
     )
     after = await _last_seq(conversation_id, stored_seq)
     async with _Follower(conversation_id, after) as follower:
@@ -316,7 +344,7 @@ async def invoke(request: HttpRequest) -> HttpResponse:
             conversation_id=conversation_id,
             content=message,
             agent_id=agent_id,
-            client_message_id=body.get("client_message_id"),
+            client_message_id=client_message_id,
         )
         reply_id: str | None = None
         final: dict[str, Any] | None = None
@@ -359,6 +387,6 @@ async def conversation_stop(request: HttpRequest, conversation_id: str) -> HttpR
 
     body = _json_body(request)
     stopped = await run_stop(
-        user=request.nexus_user, conversation_id=conversation_id, run_id=body.get("run_id")
+        user=request.nexus_user, conversation_id=conversation_id, run_id=_optional_uuid(body, "run_id")
     )
     return JsonResponse({"stopped": stopped, "count": len(stopped)})

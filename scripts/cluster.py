@@ -42,10 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-DAPHNE = str(Path(sys.executable).with_name("daphne"))
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/postgres"
-# daphne's own frame limit sits above Nexus's 1 MiB so that Nexus, not daphne, answers with 1009.
-DAPHNE_MAX_MESSAGE = "4194304"
 WORKER_READY = "Running worker for channels"
 
 
@@ -342,18 +339,8 @@ class Cluster:
                 raise ClusterError("redis-server is not installed")
             return [redis_server, "--port", str(svc.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]  # fmt: skip
         if svc.kind == "web":
-            return [
-                DAPHNE,
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(svc.port),
-                "--websocket-max-message-size",
-                DAPHNE_MAX_MESSAGE,
-                "--application-close-timeout",
-                "5",
-                "nexus.asgi:application",
-            ]
+            # nexus.serve: the flags every daphne of Nexus runs with (docs/protocol.md, limits)
+            return [PYTHON, "-m", "nexus.serve", "-b", "127.0.0.1", "-p", str(svc.port)]
         return [PYTHON, "manage.py", "runworker", "nexus-runs"]
 
     def start_service(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None:

@@ -124,18 +124,7 @@ def manage(*args: str, env: Mapping[str, str], timeout: float = 120.0) -> subpro
 def start_daphne(*, env: Mapping[str, str], log_dir: Path, port: int | None = None) -> tuple[Process, int]:
     port = port or free_port()
     proc = Process(
-        [
-            DAPHNE,
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--websocket-max-message-size",
-            "4194304",
-            "--application-close-timeout",
-            "5",
-            "nexus.asgi:application",
-        ],
+        [PYTHON, "-m", "nexus.serve", "-b", "127.0.0.1", "-p", str(port)],  # the shared daphne flags
         env=env,
         log_path=log_dir / f"daphne-{port}.log",
     )

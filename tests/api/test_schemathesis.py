@@ -3,15 +3,24 @@
 The real Django application (WSGI, in process, on the test database) answers generated requests,
 valid and invalid, authenticated with a real JWT. No response may be a server error, and every
 response must match what the schema promises (status code, content type, headers, body).
-Path ids are real objects half of the time, so the success paths are exercised too.
+Path ids are real objects most of the time, so the success paths are exercised too.
+
+The async run endpoints (tag ``runs``: invoke, agent run and the event stream over SSE, stop) are
+asked of a real daphne process instead, on its own SQLite database with a scripted provider: their
+runs and streams live on daphne's event loop, which the in-process WSGI handler does not keep
+between requests. schemathesis reads an event stream until it ends or for ``STREAM_SECONDS``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 import schemathesis
 from django.core import signals
@@ -33,10 +42,15 @@ from agents.models import Agent
 from conversations.models import Message
 from nexus.auth import tokens_issue
 from tests.api.conftest import make_conversation
+from tests.procs import Process, base_env, manage, start_daphne
+from tests.realtime_procs.cluster import SCRIPTED_PLUGIN, DbTool
 
 pytestmark = [pytest.mark.django_db]
 
 EXAMPLES_PER_OPERATION = 30
+RUN_EXAMPLES_PER_OPERATION = 20
+STREAM_SECONDS = 2.0  # how long an event stream that does not end is read (and its first byte awaited)
+RUN_TIMEOUT = 60.0
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -51,6 +65,9 @@ CHECKS = [
 
 # The served schema, loaded through the real application at collection (no database needed).
 schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
+RUN_TAG = "runs"
+# The same schema, its hooks and auth, sent over HTTP to daphne (no in-process app)
+run_schema = dataclasses.replace(schema.include(tag=RUN_TAG), app=None)
 KNOWN: dict[str, list[str]] = {}
 TOKEN: dict[str, str] = {}
 STATUSES: dict[str, Counter] = {}  # operation -> status code -> count, over the whole run
@@ -90,7 +107,7 @@ def _keep_the_test_connection():
     signals.request_finished.connect(close_old_connections)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def objects(_keep_the_test_connection, staff_user, settings):
     settings.NEXUS_PROVIDER_STATUS_TIMEOUT = 0.5
     settings.NEXUS_TITLE_TIMEOUT = 0.5
@@ -112,14 +129,21 @@ def objects(_keep_the_test_connection, staff_user, settings):
 
 @schema.hook
 def map_body(context, body):
-    # A conversation needs agents the caller may use: swap valid random ids for real ones.
+    # Bodies name objects too: swap valid random ids for real ones (most of the time).
     operation = context.operation
-    if (operation.method.upper(), operation.path) != ("POST", "/api/conversations/"):
+    if not isinstance(body, dict):
         return body
-    if isinstance(body, dict) and isinstance(body.get("agents"), list) and RNG.random() < 0.75:
-        agents = body["agents"]
-        if agents and all(_is_uuid(value) for value in agents):
-            body["agents"] = KNOWN["agent_id"][: min(len(agents), len(KNOWN["agent_id"]))]
+    if (operation.method.upper(), operation.path) == ("POST", "/api/conversations/"):
+        # a conversation needs agents the caller may use
+        if isinstance(body.get("agents"), list) and RNG.random() < 0.75:
+            agents = body["agents"]
+            if agents and all(_is_uuid(value) for value in agents):
+                body["agents"] = KNOWN["agent_id"][: min(len(agents), len(KNOWN["agent_id"]))]
+        return body
+    # invoke and agent run: the agent who answers, and the conversation it answers in
+    for name in ("agent_id", "conversation_id"):
+        if name in body and _is_uuid(body[name]) and KNOWN.get(name) and RNG.random() < 0.75:
+            body[name] = RNG.choice(KNOWN[name])
     return body
 
 
@@ -141,7 +165,7 @@ class StaffBearer:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
 
-@schema.parametrize()
+@schema.exclude(tag=RUN_TAG).parametrize()
 @settings(
     max_examples=EXAMPLES_PER_OPERATION,
     deadline=None,
@@ -149,8 +173,69 @@ class StaffBearer:
     database=None,
     suppress_health_check=list(HealthCheck),
 )
-def test_the_api_keeps_the_promises_of_its_schema(case):
+def test_the_api_keeps_the_promises_of_its_schema(case, objects):
     case.call_and_validate(checks=CHECKS)
+
+
+@pytest.fixture(scope="module")
+def daphne(tmp_path_factory) -> Iterator[tuple[str, DbTool]]:
+    """One daphne on a private SQLite database (inline runs, in-memory layer, the scripted
+    provider), and the tool that writes to that database: (base URL, db tool)."""
+    tmp: Path = tmp_path_factory.mktemp("schemathesis-daphne")
+    env = base_env(
+        NEXUS_VAR_DIR=str(tmp),
+        DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}",
+        NEXUS_PROVIDER_PLUGINS=SCRIPTED_PLUGIN,
+        NEXUS_LOG_LEVEL="warning",
+        NEXUS_WS_MESSAGES_PER_MINUTE="100000",  # the run endpoints share the socket's message limit
+    )
+    migrated = manage("migrate", "--noinput", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    db = DbTool(env, tmp / "dbtool.log")
+    web: Process | None = None
+    try:
+        web, port = start_daphne(env=env, log_dir=tmp)
+        yield f"http://127.0.0.1:{port}", db
+    finally:
+        if web is not None:
+            web.stop()
+        db.stop()
+
+
+@pytest.fixture
+def run_objects(daphne) -> Iterator[str]:
+    """A staff user, an agent and a conversation in daphne's database; the base URL."""
+    base_url, db = daphne
+    made = db.call("user", username=f"op{uuid.uuid4().hex[:10]}", is_staff=True)
+    agent = db.call(
+        "agent",
+        owner_id=made["id"],
+        provider="scripted",
+        model="scripted-1",
+        config={"reply": "Fuzzed reply."},
+    )
+    conversation = db.call("conversation", owner_id=made["id"], agent_ids=[agent])
+    TOKEN["access"] = made["token"]
+    RNG.seed(4)
+    KNOWN.update(agent_id=[agent], conversation_id=[conversation])
+    yield base_url
+    KNOWN.clear()
+    TOKEN.clear()
+
+
+@run_schema.parametrize()
+@settings(
+    max_examples=RUN_EXAMPLES_PER_OPERATION,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_the_run_endpoints_keep_the_promises_of_the_schema_through_daphne(case, run_objects):
+    events = case.operation.path.endswith("/events/")
+    case.call_and_validate(
+        base_url=run_objects, checks=CHECKS, timeout=STREAM_SECONDS if events else RUN_TIMEOUT
+    )
 
 
 def test_the_run_reached_the_success_paths():
@@ -163,3 +248,53 @@ def test_the_run_reached_the_success_paths():
         assert not any(code >= 500 for code in statuses), (operation, statuses)
         if operation not in NEVER_SUCCEED:
             assert any(200 <= code < 300 for code in statuses), (operation, dict(statuses))
+
+
+def test_the_schema_documents_the_run_endpoints_with_their_bodies():
+    """invoke, agent run, stop and the event stream: in the schema with request and response bodies
+    (they are async views that drf-spectacular cannot see by itself)."""
+    paths = schema.raw_schema["paths"]
+    expected = {
+        ("/api/invoke/", "post"): "application/json",
+        ("/api/agents/{agent_id}/run/", "post"): "text/event-stream",
+        ("/api/conversations/{conversation_id}/stop/", "post"): "application/json",
+        ("/api/conversations/{conversation_id}/events/", "get"): "text/event-stream",
+    }
+    for (path, method), media_type in expected.items():
+        operation = paths[path][method]
+        assert RUN_TAG in operation["tags"]
+        assert operation["security"], path  # credentials required
+        assert operation["responses"]["200"]["content"][media_type]["schema"], path
+        if method == "post":
+            assert operation["requestBody"]["content"]["application/json"]["schema"], path
+    assert {
+        p["name"] for p in paths["/api/conversations/{conversation_id}/events/"]["get"]["parameters"]
+    } == {
+        "conversation_id",
+        "after_seq",
+        "Last-Event-ID",
+    }
+    assert len(list(run_schema.get_all_operations())) == len(expected)
+
+
+def test_the_run_endpoints_refuse_what_their_schema_refuses(run_objects):
+    """Found by reading the views against the schema: a malformed run_id reached the ORM (500), and
+    ``false``/``0``/``""`` were taken for "no id" (stop every run, start a new conversation)."""
+    headers = {"Authorization": f"Bearer {TOKEN['access']}"}
+    agent, conversation = KNOWN["agent_id"][0], KNOWN["conversation_id"][0]
+    bad = [
+        (f"/api/conversations/{conversation}/stop/", {"run_id": "not-a-uuid"}),
+        (f"/api/conversations/{conversation}/stop/", {"run_id": False}),
+        (f"/api/conversations/{conversation}/stop/", {"run_id": ""}),
+        ("/api/invoke/", {"agent_id": agent, "message": "hi", "conversation_id": 0}),
+        ("/api/invoke/", {"agent_id": agent, "message": "hi", "client_message_id": "x" * 129}),
+        ("/api/invoke/", {"agent_id": 7, "message": "hi"}),
+        (f"/api/agents/{agent}/run/", {"query": "hi", "conversation_id": ""}),
+    ]
+    with httpx.Client(base_url=run_objects, headers=headers, timeout=RUN_TIMEOUT) as client:
+        for path, body in bad:
+            response = client.post(path, json=body)
+            assert response.status_code == 400, (path, body, response.status_code, response.text)
+            assert response.json()["code"] == "validation_error"
+        stopped = client.post(f"/api/conversations/{conversation}/stop/", json={"run_id": None})
+        assert stopped.status_code == 200 and stopped.json() == {"stopped": [], "count": 0}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from urllib.parse import urlsplit
@@ -41,21 +40,40 @@ def test_every_command_exists_in_the_project():
     commands = _management_commands()
     for name in ("migrate", "web", "worker"):
         command = SERVICES[name]["command"]
-        if command[0] == "python":
+        assert command[0] == "python"
+        if command[1] == "-m":  # daphne, through the one definition of its flags
+            assert command[2] == "nexus.serve" and (ROOT / "nexus" / "serve.py").exists()
+        else:
             assert command[1] == "manage.py" and (ROOT / "manage.py").exists()
             assert command[2] in commands, f"{name}: manage.py {command[2]} does not exist"
-        else:
-            assert shutil.which(command[0], path=str(ROOT / ".venv" / "bin")) or shutil.which(command[0])
-            module, _, attr = command[-1].partition(":")
-            assert module == "nexus.asgi" and attr == "application"
-            assert (ROOT / "nexus" / "asgi.py").exists()
     assert SERVICES["worker"]["command"][2:] == ["runworker", "nexus-runs"]
 
 
-def test_the_web_daphne_limit_is_above_the_applications():
-    command = SERVICES["web"]["command"]
-    limit = int(command[command.index("--websocket-max-message-size") + 1])
-    assert limit > 1_048_576
+def test_compose_the_dockerfile_and_the_makefile_start_daphne_through_nexus_serve():
+    assert SERVICES["web"]["command"][:3] == ["python", "-m", "nexus.serve"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'CMD ["python", "-m", "nexus.serve", "-b", "0.0.0.0", "-p", "8000"]' in dockerfile
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(BIN)/python -m nexus.serve -b $(HOST) -p $(PORT)" in makefile
+    for text in (dockerfile, makefile, (ROOT / "docker-compose.yml").read_text()):
+        assert "--websocket-max" not in text  # no second definition of daphne's limits
+
+
+def test_nexus_serve_sets_both_daphne_limits_above_the_applications(settings):
+    from daphne.cli import CommandLineInterface
+
+    from nexus.serve import daphne_args
+
+    parser = CommandLineInterface().parser
+    args = parser.parse_args(daphne_args(["-b", "127.0.0.1", "-p", "8000"]))
+    assert args.websocket_max_message_size == args.websocket_max_frame_size == 4 * 1_048_576
+    assert args.application == "nexus.asgi:application" and args.port == 8000
+    settings.NEXUS_WS_MAX_MESSAGE_BYTES = 3_000_000
+    args = parser.parse_args(daphne_args([]))
+    assert args.websocket_max_message_size == args.websocket_max_frame_size == 12_000_000
+    # flags given on the command line come after the shared ones and win
+    args = parser.parse_args(daphne_args(["--websocket-max-frame-size", "5000000"]))
+    assert args.websocket_max_frame_size == 5_000_000
 
 
 # --- production hardening (docs/security.md) ------------------------------------------------------

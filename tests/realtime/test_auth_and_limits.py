@@ -138,12 +138,12 @@ async def test_past_the_message_rate_an_error_then_4004(connect, user, conversat
     assert await client.closed() == 4004
 
 
-async def test_a_frame_over_the_limit_is_closed_1009(connect, user, conversation, settings):
+async def test_a_frame_over_the_limit_is_closed_4009(connect, user, conversation, settings):
     settings.NEXUS_WS_MAX_MESSAGE_BYTES = 2048
     client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
     await client.until("session_state")
     await client.send({"type": "user_message", "data": {"content": "x" * 5000}})
-    assert await client.closed() == 1009
+    assert await client.closed() == 4009
     assert any(f.get("data", {}).get("code") == "message_too_large" for f in client.frames)
 
 

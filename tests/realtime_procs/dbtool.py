@@ -4,7 +4,7 @@ The test process never opens the cluster's database itself (pytest-django guards
 database); this process does, with the cluster's own settings, through the same services the
 server uses. Started once per cluster: ``python -m tests.realtime_procs.dbtool``.
 
-Commands (``{"op": ..., ...}``): ``user``, ``agent``, ``conversation``, ``conversations``,
+Commands (``{"op": ..., ...}``): ``user``, ``expired_token``, ``agent``, ``conversation``, ``conversations``,
 ``message``, ``run``, ``runs``. Each answers ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
 """
 
@@ -25,6 +25,19 @@ def _user(username: str, is_staff: bool = False) -> dict[str, Any]:
         username=username, password=f"{username}-password-123", is_staff=is_staff
     )
     return {"id": user.pk, "token": tokens_issue(user)["access_token"]}
+
+
+def _expired_token(user_id: int) -> str:
+    """A well-signed access token of ``user_id`` that expired a minute ago."""
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    token = AccessToken.for_user(get_user_model().objects.get(pk=user_id))
+    token.set_exp(from_time=timezone.now(), lifetime=timedelta(minutes=-1))
+    return str(token)
 
 
 def _agent(
@@ -89,6 +102,7 @@ def _runs(conversation_id: str) -> list[dict[str, Any]]:
 
 OPS = {
     "user": _user,
+    "expired_token": _expired_token,
     "agent": _agent,
     "conversation": _conversation,
     "conversations": _conversations,
