@@ -5,8 +5,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
 RUN groupadd --system --gid 10001 nexus \
     && useradd --system --uid 10001 --gid nexus --home-dir /app/var --shell /usr/sbin/nologin nexus
 WORKDIR /app
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+COPY requirements.txt scripts/llama-cmake-args ./
+# llama.cpp built for x86-64-v3, not for the build machine's CPU (see the Makefile)
+RUN CMAKE_ARGS="$(cat llama-cmake-args)" pip install --no-cache-dir -r requirements.txt
 COPY . .
 RUN DJANGO_SECRET_KEY=build-only-not-secret-build-only-not-secret python manage.py collectstatic --noinput \
     && chown -R nexus:nexus var

@@ -14,11 +14,29 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed-run: requirements.txt | $(BIN)/python
+# llama-cpp-python compiles llama.cpp for the CPU it is built on (-march=native), and pip caches
+# that wheel under its version alone: a wheel built on a CPU with more instructions dies here with
+# "Illegal instruction" in the middle of a reply. Nexus builds it once for x86-64-v3 (AVX2, FMA; the
+# flags in scripts/llama-cmake-args, which aarch64 ignores), into a wheelhouse of its own outside
+# the checkout (clones and CI on the same machine reuse it), and installs that wheel.
+LLAMA := llama-cpp-python==$(shell sed -n 's/^llama-cpp-python==//p' requirements.txt)
+WHEELHOUSE ?= $(HOME)/.cache/nexus/wheels/$(subst ==,-,$(LLAMA))-$(shell cksum < scripts/llama-cmake-args | cut -d' ' -f1)
+
+$(WHEELHOUSE)/.built: | $(BIN)/python
+	mkdir -p $(WHEELHOUSE)
+	CMAKE_ARGS="$$(cat scripts/llama-cmake-args)" $(BIN)/pip wheel --quiet --no-cache-dir --no-deps \
+		--wheel-dir $(WHEELHOUSE) $(LLAMA)
+	touch $@
+
+$(VENV)/.llama: $(WHEELHOUSE)/.built | $(BIN)/python
+	$(BIN)/pip install --quiet --no-deps --force-reinstall --no-index --find-links $(WHEELHOUSE) $(LLAMA)
+	touch $@
+
+$(VENV)/.installed-run: requirements.txt $(VENV)/.llama | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.llama | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(VENV)/.installed-run $@
 

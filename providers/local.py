@@ -246,6 +246,12 @@ class LocalProvider:
 
     @staticmethod
     def _run(llama: Any, job: _Job, request: dict[str, Any]) -> None:
+        # Every request evaluates its prompt from the start. llama-cpp-python would otherwise reuse
+        # the longest prefix it still holds and evaluate only the rest, in a batch of another size,
+        # whose kernels round differently: a reply would depend on what the model answered before,
+        # and temperature 0 would not repeat itself. The bundled model evaluates a prompt in
+        # milliseconds, so nothing worth keeping is lost.
+        llama.reset()
         chunks = llama.create_chat_completion(**request)
         output_tokens = 0
         reason: FinishReason | None = None
