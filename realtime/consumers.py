@@ -274,7 +274,13 @@ class ConversationSocket(BaseSocket):
         self.conversation = conversation
         state = await session_state(conversation=conversation)
         await self.send(text_data=protocol.control_frame("session_state", state))
-        # Without last_seq the client starts from the state it was just sent.
+        if (
+            last_seq is None
+            and self._position is not None
+            and self._position.conversation.pk == conversation.pk
+        ):
+            return  # the conversation it already delivers: it keeps its position
+        # Without last_seq, a new binding starts from the state just sent.
         self._ask_position(
             _Position(
                 conversation=conversation,
@@ -388,7 +394,11 @@ class ConversationSocket(BaseSocket):
             log.watch(cid, self._on_events)  # watch first, then read: nothing falls in between
         self._delivering = position.conversation
         if position.claimed and self._sent_from is not None and position.last_seq < self._sent_from:
-            await self._resync()
+            await self._resync(
+                "Events after that seq were not sent on this connection and cannot come after the ones "
+                "it sent; here is the stored state.",
+                after=self._sent_to,
+            )
         else:
             self._cursor = max(position.last_seq, self._sent_to)
         # A position the log no longer covers: a claimed one resyncs; one taken from the
@@ -432,23 +442,21 @@ class ConversationSocket(BaseSocket):
         if b'"session_expired"' in evt.payload:
             await self.close_with("forbidden", "The conversation expired after inactivity.", CLOSE_EXPIRED)
 
-    async def _resync(self) -> None:
-        """The events after the cursor are not available: send the stored state instead, and
-        continue after its last seq (or after what this socket sent, if that is higher)."""
+    async def _resync(
+        self,
+        message: str = "Some events are no longer available; here is the stored state.",
+        *,
+        after: int | None = None,
+    ) -> None:
+        """The events the client asked for cannot be sent: send the stored state instead, and
+        continue after ``after`` (default: after the state's last seq, or after what this socket
+        sent if that is higher; never back)."""
         from runs.services import session_state
 
-        await self.send(
-            text_data=protocol.control_frame(
-                "info",
-                {
-                    "code": "resync",
-                    "message": "Some events are no longer available; here is the stored state.",
-                },
-            )
-        )
+        await self.send(text_data=protocol.control_frame("info", {"code": "resync", "message": message}))
         state = await session_state(conversation=self._delivering)
         await self.send(text_data=protocol.control_frame("session_state", state))
-        self._cursor = max(state["last_seq"], self._sent_to)
+        self._cursor = max(state["last_seq"] if after is None else after, self._sent_to)
 
     async def on_disconnected(self) -> None:
         if getattr(self, "_watching", None):
