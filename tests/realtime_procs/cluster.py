@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -177,6 +178,9 @@ class Cluster:
         return [w for w in self.workers if w.alive()]
 
     def stop(self) -> None:
+        for proc in [*self.workers, *self.web]:  # all at once: each one's shutdown overlaps
+            if proc.alive():
+                proc.kill(signal.SIGTERM)
         for proc in [*self.workers, *self.web]:
             proc.stop()
         if self.db is not None:
