@@ -14,12 +14,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import random
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from websockets.sync.client import connect as connect_sync
 
 from tests.fakes import FakeServerProcess, Reply
 from tests.realtime_procs.cluster import Cluster, Socket
@@ -289,3 +302,224 @@ async def test_every_way_of_asking_for_a_position_delivers_each_event_once_in_or
         ]
         violations += [v for found in await asyncio.gather(*rounds) for v in found]
     assert not violations, "\n".join(violations[:20]) + f"\n({len(violations)} in all)\n{cluster.logs()}"
+
+
+# -- a random interleaving of clients, requests and a streaming run (Hypothesis) ------------------
+
+STATEFUL_WORDS = 600  # 3 s at 200 tokens/s; each example's run is stopped at its end at the latest
+
+
+@pytest.fixture(scope="module")
+def short_openai():
+    with FakeServerProcess("openai") as fake:
+        fake.script(default=Reply(text=" ".join(f"s{i}ü" for i in range(STATEFUL_WORDS)), tokens_per_s=200))
+        yield fake
+
+
+class _Client:
+    """A plain synchronous ``websockets`` client and what it asked for."""
+
+    def __init__(self, url: str, token: str, *, bound: bool, position: int | None = None) -> None:
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(
+            connect_sync(url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10)
+        )
+        self.url = url
+        self.bound = bound
+        self.frames: list[dict[str, Any]] = []
+        # Where a gap in its seqs may be: after a position it claimed, or after the last_seq of a
+        # session_state it received (a binding without last_seq starts there; so does a resync).
+        self.positions: set[int] = set() if position is None else {position}
+
+    def drain(self, timeout: float = 0.0) -> None:
+        """Read what has arrived (waiting up to ``timeout`` for the first frame)."""
+        while True:
+            try:
+                raw = self.ws.recv(timeout=timeout)
+            except TimeoutError:
+                return
+            timeout = 0.0
+            frame = json.loads(raw)
+            self.frames.append(frame)
+            if frame["type"] == "session_state":
+                self.positions.add(frame["data"]["last_seq"])
+
+    def seqs(self) -> list[int]:
+        return [f["seq"] for f in self.frames if "seq" in f]
+
+    def until(self, kind: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The next frame of this type (read after what was read already)."""
+        seen = len(self.frames)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [f for f in self.frames[seen:] if f["type"] == kind]
+            if found:
+                return found[0]
+            assert time.monotonic() < deadline, f"no {kind} within {timeout} s"
+            self.drain(timeout=0.2)
+
+    def check(self) -> None:
+        seqs = self.seqs()
+        assert all(b > a for a, b in itertools.pairwise(seqs)), f"{self.url}: a seq again or lower: {seqs}"
+        for before, seq in zip([None, *seqs], seqs, strict=False):
+            if before is None or seq != before + 1:
+                assert seq - 1 in self.positions, (
+                    f"{self.url}: seq {seq} after {before} skips events no request explains "
+                    f"(positions {sorted(self.positions)}): {seqs}"
+                )
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.ws.send(json.dumps(frame))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stack.close()
+
+
+class ResumeMachine(RuleBasedStateMachine):
+    """Clients come and go and ask for positions in every way while one reply streams; every
+    socket's seqs only go up, every skip is one a request explains, and once the run is over
+    every bound socket has every event up to the log's last."""
+
+    cluster: Cluster
+    fake: FakeServerProcess
+
+    def __init__(self) -> None:
+        super().__init__()
+        made = self.cluster.db.call("user", username=f"h{uuid.uuid4().hex[:10]}")
+        self.token = made["token"]
+        agent = self.cluster.db.call(
+            "agent",
+            owner_id=made["id"],
+            provider="openai",
+            model="gpt-4o-mini",
+            config={},
+            base_url=self.fake.base_url,
+        )
+        self.conversation = self.cluster.db.call("conversation", owner_id=made["id"], agent_ids=[agent])
+        # The reply streams for the whole example (unless a client stops it).
+        first = _Client(self._path(), self.token, bound=True)
+        first.send({"type": "user_message", "data": {"content": "Stream, please."}})
+        self.clients: list[_Client] = [first]
+        self.head = 0  # the highest seq any client has seen
+
+    def _path(self, query: str = "") -> str:
+        return self.cluster.ws(f"/ws/conversations/{self.conversation}/{query}")
+
+    def _pick(self, data: st.DataObject, *, bound: bool = False) -> _Client | None:
+        choices = [c for c in self.clients if c.bound or not bound]
+        index = data.draw(st.integers(0, 3))  # drawn the same way whatever the state
+        return choices[index % len(choices)] if choices else None
+
+    def _seq(self, data: st.DataObject) -> int:
+        # Near the latest seq seen, past it now and then (the log does not reach it: a resync).
+        return max(0, self.head + data.draw(st.integers(-40, 3)))
+
+    @precondition(lambda self: len(self.clients) < 4)
+    @rule(kind=st.sampled_from(["bound", "bound_last_seq", "agent"]), data=st.data())
+    def open_a_socket(self, kind: str, data: st.DataObject) -> None:
+        if kind == "bound":
+            self.clients.append(_Client(self._path(), self.token, bound=True))
+        elif kind == "bound_last_seq":
+            last_seq = self._seq(data)
+            self.clients.append(
+                _Client(self._path(f"?last_seq={last_seq}"), self.token, bound=True, position=last_seq)
+            )
+        else:
+            self.clients.append(_Client(self.cluster.ws("/ws/agent/"), self.token, bound=False))
+
+    @rule(with_last_seq=st.booleans(), data=st.data())
+    def initialize(self, with_last_seq: bool, data: st.DataObject) -> None:
+        client = self._pick(data)
+        if client is None:
+            return
+        body: dict[str, Any] = {"conversation_id": self.conversation}
+        if with_last_seq:
+            body["last_seq"] = self._seq(data)
+            client.positions.add(body["last_seq"])
+        client.send({"type": "initialize", "data": body})
+        client.bound = True
+
+    @rule(data=st.data())
+    def resume(self, data: st.DataObject) -> None:
+        client = self._pick(data, bound=True)
+        if client is not None:
+            last_seq = self._seq(data)
+            client.positions.add(last_seq)
+            client.send({"type": "resume", "data": {"last_seq": last_seq}})
+
+    @rule(data=st.data())
+    def drop(self, data: st.DataObject) -> None:
+        client = self._pick(data)
+        if client is not None:
+            client.drain()
+            client.check()
+            client.close()
+            self.clients.remove(client)
+
+    @rule(data=st.data())
+    def stop(self, data: st.DataObject) -> None:
+        client = self._pick(data, bound=True)
+        if client is not None:
+            client.send({"type": "stop", "data": {}})
+
+    @rule(wait=st.sampled_from([0.0, 0.02, 0.1, 0.2]))
+    def let_it_stream(self, wait: float) -> None:
+        for client in self.clients:
+            client.drain(timeout=wait)
+            wait = 0.0
+
+    @invariant()
+    def seqs_only_go_up_and_every_skip_is_asked_for(self) -> None:
+        for client in self.clients:
+            client.drain()
+            client.check()
+            self.head = max([self.head, *client.seqs()])
+
+    def teardown(self) -> None:
+        try:
+            # The run ends (stopped if it is still going); then the log's last seq is known.
+            probe = _Client(self._path(), self.token, bound=True)
+            state = probe.until("session_state")
+            active = {r["run_id"] for r in state["data"]["active_runs"]}
+            if active:
+                probe.send({"type": "stop", "data": {}})
+            while active:
+                active.discard(probe.until("run_finished")["data"]["run_id"])
+            probe.close()
+            last = _Client(self._path(), self.token, bound=True)
+            end = last.until("session_state")["data"]["last_seq"]
+            last.close()
+            for client in self.clients:
+                if not client.bound:
+                    continue
+                deadline = time.monotonic() + 10
+                while max([0, *client.seqs()]) < end and time.monotonic() < deadline:
+                    client.drain(timeout=0.2)
+                client.check()
+                assert max([0, *client.seqs()]) >= end or end in client.positions, (
+                    f"{client.url}: stopped at {max([0, *client.seqs()])}, the log ends at {end}"
+                )
+        finally:
+            for client in self.clients:
+                client.close()
+
+
+def test_a_random_interleaving_of_requests_and_a_streaming_run_keeps_every_socket_exact(
+    embedded, short_openai
+):
+    ResumeMachine.cluster = embedded
+    ResumeMachine.fake = short_openai
+    run_state_machine_as_test(
+        ResumeMachine,
+        settings=settings(
+            max_examples=12,
+            stateful_step_count=20,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            # Timing decides what each step meets, so a failing case does not replay exactly:
+            # report the first one found instead of shrinking it.
+            phases=[Phase.explicit, Phase.generate],
+        ),
+    )
