@@ -378,7 +378,7 @@ class ConversationSocket(BaseSocket):
         the highest seq it already sent: what it sent is on its way to the client, in order.
         Before it sent anything, a request may move it anywhere. A claimed position below the
         events this socket has sent without a break is one it cannot honour without going back:
-        it says so with a resync (the stored state) and continues after what it sent.
+        it says so with a resync (the stored state), as when the log no longer holds the events.
         """
         self._catch_up = False  # the read below goes to the end of the log
         cid = str(position.conversation.pk)
@@ -396,8 +396,7 @@ class ConversationSocket(BaseSocket):
         if position.claimed and self._sent_from is not None and position.last_seq < self._sent_from:
             await self._resync(
                 "Events after that seq were not sent on this connection and cannot come after the ones "
-                "it sent; here is the stored state.",
-                after=self._sent_to,
+                "it sent; here is the stored state."
             )
         else:
             self._cursor = max(position.last_seq, self._sent_to)
@@ -443,20 +442,16 @@ class ConversationSocket(BaseSocket):
             await self.close_with("forbidden", "The conversation expired after inactivity.", CLOSE_EXPIRED)
 
     async def _resync(
-        self,
-        message: str = "Some events are no longer available; here is the stored state.",
-        *,
-        after: int | None = None,
+        self, message: str = "Some events are no longer available; here is the stored state."
     ) -> None:
         """The events the client asked for cannot be sent: send the stored state instead, and
-        continue after ``after`` (default: after the state's last seq, or after what this socket
-        sent if that is higher; never back)."""
+        continue after its last seq (or after what this socket sent, if that is higher: never back)."""
         from runs.services import session_state
 
         await self.send(text_data=protocol.control_frame("info", {"code": "resync", "message": message}))
         state = await session_state(conversation=self._delivering)
         await self.send(text_data=protocol.control_frame("session_state", state))
-        self._cursor = max(state["last_seq"] if after is None else after, self._sent_to)
+        self._cursor = max(state["last_seq"], self._sent_to)
 
     async def on_disconnected(self) -> None:
         if getattr(self, "_watching", None):

@@ -142,9 +142,13 @@ async def test_a_position_below_what_the_socket_sent_gets_a_resync_and_nothing_t
     await second.send({"type": "resume", "data": {"last_seq": 2}})
     info = await second.until("info")
     assert info["data"]["code"] == "resync"
+    sent = [f["seq"] for f in second.frames if "seq" in f]
+    assert sent == list(range(bound_at + 1, sent[-1] + 1))
+    state = (await second.until("session_state"))["data"]
     await second.until("run_finished", run_id=run_id)
-    seqs = [f["seq"] for f in second.frames if "seq" in f]
-    assert seqs == list(range(bound_at + 1, seqs[-1] + 1))
+    after = [f["seq"] for f in second.frames if "seq" in f][len(sent) :]
+    start = max(state["last_seq"], sent[-1])
+    assert after == list(range(start + 1, start + 1 + len(after)))
     await second.close()
 
 
