@@ -18,6 +18,7 @@ import json
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -301,7 +302,14 @@ async def test_every_way_of_asking_for_a_position_delivers_each_event_once_in_or
             for seed, mode in enumerate(MODES, start=round_ * len(MODES))
         ]
         violations += [v for found in await asyncio.gather(*rounds) for v in found]
-    assert not violations, "\n".join(violations[:20]) + f"\n({len(violations)} in all)\n{cluster.logs()}"
+    trials_failed = Counter(
+        v.split(" ", 1)[0].split("#")[0] for v in {v.split(" ", 1)[0] for v in violations}
+    )
+    assert not violations, (
+        f"trials that failed, by way of asking (of {TRIALS} each): {dict(trials_failed)}\n"
+        + "\n".join(violations[:20])
+        + f"\n({len(violations)} in all)\n{cluster.logs()}"
+    )
 
 
 # -- a random interleaving of clients, requests and a streaming run (Hypothesis) ------------------
