@@ -331,7 +331,7 @@ class ConversationSocket(BaseSocket):
         self._wake()
 
     def _superseded(self) -> bool:
-        """A newer position request (or a catch-up) arrived: what is in hand gives way to it."""
+        """A newer position request arrived: what is in hand gives way to it."""
         return self._asked != self._serving
 
     async def _pump(self) -> None:
