@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -251,20 +252,32 @@ class BaseSocket(AsyncWebsocketConsumer):
 
 
 class ConversationSocket(BaseSocket):
-    """``/ws/conversations/{id}/`` and ``/ws/{id}``, and ``/ws/agent/`` once initialized."""
+    """``/ws/conversations/{id}/`` and ``/ws/{id}``, and ``/ws/agent/`` once initialized.
+
+    Delivery is one task per socket (``_pump``), the only sender of conversation events. Every
+    request for a position (``?last_seq=`` on connect, ``initialize`` with or without
+    ``last_seq``, ``resume``) is handed to it and takes effect in ``_seek``, which never lets a
+    socket send a seq twice or a lower seq after a higher one (docs/protocol.md, "Delivery,
+    resume and resync").
+    """
 
     bind_on_connect = True
     conversation: Any = None
 
     async def on_connected(self) -> None:
-        self._cursor = 0
+        self._cursor = 0  # the next event delivered is the first one after this seq
+        self._sent_to = 0  # the highest seq this socket has sent (0: none yet)
+        self._sent_from: int | None = None  # it has sent every event in (_sent_from, _sent_to]
         # A list and a bare future, not a deque and an asyncio.Event: those allocate ~0.7 KiB each
         # up front, per idle socket.
         self._pending: list[LoggedEvent] = []
         self._woken = False
         self._waiter: asyncio.Future[None] | None = None
-        self._replay_from: int | None = None
+        self._position: _Position | None = None  # the latest position request
+        self._asked = self._serving = self._served = 0  # position requests: received, in hand, done
+        self._catch_up = False  # live delivery was interrupted: read the log from the cursor
         self._watching: str | None = None
+        self._delivering: Any = None  # the conversation the sender task delivers
         self._pump_task: asyncio.Task[None] | None = None
         if self.bind_on_connect:
             conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
@@ -287,23 +300,28 @@ class ConversationSocket(BaseSocket):
         if conversation.status == "expired":
             await self.close_with("forbidden", "This conversation has expired.", CLOSE_EXPIRED)
             return
-        cid = str(conversation.pk)
-        log = get_event_log()
-        if self._watching != cid:
-            if self._watching is not None:
-                log.unwatch(self._watching, self._on_events)
-            self.conversation = conversation
-            self._watching = cid
-            self._pending.clear()
-            log.watch(cid, self._on_events)  # watch first, then read: nothing falls in between
-            log.on_lost(self._on_log_lost)
+        self.conversation = conversation
         state = await session_state(conversation=conversation)
         await self.send(text_data=protocol.control_frame("session_state", state))
-        if last_seq is None:
-            self._cursor = state["last_seq"]
-            self._replay_from = None
-        else:
-            self._replay_from = last_seq
+        if (
+            last_seq is None
+            and self._position is not None
+            and self._position.conversation.pk == conversation.pk
+        ):
+            return  # the conversation it already delivers: it keeps its position
+        # Without last_seq, a new binding starts from the state just sent.
+        self._ask_position(
+            _Position(
+                conversation=conversation,
+                last_seq=state["last_seq"] if last_seq is None else last_seq,
+                claimed=last_seq is not None,
+            )
+        )
+
+    def _ask_position(self, position: _Position) -> None:
+        """Hand a position request to the sender task; the latest request wins."""
+        self._position = position
+        self._asked += 1
         if self._pump_task is None:
             self._pump_task = asyncio.get_running_loop().create_task(self._pump())
             self._tasks.append(self._pump_task)
@@ -331,40 +349,28 @@ class ConversationSocket(BaseSocket):
         if len(self._pending) > MAX_PENDING_EVENTS:
             # A socket this far behind reads from the log instead of holding events in memory.
             self._pending.clear()
-            if self._replay_from is None:
-                self._replay_from = self._cursor
+            self._catch_up = True
         else:
             self._pending.extend(events)
         self._wake()
 
     def _on_log_lost(self) -> None:
         # Live delivery was interrupted (Redis restarted): read back from the log, or resync.
-        if self._replay_from is None:
-            self._replay_from = self._cursor
+        self._catch_up = True
         self._wake()
+
+    def _superseded(self) -> bool:
+        """A newer position request arrived: what is in hand gives way to it."""
+        return self._asked != self._serving
 
     async def _pump(self) -> None:
         while not self._closing:
             await self._sleep_until_woken()
             try:
-                if self._replay_from is not None:
-                    start, self._replay_from = self._replay_from, None
-                    self._cursor = start
-                    await self._read_log_to_end()
-                while self._pending:
-                    # events that arrive while these are sent wait in the fresh list, in order
-                    batch, self._pending = self._pending, []
-                    for evt in batch:
-                        if evt.seq <= self._cursor:
-                            continue
-                        if evt.seq > self._cursor + 1:
-                            await self._read_log_to_end()  # a gap: fill it from the log
-                            continue
-                        await self._forward(evt)
+                await self._deliver()
             except EventLogUnavailable:
                 await asyncio.sleep(0.5)
-                if self._replay_from is None:
-                    self._replay_from = self._cursor
+                self._catch_up = True  # a position request not served yet is served first
                 self._wake()
             except asyncio.CancelledError:
                 raise
@@ -375,40 +381,106 @@ class ConversationSocket(BaseSocket):
                 )
                 return
 
-    async def _read_log_to_end(self) -> None:
+    async def _deliver(self) -> None:
+        """Position requests first, then catch-ups, then live events, until nothing is left."""
+        while not self._closing:
+            if self._served != self._asked:
+                self._serving = self._asked
+                assert self._position is not None
+                await self._seek(self._position)
+                self._served = self._serving
+            elif self._catch_up:
+                self._catch_up = False
+                await self._read_log_to_end(resync=True)
+            elif self._pending:
+                # events that arrive while these are sent wait in the fresh list, in order
+                batch, self._pending = self._pending, []
+                await self._send_live(batch)
+            else:
+                return
+
+    async def _seek(self, position: _Position) -> None:
+        """The one place a position request takes effect: replay from the log, then live.
+
+        The client asks for the events after ``position.last_seq``. A socket never sends a seq
+        twice nor a lower one after a higher one, so it continues after the higher of that and
+        the highest seq it already sent: what it sent is on its way to the client, in order.
+        Before it sent anything, a request may move it anywhere. A claimed position below the
+        events this socket has sent without a break is one it cannot honour without going back:
+        it says so with a resync (the stored state), as when the log no longer holds the events.
+        """
+        self._catch_up = False  # the read below goes to the end of the log
+        cid = str(position.conversation.pk)
+        if cid != self._watching:
+            log = get_event_log()
+            if self._watching is None:
+                log.on_lost(self._on_log_lost)
+            else:
+                log.unwatch(self._watching, self._on_events)
+            self._watching = cid
+            self._pending = []
+            self._sent_to, self._sent_from = 0, None  # another conversation, another seq space
+            log.watch(cid, self._on_events)  # watch first, then read: nothing falls in between
+        self._delivering = position.conversation
+        if position.claimed and self._sent_from is not None and position.last_seq < self._sent_from:
+            await self._resync(
+                "Events after that seq were not sent on this connection and cannot come after the ones "
+                "it sent; here is the stored state."
+            )
+        else:
+            self._cursor = max(position.last_seq, self._sent_to)
+        # A position the log no longer covers: a claimed one resyncs; one taken from the
+        # session_state just sent (the log lost or expired) needs nothing more.
+        await self._read_log_to_end(resync=position.claimed)
+
+    async def _send_live(self, batch: list[LoggedEvent]) -> None:
+        for evt in batch:
+            if self._superseded() or self._catch_up:
+                return  # the log read that comes next holds the rest of this batch
+            if evt.seq <= self._cursor:
+                continue
+            if evt.seq > self._cursor + 1:
+                await self._read_log_to_end(resync=True)  # a gap: fill it from the log
+                continue
+            await self._forward(evt)
+
+    async def _read_log_to_end(self, *, resync: bool) -> None:
         log = get_event_log()
-        while True:
-            replay = await log.read_after(self._watching, self._cursor)
+        cid = self._watching
+        while not self._superseded():
+            replay = await log.read_after(cid, self._cursor)
             if not replay.covered:
-                await self._resync()
+                if resync and not self._superseded():
+                    await self._resync()
                 return
             for evt in replay.events:
+                if self._superseded():
+                    return
                 await self._forward(evt)
             if not replay.events or self._cursor >= replay.last_seq:
                 return
 
     async def _forward(self, evt: LoggedEvent) -> None:
+        if evt.seq <= self._cursor:  # sent already (the cursor is never below _sent_to)
+            return
         await self.send(text_data=protocol.frame_with_seq(evt.seq, evt.payload))
-        self._cursor = evt.seq
+        if self._sent_from is None or evt.seq != self._sent_to + 1:
+            self._sent_from = evt.seq - 1
+        self._cursor = self._sent_to = evt.seq
         if b'"session_expired"' in evt.payload:
             await self.close_with("forbidden", "The conversation expired after inactivity.", CLOSE_EXPIRED)
 
-    async def _resync(self) -> None:
+    async def _resync(
+        self, message: str = "Some events are no longer available; here is the stored state."
+    ) -> None:
+        """The events the client asked for cannot be sent: send the stored state instead, and
+        continue after its last seq (or after what this socket sent, if that is higher: never back)."""
         from runs.services import session_state
 
-        await self.send(
-            text_data=protocol.control_frame(
-                "info",
-                {
-                    "code": "resync",
-                    "message": "Some events are no longer available; here is the stored state.",
-                },
-            )
-        )
-        state = await session_state(conversation=self.conversation)
+        await self.send(text_data=protocol.control_frame("info", {"code": "resync", "message": message}))
+        state = await session_state(conversation=self._delivering)
         await self.send(text_data=protocol.control_frame("session_state", state))
-        self._cursor = state["last_seq"]
-        self._pending = [evt for evt in self._pending if evt.seq > self._cursor]
+        self._cursor = max(state["last_seq"], self._sent_to)
 
     async def on_disconnected(self) -> None:
         if getattr(self, "_watching", None):
@@ -435,8 +507,9 @@ class ConversationSocket(BaseSocket):
                 return
             case protocol.Resume():
                 self._require_bound()
-                self._replay_from = frame.last_seq
-                self._wake()
+                self._ask_position(
+                    _Position(conversation=self.conversation, last_seq=frame.last_seq, claimed=True)
+                )
                 return
         self._require_bound()
         cid = str(self.conversation.pk)
@@ -502,6 +575,16 @@ class ConversationSocket(BaseSocket):
             raise ValidationFailed(
                 "Send initialize first.", details={"type": "initialize is required first."}
             )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Position:
+    """A request to deliver a conversation's events from after ``last_seq``. ``claimed``: the
+    client named it (``last_seq`` given); otherwise it is the ``session_state`` just sent."""
+
+    conversation: Any
+    last_seq: int
+    claimed: bool
 
 
 class AgentSocket(ConversationSocket):

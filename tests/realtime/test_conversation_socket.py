@@ -95,9 +95,60 @@ async def test_resume_replays_exactly_the_missed_events(connect, user, conversat
         if "seq" in frame:
             replayed.append(frame["seq"])
     assert replayed == seqs[3:]
+    # A position below what this socket already sent replays nothing twice: the next events
+    # continue right after the highest seq it sent.
     await second.send({"type": "resume", "data": {"last_seq": seqs[-2]}})
-    again = await second.recv()
-    assert again["seq"] == seqs[-1]
+    await second.send({"type": "user_message", "data": {"content": "Again"}})
+    await second.until("run_finished")
+    after = [f["seq"] for f in second.frames if "seq" in f]
+    assert after == list(range(seqs[3], after[-1] + 1))
+    await second.close()
+
+
+async def test_a_socket_bound_at_connect_replays_from_an_earlier_position_asked_before_it_sent_anything(
+    connect, user, conversation
+):
+    first = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    await first.send({"type": "user_message", "data": {"content": "Hi"}})
+    await first.until("run_finished")
+    seqs = [f["seq"] for f in first.frames if "seq" in f]
+    await first.close()
+    # Bound at connect with nothing to send yet: the position may still move below its state.
+    second = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    assert (await second.until("session_state"))["data"]["last_seq"] == seqs[-1]
+    await second.send(
+        {"type": "initialize", "data": {"conversation_id": str(conversation.pk), "last_seq": seqs[1]}}
+    )
+    await second.until("session_state")
+    replayed = [(await second.recv())["seq"] for _ in seqs[2:]]
+    assert replayed == seqs[2:]
+    await second.close()
+
+
+async def test_a_position_below_what_the_socket_sent_gets_a_resync_and_nothing_twice(connect, user):
+    agent = await database_sync_to_async(make_agent)(reply="y" * 300, chunks=300, delay=0.005)
+    conversation = await database_sync_to_async(make_conversation)(user, agent)
+    first = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    await first.send({"type": "user_message", "data": {"content": "One"}})
+    await first.until("run_finished")
+    await first.close()
+    # Bound at connect, this socket delivers from its session_state on; once it sent an event,
+    # the events before that state can no longer come after it.
+    second = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    bound_at = (await second.until("session_state"))["data"]["last_seq"]
+    await second.send({"type": "user_message", "data": {"content": "Two"}})
+    run_id = (await second.until("ack"))["data"]["run_id"]
+    await second.until("streaming_chunk")
+    await second.send({"type": "resume", "data": {"last_seq": 2}})
+    info = await second.until("info")
+    assert info["data"]["code"] == "resync"
+    sent = [f["seq"] for f in second.frames if "seq" in f]
+    assert sent == list(range(bound_at + 1, sent[-1] + 1))
+    state = (await second.until("session_state"))["data"]
+    await second.until("run_finished", run_id=run_id)
+    after = [f["seq"] for f in second.frames if "seq" in f][len(sent) :]
+    start = max(state["last_seq"], sent[-1])
+    assert after == list(range(start + 1, start + 1 + len(after)))
     await second.close()
 
 

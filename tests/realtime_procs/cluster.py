@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -32,9 +33,10 @@ from tests.procs import PYTHON, ROOT, Process, base_env, manage, start_daphne
 SCRIPTED_PLUGIN = "scripted=tests.realtime.scripted.ScriptedProvider"
 
 
-def throwaway_database(tmp: Path) -> tuple[str, Callable[[], None]]:
-    """(DATABASE_URL for the cluster, a function that drops it)."""
-    outer = os.environ.get("DATABASE_URL", "")
+def throwaway_database(tmp: Path, outer: str | None = None) -> tuple[str, Callable[[], None]]:
+    """(DATABASE_URL for the cluster, a function that drops it). ``outer``: the server to use
+    (default: the suite's ``DATABASE_URL``); anything but PostgreSQL gives a private SQLite file."""
+    outer = os.environ.get("DATABASE_URL", "") if outer is None else outer
     if not outer.startswith(("postgres://", "postgresql://")):
         return f"sqlite:///{tmp / 'cluster.sqlite3'}", lambda: None
     import psycopg
@@ -105,11 +107,24 @@ class DbTool:
 
 
 class Cluster:
-    """Two daphne processes (``web[0]``, ``web[1]``), run workers, Redis, one database."""
+    """Two daphne processes (``web[0]``, ``web[1]``), run workers, Redis, one database.
 
-    def __init__(self, tmp: Path, redis_url: str, *, extra_env: dict[str, str] | None = None) -> None:
+    ``redis_url=None`` gives the embedded topology instead: runs inline in the daphne process, the
+    in-memory event log and channel layer, a private SQLite file (start it with ``workers=0``).
+    ``database_url`` picks the database server (default: the suite's ``DATABASE_URL``).
+    """
+
+    def __init__(
+        self,
+        tmp: Path,
+        redis_url: str | None,
+        *,
+        extra_env: dict[str, str] | None = None,
+        database_url: str | None = None,
+    ) -> None:
         self.tmp = tmp
         self.redis_url = redis_url
+        self.database_url = database_url
         self.prefix = f"nexus-procs-{uuid.uuid4().hex[:12]}"
         self.web: list[Process] = []
         self.ports: list[int] = []
@@ -122,15 +137,19 @@ class Cluster:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self, *, webs: int = 2, workers: int = 1) -> Cluster:
-        database_url, self._drop_database = throwaway_database(self.tmp)
+        outer = "" if self.redis_url is None else self.database_url
+        database_url, self._drop_database = throwaway_database(self.tmp, outer)
+        topology = (
+            {"NEXUS_RUN_MODE": "inline"}
+            if self.redis_url is None
+            else {"REDIS_URL": self.redis_url, "NEXUS_REDIS_PREFIX": self.prefix, "NEXUS_RUN_MODE": "worker"}
+        )
         self.env = base_env(
             NEXUS_VAR_DIR=str(self.tmp),
             DATABASE_URL=database_url,
-            REDIS_URL=self.redis_url,
-            NEXUS_REDIS_PREFIX=self.prefix,
-            NEXUS_RUN_MODE="worker",
             NEXUS_PROVIDER_PLUGINS=SCRIPTED_PLUGIN,
             NEXUS_LOG_LEVEL="warning",
+            **topology,
             **self.extra_env,
         )
         migrated = manage("migrate", "--noinput", env=self.env)
@@ -159,11 +178,16 @@ class Cluster:
         return [w for w in self.workers if w.alive()]
 
     def stop(self) -> None:
+        for proc in [*self.workers, *self.web]:  # all at once: each one's shutdown overlaps
+            if proc.alive():
+                proc.kill(signal.SIGTERM)
         for proc in [*self.workers, *self.web]:
             proc.stop()
         if self.db is not None:
             self.db.stop()
         self._drop_database()
+        if self.redis_url is None:
+            return
         with contextlib.suppress(Exception):
             client = redis.Redis.from_url(self.redis_url)
             keys = list(client.scan_iter(match=f"{self.prefix}:*", count=1000))
@@ -215,6 +239,16 @@ class Cluster:
         conversation = await self.db.acall(
             "conversation", owner_id=user_id, agent_ids=[agent], settings=settings
         )
+        return agent, conversation
+
+    async def openai_conversation(self, user_id: int, base_url: str) -> tuple[str, str]:
+        """(agent id, conversation id) with an OpenAI agent that streams from ``base_url``
+        (a loopback fake server, tests/fakes) through the real ``openai`` SDK."""
+        assert self.db is not None
+        agent = await self.db.acall(
+            "agent", owner_id=user_id, provider="openai", model="gpt-4o-mini", config={}, base_url=base_url
+        )
+        conversation = await self.db.acall("conversation", owner_id=user_id, agent_ids=[agent])
         return agent, conversation
 
 
