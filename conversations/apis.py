@@ -29,6 +29,7 @@ from conversations.serializers import (
 )
 from nexus.pagination import PageNumberPagination
 from nexus.throttles import ConversationCreateThrottle, ConversationReadThrottle
+from runs.quotas import run_rate_admit
 from runs.services import session_open
 
 TAGS = ["conversations"]
@@ -144,6 +145,8 @@ class ConversationTitleView(APIView):
     )
     def post(self, request: Request, conversation_id: Any) -> Response:
         conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
+        # It asks a provider: a run start for the per-minute quota, like every other path.
+        async_to_sync(run_rate_admit)(user=request.user)
         title, source = services.conversation_generate_title(
             conversation=conversation, complete=_complete_with_provider
         )
