@@ -27,6 +27,7 @@ from conversations.serializers import (
     HistoryQuerySerializer,
     TitleSerializer,
 )
+from nexus.errors import NexusError
 from nexus.pagination import PageNumberPagination
 from nexus.throttles import ConversationCreateThrottle, ConversationReadThrottle
 from runs.quotas import run_rate_admit
@@ -71,7 +72,11 @@ class ConversationListView(APIView):
         serializer = ConversationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         conversation = services.conversation_create_for_user(owner=request.user, **serializer.validated_data)
-        session_open(user=request.user, conversation=conversation)
+        try:
+            session_open(user=request.user, conversation=conversation)
+        except NexusError:  # the opening was refused (a quota): the request leaves nothing behind
+            services.conversation_delete(conversation=conversation)
+            raise
         return Response(_detail(request, conversation), status=status.HTTP_201_CREATED)
 
 

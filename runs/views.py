@@ -227,7 +227,6 @@ def _conversation_for_run(
                 "That agent is not in this conversation.", details={"agent_id": ["Not a participant."]}
             )
         return str(conversation.pk), conversation.last_seq, False
-    conversation = conversation_create(owner=user, participants=[(agent, "primary")])
     if history is not None:
         if not isinstance(history, list) or not all(
             isinstance(h, dict)
@@ -240,6 +239,8 @@ def _conversation_for_run(
             )
         for item in history:
             content_admit(item["content"], field="history")
+    conversation = conversation_create(owner=user, participants=[(agent, "primary")])
+    if history is not None:
         Message.objects.bulk_create(
             Message(
                 conversation=conversation,
