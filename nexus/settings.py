@@ -224,9 +224,9 @@ NEXUS_CONVERSATION_IDLE_SECONDS = env_int("NEXUS_CONVERSATION_IDLE_SECONDS", 360
 
 # --- Quotas (SPEC section 12; docs/api.md "Quotas") ------------------------------------------
 
-# Runs queued or running at once in the conversations a user owns (an agent-agent session's
-# turns run one at a time: a running session holds one).
-NEXUS_MAX_ACTIVE_RUNS_PER_USER = env_int("NEXUS_MAX_ACTIVE_RUNS_PER_USER", 4, minimum=1)
+# Runs queued or running at once in the conversations a user owns: one per socket the user may
+# open (an agent-agent session's turns run one at a time: a running session holds one).
+NEXUS_MAX_ACTIVE_RUNS_PER_USER = env_int("NEXUS_MAX_ACTIVE_RUNS_PER_USER", 5, minimum=1)
 # Runs a user starts per minute on every path (WebSocket, invoke, SSE run, generate-title,
 # agent-agent start and resume), shared by every process.
 NEXUS_RUNS_PER_MINUTE_PER_USER = env_int("NEXUS_RUNS_PER_MINUTE_PER_USER", 30, minimum=1)

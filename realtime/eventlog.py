@@ -10,9 +10,10 @@ Seqs survive a Redis restart without going backwards: a writer passes the highes
 (``floor``), and when the counter is gone but the conversation had events the counter restarts
 far above them (``RESTART_GAP``); readers then see a gap the log cannot fill and resync.
 
-Each conversation's log holds at most ``max_bytes`` of event payloads (and ``maxlen`` events): an
-append past the cap drops the OLDEST events, never the ones being appended, so live readers miss
-nothing; a reader resuming from before the dropped events is told the log no longer covers it
+Each conversation's log holds at most ``maxlen`` events and ``max_bytes`` of event payloads
+(``NEXUS_EVENT_LOG_MAX_BYTES``): an append past the byte cap drops the OLDEST events, never the
+ones being appended (one event larger than the cap is kept whole), so live readers miss nothing; a
+reader resuming from before the dropped events is told the log no longer covers it
 (``Replay.covered`` False: the socket answers ``info {code: "resync"}`` and the stored state).
 """
 
