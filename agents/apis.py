@@ -21,7 +21,7 @@ from agents.serializers import (
     ProviderStatusSerializer,
 )
 from nexus.pagination import PageNumberPagination
-from nexus.throttles import AgentOpsThrottle
+from nexus.throttles import AgentOpsThrottle, ProvidersThrottle
 
 TAGS = ["agents"]
 
@@ -128,6 +128,8 @@ class AgentStatusView(APIView):
 
 
 class ProviderListView(APIView):
+    throttle_classes = (ProvidersThrottle,)
+
     @extend_schema(
         tags=["providers"],
         summary="Providers, whether each is reachable, and their models",

@@ -93,7 +93,10 @@ def _config_validate(config: Any) -> dict[str, Any]:
 
 
 def _timeouts_validate(timeouts: Any) -> None:
-    """``config.timeouts``: provider deadlines for this agent, each 0 < seconds <= 3600."""
+    """``config.timeouts``: provider deadlines for this agent, each 0 < seconds <= the operator's
+    ``NEXUS_MAX_AGENT_TIMEOUT_SECONDS``."""
+    from django.conf import settings
+
     from runs.provider_config import TIMEOUT_NAMES, timeout_value_ok
 
     if timeouts is None:
@@ -104,7 +107,10 @@ def _timeouts_validate(timeouts: Any) -> None:
     elif unknown := sorted(set(timeouts) - set(TIMEOUT_NAMES)):
         problem = f"Unknown timeouts: {', '.join(unknown)}; use {', '.join(TIMEOUT_NAMES)}."
     elif not all(timeout_value_ok(value) for value in timeouts.values()):
-        problem = "Each timeout is a number of seconds above 0 and at most 3600."
+        problem = (
+            "Each timeout is a number of seconds above 0 and at most "
+            f"{settings.NEXUS_MAX_AGENT_TIMEOUT_SECONDS:g}."
+        )
     if problem:
         raise ValidationFailed(problem, details={"config": [problem]})
 

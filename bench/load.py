@@ -498,7 +498,13 @@ def run_target(
     kind: str, *, conversations: int, tokens: int, rate: float, web: int = 2, workers: int = 2
 ) -> dict[str, Any]:
     fake = FakeProvider(tokens=tokens, rate=rate)
-    env = {"NEXUS_JWT_ACCESS_MINUTES": "120", "NEXUS_LOG_LEVEL": "warning"}
+    env = {
+        "NEXUS_JWT_ACCESS_MINUTES": "120",
+        "NEXUS_LOG_LEVEL": "warning",
+        # a load test is one client standing in for many people: no per-user run quotas
+        "NEXUS_RUNS_PER_MINUTE_PER_USER": "1000000",
+        "NEXUS_MAX_ACTIVE_RUNS_PER_USER": "100000",
+    }
     target = ClusterTarget(env, web=web, workers=workers) if kind == "cluster" else EmbeddedTarget(env)
     try:
         print(f"[{kind}] starting", flush=True)

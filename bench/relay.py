@@ -101,6 +101,8 @@ class Nexus:
             OPENAI_API_KEY="test",
             NEXUS_WS_MAX_SOCKETS_PER_USER="100000",
             NEXUS_WS_MESSAGES_PER_MINUTE="1000000",
+            NEXUS_RUNS_PER_MINUTE_PER_USER="1000000",
+            NEXUS_MAX_ACTIVE_RUNS_PER_USER="100000",
             NEXUS_LOG_LEVEL="warning",
             **extra,
         )

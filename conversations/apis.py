@@ -27,8 +27,10 @@ from conversations.serializers import (
     HistoryQuerySerializer,
     TitleSerializer,
 )
+from nexus.errors import NexusError
 from nexus.pagination import PageNumberPagination
 from nexus.throttles import ConversationCreateThrottle, ConversationReadThrottle
+from runs.quotas import run_rate_admit
 from runs.services import session_open
 
 TAGS = ["conversations"]
@@ -70,7 +72,11 @@ class ConversationListView(APIView):
         serializer = ConversationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         conversation = services.conversation_create_for_user(owner=request.user, **serializer.validated_data)
-        session_open(user=request.user, conversation=conversation)
+        try:
+            session_open(user=request.user, conversation=conversation)
+        except NexusError:  # the opening was refused (a quota): the request leaves nothing behind
+            services.conversation_delete(conversation=conversation)
+            raise
         return Response(_detail(request, conversation), status=status.HTTP_201_CREATED)
 
 
@@ -144,6 +150,8 @@ class ConversationTitleView(APIView):
     )
     def post(self, request: Request, conversation_id: Any) -> Response:
         conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
+        # It asks a provider: a run start for the per-minute quota, like every other path.
+        async_to_sync(run_rate_admit)(user=request.user)
         title, source = services.conversation_generate_title(
             conversation=conversation, complete=_complete_with_provider
         )

@@ -20,7 +20,7 @@ from conversations.models import (
     Participant,
     SessionType,
 )
-from nexus.errors import ValidationFailed
+from nexus.errors import TooLarge, ValidationFailed
 
 logger = logging.getLogger("nexus.conversations")
 
@@ -85,6 +85,27 @@ def conversation_settings_validate(raw: Any, *, session_type: str) -> dict[str, 
     return cleaned
 
 
+def conversation_context_validate(context: Any) -> dict[str, Any]:
+    """A conversation's whole ``context``: an object of at most ``NEXUS_MAX_CONTEXT_BYTES`` as
+    compact JSON (a quota: ``TooLarge``, 413 ``message_too_large``). Checked on create and on
+    every merge (``initialize``, ``user_message``), on the merged result."""
+    import orjson
+
+    if not isinstance(context, dict):
+        raise ValidationFailed("context must be an object.", details={"context": ["Expected an object."]})
+    limit = django_settings.NEXUS_MAX_CONTEXT_BYTES
+    try:
+        size = len(orjson.dumps(context))
+    except TypeError:
+        raise ValidationFailed("context must be JSON.", details={"context": ["Not JSON."]}) from None
+    if size > limit:
+        raise TooLarge(
+            f"The conversation context is larger than {limit} bytes.",
+            details={"context": [f"At most {limit} bytes of JSON."]},
+        )
+    return context
+
+
 @transaction.atomic
 def conversation_create(
     *,
@@ -109,8 +130,8 @@ def conversation_create(
         )
     if len({agent.pk for agent, _ in participants}) != len(participants):
         raise ValidationFailed("An agent is listed twice.", details={"agents": ["Each agent once."]})
-    if context is not None and not isinstance(context, dict):
-        raise ValidationFailed("context must be an object.", details={"context": ["Expected an object."]})
+    if context is not None:
+        conversation_context_validate(context)
     if len(title or "") > 200:
         raise ValidationFailed("Title too long.", details={"title": ["At most 200 characters."]})
     conversation = Conversation.objects.create(

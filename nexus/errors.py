@@ -46,6 +46,13 @@ class RateLimited(NexusError):
     http_status = 429
 
 
+class TooLarge(NexusError):
+    """Content past a size quota (a message, a conversation's context, a request body)."""
+
+    code = "message_too_large"
+    http_status = 413
+
+
 class AgentUnavailable(NexusError):
     code = "agent_unavailable"
     http_status = 409

@@ -1,7 +1,8 @@
 """One error shape for every error under ``/api/``: ``{"detail", "code", "timestamp"}``.
 
 Validation errors add ``"errors": {field: [messages]}``; throttled answers (429) carry a
-``Retry-After`` header. DRF calls :func:`exception_handler` for everything raised in an API view;
+``Retry-After`` header and ``"retry_after"`` (seconds, a number) in the body. A request body past
+``DATA_UPLOAD_MAX_MEMORY_SIZE`` answers 413 ``message_too_large``. DRF calls :func:`exception_handler` for everything raised in an API view;
 :func:`api_not_found` answers unknown ``/api/`` paths, and :func:`handler404` / :func:`handler500`
 are Django's error views for the root URLconf (JSON under ``/api/``, Django's HTML elsewhere).
 Users see a clear message and a code; the traceback goes to the log, never to the client.
@@ -14,6 +15,7 @@ import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 from django.utils import timezone
@@ -22,7 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from nexus.errors import NexusError
+from nexus.errors import NexusError, TooLarge
 
 logger = logging.getLogger("nexus.api")
 
@@ -44,12 +46,21 @@ _DRF_CODES: tuple[tuple[type[drf.APIException], str], ...] = (
 )
 
 
-def error_body(detail: str, code: str, *, errors: Any = None) -> dict[str, Any]:
-    """The one error shape."""
+def error_body(
+    detail: str, code: str, *, errors: Any = None, retry_after: float | None = None
+) -> dict[str, Any]:
+    """The one error shape (``retry_after``: whole seconds, as in the ``Retry-After`` header)."""
     body: dict[str, Any] = {"detail": str(detail), "code": code, "timestamp": timezone.now().isoformat()}
     if errors is not None:
         body["errors"] = errors
+    if retry_after is not None:
+        body["retry_after"] = retry_after_seconds(retry_after)
     return body
+
+
+def retry_after_seconds(seconds: float) -> int:
+    """A wait as the whole seconds of ``Retry-After`` (at least 1)."""
+    return max(1, math.ceil(seconds))
 
 
 def _field_errors(data: Any) -> dict[str, Any]:
@@ -82,7 +93,7 @@ def _first_message(errors: dict[str, Any]) -> str:
 def _retry_after_header(seconds: float | None) -> dict[str, str]:
     if seconds is None:
         return {}
-    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+    return {"Retry-After": str(retry_after_seconds(seconds))}
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
@@ -91,13 +102,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         exc = drf.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = drf.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = TooLarge("The request body is too large.")
 
     if isinstance(exc, NexusError):
-        headers = _retry_after_header(exc.retry_after) if exc.http_status == 429 else {}
+        retry_after = exc.retry_after if exc.http_status == 429 else None
+        if exc.http_status == 429 and retry_after is None:
+            retry_after = 1.0
+        headers = _retry_after_header(retry_after)
         if exc.http_status == 401:
             headers["WWW-Authenticate"] = BEARER_CHALLENGE
         errors = _field_errors(exc.details) if exc.code == "validation_error" and exc.details else None
-        body = error_body(exc.message, exc.code, errors=errors)
+        body = error_body(exc.message, exc.code, errors=errors, retry_after=retry_after)
         return Response(body, status=exc.http_status, headers=headers)
 
     if isinstance(exc, drf.APIException):
@@ -106,11 +122,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             code = str(exc.default_code or "error")
         headers: dict[str, str] = {}
         if isinstance(exc, drf.Throttled):
-            headers.update(_retry_after_header(exc.wait if exc.wait is not None else 1))
+            wait = exc.wait if exc.wait is not None else 1.0
+            headers.update(_retry_after_header(wait))
             detail = "Too many requests."
             if exc.wait is not None:
-                detail = f"Too many requests. Try again in {max(1, math.ceil(exc.wait))} s."
-            body = error_body(detail, code)
+                detail = f"Too many requests. Try again in {retry_after_seconds(exc.wait)} s."
+            body = error_body(detail, code, retry_after=wait)
         elif isinstance(exc, drf.ValidationError):
             errors = _field_errors(exc.detail)
             body = error_body(_first_message(errors), code, errors=errors)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.urls import URLPattern, URLResolver, get_resolver
 from drf_spectacular.generators import EndpointEnumerator
 from drf_spectacular.types import OpenApiTypes
@@ -19,7 +20,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from realtime.protocol import MAX_CONTENT_CHARS, MAX_ID_CHARS
+from realtime.protocol import MAX_ID_CHARS
 
 TAGS = ["runs"]
 RUN_STATUSES = ["completed", "stopped", "failed", "incomplete"]
@@ -59,7 +60,8 @@ class HistoryItemSerializer(serializers.Serializer):
 class InvokeSerializer(serializers.Serializer):
     agent_id = serializers.UUIDField(help_text="The agent who answers (seed 000 also sends `agentId`).")
     message = serializers.CharField(
-        max_length=MAX_CONTENT_CHARS, help_text="The person's message (also accepted as `query`)."
+        max_length=settings.NEXUS_MAX_CONTENT_CHARS,
+        help_text="The person's message (also accepted as `query`).",
     )
     conversation_id = serializers.UUIDField(
         required=False,
@@ -86,7 +88,8 @@ class InvokeResultSerializer(serializers.Serializer):
 
 class AgentRunSerializer(serializers.Serializer):
     query = serializers.CharField(
-        max_length=MAX_CONTENT_CHARS, help_text="The person's message (also accepted as `message`)."
+        max_length=settings.NEXUS_MAX_CONTENT_CHARS,
+        help_text="The person's message (also accepted as `message`).",
     )
     history = HistoryItemSerializer(
         many=True,

@@ -178,6 +178,8 @@ if NEXUS_RUN_MODE == "worker" and not REDIS_URL:
 NEXUS_RUN_CHANNEL = "nexus-runs"
 NEXUS_EVENT_LOG_MAXLEN = env_int("NEXUS_EVENT_LOG_MAXLEN", 10_000, minimum=100)
 NEXUS_EVENT_LOG_TTL = env_int("NEXUS_EVENT_LOG_TTL", 86_400, minimum=60)
+# Payload bytes one conversation's log holds; past it the oldest events are dropped (resync).
+NEXUS_EVENT_LOG_MAX_BYTES = env_int("NEXUS_EVENT_LOG_MAX_BYTES", 8 * 1_048_576, minimum=65_536)
 NEXUS_RUN_HEARTBEAT_SECONDS = env_float("NEXUS_RUN_HEARTBEAT_SECONDS", 3.0, minimum=0.1)
 NEXUS_RUN_STALE_SECONDS = env_float("NEXUS_RUN_STALE_SECONDS", 15.0, minimum=1.0)
 NEXUS_CHECKPOINT_SECONDS = env_float("NEXUS_CHECKPOINT_SECONDS", 1.0, minimum=0.1)
@@ -211,6 +213,8 @@ NEXUS_TOOLS_TIMEOUT = env_float("NEXUS_TOOLS_TIMEOUT", 30.0, minimum=0.1)
 NEXUS_WS_MESSAGES_PER_MINUTE = env_int("NEXUS_WS_MESSAGES_PER_MINUTE", 60, minimum=1)
 NEXUS_WS_MAX_SOCKETS_PER_USER = env_int("NEXUS_WS_MAX_SOCKETS_PER_USER", 5, minimum=1)
 NEXUS_WS_MAX_MESSAGE_BYTES = env_int("NEXUS_WS_MAX_MESSAGE_BYTES", 1_048_576, minimum=1024)
+# A REST request body gets the same bound as a WebSocket frame (413 message_too_large past it).
+DATA_UPLOAD_MAX_MEMORY_SIZE = NEXUS_WS_MAX_MESSAGE_BYTES
 NEXUS_WS_MAX_AGE_SECONDS = env_int("NEXUS_WS_MAX_AGE_SECONDS", 4 * 3600, minimum=1)
 NEXUS_WS_PING_INTERVAL = env_float("NEXUS_WS_PING_INTERVAL", 30.0, minimum=0.1)
 NEXUS_WS_PONG_TIMEOUT = env_float("NEXUS_WS_PONG_TIMEOUT", 30.0, minimum=0.1)
@@ -227,6 +231,22 @@ if NEXUS_AUTH_RECHECK_SECONDS > 60:
 # An SSE stream ends after this long (clients resume with Last-Event-ID); it counts toward
 # NEXUS_WS_MAX_SOCKETS_PER_USER while open.
 NEXUS_SSE_MAX_AGE_SECONDS = env_int("NEXUS_SSE_MAX_AGE_SECONDS", 4 * 3600, minimum=1)
+
+# --- Quotas (SPEC section 12; docs/api.md "Quotas") ------------------------------------------
+
+# Runs queued or running at once in the conversations a user owns: one per socket the user may
+# open (an agent-agent session's turns run one at a time: a running session holds one).
+NEXUS_MAX_ACTIVE_RUNS_PER_USER = env_int("NEXUS_MAX_ACTIVE_RUNS_PER_USER", 5, minimum=1)
+# Runs a user starts per minute on every path (WebSocket, invoke, SSE run, generate-title,
+# agent-agent start and resume), shared by every process.
+NEXUS_RUNS_PER_MINUTE_PER_USER = env_int("NEXUS_RUNS_PER_MINUTE_PER_USER", 30, minimum=1)
+# Characters of one message's content, on every path it enters.
+NEXUS_MAX_CONTENT_CHARS = env_int("NEXUS_MAX_CONTENT_CHARS", 100_000, minimum=1)
+# Bytes of a conversation's `context` (as compact JSON), on create, initialize and every merge.
+NEXUS_MAX_CONTEXT_BYTES = env_int("NEXUS_MAX_CONTEXT_BYTES", 65_536, minimum=2)
+# The longest deadline an agent's `config.timeouts` may ask for (saving a larger one is refused;
+# one saved before the operator lowered this is clamped to it at run time).
+NEXUS_MAX_AGENT_TIMEOUT_SECONDS = env_float("NEXUS_MAX_AGENT_TIMEOUT_SECONDS", 600.0, minimum=1.0)
 
 # --- Providers --------------------------------------------------------------------------------
 
@@ -369,6 +389,8 @@ REST_FRAMEWORK = {
         "conversation_create": env_rate("NEXUS_THROTTLE_CONVERSATION_CREATE", "5/min"),
         "conversation_read": env_rate("NEXUS_THROTTLE_CONVERSATION_READ", "10/min"),
         "agent_ops": env_rate("NEXUS_THROTTLE_AGENT_OPS", "20/min"),
+        # GET /api/providers/ asks every provider (network calls): per user
+        "providers": env_rate("NEXUS_THROTTLE_PROVIDERS", "10/min"),
     },
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }

@@ -197,3 +197,9 @@ class AgentOpsThrottle(SharedRateThrottle):
     """Every agent operation: per user (seed 001: 20/min)."""
 
     scope = "agent_ops"
+
+
+class ProvidersThrottle(SharedRateThrottle):
+    """``GET /api/providers/``: it asks every provider over the network; per user (10/min)."""
+
+    scope = "providers"

@@ -2,13 +2,19 @@
 here before anyone sees it. Sockets replay from it after a drop and fill gaps from it.
 
 Two implementations behind one interface: in memory (one process, the embedded default) and Redis
-Streams (``REDIS_URL``; bounded length and TTL). Live delivery reads the log itself: each process
+Streams (``REDIS_URL``; bounded length, bytes and TTL). Live delivery reads the log itself: each process
 keeps ONE blocking ``XREAD`` over the streams its sockets watch (plus a per-process wake stream
 used to add a stream to the read), so events never travel one by one over the channel layer.
 
 Seqs survive a Redis restart without going backwards: a writer passes the highest seq it knows
 (``floor``), and when the counter is gone but the conversation had events the counter restarts
 far above them (``RESTART_GAP``); readers then see a gap the log cannot fill and resync.
+
+Each conversation's log holds at most ``maxlen`` events and ``max_bytes`` of event payloads
+(``NEXUS_EVENT_LOG_MAX_BYTES``): an append past the byte cap drops the OLDEST events, never the
+ones being appended (one event larger than the cap is kept whole), so live readers miss nothing; a
+reader resuming from before the dropped events is told the log no longer covers it
+(``Replay.covered`` False: the socket answers ``info {code: "resync"}`` and the stored state).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.redis import redis_client
 from nexus.tasks import process_task
 
 logger = logging.getLogger(__name__)
@@ -131,11 +138,12 @@ class EventLog:
 
 
 class _MemoryStream:
-    __slots__ = ("counter", "events", "touched")
+    __slots__ = ("bytes", "counter", "events", "touched")
 
-    def __init__(self, maxlen: int) -> None:
+    def __init__(self) -> None:
         self.counter = 0
-        self.events: deque[LoggedEvent] = deque(maxlen=maxlen)
+        self.bytes = 0  # payload bytes held in ``events``
+        self.events: deque[LoggedEvent] = deque()
         self.touched = time.monotonic()
 
 
@@ -144,17 +152,18 @@ class MemoryEventLog(EventLog):
 
     backend = "memory"
 
-    def __init__(self, *, maxlen: int, ttl: float) -> None:
+    def __init__(self, *, maxlen: int, ttl: float, max_bytes: int | None = None) -> None:
         super().__init__()
         self.maxlen = maxlen
         self.ttl = ttl
+        self.max_bytes = max_bytes
         self._streams: dict[str, _MemoryStream] = {}
         self._last_expiry = time.monotonic()
 
     def _stream(self, conversation_id: str) -> _MemoryStream:
         stream = self._streams.get(conversation_id)
         if stream is None:
-            stream = self._streams[conversation_id] = _MemoryStream(self.maxlen)
+            stream = self._streams[conversation_id] = _MemoryStream()
         stream.touched = time.monotonic()
         return stream
 
@@ -183,7 +192,13 @@ class MemoryEventLog(EventLog):
             stream.counter += 1
             logged = LoggedEvent(stream.counter, payload)
             stream.events.append(logged)
+            stream.bytes += len(payload)
             batch.append(logged)
+        # The caps drop the oldest events; the byte cap never drops this batch's.
+        while len(stream.events) > self.maxlen or (
+            self.max_bytes is not None and stream.bytes > self.max_bytes and len(stream.events) > len(batch)
+        ):
+            stream.bytes -= len(stream.events.popleft().payload)
         self.appended += len(batch)
         if batch:
             self._dispatch(conversation_id, owner_id, batch)
@@ -216,8 +231,10 @@ class MemoryEventLog(EventLog):
 # --- Redis Streams -------------------------------------------------------------------------------
 
 _APPEND_SCRIPT = """
--- KEYS: stream, counter, firehose. ARGV: floor, maxlen, ttl, firehose maxlen, restart gap,
--- "<conversation>|<owner>", payload...
+-- KEYS: stream, counter, firehose, bytes. ARGV: floor, maxlen, ttl, firehose maxlen, restart gap,
+-- "<conversation>|<owner>", max bytes (0: no cap), payload...
+-- Each entry carries `b`: the conversation's payload bytes up to and including it (a running
+-- total, kept in KEYS[4]), so the bytes the stream holds are known without reading it.
 local counter = redis.call('GET', KEYS[2])
 local floor = tonumber(ARGV[1])
 local cur
@@ -233,38 +250,47 @@ else
 end
 if cur < floor then cur = floor end
 local first = cur + 1
-for i = 7, #ARGV do
+local total = tonumber(redis.call('GET', KEYS[4]) or '-1')
+if total < 0 then
+  total = 0
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if last[1] then
+    local fields = last[1][2]
+    for j = 1, #fields, 2 do
+      if fields[j] == 'b' then total = tonumber(fields[j + 1]) end
+    end
+  end
+end
+for i = 8, #ARGV do
   cur = cur + 1
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], cur .. '-0', 'e', ARGV[i])
+  total = total + string.len(ARGV[i])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], cur .. '-0', 'e', ARGV[i], 'b', total)
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'c', ARGV[6], 's', cur, 'e', ARGV[i])
 end
+local cap = tonumber(ARGV[7])
+if cap > 0 then
+  -- Drop the oldest entries (never this batch's) until the rest hold at most `cap` bytes.
+  while true do
+    local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+    if not oldest[1] then break end
+    local id = oldest[1][1]
+    if tonumber(string.match(id, '^(%d+)')) >= first then break end
+    local fields = oldest[1][2]
+    local size, upto = 0, nil
+    for j = 1, #fields, 2 do
+      if fields[j] == 'e' then size = string.len(fields[j + 1]) end
+      if fields[j] == 'b' then upto = tonumber(fields[j + 1]) end
+    end
+    -- an entry without `b` predates the cap: it goes first
+    if upto ~= nil and total - (upto - size) <= cap then break end
+    redis.call('XDEL', KEYS[1], id)
+  end
+end
 redis.call('SET', KEYS[2], cur, 'EX', ARGV[3])
+redis.call('SET', KEYS[4], total, 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return first
 """
-
-
-REDIS_MAX_CONNECTIONS = 200  # per client and process; more concurrent commands wait their turn
-
-
-def redis_client(url: str, **kwargs: Any) -> Any:
-    """An asyncio Redis client for many concurrent sockets.
-
-    - Its pool waits (up to 10 s) for a free connection when all are busy: redis-py's default pool
-      raises ``MaxConnectionsError`` past 100, which a reconnect storm reaches.
-    - A command gets one more try, on a fresh connection, when the pooled one turns out dead: after
-      a Redis restart every pooled connection is, and redis-py does not retry by default.
-    """
-    import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
-    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=REDIS_MAX_CONNECTIONS, timeout=10, retry=retry, **kwargs
-    )
-    return aioredis.Redis.from_pool(pool)
 
 
 class RedisEventLog(EventLog):
@@ -273,13 +299,21 @@ class RedisEventLog(EventLog):
     backend = "redis"
 
     def __init__(
-        self, *, url: str, prefix: str, maxlen: int, ttl: int, firehose_maxlen: int = 10_000
+        self,
+        *,
+        url: str,
+        prefix: str,
+        maxlen: int,
+        ttl: int,
+        firehose_maxlen: int = 10_000,
+        max_bytes: int | None = None,
     ) -> None:
         super().__init__()
         self.url = url
         self.prefix = prefix
         self.maxlen = maxlen
         self.ttl = ttl
+        self.max_bytes = max_bytes
         self.firehose_maxlen = firehose_maxlen
         self._redis = redis_client(url, socket_timeout=5, socket_connect_timeout=5)
         self._append = self._redis.register_script(_APPEND_SCRIPT)
@@ -296,6 +330,9 @@ class RedisEventLog(EventLog):
     def _counter_key(self, conversation_id: str) -> str:
         return f"{self.prefix}:seq:{conversation_id}"
 
+    def _bytes_key(self, conversation_id: str) -> str:
+        return f"{self.prefix}:bytes:{conversation_id}"
+
     async def append(
         self, conversation_id: str, payloads: Sequence[bytes], *, floor: int = 0, owner_id: int | None = None
     ) -> int:
@@ -307,6 +344,7 @@ class RedisEventLog(EventLog):
                     self._stream_key(conversation_id),
                     self._counter_key(conversation_id),
                     self._firehose_key,
+                    self._bytes_key(conversation_id),
                 ],
                 args=[
                     floor,
@@ -315,6 +353,7 @@ class RedisEventLog(EventLog):
                     self.firehose_maxlen,
                     RESTART_GAP,
                     f"{conversation_id}|{owner_id or ''}",
+                    self.max_bytes or 0,
                     *payloads,
                 ],
             )
@@ -509,8 +548,13 @@ def get_event_log() -> EventLog:
                 prefix=settings.NEXUS_REDIS_PREFIX,
                 maxlen=settings.NEXUS_EVENT_LOG_MAXLEN,
                 ttl=settings.NEXUS_EVENT_LOG_TTL,
+                max_bytes=settings.NEXUS_EVENT_LOG_MAX_BYTES,
             )
         else:
-            log = MemoryEventLog(maxlen=settings.NEXUS_EVENT_LOG_MAXLEN, ttl=settings.NEXUS_EVENT_LOG_TTL)
+            log = MemoryEventLog(
+                maxlen=settings.NEXUS_EVENT_LOG_MAXLEN,
+                ttl=settings.NEXUS_EVENT_LOG_TTL,
+                max_bytes=settings.NEXUS_EVENT_LOG_MAX_BYTES,
+            )
         _logs[loop] = log
     return log

@@ -1,5 +1,6 @@
 """Per-user WebSocket limits shared by every socket and process: sockets per user and client
-messages per minute. Redis (atomic Lua) when ``REDIS_URL`` is set, in memory otherwise."""
+messages per minute. Redis (atomic Lua) when ``REDIS_URL`` is set, in memory otherwise. The
+messages-per-minute window is the shared rate-limit primitive of ``core.ratelimit``."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ import asyncio
 import time
 import uuid
 import weakref
-from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
+from core.ratelimit import RateDecision, get_rate_limiter
 from nexus.tasks import process_task
 
 SOCKET_STALE_SECONDS = 120.0  # a socket entry not refreshed this long belongs to a dead process
@@ -20,20 +20,6 @@ SOCKET_STALE_SECONDS = 120.0  # a socket entry not refreshed this long belongs t
 # (SIGKILLed, crashed) stop counting at once, so its users can reconnect elsewhere within seconds.
 PROCESS_BEAT_SECONDS = 2.0
 PROCESS_TTL_SECONDS = 6
-
-_RATE_SCRIPT = """
--- sliding window log: KEYS[1] zset; ARGV now_ms, window_ms, limit, member
-local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-local count = redis.call('ZCARD', KEYS[1])
-if count >= tonumber(ARGV[3]) then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {0, tonumber(oldest[2]) + tonumber(ARGV[2]) - now}
-end
-redis.call('ZADD', KEYS[1], now, ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {1, 0}
-"""
 
 _SOCKET_SCRIPT = """
 -- KEYS[1] user's sockets zset, KEYS[2] set of users with sockets, KEYS[3] this process's key;
@@ -58,12 +44,6 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
-@dataclass(frozen=True, slots=True)
-class RateDecision:
-    allowed: bool
-    retry_after: float = 0.0
-
-
 class Limits:
     async def socket_open(self, user_id: int, socket_id: str) -> bool:
         raise NotImplementedError
@@ -74,8 +54,12 @@ class Limits:
     async def socket_close(self, user_id: int, socket_id: str) -> None:
         raise NotImplementedError
 
+    per_minute: int
+
     async def message_hit(self, user_id: int) -> RateDecision:
-        raise NotImplementedError
+        """One client message of ``user_id`` against its per-minute budget (all sockets, all
+        processes)."""
+        return await get_rate_limiter().hit(f"ws:rate:{user_id}", limit=self.per_minute, window=60)
 
     async def sockets_per_user(self) -> dict[str, int]:
         raise NotImplementedError
@@ -86,7 +70,6 @@ class MemoryLimits(Limits):
         self.max_sockets = max_sockets
         self.per_minute = per_minute
         self._sockets: dict[int, set[str]] = {}
-        self._hits: dict[int, deque[float]] = {}
 
     async def socket_open(self, user_id: int, socket_id: str) -> bool:
         sockets = self._sockets.setdefault(user_id, set())
@@ -105,29 +88,18 @@ class MemoryLimits(Limits):
             if not sockets:
                 del self._sockets[user_id]
 
-    async def message_hit(self, user_id: int) -> RateDecision:
-        now = time.monotonic()
-        hits = self._hits.setdefault(user_id, deque())
-        while hits and hits[0] <= now - 60:
-            hits.popleft()
-        if len(hits) >= self.per_minute:
-            return RateDecision(False, round(hits[0] + 60 - now, 3))
-        hits.append(now)
-        return RateDecision(True)
-
     async def sockets_per_user(self) -> dict[str, int]:
         return {str(user): len(sockets) for user, sockets in self._sockets.items()}
 
 
 class RedisLimits(Limits):
     def __init__(self, *, url: str, prefix: str, max_sockets: int, per_minute: int) -> None:
-        from realtime.eventlog import redis_client
+        from core.redis import redis_client
 
         self.max_sockets = max_sockets
         self.per_minute = per_minute
         self.prefix = prefix
         self._redis = redis_client(url, socket_timeout=5, socket_connect_timeout=5)
-        self._rate = self._redis.register_script(_RATE_SCRIPT)
         self._socket = self._redis.register_script(_SOCKET_SCRIPT)
         self._process = uuid.uuid4().hex
         self._process_prefix = f"{prefix}:ws:process:"
@@ -174,13 +146,6 @@ class RedisLimits(Limits):
 
     async def socket_close(self, user_id: int, socket_id: str) -> None:
         await self._redis.zrem(self._sockets_key(user_id), self._member(socket_id))
-
-    async def message_hit(self, user_id: int) -> RateDecision:
-        allowed, retry_ms = await self._rate(
-            keys=[f"{self.prefix}:ws:rate:{user_id}"],
-            args=[int(time.time() * 1000), 60_000, self.per_minute, uuid.uuid4().hex],
-        )
-        return RateDecision(bool(allowed), round(max(0, int(retry_ms)) / 1000, 3))
 
     async def sockets_per_user(self) -> dict[str, int]:
         users = await self._redis.smembers(f"{self.prefix}:ws:users")

@@ -36,7 +36,8 @@ ERROR_CODES = frozenset(
     }
 )
 
-MAX_CONTENT_CHARS = 100_000
+# A message's content is bounded by the frame size here; its length quota
+# (NEXUS_MAX_CONTENT_CHARS, message_too_large) is the run service's, the same on every path.
 MAX_ID_CHARS = 128
 
 
@@ -125,7 +126,7 @@ class _Fields:
                 return self.values[name]
         return None
 
-    def string(self, *names: str, required: bool = False, limit: int = MAX_ID_CHARS) -> str | None:
+    def string(self, *names: str, required: bool = False, limit: int | None = MAX_ID_CHARS) -> str | None:
         value = self.get(*names)
         if value is None:
             if required:
@@ -134,7 +135,7 @@ class _Fields:
         if not isinstance(value, str):
             self.errors[names[0]] = "Expected a string."
             return None
-        if len(value) > limit:
+        if limit is not None and len(value) > limit:
             self.errors[names[0]] = f"At most {limit} characters."
             return None
         return value
@@ -165,7 +166,7 @@ class _Fields:
 
 
 def _content(fields: _Fields, *names: str) -> str:
-    content = fields.string(*names, required=True, limit=MAX_CONTENT_CHARS)
+    content = fields.string(*names, required=True, limit=None)
     if content is not None and not content.strip():
         fields.errors[names[0]] = "Must not be empty."
     return content or ""

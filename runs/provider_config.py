@@ -46,7 +46,6 @@ ADAPTER_DEFAULT_URLS = {
 # Options that are ours, not the provider's: never passed on as `extra`.
 _NOT_PROVIDER_OPTIONS = frozenset({"api_key_env", "api_version", "metadata", "timeouts"})
 TIMEOUT_NAMES = ("connect", "first_token", "between_chunks", "total")
-TIMEOUT_MAX_SECONDS = 3600.0
 
 _configured: tuple[Any, ...] | None = None
 
@@ -186,7 +185,9 @@ def generation_options_for(agent: Any) -> GenerationOptions:
 
 def timeouts_for(overrides: Any) -> Timeouts:
     """The provider deadlines: the settings, with an agent's ``config.timeouts`` on top (values
-    checked when the agent is saved; anything unusable here falls back to the setting)."""
+    checked when the agent is saved; anything unusable here falls back to the setting). An
+    agent's value is clamped to ``NEXUS_MAX_AGENT_TIMEOUT_SECONDS``: one saved before the
+    operator lowered the maximum gets the maximum."""
     values = {
         "connect": settings.NEXUS_PROVIDER_CONNECT_TIMEOUT,
         "first_token": settings.NEXUS_PROVIDER_FIRST_TOKEN_TIMEOUT,
@@ -196,13 +197,18 @@ def timeouts_for(overrides: Any) -> Timeouts:
     if isinstance(overrides, dict):
         for name in TIMEOUT_NAMES:
             value = overrides.get(name)
-            if timeout_value_ok(value):
-                values[name] = float(value)
+            if _positive_number(value):
+                values[name] = min(float(value), settings.NEXUS_MAX_AGENT_TIMEOUT_SECONDS)
     return Timeouts(**values)
 
 
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf")
+
+
 def timeout_value_ok(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= TIMEOUT_MAX_SECONDS
+    """An agent's timeout may be saved: seconds above 0, at most ``NEXUS_MAX_AGENT_TIMEOUT_SECONDS``."""
+    return _positive_number(value) and value <= settings.NEXUS_MAX_AGENT_TIMEOUT_SECONDS
 
 
 def _default_options(provider: str) -> GenerationOptions:

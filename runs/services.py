@@ -40,10 +40,15 @@ from conversations.selectors import (
     conversation_participants,
     message_list,
 )
-from conversations.services import conversation_create, conversation_idle_expiry
+from conversations.services import (
+    conversation_context_validate,
+    conversation_create,
+    conversation_idle_expiry,
+)
 from nexus.errors import AgentUnavailable, Conflict, NotFound, ValidationFailed
 from realtime.eventlog import get_event_log
 from runs.events import EventWriter
+from runs.quotas import active_runs_admit, content_admit, run_rate_admit
 from runs.tools import store_tool_result, tool_result_key
 
 db = sync_to_async
@@ -96,9 +101,6 @@ def _prepare_send(
     is running in a person-to-agent conversation, the run is created already claimed by this process
     and the provider's input is read in the same trip, so nothing but this one transaction stands
     between the message and the provider's request (time to first token)."""
-    content = send["content"]
-    if not isinstance(content, str) or not content.strip():
-        raise ValidationFailed("The message is empty.", details={"content": ["Must not be empty."]})
     try:
         return _store_send(
             user=user, conversation_id=conversation_id, client_message_id=client_message_id, **send
@@ -183,7 +185,7 @@ def _store_send(
                 interrupt = active
         changed = conversation.status != status_before
         if isinstance(context, dict) and context:
-            conversation.context = {**(conversation.context or {}), **context}
+            conversation.context = conversation_context_validate({**(conversation.context or {}), **context})
             changed = True
         # A run that starts at once (nothing else running) leaves the activity mark (updated_at,
         # the idle expiry) to the reply's row, written once the provider answers: one statement
@@ -207,6 +209,8 @@ def _store_send(
             )
         except IntegrityError:
             raise _AlreadySent from None
+        if create_run:
+            active_runs_admit(owner_id=conversation.owner_id)
         run = None
         claimed = None
         if fast:
@@ -266,8 +270,16 @@ async def message_send(
     context: Any = None,
 ) -> SendResult:
     """Store a person's message, announce it, and start (or queue) the reply. Idempotent by
-    ``client_message_id``: the same id twice gives one message and one run."""
+    ``client_message_id``: the same id twice gives one message and one run.
+
+    Every path that starts a run goes through here, and meets the quotas (``runs.quotas``):
+    content length, runs per minute, active runs per owner, context size."""
     from runs.engine import dispatch_run, get_run_manager
+
+    if not isinstance(content, str) or not content.strip():
+        raise ValidationFailed("The message is empty.", details={"content": ["Must not be empty."]})
+    content_admit(content)
+    await run_rate_admit(user=user)
 
     manager = None
     launch = None
@@ -627,7 +639,7 @@ def _bind(*, user: Any, conversation_id: Any, agent_id: Any, context: Any) -> Co
     if conversation_id:
         conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
         if isinstance(context, dict) and context:
-            conversation.context = {**(conversation.context or {}), **context}
+            conversation.context = conversation_context_validate({**(conversation.context or {}), **context})
             conversation.save(update_fields=["context", "updated_at"])
         return conversation
     if agent_id:

@@ -15,11 +15,12 @@ from typing import Any
 
 import orjson
 from channels.db import database_sync_to_async as sync_to_async
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from nexus.errors import NexusError, ValidationFailed
+from nexus.errors import NexusError, TooLarge, ValidationFailed
 from realtime import protocol
 from realtime.connections import StreamGuard
 from realtime.eventlog import LoggedEvent, get_event_log
@@ -29,10 +30,15 @@ KEEPALIVE_SECONDS = 15.0
 INVOKE_TIMEOUT = 600.0
 
 
-def _error(status: int, detail: str, code: str, *, errors: Any = None) -> JsonResponse:
-    from nexus.exceptions import error_body
+def _error(
+    status: int, detail: str, code: str, *, errors: Any = None, retry_after: float | None = None
+) -> JsonResponse:
+    from nexus.exceptions import error_body, retry_after_seconds
 
-    return JsonResponse(error_body(detail, code, errors=errors), status=status)
+    response = JsonResponse(error_body(detail, code, errors=errors, retry_after=retry_after), status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after_seconds(retry_after))
+    return response
 
 
 async def _user(request: HttpRequest) -> tuple[Any, str | None]:
@@ -57,10 +63,14 @@ def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
 
 
 def _json_body(request: HttpRequest) -> dict[str, Any]:
-    if not request.body:
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise TooLarge("The request body is too large.") from None
+    if not raw:
         return {}
     try:
-        body = orjson.loads(request.body)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ValidationFailed("The body is not valid JSON.") from None
     if not isinstance(body, dict):
@@ -87,19 +97,16 @@ def api_view(func: Any) -> Any:
             return await func(request, *args, **kwargs)
         except NexusError as exc:
             details = exc.details if isinstance(exc.details, dict) else None
-            response = _error(exc.http_status, exc.message, exc.code, errors=details)
-            if exc.retry_after is not None:
-                response["Retry-After"] = str(max(1, round(exc.retry_after)))
-            return response
+            return _error(exc.http_status, exc.message, exc.code, errors=details, retry_after=exc.retry_after)
 
     view.__name__ = func.__name__
     view.__doc__ = func.__doc__
     return csrf_exempt(view)
 
 
-def _string(
-    body: dict[str, Any], *names: str, required: bool = True, limit: int = protocol.MAX_CONTENT_CHARS
-) -> str | None:
+def _string(body: dict[str, Any], *names: str, required: bool = True, limit: int | None = None) -> str | None:
+    """The first of ``names`` present, a non-empty string of at most ``limit`` characters (a
+    message's content is measured by the run service's quota instead, the same on every path)."""
     for name in names:
         value = body.get(name)
         if value is not None:
@@ -107,7 +114,7 @@ def _string(
                 raise ValidationFailed(
                     f"{name} must be a non-empty string.", details={name: ["A non-empty string."]}
                 )
-            if len(value) > limit:
+            if limit is not None and len(value) > limit:
                 raise ValidationFailed(
                     f"{name} is longer than {limit} characters.",
                     details={name: [f"At most {limit} characters."]},
@@ -227,11 +234,15 @@ def _sse_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
 # --- endpoints -------------------------------------------------------------------------------
 
 
-def _conversation_for_run(user: Any, agent_id: Any, conversation_id: Any, history: Any) -> tuple[str, int]:
+def _conversation_for_run(
+    user: Any, agent_id: Any, conversation_id: Any, history: Any
+) -> tuple[str, int, bool]:
+    """(conversation id, its stored last seq, whether this request created it)."""
     from agents.selectors import agent_get_for_user
     from conversations.models import Message, Participant
     from conversations.selectors import conversation_get_for_user
     from conversations.services import conversation_create
+    from runs.quotas import content_admit
 
     agent = agent_get_for_user(user=user, agent_id=agent_id)
     if conversation_id:
@@ -240,8 +251,7 @@ def _conversation_for_run(user: Any, agent_id: Any, conversation_id: Any, histor
             raise ValidationFailed(
                 "That agent is not in this conversation.", details={"agent_id": ["Not a participant."]}
             )
-        return str(conversation.pk), conversation.last_seq
-    conversation = conversation_create(owner=user, participants=[(agent, "primary")])
+        return str(conversation.pk), conversation.last_seq, False
     if history is not None:
         if not isinstance(history, list) or not all(
             isinstance(h, dict)
@@ -252,6 +262,10 @@ def _conversation_for_run(user: Any, agent_id: Any, conversation_id: Any, histor
             raise ValidationFailed(
                 "history is a list of {role: user|assistant, content}.", details={"history": ["Invalid."]}
             )
+        for item in history:
+            content_admit(item["content"], field="history")
+    conversation = conversation_create(owner=user, participants=[(agent, "primary")])
+    if history is not None:
         Message.objects.bulk_create(
             Message(
                 conversation=conversation,
@@ -261,7 +275,26 @@ def _conversation_for_run(user: Any, agent_id: Any, conversation_id: Any, histor
             )
             for h in history[-50:]
         )
-    return str(conversation.pk), 0
+    return str(conversation.pk), 0, True
+
+
+def _conversation_discard(conversation_id: str) -> None:
+    from conversations.models import Conversation
+
+    Conversation.objects.filter(pk=conversation_id).delete()
+
+
+async def _send(user: Any, conversation_id: str, created: bool, **send: Any) -> Any:
+    """``message_send``; a conversation this request created is deleted again when the send is
+    refused (a quota, bad input), so a refused request leaves nothing behind."""
+    from runs.services import message_send
+
+    try:
+        return await message_send(user=user, conversation_id=conversation_id, **send)
+    except NexusError:
+        if created:
+            await sync_to_async(_conversation_discard)(conversation_id)
+        raise
 
 
 async def _last_seq(conversation_id: str, stored: int) -> int:
@@ -272,19 +305,21 @@ async def _last_seq(conversation_id: str, stored: int) -> int:
 @api_view
 async def agent_run(request: HttpRequest, agent_id: str) -> HttpResponse:
     """``POST /api/agents/{id}/run/`` (seed 002): send ``query`` and stream the run over SSE."""
-    from runs.services import message_send
+    from runs.quotas import content_admit
 
     body = _json_body(request)
     query = _string(body, "query", "message")
     client_message_id = _string(body, "client_message_id", required=False, limit=protocol.MAX_ID_CHARS)
-    conversation_id, stored_seq = await sync_to_async(_conversation_for_run)(
+    content_admit(query, field="query")
+    guard = await StreamGuard.open(request, request.nexus_user)  # the connection cap, before the run
+    conversation_id, stored_seq, created = await sync_to_async(_conversation_for_run)(
         request.nexus_user, agent_id, _optional_uuid(body, "conversation_id"), body.get("history")
     )
     after = await _last_seq(conversation_id, stored_seq)
-    guard = await StreamGuard.open(request, request.nexus_user)  # the connection cap, before the run
-    result = await message_send(
-        user=request.nexus_user,
-        conversation_id=conversation_id,
+    result = await _send(
+        request.nexus_user,
+        conversation_id,
+        created,
         content=query,
         client_message_id=client_message_id,
         agent_id=str(agent_id),
@@ -326,7 +361,7 @@ async def conversation_events(request: HttpRequest, conversation_id: str) -> Htt
 async def invoke(request: HttpRequest) -> HttpResponse:
     """``POST /api/invoke/`` (seed 000): run the agent and answer with the whole reply. The events
     stream to every socket watching the conversation meanwhile."""
-    from runs.services import message_send
+    from runs.quotas import content_admit
 
     body = _json_body(request)
     agent_id = _optional_uuid(body, "agent_id", "agentId")
@@ -334,14 +369,16 @@ async def invoke(request: HttpRequest) -> HttpResponse:
         raise ValidationFailed("agent_id is required.", details={"agent_id": ["This field is required."]})
     message = _string(body, "message", "query")
     client_message_id = _string(body, "client_message_id", required=False, limit=protocol.MAX_ID_CHARS)
-    conversation_id, stored_seq = await sync_to_async(_conversation_for_run)(
+    content_admit(message, field="message")
+    conversation_id, stored_seq, created = await sync_to_async(_conversation_for_run)(
         request.nexus_user, agent_id, _optional_uuid(body, "conversation_id", "conversationId"), None
     )
     after = await _last_seq(conversation_id, stored_seq)
     async with _Follower(conversation_id, after) as follower:
-        result = await message_send(
-            user=request.nexus_user,
-            conversation_id=conversation_id,
+        result = await _send(
+            request.nexus_user,
+            conversation_id,
+            created,
             content=message,
             agent_id=agent_id,
             client_message_id=client_message_id,

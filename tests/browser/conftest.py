@@ -136,6 +136,8 @@ def nexus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nexus]:
             NEXUS_THROTTLE_CONVERSATION_CREATE="1000/min",
             NEXUS_THROTTLE_CONVERSATION_READ="1000/min",
             NEXUS_THROTTLE_AGENT_OPS="1000/min",
+            NEXUS_THROTTLE_PROVIDERS="1000/min",
+            NEXUS_RUNS_PER_MINUTE_PER_USER="1000",
             NEXUS_WS_MAX_SOCKETS_PER_USER="20",
         )
         for args in (("migrate", "--noinput"), ("shell", "-c", CREATE_USERS)):
