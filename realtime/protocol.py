@@ -137,6 +137,9 @@ class _Fields:
         if len(value) > limit:
             self.errors[names[0]] = f"At most {limit} characters."
             return None
+        if required and not value:
+            self.errors[names[0]] = "This field is required."
+            return None
         return value
 
     def seq(self, *names: str, required: bool = False) -> int | None:
@@ -225,7 +228,8 @@ def parse_client_frame(raw: str | bytes | None) -> ClientFrame:
         case "feedback":
             message_id = fields.string("messageId", "message_id", required=True)
             rating = fields.get("rating")
-            if rating is not None and rating not in {"positive", "negative"}:
+            # a tuple, not a set: rating may be any JSON value, a list or an object too
+            if rating is not None and rating not in ("positive", "negative"):
                 fields.errors["rating"] = "positive, negative or null."
             comment = fields.string("comment", limit=4000)
             result = Feedback(message_id=message_id or "", rating=rating, comment=comment or "")

@@ -280,3 +280,16 @@ async def test_mallory_cannot_rate_alices_message_or_use_her_agent_over_the_sock
     assert not [f for f in client.frames if f["type"] in {"ack", "run_started"}]
     assert await database_sync_to_async(snapshot)() == before
     await client.close()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("run_id", ["../../etc/passwd", "not-a-uuid", 12345, MISSING])
+def test_a_malformed_or_unknown_run_id_is_a_404_like_any_other(world, user, run_id):
+    """A run id that is not a UUID reached the query and answered 500 (and an ``internal`` error
+    frame on the socket); it is an id that does not exist."""
+    before = snapshot()
+    response = bearer(user).post(
+        f"/api/conversations/{world['conversation'].pk}/stop/", {"run_id": run_id}, format="json"
+    )
+    assert_not_found(response)
+    assert snapshot() == before
