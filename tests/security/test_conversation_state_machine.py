@@ -368,8 +368,8 @@ async def test_conversations_and_runs_keep_their_invariants(application, user, c
             run_state_machine_as_test(
                 ConversationMachine,
                 settings=settings(
-                    max_examples=20,
-                    stateful_step_count=15,
+                    max_examples=15,
+                    stateful_step_count=12,
                     deadline=None,
                     database=None,
                     suppress_health_check=list(HealthCheck),
