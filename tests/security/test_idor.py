@@ -145,7 +145,7 @@ def _json(body: dict[str, Any]) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, uuid.UUID) else v for k, v in body.items()}
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # async views: a real transaction per request
 @pytest.mark.usefixtures("scripted_provider")
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_mallory_gets_404_and_alices_data_is_unchanged(world, other_user, attack):
@@ -160,7 +160,7 @@ def test_mallory_gets_404_and_alices_data_is_unchanged(world, other_user, attack
         assert (found["detail"], found["code"]) == (twin["detail"], twin["code"])
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # async views: a real transaction per request
 def test_mallory_cannot_read_alices_events_over_sse(world, other_user):
     before = snapshot()
     path = f"/api/conversations/{world['conversation'].pk}/events/"
@@ -172,7 +172,7 @@ def test_mallory_cannot_read_alices_events_over_sse(world, other_user):
     assert snapshot() == before
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # async views: a real transaction per request
 def test_mallory_cannot_read_alices_conversation_or_message_through_the_rest_api(world, other_user):
     mallory = bearer(other_user)
     assert_not_found(mallory.get(f"/api/conversations/{world['conversation'].pk}/"))
@@ -183,7 +183,7 @@ def test_mallory_cannot_read_alices_conversation_or_message_through_the_rest_api
     assert str(world["conversation"].pk) not in {str(row["id"]) for row in rows}
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # async views: a real transaction per request
 def test_alice_herself_gets_through_every_door_mallory_was_refused(world, user):
     """The 404s above come from ownership, not from broken endpoints: the owner passes."""
     alice = bearer(user)
@@ -282,7 +282,7 @@ async def test_mallory_cannot_rate_alices_message_or_use_her_agent_over_the_sock
     await client.close()
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # async views: a real transaction per request
 @pytest.mark.parametrize("run_id", ["../../etc/passwd", "not-a-uuid", 12345, MISSING])
 def test_a_malformed_or_unknown_run_id_is_a_404_like_any_other(world, user, run_id):
     """A run id that is not a UUID reached the query and answered 500 (and an ``internal`` error

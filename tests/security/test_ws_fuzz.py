@@ -21,6 +21,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -390,3 +391,22 @@ async def test_every_fuzzed_frame_gets_a_defined_answer_and_the_socket_stays_usa
     for answer in ("ack", "run_started", "session_state", "error:validation_error", "error:not_found"):
         assert session.answers[answer] >= 5, session.answers
     print(f"{session.frames} frames, reopened {session.reopened} times after 4001: {dict(session.answers)}")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("scripted_provider")
+async def test_a_context_with_a_huge_number_does_not_poison_the_conversation(connect, user):
+    """Found by the fuzz on PostgreSQL: jsonb stores 1e300 as a number and gives it back as an int
+    of 301 digits, which orjson cannot write, so every ``session_state`` of that conversation
+    failed: an ``internal`` error on initialize, and 1011 on every later connect. (SQLite keeps the
+    text as written, so this passes there on the old code too.)"""
+    client = await connect("/ws/agent/", user=user)
+    agent = await sync_to_async(make_agent)(owner=user)
+    await client.send({"type": "initialize", "data": {"agent_id": str(agent.pk), "context": {"n": 1e300}}})
+    state = await client.until("session_state")
+    conversation_id = state["data"]["conversation"]["id"]
+    await client.send({"type": "initialize", "data": {"conversation_id": conversation_id}})
+    state = await client.until("session_state")
+    again = await connect(f"/ws/conversations/{conversation_id}/", user=user)
+    assert (await again.until("session_state"))["data"]["conversation"]["id"] == conversation_id
+    assert not [f for f in client.frames + again.frames if f["type"] == "error"]
