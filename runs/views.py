@@ -103,6 +103,10 @@ def _string(body: dict[str, Any], *names: str, required: bool = True) -> str | N
                 raise ValidationFailed(
                     f"{name} must be a non-empty string.", details={name: ["A non-empty string."]}
                 )
+            if "\x00" in value:  # PostgreSQL stores none: refused here, not a 500 there
+                raise ValidationFailed(
+                    "NUL characters are not allowed.", details={name: ["Contains a NUL character."]}
+                )
             return value
     if required:
         raise ValidationFailed(f"{names[0]} is required.", details={names[0]: ["This field is required."]})
