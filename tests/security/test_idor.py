@@ -284,12 +284,17 @@ async def test_mallory_cannot_rate_alices_message_or_use_her_agent_over_the_sock
 
 @pytest.mark.django_db(transaction=True)  # async views: a real transaction per request
 @pytest.mark.parametrize("run_id", ["../../etc/passwd", "not-a-uuid", 12345, MISSING])
-def test_a_malformed_or_unknown_run_id_is_a_404_like_any_other(world, user, run_id):
+def test_a_malformed_or_unknown_run_id_is_a_coded_error_never_a_500(world, user, run_id):
     """A run id that is not a UUID reached the query and answered 500 (and an ``internal`` error
-    frame on the socket); it is an id that does not exist."""
+    frame on the socket). Malformed, it is a validation error or an id that does not exist;
+    well-formed and unknown, a 404."""
     before = snapshot()
     response = bearer(user).post(
         f"/api/conversations/{world['conversation'].pk}/stop/", {"run_id": run_id}, format="json"
     )
-    assert_not_found(response)
+    if run_id == MISSING:
+        assert_not_found(response)
+    else:
+        assert response.status_code in (400, 404), (response.status_code, response.content[:300])
+        assert response.json()["code"] in ("validation_error", "not_found")
     assert snapshot() == before
