@@ -143,6 +143,10 @@ async def _stall_mid_reply(cluster, stall_seconds: float) -> None:
                 )
             )
 
+            _check_replies(cluster, conversations, watchers, expected)
+            statuses = [[f["status"] for f in frames] for frames in finished]
+            print(f"runs ended {statuses}; reconnects {[w.connects - 1 for w in watchers]}")
+
             # No process crashed or hung: all alive, every web process healthy, and new short
             # replies run until both workers have taken one.
             assert all(cluster.alive(name) for name in cluster.services)
@@ -172,6 +176,12 @@ async def _stall_mid_reply(cluster, stall_seconds: float) -> None:
             redis.signal(signal.SIGCONT)
         await close_all(watchers)
 
+
+def _check_replies(
+    cluster, conversations: list[dict], watchers: list[Watcher], expected: dict[str, int]
+) -> None:
+    """Every run ended with a defined status, its reply is stored, and every client has it whole:
+    each event once, in order."""
     for conversation in conversations:
         runs = runs_of(cluster, conversation["id"])
         assert len(runs) == expected[conversation["id"]], runs
@@ -188,5 +198,3 @@ async def _stall_mid_reply(cluster, stall_seconds: float) -> None:
                 assert watcher.final[message_id]["status"] == status
                 if watcher.resyncs == 0:  # never told to resync: every chunk, once, in order
                     assert watcher.text[message_id] == content, watcher.name
-    statuses = [[f["status"] for f in frames] for frames in finished]
-    print(f"runs ended {statuses}; reconnects {[w.connects - 1 for w in watchers]}")
