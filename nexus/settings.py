@@ -215,6 +215,9 @@ NEXUS_WS_MAX_SOCKETS_PER_USER = env_int("NEXUS_WS_MAX_SOCKETS_PER_USER", 5, mini
 NEXUS_WS_MAX_MESSAGE_BYTES = env_int("NEXUS_WS_MAX_MESSAGE_BYTES", 1_048_576, minimum=1024)
 # A REST request body gets the same bound as a WebSocket frame (413 message_too_large past it).
 DATA_UPLOAD_MAX_MEMORY_SIZE = NEXUS_WS_MAX_MESSAGE_BYTES
+# A client with more than this waiting unread in daphne's send buffer is dropped (it resumes on
+# reconnect): a socket that stops reading cannot make the web process hold every frame it is sent.
+NEXUS_WS_MAX_SEND_BUFFER_BYTES = env_int("NEXUS_WS_MAX_SEND_BUFFER_BYTES", 16 * 1_048_576, minimum=65_536)
 NEXUS_WS_MAX_AGE_SECONDS = env_int("NEXUS_WS_MAX_AGE_SECONDS", 4 * 3600, minimum=1)
 NEXUS_WS_PING_INTERVAL = env_float("NEXUS_WS_PING_INTERVAL", 30.0, minimum=0.1)
 NEXUS_WS_PONG_TIMEOUT = env_float("NEXUS_WS_PONG_TIMEOUT", 30.0, minimum=0.1)

@@ -497,13 +497,20 @@ class ConversationSocket(BaseSocket):
 
         match frame:
             case protocol.Initialize():
-                await self._bind(
-                    conversation_id=frame.conversation_id
-                    or (str(self.conversation.pk) if self.conversation else None),
-                    agent_id=frame.agent_id,
-                    context=frame.context,
-                    last_seq=frame.last_seq,
-                )
+                try:
+                    await self._bind(
+                        conversation_id=frame.conversation_id
+                        or (str(self.conversation.pk) if self.conversation else None),
+                        agent_id=frame.agent_id,
+                        context=frame.context,
+                        last_seq=frame.last_seq,
+                    )
+                except NotFound as exc:
+                    if not frame.conversation_id:
+                        raise  # an unknown agent: the socket may initialize again
+                    # An unknown conversation, or another user's: the session is invalid (4001),
+                    # as on connect, with the same answer for both (no leak of existence).
+                    await self.close_with(exc.code, exc.message, CLOSE_INVALID_SESSION)
                 return
             case protocol.Resume():
                 self._require_bound()

@@ -38,6 +38,8 @@ ERROR_CODES = frozenset(
 
 # A message's content is bounded by the frame size here; its length quota
 # (NEXUS_MAX_CONTENT_CHARS, message_too_large) is the run service's, the same on every path.
+# PostgreSQL stores no NUL character, in text or in jsonb: refused here, not failed on there.
+NUL_MESSAGE = "Must not contain NUL characters (\\u0000)."
 MAX_ID_CHARS = 128
 
 
@@ -138,6 +140,12 @@ class _Fields:
         if limit is not None and len(value) > limit:
             self.errors[names[0]] = f"At most {limit} characters."
             return None
+        if required and not value:
+            self.errors[names[0]] = "This field is required."
+            return None
+        if "\x00" in value:
+            self.errors[names[0]] = NUL_MESSAGE
+            return None
         return value
 
     def seq(self, *names: str, required: bool = False) -> int | None:
@@ -158,11 +166,30 @@ class _Fields:
         if not isinstance(value, dict):
             self.errors[names[0]] = "Expected an object."
             return None
+        if _has_nul(value):
+            self.errors[names[0]] = NUL_MESSAGE
+            return None
         return value
 
     def check(self) -> None:
         if self.errors:
             raise ProtocolError("validation_error", "Invalid frame.", self.errors)
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL character (in a string or a key) anywhere."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _content(fields: _Fields, *names: str) -> str:
@@ -217,6 +244,8 @@ def parse_client_frame(raw: str | bytes | None) -> ClientFrame:
             call_id = fields.string("toolCallId", "tool_call_id", required=True)
             if "result" not in fields.values:
                 fields.errors["result"] = "This field is required."
+            elif _has_nul(fields.values["result"]):
+                fields.errors["result"] = NUL_MESSAGE
             is_error = fields.get("is_error", "isError")
             if is_error is not None and not isinstance(is_error, bool):
                 fields.errors["is_error"] = "Expected a boolean."
@@ -226,7 +255,8 @@ def parse_client_frame(raw: str | bytes | None) -> ClientFrame:
         case "feedback":
             message_id = fields.string("messageId", "message_id", required=True)
             rating = fields.get("rating")
-            if rating is not None and rating not in {"positive", "negative"}:
+            # a tuple, not a set: rating may be any JSON value, a list or an object too
+            if rating is not None and rating not in ("positive", "negative"):
                 fields.errors["rating"] = "positive, negative or null."
             comment = fields.string("comment", limit=4000)
             result = Feedback(message_id=message_id or "", rating=rating, comment=comment or "")
@@ -265,7 +295,26 @@ def frame_with_seq(seq: int, payload: bytes) -> str:
 
 def control_frame(kind: str, data: dict[str, Any] | None = None) -> str:
     """A frame outside the conversation's sequence (connection, ack, error, pong...)."""
-    return orjson.dumps({"type": kind, "timestamp": now_iso(), "data": data or {}}).decode()
+    frame = {"type": kind, "timestamp": now_iso(), "data": data or {}}
+    try:
+        return orjson.dumps(frame).decode()
+    except TypeError:
+        # PostgreSQL's jsonb gives back a number a client wrote as 1e300 (in a context) as its 301
+        # digits, an int past the 64 bits orjson writes: such numbers go out as the floats they were.
+        return orjson.dumps(_wide_ints_as_floats(frame), default=str).decode()
+
+
+def _wide_ints_as_floats(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _wide_ints_as_floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_wide_ints_as_floats(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        try:
+            return float(value)
+        except OverflowError:
+            return str(value)
+    return value
 
 
 def error_frame(code: str, message: str, details: Any = None, retry_after: float | None = None) -> str:

@@ -45,7 +45,7 @@ from conversations.services import (
     conversation_create,
     conversation_idle_expiry,
 )
-from nexus.errors import AgentUnavailable, Conflict, NotFound, ValidationFailed
+from nexus.errors import AgentUnavailable, Conflict, NotFound, ValidationFailed, parse_uuid
 from realtime.eventlog import get_event_log
 from runs.events import EventWriter
 from runs.quotas import active_runs_admit, content_admit, run_rate_admit
@@ -378,10 +378,11 @@ def _prepare_stop(
             conversation=conversation, status__in=ACTIVE_RUN_STATUSES
         )
         if run_id:
-            runs = runs.filter(pk=run_id)
+            # a malformed id is an id that does not exist (it reached the query as a 500 before)
+            runs = runs.filter(pk=parse_uuid(run_id, what="Active run"))
         runs = list(runs.select_related("agent"))
         if run_id and not runs:
-            raise NotFound("No active run with that id.")
+            raise NotFound("Active run not found.")
         queued = [r for r in runs if r.status == RunStatus.QUEUED]
         running = [r for r in runs if r.status == RunStatus.RUNNING]
         if queued:

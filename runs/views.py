@@ -119,6 +119,10 @@ def _string(body: dict[str, Any], *names: str, required: bool = True, limit: int
                     f"{name} is longer than {limit} characters.",
                     details={name: [f"At most {limit} characters."]},
                 )
+            if "\x00" in value:  # PostgreSQL stores none: refused here, not a 500 there
+                raise ValidationFailed(
+                    "NUL characters are not allowed.", details={name: ["Contains a NUL character."]}
+                )
             return value
     if required:
         raise ValidationFailed(f"{names[0]} is required.", details={names[0]: ["This field is required."]})

@@ -1,7 +1,8 @@
 """A scripted provider for engine tests, registered through the registry's own door.
 
 Its behaviour comes from the agent's ``config`` (GenerationOptions.extra):
-``reply`` (text), ``chunks`` (how many pieces), ``delay`` (seconds between pieces),
+``reply`` (text), ``repeat`` (the reply that many times over: long replies without a long config),
+``chunks`` (how many pieces), ``delay`` (seconds between pieces),
 ``fail`` (a ProviderError kind raised after ``fail_after`` pieces), ``cut`` (end without a finish),
 ``tool_calls`` (a list of {name, arguments} to call on the first round).
 """
@@ -62,7 +63,7 @@ class ScriptedProvider:
                 )
             yield Finished(reason="tool_calls", usage=Usage(input_tokens=5, output_tokens=1))
             return
-        reply = script.get("reply", "Hello from the scripted provider.")
+        reply = script.get("reply", "Hello from the scripted provider.") * int(script.get("repeat", 1))
         if already_called and script.get("echo_tool_result"):
             reply = "Tool said: " + next(m.content for m in reversed(messages) if m.role == "tool")
         pieces = split(reply, int(script.get("chunks", 5)))
