@@ -96,7 +96,7 @@ def test_the_test_provider_action_reports_on_the_agents_provider(nexus, operator
     admin.click("button[name=index]")
     messages = admin.locator(".messagelist")
     messages.wait_for()
-    assert "Reachable: openai at" in messages.text_content()
+    assert "Reachable: openai answers" in messages.text_content()  # the operator's OPENAI_BASE_URL
     assert "model fake-model is available" in messages.locator(".success").text_content()
     assert "does not list the model no-such-model" in messages.locator(".warning").text_content()
     screenshot(admin, "15-admin-test-provider")
