@@ -121,3 +121,51 @@ async def test_an_event_logged_over_the_limit_is_cut_to_fit_when_delivered(conne
     assert len(raw.encode()) <= LIMIT
     assert frame["type"] == "tool_result" and frame["data"]["result_truncated"] is True
     assert frame["data"]["toolCallId"] == "t1" and frame["data"]["result"] is None
+
+
+async def test_invoke_answers_the_whole_reply_and_sse_frames_fit_too(user, settings):
+    """The HTTP paths render the same events: ``POST /api/invoke/`` answers with the stored reply
+    whole (its final event carries only what fits), and every SSE ``data:`` line of a run fits."""
+    from tests.realtime.test_quotas import post
+
+    settings.NEXUS_WS_MAX_MESSAGE_BYTES = LIMIT
+    piece = "line\x01 é 🙂 \n"
+    agent = await database_sync_to_async(make_agent)(owner=user, reply=piece, repeat=1500, chunks=3)
+    invoked = await post(user, "/api/invoke/", {"agent_id": str(agent.pk), "message": "say it all"})
+    assert invoked.status_code == 200, invoked.content[:300]
+    body = invoked.json()
+    stored = await database_sync_to_async(_message)(body["message_id"])
+    assert body["response"] == piece * 1500 == stored.content and body["success"] is True
+
+    streamed = await post(user, f"/api/agents/{agent.pk}/run/", {"query": "again"})
+    assert streamed.status_code == 200
+    lines = [line for line in streamed.content.split(b"\n") if line.startswith(b"data: ")]
+    assert max(len(line) - len(b"data: ") for line in lines) <= LIMIT
+    frames = [orjson.loads(line[len(b"data: ") :]) for line in lines]
+    text = "".join(f["data"]["chunk"] for f in frames if f["type"] == "streaming_chunk")
+    assert text == piece * 1500
+    [final] = [f for f in frames if f["type"] == "agent_message"]
+    assert final["data"]["content_truncated"] is True
+
+
+async def test_the_writer_merges_chunks_only_up_to_a_frame_and_splits_a_longer_one():
+    """Chunks queued while an append is in flight (here: while the writer is held) are merged only
+    up to ``chunk_chars``; a delta longer than that becomes several chunks. Nothing is lost."""
+    from realtime.eventlog import MemoryEventLog
+    from realtime.protocol import chunk_chars
+    from runs.events import EventWriter
+
+    log = MemoryEventLog(maxlen=1000, ttl=3600)
+    writer = EventWriter(log, "c1", owner_id=None, floor=0, frame_bytes=LIMIT)
+    writer.hold()
+    deltas = ["ab\x01" * 50] * 40 + ["z" * 5000] + ["é" * 7]
+    for delta in deltas:
+        writer.emit_chunk(message_id="m1", agent_id="a1", chunk=delta)
+    writer.release()
+    await writer.flush()
+    events = (await log.read_after("c1", 0)).events
+    chunks = [orjson.loads(e.payload)["data"]["chunk"] for e in events]
+    assert "".join(chunks) == "".join(deltas)
+    assert max(len(c) for c in chunks) == chunk_chars(LIMIT)
+    assert all(len(e.payload) + 32 <= LIMIT for e in events)
+    assert len(chunks) == -(-len("".join(deltas)) // chunk_chars(LIMIT))  # merged as far as allowed
