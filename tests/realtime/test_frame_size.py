@@ -169,3 +169,26 @@ async def test_the_writer_merges_chunks_only_up_to_a_frame_and_splits_a_longer_o
     assert max(len(c) for c in chunks) == chunk_chars(LIMIT)
     assert all(len(e.payload) + 32 <= LIMIT for e in events)
     assert len(chunks) == -(-len("".join(deltas)) // chunk_chars(LIMIT))  # merged as far as allowed
+
+
+async def test_the_monitor_sends_neural_events_that_fit(connect, user, settings):
+    settings.NEXUS_WS_MAX_MESSAGE_BYTES = LIMIT
+    piece = "line\x01 é 🙂 \n"
+    agent = await database_sync_to_async(make_agent)(reply=piece, repeat=1500, chunks=3)
+    conversation = await database_sync_to_async(make_conversation)(user, agent)
+    monitor = await connect("/ws/events/", user=user)
+    await monitor.until("connection")
+    client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    await client.until("session_state")
+    await client.send({"type": "user_message", "data": {"content": "say it all"}})
+    sizes, text = [], ""
+    while True:
+        raw = await monitor.ws.receive_from(timeout=10)
+        frame = json.loads(raw)
+        sizes.append(len(raw.encode()))
+        if frame.get("kind") == "agent-response":
+            text += frame["data"]["chunk"]
+        if frame.get("kind") == "agent-response-complete":
+            assert frame["data"]["response_truncated"] is True
+            break
+    assert max(sizes) <= LIMIT and text == piece * 1500
