@@ -245,6 +245,9 @@ NEXUS_MAX_ACTIVE_RUNS_PER_USER = env_int("NEXUS_MAX_ACTIVE_RUNS_PER_USER", 5, mi
 NEXUS_RUNS_PER_MINUTE_PER_USER = env_int("NEXUS_RUNS_PER_MINUTE_PER_USER", 30, minimum=1)
 # Characters of one message's content, on every path it enters.
 NEXUS_MAX_CONTENT_CHARS = env_int("NEXUS_MAX_CONTENT_CHARS", 100_000, minimum=1)
+# Characters of one agent reply: past it the provider's stream is closed and the reply ends
+# `incomplete` with finish reason `length` (an `info` frame `reply_too_long` says so).
+NEXUS_MAX_REPLY_CHARS = env_int("NEXUS_MAX_REPLY_CHARS", 1_000_000, minimum=1)
 # Bytes of a conversation's `context` (as compact JSON), on create, initialize and every merge.
 NEXUS_MAX_CONTEXT_BYTES = env_int("NEXUS_MAX_CONTEXT_BYTES", 65_536, minimum=2)
 # The longest deadline an agent's `config.timeouts` may ask for (saving a larger one is refused;

@@ -35,6 +35,8 @@ CLOSE_RATE_LIMITED = 4004
 # Not 1009: daphne's WebSocket library (autobahn) refuses any application close code but 1000 and
 # 3000-4999, so a 1009 from Nexus reaches the client as 1011 (docs/protocol.md, "Oversized frames").
 CLOSE_TOO_LARGE = 4009
+# daphne's autobahn refuses 1011 from an application as it does 1009; realtime/send_buffer.py lets
+# it through under daphne (as daphne itself sends it for a crashed application).
 CLOSE_INTERNAL = 1011
 RATE_STRIKES_BEFORE_CLOSE = 10
 MAX_PENDING_EVENTS = 5000
@@ -136,7 +138,13 @@ class BaseSocket(AsyncWebsocketConsumer):
         self._closing = True
         with contextlib.suppress(Exception):
             await self.send(text_data=protocol.error_frame(code, message, retry_after=retry_after))
-        await self.close(code=close_code)
+        try:
+            await self.close(code=close_code)
+        except Exception:
+            # The server refused the close (a code it cannot send): the connection must end anyway,
+            # or the client waits on a socket that delivers nothing. 4000 is always accepted.
+            logger.exception("close %s refused; closing with %s", close_code, CLOSE_GENERIC)
+            await self.close(code=CLOSE_GENERIC)
 
     async def send_error(
         self, code: str, message: str, details: Any = None, retry_after: float | None = None
@@ -302,7 +310,7 @@ class ConversationSocket(BaseSocket):
             return
         self.conversation = conversation
         state = await session_state(conversation=conversation)
-        await self.send(text_data=protocol.control_frame("session_state", state))
+        await self.send_state(state)
         if (
             last_seq is None
             and self._position is not None
@@ -317,6 +325,10 @@ class ConversationSocket(BaseSocket):
                 claimed=last_seq is not None,
             )
         )
+
+    async def send_state(self, state: dict[str, Any]) -> None:
+        """A ``session_state`` frame within the frame limit (long messages cut, flagged)."""
+        await self.send(text_data=protocol.session_state_frame(state, settings.NEXUS_WS_MAX_MESSAGE_BYTES))
 
     def _ask_position(self, position: _Position) -> None:
         """Hand a position request to the sender task; the latest request wins."""
@@ -463,7 +475,10 @@ class ConversationSocket(BaseSocket):
     async def _forward(self, evt: LoggedEvent) -> None:
         if evt.seq <= self._cursor:  # sent already (the cursor is never below _sent_to)
             return
-        await self.send(text_data=protocol.frame_with_seq(evt.seq, evt.payload))
+        # Events are logged fitted to the frame limit; one logged before that rule is fitted here,
+        # so no resume can meet a frame the server cannot send.
+        payload = protocol.fit_logged(evt.payload, settings.NEXUS_WS_MAX_MESSAGE_BYTES)
+        await self.send(text_data=protocol.frame_with_seq(evt.seq, payload))
         if self._sent_from is None or evt.seq != self._sent_to + 1:
             self._sent_from = evt.seq - 1
         self._cursor = self._sent_to = evt.seq
@@ -479,7 +494,7 @@ class ConversationSocket(BaseSocket):
 
         await self.send(text_data=protocol.control_frame("info", {"code": "resync", "message": message}))
         state = await session_state(conversation=self._delivering)
-        await self.send(text_data=protocol.control_frame("session_state", state))
+        await self.send_state(state)
         self._cursor = max(state["last_seq"], self._sent_to)
 
     async def on_disconnected(self) -> None:

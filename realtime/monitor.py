@@ -9,12 +9,14 @@ from typing import Any
 
 import orjson
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from realtime import protocol
-from realtime.consumers import BaseSocket
+from realtime.consumers import CLOSE_INTERNAL, BaseSocket
 from realtime.eventlog import LoggedEvent, get_event_log
 
 logger = logging.getLogger(__name__)
+NEURAL_MARGIN = 1024  # bytes a neural-event adds to the event it renders (agent name, ids, kind)
 STATS_INTERVAL = 5.0
 
 
@@ -43,12 +45,24 @@ class EventsSocket(BaseSocket):
         self._wakeup.set()
 
     async def _pump(self) -> None:
+        try:
+            await self._deliver()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A failed send must end the socket (the client reconnects), not leave it open and silent.
+            logger.exception("monitor delivery failed")
+            await self.close_with("internal", "Event delivery failed; reconnect.", CLOSE_INTERNAL)
+
+    async def _deliver(self) -> None:
         while not self._closing:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
                 conversation_id, evt = self._queue.popleft()
-                data = orjson.loads(evt.payload)
+                # Fitted to the frame limit, less room for the neural-event envelope (names, ids).
+                fitted = protocol.fit_logged(evt.payload, settings.NEXUS_WS_MAX_MESSAGE_BYTES - NEURAL_MARGIN)
+                data = orjson.loads(fitted)
                 agent_id = data.get("data", {}).get("agent_id")
                 if agent_id and str(agent_id) not in self._context.agent_names:
                     self._context.agent_names.update(

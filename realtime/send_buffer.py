@@ -16,6 +16,13 @@ event, so nothing is lost, it only costs a replay.
 It hooks ``daphne.ws_protocol.WebSocketProtocol.serverSend`` in the daphne process only: nothing
 is imported that daphne has not already imported (under another server, or in tests through the
 ASGI application, there is no Twisted buffer and nothing to do).
+
+It also lets the application close with 1011 (internal error, SPEC section 4): daphne passes an
+application's close to autobahn's ``sendClose``, which raises on any code but 1000 and 3000-4999,
+so ``close(1011)`` raised in the consumer and the connection stayed open, delivering nothing (a
+socket whose sender failed). 1011 now goes out the way daphne sends it itself for an application
+that crashed (``sendCloseFrame``). Other codes keep daphne's path (1009 stays 4009,
+docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ import sys
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+# Close codes the application sends that autobahn's sendClose refuses: sent as a raw close frame.
+DIRECT_CLOSE_CODES = frozenset({1011})
 
 
 def pending_bytes(transport: Any) -> int:
@@ -43,6 +53,7 @@ def install(limit: int) -> bool:
         protocol_class._nexus_send_limit = limit
         return True
     original = protocol_class.serverSend
+    original_close = protocol_class.serverClose
 
     def server_send(self: Any, content: Any, binary: bool = False) -> None:
         if getattr(self, "_nexus_dropped", False):
@@ -62,6 +73,13 @@ def install(limit: int) -> bool:
             return
         original(self, content, binary)
 
+    def server_close(self: Any, code: int | None = None) -> None:
+        if code in DIRECT_CLOSE_CODES and self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=code)  # what daphne's handle_exception does
+            return
+        original_close(self, code)
+
     protocol_class._nexus_send_limit = limit
     protocol_class.serverSend = server_send
+    protocol_class.serverClose = server_close
     return True

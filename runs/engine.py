@@ -580,6 +580,7 @@ class _Execution:
             self.committed.add_done_callback(self._on_committed)
         self.reply: Message | None = None
         self.text: list[str] = []
+        self.text_chars = 0
         self.usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
         self.started = time.monotonic()
         self.first_token_at: float | None = None
@@ -696,6 +697,7 @@ class _Execution:
         if messages is None:
             messages = await db(_history)(self.conversation, self.agent, self.reply.pk)
         agent_id = str(self.agent.pk)
+        max_chars = settings.NEXUS_MAX_REPLY_CHARS
         for _round in range(settings.NEXUS_MAX_TOOL_ROUNDS + 1):
             calls: list[ToolCall] = []
             finished: Finished | None = None
@@ -709,9 +711,14 @@ class _Execution:
                             continue
                         if self.first_token_at is None:
                             self.first_token_at = time.monotonic()
-                        self.text.append(item.text)
-                        self.writer.emit_chunk(message_id=self.message_id, agent_id=agent_id, chunk=item.text)
-                        self._maybe_checkpoint()
+                        text = item.text[: max_chars - self.text_chars]
+                        if text:
+                            self.text.append(text)
+                            self.text_chars += len(text)
+                            self.writer.emit_chunk(message_id=self.message_id, agent_id=agent_id, chunk=text)
+                            self._maybe_checkpoint()
+                        if len(text) < len(item.text):
+                            return self._reply_too_long(max_chars)  # closes the provider's stream
                     elif isinstance(item, ToolCall):
                         calls.append(item)
                     elif isinstance(item, UsageReport):
@@ -775,6 +782,23 @@ class _Execution:
                     )
                 )
         return _Outcome(finish_reason="tool_round_limit")
+
+    def _reply_too_long(self, max_chars: int) -> _Outcome:
+        """The reply reached NEXUS_MAX_REPLY_CHARS: it ends there, ``incomplete``, finish reason
+        ``length`` (as a provider's own token limit), and watchers are told why."""
+        logger.warning("run %s: the reply reached %d characters; cut there", self.run_id, max_chars)
+        self.writer.emit(
+            "info",
+            {
+                "code": "reply_too_long",
+                "message": f"The reply reached the limit of {max_chars} characters and was cut there.",
+                "run_id": self.run_id,
+                "limit": max_chars,
+            },
+        )
+        return _Outcome(
+            status=RunStatus.INCOMPLETE, message_status=MessageStatus.INCOMPLETE, finish_reason="length"
+        )
 
     async def _run_tool(self, call: ToolCall, execution: str | None) -> dict[str, Any]:
         if not await self._start_committed():

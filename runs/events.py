@@ -4,6 +4,10 @@ A run emits many small events (one per token). ``EventWriter`` sends an event at
 append is in flight, and coalesces whatever arrives while one is (consecutive chunks of the same
 message become one chunk), so an idle path adds no delay and a busy one makes few round trips.
 A failed append (Redis restarting) is retried with the same events, in order: nothing is dropped.
+
+No event it logs makes a frame larger than ``frame_bytes`` (NEXUS_WS_MAX_MESSAGE_BYTES): a chunk
+is never merged past ``chunk_chars`` characters and a longer delta is split, and any other event
+too large has its largest fields cut to fit (``realtime.protocol.encode_event_fitted``).
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import asyncio
 import logging
 from typing import Any
 
+from django.conf import settings
+
 from realtime.eventlog import EventLog, EventLogUnavailable
-from realtime.protocol import encode_event, event
+from realtime.protocol import chunk_chars, encode_event_fitted, event
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +27,18 @@ logger = logging.getLogger(__name__)
 class EventWriter:
     """Ordered, coalescing appender for one conversation's events."""
 
-    def __init__(self, log: EventLog, conversation_id: str, *, owner_id: int | None, floor: int) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        conversation_id: str,
+        *,
+        owner_id: int | None,
+        floor: int,
+        frame_bytes: int | None = None,
+    ) -> None:
         self.log = log
+        self.frame_bytes = frame_bytes or settings.NEXUS_WS_MAX_MESSAGE_BYTES
+        self.chunk_chars = chunk_chars(self.frame_bytes)
         self.conversation_id = conversation_id
         self.owner_id = owner_id
         self.last_seq = floor
@@ -67,17 +83,26 @@ class EventWriter:
         return future
 
     def emit_chunk(self, *, message_id: str, agent_id: str, chunk: str) -> None:
-        """Queue a text chunk, merged into a still-pending chunk of the same message if any."""
+        """Queue a text chunk, merged into a still-pending chunk of the same message while the
+        merged text stays within ``chunk_chars``; a longer chunk goes out in several."""
         if self._pending:
             last = self._pending[-1]
             data = last["data"]
             if last["type"] == "streaming_chunk" and data["messageId"] == message_id and not data["isDone"]:
-                data["chunk"] += chunk
-                return
-        self.emit(
-            "streaming_chunk",
-            {"messageId": message_id, "agent_id": agent_id, "chunk": chunk, "isDone": False},
-        )
+                room = self.chunk_chars - len(data["chunk"])
+                if room > 0:
+                    data["chunk"] += chunk[:room]
+                    chunk = chunk[room:]
+        for start in range(0, len(chunk), self.chunk_chars):
+            self.emit(
+                "streaming_chunk",
+                {
+                    "messageId": message_id,
+                    "agent_id": agent_id,
+                    "chunk": chunk[start : start + self.chunk_chars],
+                    "isDone": False,
+                },
+            )
 
     async def flush(self) -> int:
         """Wait until everything emitted so far is in the log; the last seq written."""
@@ -102,7 +127,7 @@ class EventWriter:
         while self._pending:
             batch, self._pending = self._pending, []
             tracked, self._tracked = self._tracked, []
-            payloads = [encode_event(evt) for evt in batch]
+            payloads = [encode_event_fitted(evt, self.frame_bytes) for evt in batch]
             while True:
                 try:
                     first = await self.log.append(

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from channels.db import database_sync_to_async as sync_to_async
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -202,11 +203,13 @@ class _Follower:
 
 
 def _sse(evt: LoggedEvent) -> bytes:
+    # The same frame as the WebSocket's, within the same limit (docs/protocol.md, "Frame size").
+    payload = protocol.fit_logged(evt.payload, settings.NEXUS_WS_MAX_MESSAGE_BYTES)
     return (
         b"id: "
         + str(evt.seq).encode()
         + b"\ndata: "
-        + protocol.frame_with_seq(evt.seq, evt.payload).encode()
+        + protocol.frame_with_seq(evt.seq, payload).encode()
         + b"\n\n"
     )
 
@@ -360,6 +363,12 @@ async def conversation_events(request: HttpRequest, conversation_id: str) -> Htt
     return _sse_response(guard.wrap(_stream(str(conversation.pk), after, until_run=None)))
 
 
+def _stored_content(user: Any, message_id: str) -> str:
+    from conversations.selectors import message_get_for_user
+
+    return message_get_for_user(user=user, message_id=message_id).content
+
+
 @require_http_methods(["POST"])
 @api_view
 async def invoke(request: HttpRequest) -> HttpResponse:
@@ -407,10 +416,14 @@ async def invoke(request: HttpRequest) -> HttpResponse:
         except TimeoutError:
             return _error(504, "The reply took too long; it continues and is stored.", "timeout")
     status = (finished or {}).get("status")
+    response = (final or {}).get("content", "")
+    if final and final.get("content_truncated"):
+        # The event carries what fits in a frame; this answer is HTTP: the stored reply, whole.
+        response = await sync_to_async(_stored_content)(request.nexus_user, final["messageId"])
     return JsonResponse(
         {
             "success": status == "completed",
-            "response": (final or {}).get("content", ""),
+            "response": response,
             "conversation_id": conversation_id,
             "message_id": (final or {}).get("messageId") or (finished or {}).get("message_id"),
             "run_id": result.run_id,

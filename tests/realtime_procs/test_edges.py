@@ -55,3 +55,37 @@ async def test_a_path_nexus_does_not_serve_is_refused_with_not_found_and_4000(cl
         assert [f["type"] for f in sock.frames] == ["error"], sock.frames
         assert sock.frames[0]["data"]["code"] == "not_found"
         assert path in sock.frames[0]["data"]["message"]
+
+
+async def test_a_frame_the_server_cannot_send_ends_the_socket_with_1011(cluster):
+    """A send that fails (here: a web process whose daphne accepts smaller frames than Nexus's
+    limit, so a 20 kB chunk is refused by autobahn) ends the connection with ``internal`` and 1011,
+    which the client answers by reconnecting and resuming. Before, autobahn refused the
+    application's close(1011) too, and the socket stayed open delivering nothing."""
+    from tests.procs import PYTHON, Process, free_port, wait_for_http
+
+    port = free_port()
+    small = "8192"  # after nexus.serve's own flags: these win
+    web = Process(
+        [
+            *(PYTHON, "-m", "nexus.serve", "-b", "127.0.0.1", "-p", str(port)),
+            *("--websocket-max-message-size", small, "--websocket-max-frame-size", small),
+        ],
+        env=cluster.env,
+        log_path=cluster.tmp / f"daphne-small-{port}.log",
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", process=web)
+        user, token = await cluster.user()
+        _, conversation = await cluster.scripted_conversation(user, reply="x" * 20_000, chunks=1)
+        sock = await Socket.open(f"ws://127.0.0.1:{port}/ws/conversations/{conversation}/", token)
+        try:
+            await sock.until("session_state")
+            await sock.send({"type": "user_message", "data": {"content": "a long one"}})
+            assert await sock.close_code(timeout=30) == 1011
+            errors = [f for f in sock.frames if f["type"] == "error"]
+            assert [e["data"]["code"] for e in errors] == ["internal"], sock.frames[-3:]
+        finally:
+            await sock.close()
+    finally:
+        web.stop()
