@@ -210,11 +210,19 @@ async def test_a_binary_frame_is_refused_with_an_error(connect, user, conversati
 
 async def test_seed_aliases_text_and_query_start_runs(connect, user, conversation):
     client = await connect(f"/ws/{conversation.pk}", user=user)
-    await client.send({"type": "text", "content": "Hello AI!", "timestamp": "2024-01-01T00:00:00Z"})
-    await client.until("run_finished")
-    await client.send({"type": "query", "data": {"query": "And again"}})
-    await client.until("ack")
-    await client.until("run_finished")
+    for frame, content in (
+        ({"type": "text", "content": "Hello AI!", "timestamp": "2024-01-01T00:00:00Z"}, "Hello AI!"),
+        ({"type": "query", "data": {"query": "And again"}}, "And again"),
+    ):
+        await client.send(frame)
+        await client.until("ack")
+        reply = await client.until("agent_message")
+        finished = await client.until("run_finished")
+        assert finished["data"]["status"] == "completed"
+        assert reply["data"]["content"] == "The answer is four."
+        # The alias carried the user's words to the provider as the last user message.
+        assert [m.content for m in scripted.SEEN[-1] if m.role == "user"][-1] == content
+    assert len(scripted.SEEN) == 2
     await client.close()
 
 
