@@ -117,7 +117,7 @@ def _database_thread_connections_closed():
 
 # The suite's fake provider servers listen on the loopback interface, which the egress policy
 # refuses by default: every test may reach them, as a deployment would list its own internal
-# hosts. Tests of the policy itself set NEXUS_EGRESS_ALLOW back (tests/api/test_egress.py).
+# hosts. Tests of the policy itself set NEXUS_EGRESS_ALLOW back (tests/core/test_egress.py).
 LOOPBACK_EGRESS = ["127.0.0.1", "::1"]
 
 

@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 
 from tests.realtime import scripted
 from tests.realtime.conftest import make_agent, make_conversation
+from tests.waiting import engine_quiet
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -163,7 +164,7 @@ async def test_the_same_client_message_id_twice_gives_one_message_and_one_run(co
     assert first["data"]["message_id"] == second["data"]["message_id"]
     assert second["data"]["duplicate"] is True
     await client.until("run_finished")
-    await asyncio.sleep(0.2)
+    await engine_quiet()  # a second run, had the duplicate started one, would be in flight or done
     count = await database_sync_to_async(
         lambda: (Message.objects.filter(role="user").count(), Run.objects.count())
     )()
@@ -269,7 +270,7 @@ async def test_a_send_that_fails_after_its_run_was_launched_leaves_nothing(conne
         await client.send({"type": "user_message", "data": {"content": "Doomed"}})
         error = await client.until("error")
         assert error["data"]["code"] == "internal"
-        await asyncio.sleep(0.5)  # what an abandoned run would have sent by now
+        await engine_quiet()  # an abandoned run, had it gone on, would have logged its events by now
         assert [f["type"] for f in client.frames if f["type"] in ("run_started", "streaming_chunk")] == []
         assert len(scripted.CLOSED) == len(scripted.SEEN)  # a provider stream it opened was closed
         assert get_run_manager().tasks == {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 
+from tests.factories import make_agent, make_conversation
 from tests.realtime import scripted
-from tests.realtime.conftest import make_agent, make_conversation
 from tests.waiting import engine_quiet, eventually
 
 pytestmark = [
@@ -160,7 +160,7 @@ async def _post_as(user, path, body):
     ``async_to_sync`` calls back on this event loop (which owns inline runs)."""
     from rest_framework.test import APIClient
 
-    from tests.realtime.conftest import token_for
+    from tests.factories import token_for
 
     def post():
         client = APIClient()
