@@ -37,14 +37,15 @@ _real = {
 
 
 def _loopback_literal(host: str) -> bool | None:
-    """True/False for an IP literal on/off loopback; None when ``host`` is a name."""
+    """True/False for an IP literal on/off this machine (loopback, or the unspecified address,
+    which a connection takes for this machine); None when ``host`` is a name."""
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return address.is_loopback
+    return address.is_loopback or address.is_unspecified
 
 
 def _name_allowed(host: str) -> bool:

@@ -18,7 +18,7 @@ def listener():
 
 def test_loopback_connections_and_localhost_lookups_pass(listener):
     port = listener.getsockname()[1]
-    for host in ("127.0.0.1", "localhost"):
+    for host in ("127.0.0.1", "localhost", "0.0.0.0"):
         with socket.create_connection((host, port), timeout=5):
             pass
     assert socket.getaddrinfo("localhost", port)
