@@ -57,10 +57,11 @@ run: $(VENV)/.installed-run
 	@echo ""
 	$(BIN)/python -m nexus.serve -b $(HOST) -p $(PORT) $(DAPHNE_FLAGS)
 
+# --durations: the run ends with its 25 slowest tests (setup, call and teardown each), to keep them seen.
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

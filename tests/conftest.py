@@ -13,9 +13,31 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests import netguard
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REDIS_URL = os.environ.get("NEXUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("NEXUS_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def pytest_configure(config):
+    """The network guard (tests/netguard.py) is on for the whole run, session fixtures included."""
+    netguard.install()
+
+
+def pytest_unconfigure(config):
+    netguard.uninstall()
+
+
+@pytest.fixture(autouse=True)
+def _no_network_past_loopback():
+    """Fail the test that reached past loopback, even when the code under test swallowed the
+    guard's exception (a retry loop, a broad ``except``)."""
+    netguard.take_violations()  # a leftover of a fixture between tests is not this test's
+    yield
+    violations = netguard.take_violations()
+    if violations:
+        pytest.fail("\n".join(violations), pytrace=False)
 
 
 def _answers(url: str, default_port: int) -> bool:
@@ -95,10 +117,23 @@ def _database_thread_connections_closed():
 
 # The suite's fake provider servers listen on the loopback interface, which the egress policy
 # refuses by default: every test may reach them, as a deployment would list its own internal
-# hosts. Tests of the policy itself set NEXUS_EGRESS_ALLOW back (tests/api/test_egress.py).
+# hosts. Tests of the policy itself set NEXUS_EGRESS_ALLOW back (tests/core/test_egress.py).
 LOOPBACK_EGRESS = ["127.0.0.1", "::1"]
 
 
 @pytest.fixture(autouse=True)
 def _loopback_egress_allowed(settings):
     settings.NEXUS_EGRESS_ALLOW = LOOPBACK_EGRESS
+
+
+# A closed loopback port: nothing listens on the discard port, so a connection is refused at once.
+CLOSED_LOOPBACK_URL = "http://127.0.0.1:9"
+
+
+@pytest.fixture(autouse=True)
+def _cloud_providers_on_loopback(settings):
+    """The cloud providers' default hosts (api.openai.com, generativelanguage.googleapis.com) are
+    never asked: a provider status check (/health, /api/providers/) or a run on a default URL goes
+    to a closed loopback port instead. Tests of the defaults set these back (to "")."""
+    settings.OPENAI_BASE_URL = f"{CLOSED_LOOPBACK_URL}/v1"
+    settings.GEMINI_BASE_URL = CLOSED_LOOPBACK_URL

@@ -36,7 +36,10 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# A test run leaves the checkout clean: screenshots go to var/ (ignored by git) unless
+# NEXUS_UPDATE_SCREENSHOTS=1 asks to refresh the published ones in docs/screenshots/.
+UPDATE_SCREENSHOTS = os.environ.get("NEXUS_UPDATE_SCREENSHOTS", "") == "1"
+SCREENSHOTS = ROOT / "docs" / "screenshots" if UPDATE_SCREENSHOTS else ROOT / "var" / "screenshots"
 PASSWORDS = {"alice": "alice-browser-password-1", "operator": "operator-browser-password-1"}
 MODEL = "fake-model"
 

@@ -90,14 +90,13 @@ async def test_it_waits_for_retry_after_then_succeeds(remote: Remote) -> None:
 async def test_a_retry_after_above_the_cap_fails_fast(remote: Remote) -> None:
     remote = remote.with_policy(retry_after_cap=5.0)
     remote.server.script(Reply(status=429, retry_after="30", error_message="slow down"))
-    watch = Stopwatch()
+    # Failing fast: no wait for the 30 s, nor for the 5 s cap (a deadline well under either).
+    _, error = await asyncio.wait_for(collect_error(remote.stream()), 4)
 
-    _, error = await collect_error(remote.stream())
-
-    assert watch.elapsed < 1.0
     assert error.kind == "rate_limited"
     assert error.retry_after == 30.0
     assert error.status == 429
+    assert len(remote.server.requests) == 1  # no retry after a wait
     assert len(remote.server.requests) == 1
 
 
@@ -145,7 +144,7 @@ async def test_a_stall_is_caught_by_the_between_chunk_timeout(remote: Remote) ->
 
     assert error.kind == "timeout"
     assert "stalled" in error.message
-    assert 0.3 <= watch.elapsed < 2.0
+    assert watch.elapsed >= 0.3  # not before the between-chunk timeout (a stall never ends by itself)
     assert texts(events)  # part of the reply had arrived: no retry after that
     assert len(remote.server.requests) == 1
     assert await remote.server.wait_for_async(lambda reqs: reqs[0].client_closed, timeout=1.0)
@@ -173,8 +172,8 @@ async def test_the_total_timeout_bounds_a_slow_stream(remote: Remote) -> None:
 
     assert error.kind == "timeout"
     assert "total" in error.message
-    assert 0.6 <= watch.elapsed < 1.5
-    assert 3 <= len(events) < 100
+    assert watch.elapsed >= 0.6  # not before the total timeout
+    assert 3 <= len(events) < 100  # cut well before the 5 s the whole reply takes
 
 
 async def test_a_stream_cut_without_a_finish_is_incomplete(remote: Remote) -> None:
@@ -245,15 +244,13 @@ async def test_closing_the_stream_closes_the_upstream_connection(remote: Remote)
 
     first = await anext(stream)
     assert isinstance(first, TextDelta)
-    watch = Stopwatch()
-    await stream.aclose()
+    # The rest of the reply takes 4 s: a close that read it out would miss this deadline.
+    await asyncio.wait_for(stream.aclose(), 2)
     await asyncio.sleep(0)  # one loop pass: asyncio closes a socket on the pass after transport.close()
 
-    assert watch.elapsed < 0.5
     # Blocking wait: a close left to garbage collection (a task scheduled later) could not happen now.
     assert remote.server.wait_for(lambda reqs: reqs[0].client_closed, timeout=1.0)
     request = remote.server.requests[0]
-    assert request.client_closed_at - watch.started < 1.0
     assert request.finished_at is None
     assert request.frames_sent < 50
 

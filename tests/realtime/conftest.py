@@ -12,6 +12,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from tests.factories import make_agent, make_conversation, token_for  # noqa: F401 (their old home)
 from tests.realtime import scripted
 
 
@@ -47,31 +48,6 @@ def application():
     from nexus.asgi import application
 
     return application
-
-
-def make_agent(*, owner=None, name="Scripted", **config: Any):
-    from agents.models import Agent
-
-    return Agent.objects.create(
-        owner=owner, name=name, provider="scripted", model="scripted-1", config=config
-    )
-
-
-def make_conversation(owner, *agents, session_type="human_agent", settings=None):
-    from conversations.services import conversation_create
-
-    return conversation_create(
-        owner=owner,
-        participants=[(agent, "primary" if i == 0 else "secondary") for i, agent in enumerate(agents)],
-        session_type=session_type,
-        settings=settings,
-    )
-
-
-def token_for(user) -> str:
-    from nexus.auth import tokens_issue
-
-    return tokens_issue(user)["access_token"]
 
 
 class Client:

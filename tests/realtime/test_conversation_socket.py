@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 
 from tests.realtime import scripted
 from tests.realtime.conftest import make_agent, make_conversation
+from tests.waiting import engine_quiet
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -163,7 +164,7 @@ async def test_the_same_client_message_id_twice_gives_one_message_and_one_run(co
     assert first["data"]["message_id"] == second["data"]["message_id"]
     assert second["data"]["duplicate"] is True
     await client.until("run_finished")
-    await asyncio.sleep(0.2)
+    await engine_quiet()  # a second run, had the duplicate started one, would be in flight or done
     count = await database_sync_to_async(
         lambda: (Message.objects.filter(role="user").count(), Run.objects.count())
     )()
@@ -210,11 +211,19 @@ async def test_a_binary_frame_is_refused_with_an_error(connect, user, conversati
 
 async def test_seed_aliases_text_and_query_start_runs(connect, user, conversation):
     client = await connect(f"/ws/{conversation.pk}", user=user)
-    await client.send({"type": "text", "content": "Hello AI!", "timestamp": "2024-01-01T00:00:00Z"})
-    await client.until("run_finished")
-    await client.send({"type": "query", "data": {"query": "And again"}})
-    await client.until("ack")
-    await client.until("run_finished")
+    for frame, content in (
+        ({"type": "text", "content": "Hello AI!", "timestamp": "2024-01-01T00:00:00Z"}, "Hello AI!"),
+        ({"type": "query", "data": {"query": "And again"}}, "And again"),
+    ):
+        await client.send(frame)
+        await client.until("ack")
+        reply = await client.until("agent_message")
+        finished = await client.until("run_finished")
+        assert finished["data"]["status"] == "completed"
+        assert reply["data"]["content"] == "The answer is four."
+        # The alias carried the user's words to the provider as the last user message.
+        assert [m.content for m in scripted.SEEN[-1] if m.role == "user"][-1] == content
+    assert len(scripted.SEEN) == 2
     await client.close()
 
 
@@ -261,7 +270,7 @@ async def test_a_send_that_fails_after_its_run_was_launched_leaves_nothing(conne
         await client.send({"type": "user_message", "data": {"content": "Doomed"}})
         error = await client.until("error")
         assert error["data"]["code"] == "internal"
-        await asyncio.sleep(0.5)  # what an abandoned run would have sent by now
+        await engine_quiet()  # an abandoned run, had it gone on, would have logged its events by now
         assert [f["type"] for f in client.frames if f["type"] in ("run_started", "streaming_chunk")] == []
         assert len(scripted.CLOSED) == len(scripted.SEEN)  # a provider stream it opened was closed
         assert get_run_manager().tasks == {}

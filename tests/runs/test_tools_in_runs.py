@@ -8,8 +8,8 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
+from tests.factories import make_conversation
 from tests.realtime import scripted
-from tests.realtime.conftest import make_conversation
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

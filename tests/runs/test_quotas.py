@@ -15,7 +15,7 @@ import pytest
 from channels.db import database_sync_to_async as db
 from django.db import connection
 
-from tests.realtime.conftest import make_agent, make_conversation, token_for
+from tests.factories import make_agent, make_conversation, token_for
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -1,1 +1,0 @@
-from tests.realtime.conftest import _engine_cleanup, application, connect, scripted_provider  # noqa: F401
