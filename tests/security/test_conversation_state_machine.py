@@ -395,14 +395,6 @@ def settings_fixture(settings):
     return settings
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: DELETE /api/conversations/{id}/ does not stop the conversation's runs: a reply in "
-    "flight keeps asking its provider to the end (tokens paid for nothing), its watchers never get "
-    "agent_message nor run_finished, and a run deleted before its reply row was stored fails to store "
-    "it (FOREIGN KEY) and logs 'its reply could not be stored' with a traceback (runs/engine.py "
-    "_store_reply, _finish)",
-)
 @pytest.mark.timeout(60)
 async def test_deleting_a_conversation_while_it_replies_ends_the_reply_quietly(connect, user, caplog):
     from asgiref.sync import sync_to_async
@@ -433,3 +425,11 @@ async def test_deleting_a_conversation_while_it_replies_ends_the_reply_quietly(c
     assert not pending, "the deleted conversation's run never ended (its task still waits)"
     assert scripted.CLOSED, "the deleted conversation's reply kept streaming from its provider"
     assert not errors(), [f"{r.name}: {r.getMessage()}" for r in errors()]
+    # Its watcher is told: the run ended (stopped), the conversation was deleted, and the socket
+    # closes 4001 after an error not_found, as for an unknown conversation.
+    finished = await client.until("run_finished")
+    assert finished["data"]["status"] == "stopped", finished
+    deleted = await client.until("system")
+    assert deleted["data"]["code"] == "conversation_deleted", deleted
+    assert await client.closed() == 4001
+    assert client.frames[-1]["type"] == "error" and client.frames[-1]["data"]["code"] == "not_found"
