@@ -287,12 +287,14 @@ class ConversationMachine(RuleBasedStateMachine):
         STEPS["settled runs"] += len(chat.runs)
         STEPS["stopped runs"] += sum(run_finished(chat.watcher, r)["status"] == "stopped" for r in chat.runs)
 
-    @rule(chat=chats)
-    def delete(self, chat: Chat) -> None:
+    @rule(chat=chats, settle_first=st.booleans())
+    def delete(self, chat: Chat, settle_first: bool) -> None:
         STEPS["delete"] += 1
-        # Settled first: deleting a conversation while it replies is its own test (below), marked
-        # as the known bug it is; here every other rule runs before and after a deletion.
-        self.settle(chat)
+        # Settled first, or not: replies may still be streaming (or queued) when it goes.
+        if settle_first or chat.deleted:
+            self.settle(chat)
+        else:
+            STEPS["delete while replying"] += 1
 
         async def go() -> int:
             response = await AsyncClient().delete(
@@ -303,6 +305,16 @@ class ConversationMachine(RuleBasedStateMachine):
         status = self.h.run(go())
         assert status == (404 if chat.deleted else 204), status
         chat.deleted = True
+        if status != 204 or chat.ws is None or chat.close_code is not None:
+            return
+        # Its client is told: every run it was acked ended (its own run_finished, or the deletion's
+        # stopped one), then conversation_deleted, and the socket closes 4001.
+        code = self.h.run(chat.watcher.wait_for(lambda w: chat.close_code, what="4001", fail_on_close=False))
+        assert code == 4001, code
+        kinds = [(f.get("type"), (f.get("data") or {}).get("code")) for f in chat.watcher.frames[-2:]]
+        assert kinds == [("system", "conversation_deleted"), ("error", "not_found")], kinds
+        for run_id in chat.runs:
+            assert run_finished(chat.watcher, run_id) is not None, f"run {run_id} never ended for its client"
 
     # -- invariants ----------------------------------------------------------------------------------
 
