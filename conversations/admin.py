@@ -42,7 +42,7 @@ def _delete_with_runs(conversation_ids: list[Any]) -> None:
 
     for conversation_id in conversation_ids:
         try:
-            async_to_sync(conversation_delete_with_runs)(user=None, conversation_id=conversation_id)
+            conversation_delete_with_runs(user=None, conversation_id=conversation_id)
         except NexusError:  # deleted meanwhile
             pass
 

@@ -122,7 +122,7 @@ class ConversationDetailView(APIView):
         responses={204: OpenApiResponse(description="Deleted.")},
     )
     def delete(self, request: Request, conversation_id: Any) -> Response:
-        async_to_sync(conversation_delete_with_runs)(user=request.user, conversation_id=conversation_id)
+        conversation_delete_with_runs(user=request.user, conversation_id=conversation_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -477,8 +477,9 @@ def _delete_conversation(*, user: Any, conversation_id: Any) -> tuple[Conversati
     return conversation, active
 
 
-async def conversation_delete_with_runs(*, user: Any, conversation_id: Any) -> list[str]:
-    """Delete a conversation and stop its replies in flight (the REST ``DELETE`` and the admin).
+def conversation_delete_with_runs(*, user: Any, conversation_id: Any) -> list[str]:
+    """Delete a conversation and stop its replies in flight (the REST ``DELETE`` and the admin;
+    sync callers: the database work runs in the caller's thread and transaction).
 
     The rows go first, in one transaction; then each running run's owner is told to stop (this
     process at once, another through its control channel; an owner that misses the message finds
@@ -486,7 +487,12 @@ async def conversation_delete_with_runs(*, user: Any, conversation_id: Any) -> l
     on for a reply nobody can read. Watchers get ``run_finished`` ``{status: "stopped"}`` for each
     run that was active, then ``system`` ``{code: "conversation_deleted"}``, after which their
     socket closes 4001 (docs/protocol.md). Returns the ids of the runs stopped."""
-    conversation, active = await db(_delete_conversation)(user=user, conversation_id=conversation_id)
+    conversation, active = _delete_conversation(user=user, conversation_id=conversation_id)
+    async_to_sync(_announce_deleted)(conversation, active)
+    return [str(r.pk) for r in active]
+
+
+async def _announce_deleted(conversation: Conversation, active: list[Run]) -> None:
     for run in active:
         if run.status == RunStatus.RUNNING:
             await _signal_stop(run)
@@ -513,7 +519,6 @@ async def conversation_delete_with_runs(*, user: Any, conversation_id: Any) -> l
         },
     )
     await writer.flush()
-    return [str(r.pk) for r in active]
 
 
 # --- client tools ----------------------------------------------------------------------------------

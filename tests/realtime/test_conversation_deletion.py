@@ -129,3 +129,5 @@ async def test_an_agent_deleted_while_it_replies_stops_the_reply_quietly(connect
     finished = await client.until("run_finished")
     assert finished["data"]["status"] == "stopped", finished
     assert _errors(caplog) == []
+    # The conversation stays, with the person's message; the run went with its agent.
+    assert await database_sync_to_async(_left)(conversation.pk) == (0, 1)
