@@ -668,7 +668,7 @@ class _Execution:
         except ProviderError as exc:
             outcome = self._provider_failure(exc)
         except Exception:
-            if (await db(_vanished)(self.run_id, self.conversation.pk))[0]:
+            if (await self._vanished())[0]:
                 # Deleted under it (a row it wrote had nothing to refer to): a stop, not a failure.
                 outcome = _Outcome(
                     status=RunStatus.STOPPED, message_status=MessageStatus.STOPPED, finish_reason="stopped"
@@ -918,13 +918,21 @@ class _Execution:
         last_seq = await self.writer.flush()
         await db(_checkpoint_seq)(self.conversation.pk, last_seq)
 
+    async def _vanished(self) -> tuple[bool, bool]:
+        """(the run's row is gone, its conversation's too); (False, False) if the database cannot
+        tell (the failure at hand is then reported as it is)."""
+        try:
+            return await db(_vanished)(self.run_id, self.conversation.pk)
+        except Exception:
+            return False, False
+
     async def _end_deleted(self, content: str) -> bool:
         """The run's row was deleted while it replied: a quiet stop (no error, no traceback). When
         its conversation was deleted, whoever deleted it told the watchers
         (``runs.services.conversation_delete_with_runs``); when only the run or its agent was, the
         reply stays, stopped, and the watchers get ``run_finished`` ``stopped``. False if the
         run's row is still there."""
-        run_gone, conversation_gone = await db(_vanished)(self.run_id, self.conversation.pk)
+        run_gone, conversation_gone = await self._vanished()
         if not run_gone:
             return False
         logger.info("run %s: deleted while it replied; stopped", self.run_id)
