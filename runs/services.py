@@ -488,7 +488,9 @@ def conversation_delete_with_runs(*, user: Any, conversation_id: Any) -> list[st
     run that was active, then ``system`` ``{code: "conversation_deleted"}``, after which their
     socket closes 4001 (docs/protocol.md). Returns the ids of the runs stopped."""
     conversation, active = _delete_conversation(user=user, conversation_id=conversation_id)
-    async_to_sync(_announce_deleted)(conversation, active)
+    # Once the deletion is committed (at once, unless the caller holds a transaction: the admin's
+    # delete view does): a rolled-back deletion stops nothing and tells nobody.
+    transaction.on_commit(lambda: async_to_sync(_announce_deleted)(conversation, active))
     return [str(r.pk) for r in active]
 
 
