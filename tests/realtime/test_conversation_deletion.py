@@ -131,3 +131,26 @@ async def test_an_agent_deleted_while_it_replies_stops_the_reply_quietly(connect
     assert _errors(caplog) == []
     # The conversation stays, with the person's message; the run went with its agent.
     assert await database_sync_to_async(_left)(conversation.pk) == (0, 1)
+
+
+async def test_a_run_deleted_in_the_admin_while_it_replies_keeps_its_reply_as_stopped(
+    connect, user, staff_user, caplog
+):
+    """Only the run's row goes (the admin's delete view of a run): the run notices within a second,
+    stops, keeps the partial reply as ``stopped`` and tells the watchers; the conversation stays."""
+    from conversations.models import Message, Run
+
+    caplog.set_level(logging.INFO)
+    _, conversation, client = await _replying(connect, user, LONG, "streaming_chunk")
+    run = await database_sync_to_async(Run.objects.get)(conversation_id=conversation.pk)
+    admin = AsyncClient()
+    await admin.aforce_login(staff_user)
+    response = await admin.post(reverse("admin:conversations_run_delete", args=[run.pk]), {"post": "yes"})
+    assert response.status_code == 302, response.content[:500]
+    await _runs_end()
+    assert scripted.CLOSED, "the provider was still asked for the deleted run's reply"
+    finished = await client.until("run_finished", run_id=str(run.pk))
+    assert finished["data"]["status"] == "stopped", finished
+    reply = await database_sync_to_async(Message.objects.get)(pk=finished["data"]["message_id"])
+    assert reply.status == "stopped" and reply.content and len(reply.content) < len(LONG["reply"])
+    assert _errors(caplog) == []
