@@ -37,6 +37,16 @@ def _stop_runs(request: HttpRequest, runs: list[Run]) -> tuple[int, list[str]]:
     return stopped, problems
 
 
+def _delete_with_runs(conversation_ids: list[Any]) -> None:
+    from runs.services import conversation_delete_with_runs
+
+    for conversation_id in conversation_ids:
+        try:
+            conversation_delete_with_runs(user=None, conversation_id=conversation_id)
+        except NexusError:  # deleted meanwhile
+            pass
+
+
 async def _presence() -> dict[str, Any]:
     """This process's sockets and the cluster-wide counts, read on the event loop that owns them."""
     from realtime.presence import presence, presence_snapshot
@@ -150,6 +160,15 @@ class ConversationAdmin(admin.ModelAdmin):
     @admin.display(description="messages", ordering="_messages")
     def message_count(self, obj: Conversation) -> int:
         return obj._messages
+
+    # Deleting from the admin (its delete view, its "delete selected" action) stops the replies in
+    # flight and tells the watchers, like the REST DELETE: the rows' cascade alone would leave the
+    # runs asking their providers, and the sockets waiting.
+    def delete_model(self, request, obj: Conversation) -> None:
+        _delete_with_runs([obj.pk])
+
+    def delete_queryset(self, request, queryset) -> None:
+        _delete_with_runs(list(queryset.values_list("pk", flat=True)))
 
     @admin.action(description="Stop the replies in flight of selected conversations")
     def stop_runs(self, request, queryset):

@@ -31,7 +31,7 @@ from nexus.errors import NexusError
 from nexus.pagination import PageNumberPagination
 from nexus.throttles import ConversationCreateThrottle, ConversationReadThrottle
 from runs.quotas import run_rate_admit
-from runs.services import session_open
+from runs.services import conversation_delete_with_runs, session_open
 
 TAGS = ["conversations"]
 
@@ -114,11 +114,15 @@ class ConversationDetailView(APIView):
     @extend_schema(
         tags=TAGS,
         summary="Delete a conversation and its messages",
+        description=(
+            "Its messages and runs go with it. A reply in flight is stopped (its provider is no longer "
+            "asked); the conversation's sockets get `run_finished` `{status: stopped}` for each run "
+            "that was active, then `system` `{code: conversation_deleted}`, and close 4001."
+        ),
         responses={204: OpenApiResponse(description="Deleted.")},
     )
     def delete(self, request: Request, conversation_id: Any) -> Response:
-        conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
-        services.conversation_delete(conversation=conversation)
+        conversation_delete_with_runs(user=request.user, conversation_id=conversation_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

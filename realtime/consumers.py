@@ -484,6 +484,10 @@ class ConversationSocket(BaseSocket):
         self._cursor = self._sent_to = evt.seq
         if b'"session_expired"' in evt.payload:
             await self.close_with("forbidden", "The conversation expired after inactivity.", CLOSE_EXPIRED)
+        elif b'"conversation_deleted"' in evt.payload:
+            # Deleted (runs.services.conversation_delete_with_runs): the session is gone, as for an
+            # unknown conversation on connect.
+            await self.close_with("not_found", "This conversation was deleted.", CLOSE_INVALID_SESSION)
 
     async def _resync(
         self, message: str = "Some events are no longer available; here is the stored state."

@@ -82,6 +82,9 @@ class RunManager:
     def __init__(self) -> None:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.stopping: set[str] = set()
+        # Runs launched before the transaction that stores their row commits (the inline fast
+        # path): a row not there yet is not a deleted one.
+        self.uncommitted: set[str] = set()
         # Client tools waiting for their answer, by (run id, the provider's call id): call ids are
         # the provider's and may repeat across runs, users and conversations.
         self.tool_waiters: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
@@ -133,6 +136,9 @@ class RunManager:
     def launch_claimed(self, claimed: Claimed) -> None:
         """Start executing a run this process already claimed (``runs.services._prepare_send``)."""
         run_id = str(claimed.run.pk)
+        if claimed.committed is not None and not claimed.committed.done():
+            self.uncommitted.add(run_id)
+            claimed.committed.add_done_callback(lambda _f, rid=run_id: self.uncommitted.discard(rid))
         task = process_task(_execute(self, claimed), name=f"run-{run_id}")
         self.tasks[run_id] = task
         task.add_done_callback(lambda _t, rid=run_id: self._forget(rid))
@@ -140,6 +146,7 @@ class RunManager:
     def _forget(self, run_id: str) -> None:
         self.tasks.pop(run_id, None)
         self.stopping.discard(run_id)
+        self.uncommitted.discard(run_id)
 
     def stop_local(self, run_id: str) -> bool:
         task = self.tasks.get(str(run_id))
@@ -189,7 +196,7 @@ class RunManager:
         last_beat = 0.0
         while True:
             await asyncio.sleep(min(1.0, interval))
-            ids = list(self.tasks)
+            ids = [run_id for run_id in self.tasks if run_id not in self.uncommitted]
             if not ids:
                 continue
             try:
@@ -197,8 +204,9 @@ class RunManager:
                 if now - last_beat >= interval:
                     last_beat = now
                     await db(_heartbeat)(ids)
-                # Fallback for a lost stop message: the flag is in the database too.
-                for run_id in await db(_cancel_requested)(ids):
+                # Fallback for a lost stop message: the flag is in the database too; and a run
+                # whose row is gone (its conversation, agent or itself deleted) stops as well.
+                for run_id in await db(_stop_requested)(ids):
                     self.stop_local(run_id)
             except Exception:
                 logger.exception("heartbeat failed")
@@ -287,11 +295,25 @@ def _heartbeat(run_ids: list[str]) -> None:
     Run.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING).update(heartbeat_at=timezone.now())
 
 
-def _cancel_requested(run_ids: list[str]) -> list[str]:
-    return [
-        str(pk)
-        for pk in Run.objects.filter(pk__in=run_ids, cancel_requested=True).values_list("pk", flat=True)
-    ]
+def _stop_requested(run_ids: list[str]) -> list[str]:
+    """Of these runs, those told to stop (the flag) and those whose row was deleted."""
+    flags = dict(Run.objects.filter(pk__in=run_ids).values_list("pk", "cancel_requested"))
+    present = {str(pk): flag for pk, flag in flags.items()}
+    return [run_id for run_id in run_ids if present.get(str(run_id), True)]
+
+
+def _vanished(run_id: Any, conversation_id: Any) -> tuple[bool, bool]:
+    """(the run's row is gone, its conversation's too): deleted while the run replied."""
+    if Run.objects.filter(pk=run_id).exists():
+        return False, False
+    return True, not Conversation.objects.filter(pk=conversation_id).exists()
+
+
+def _stop_orphan_reply(message_id: Any, content: str) -> None:
+    """A reply whose run was deleted under it (its conversation stays): keep it as stopped."""
+    Message.objects.filter(pk=message_id, status=MessageStatus.STREAMING).update(
+        content=content, status=MessageStatus.STOPPED, updated_at=timezone.now()
+    )
 
 
 def _next_queued_run_id(conversation_id: Any) -> str | None:
@@ -647,6 +669,13 @@ class _Execution:
         except ProviderError as exc:
             outcome = self._provider_failure(exc)
         except Exception:
+            if (await self._vanished())[0]:
+                # Deleted under it (a row it wrote had nothing to refer to): a stop, not a failure.
+                outcome = _Outcome(
+                    status=RunStatus.STOPPED, message_status=MessageStatus.STOPPED, finish_reason="stopped"
+                )
+                await asyncio.shield(self._finalise(outcome))
+                return
             logger.exception("run %s failed", self.run_id)
             outcome = _Outcome(
                 status=RunStatus.FAILED,
@@ -875,6 +904,8 @@ class _Execution:
             try:
                 await self._storing_reply
             except Exception:
+                if await self._end_deleted(content):
+                    return
                 logger.exception("run %s: its reply could not be stored", self.run_id)
                 return  # still running in the database: the sweeper declares it incomplete
         if self.reply is None:
@@ -883,7 +914,9 @@ class _Execution:
             self.run_id, self.reply.pk, content=content, outcome=outcome, usage=self.usage, metadata=metadata
         )
         if not finished:
-            return  # the sweeper already declared it incomplete and told everyone
+            # The sweeper already declared it incomplete and told everyone, or it was deleted.
+            await self._end_deleted(content)
+            return
         agent_id = str(self.agent.pk)
         self.writer.emit(
             "streaming_chunk",
@@ -908,6 +941,41 @@ class _Execution:
         )
         last_seq = await self.writer.flush()
         await db(_checkpoint_seq)(self.conversation.pk, last_seq)
+
+    async def _vanished(self) -> tuple[bool, bool]:
+        """(the run's row is gone, its conversation's too); (False, False) if the database cannot
+        tell (the failure at hand is then reported as it is)."""
+        try:
+            return await db(_vanished)(self.run_id, self.conversation.pk)
+        except Exception:
+            return False, False
+
+    async def _end_deleted(self, content: str) -> bool:
+        """The run's row was deleted while it replied: a quiet stop (no error, no traceback). When
+        its conversation was deleted, whoever deleted it told the watchers
+        (``runs.services.conversation_delete_with_runs``); when only the run or its agent was, the
+        reply stays, stopped, and the watchers get ``run_finished`` ``stopped``. False if the
+        run's row is still there."""
+        run_gone, conversation_gone = await self._vanished()
+        if not run_gone:
+            return False
+        logger.info("run %s: deleted while it replied; stopped", self.run_id)
+        if conversation_gone:
+            return True
+        if self.reply is not None:
+            await db(_stop_orphan_reply)(self.reply.pk, content)
+        self.writer.emit(
+            "run_finished",
+            {
+                "run_id": self.run_id,
+                "status": RunStatus.STOPPED,
+                "usage": self.usage,
+                "agent_id": str(self.agent.pk),
+                "message_id": self.message_id,
+            },
+        )
+        await self.writer.flush()
+        return True
 
 
 def _checkpoint_seq(conversation_id: Any, last_seq: int) -> None:

@@ -448,6 +448,81 @@ async def run_stop(*, user: Any, conversation_id: Any, run_id: str | None = None
     return [str(r.pk) for r in [*running, *queued]]
 
 
+# --- deleting a conversation ---------------------------------------------------------------------
+
+
+def _delete_conversation(*, user: Any, conversation_id: Any) -> tuple[Conversation, list[Run]]:
+    """Delete the conversation (which ``user`` may access; None: anyone, the admin) with its
+    messages and runs, in one transaction; the runs that were still active, to stop and announce.
+
+    A run that finishes first is not among them (its own frames went out); one that finishes after
+    finds its row gone and ends quietly, without frames (``runs.engine``): each run ends once."""
+    with transaction.atomic():
+        if user is None:
+            conversation = Conversation.objects.filter(
+                pk=parse_uuid(conversation_id, what="Conversation")
+            ).first()
+            if conversation is None:
+                raise NotFound("Conversation not found.")
+        else:
+            conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+        active = list(
+            Run.objects.select_for_update()
+            .filter(conversation=conversation, status__in=ACTIVE_RUN_STATUSES)
+            .order_by("created_at")
+        )
+        pk = conversation.pk
+        conversation.delete()
+        conversation.pk = pk  # the caller announces the deletion under its id
+    return conversation, active
+
+
+def conversation_delete_with_runs(*, user: Any, conversation_id: Any) -> list[str]:
+    """Delete a conversation and stop its replies in flight (the REST ``DELETE`` and the admin;
+    sync callers: the database work runs in the caller's thread and transaction).
+
+    The rows go first, in one transaction; then each running run's owner is told to stop (this
+    process at once, another through its control channel; an owner that misses the message finds
+    the run's row gone within a second, ``RunManager._heartbeat_loop``), so no provider is asked
+    on for a reply nobody can read. Watchers get ``run_finished`` ``{status: "stopped"}`` for each
+    run that was active, then ``system`` ``{code: "conversation_deleted"}``, after which their
+    socket closes 4001 (docs/protocol.md). Returns the ids of the runs stopped."""
+    conversation, active = _delete_conversation(user=user, conversation_id=conversation_id)
+    # Once the deletion is committed (at once, unless the caller holds a transaction: the admin's
+    # delete view does): a rolled-back deletion stops nothing and tells nobody.
+    transaction.on_commit(lambda: async_to_sync(_announce_deleted)(conversation, active))
+    return [str(r.pk) for r in active]
+
+
+async def _announce_deleted(conversation: Conversation, active: list[Run]) -> None:
+    for run in active:
+        if run.status == RunStatus.RUNNING:
+            await _signal_stop(run)
+    writer = EventWriter(
+        get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
+    )
+    for run in active:
+        writer.emit(
+            "run_finished",
+            {
+                "run_id": str(run.pk),
+                "status": RunStatus.STOPPED,
+                "usage": {},
+                "agent_id": str(run.agent_id),
+                "message_id": str(run.reply_message_id or ""),
+            },
+        )
+    writer.emit(
+        "system",
+        {
+            "code": "conversation_deleted",
+            "message": "The conversation was deleted.",
+            "status": "deleted",
+        },
+    )
+    await writer.flush()
+
+
 # --- client tools ----------------------------------------------------------------------------------
 
 

@@ -223,6 +223,8 @@ async def _stream(conversation_id: str, after_seq: int, *, until_run: str | None
                     yield b": keep-alive\n\n"
                     continue
                 yield _sse(evt)
+                if b'"conversation_deleted"' in evt.payload:
+                    return  # the conversation is gone: nothing more will come
                 if until_run is not None and b'"run_finished"' in evt.payload:
                     data = orjson.loads(evt.payload)["data"]
                     if data.get("run_id") == until_run:

@@ -287,12 +287,14 @@ class ConversationMachine(RuleBasedStateMachine):
         STEPS["settled runs"] += len(chat.runs)
         STEPS["stopped runs"] += sum(run_finished(chat.watcher, r)["status"] == "stopped" for r in chat.runs)
 
-    @rule(chat=chats)
-    def delete(self, chat: Chat) -> None:
+    @rule(chat=chats, settle_first=st.booleans())
+    def delete(self, chat: Chat, settle_first: bool) -> None:
         STEPS["delete"] += 1
-        # Settled first: deleting a conversation while it replies is its own test (below), marked
-        # as the known bug it is; here every other rule runs before and after a deletion.
-        self.settle(chat)
+        # Settled first, or not: replies may still be streaming (or queued) when it goes.
+        if settle_first or chat.deleted:
+            self.settle(chat)
+        else:
+            STEPS["delete while replying"] += 1
 
         async def go() -> int:
             response = await AsyncClient().delete(
@@ -303,6 +305,16 @@ class ConversationMachine(RuleBasedStateMachine):
         status = self.h.run(go())
         assert status == (404 if chat.deleted else 204), status
         chat.deleted = True
+        if status != 204 or chat.ws is None or chat.close_code is not None:
+            return
+        # Its client is told: every run it was acked ended (its own run_finished, or the deletion's
+        # stopped one), then conversation_deleted, and the socket closes 4001.
+        code = self.h.run(chat.watcher.wait_for(lambda w: chat.close_code, what="4001", fail_on_close=False))
+        assert code == 4001, code
+        kinds = [(f.get("type"), (f.get("data") or {}).get("code")) for f in chat.watcher.frames[-2:]]
+        assert kinds == [("system", "conversation_deleted"), ("error", "not_found")], kinds
+        for run_id in chat.runs:
+            assert run_finished(chat.watcher, run_id) is not None, f"run {run_id} never ended for its client"
 
     # -- invariants ----------------------------------------------------------------------------------
 
@@ -395,14 +407,6 @@ def settings_fixture(settings):
     return settings
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: DELETE /api/conversations/{id}/ does not stop the conversation's runs: a reply in "
-    "flight keeps asking its provider to the end (tokens paid for nothing), its watchers never get "
-    "agent_message nor run_finished, and a run deleted before its reply row was stored fails to store "
-    "it (FOREIGN KEY) and logs 'its reply could not be stored' with a traceback (runs/engine.py "
-    "_store_reply, _finish)",
-)
 @pytest.mark.timeout(60)
 async def test_deleting_a_conversation_while_it_replies_ends_the_reply_quietly(connect, user, caplog):
     from asgiref.sync import sync_to_async
@@ -433,3 +437,11 @@ async def test_deleting_a_conversation_while_it_replies_ends_the_reply_quietly(c
     assert not pending, "the deleted conversation's run never ended (its task still waits)"
     assert scripted.CLOSED, "the deleted conversation's reply kept streaming from its provider"
     assert not errors(), [f"{r.name}: {r.getMessage()}" for r in errors()]
+    # Its watcher is told: the run ended (stopped), the conversation was deleted, and the socket
+    # closes 4001 after an error not_found, as for an unknown conversation.
+    finished = await client.until("run_finished")
+    assert finished["data"]["status"] == "stopped", finished
+    deleted = await client.until("system")
+    assert deleted["data"]["code"] == "conversation_deleted", deleted
+    assert await client.closed() == 4001
+    assert client.frames[-1]["type"] == "error" and client.frames[-1]["data"]["code"] == "not_found"
