@@ -126,7 +126,7 @@ async def test_an_event_logged_over_the_limit_is_cut_to_fit_when_delivered(conne
 async def test_invoke_answers_the_whole_reply_and_sse_frames_fit_too(user, settings):
     """The HTTP paths render the same events: ``POST /api/invoke/`` answers with the stored reply
     whole (its final event carries only what fits), and every SSE ``data:`` line of a run fits."""
-    from tests.realtime.test_quotas import post
+    from tests.runs.test_quotas import post
 
     settings.NEXUS_WS_MAX_MESSAGE_BYTES = LIMIT
     piece = "line\x01 é 🙂 \n"
