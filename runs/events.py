@@ -4,12 +4,16 @@ A run emits many small events (one per token). ``EventWriter`` sends an event at
 append is in flight, and coalesces whatever arrives while one is (consecutive chunks of the same
 message become one chunk), so an idle path adds no delay and a busy one makes few round trips.
 A failed append (Redis restarting) is retried with the same events, in order: nothing is dropped.
+Each batch carries a batch id (the writer's id and the batch's number, reused on a retry), so a
+retry of an append that did reach the log (Redis ran it, but the reply timed out) is not appended
+twice: the log returns the seqs the first append got.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
 from realtime.eventlog import EventLog, EventLogUnavailable
@@ -26,6 +30,8 @@ class EventWriter:
         self.conversation_id = conversation_id
         self.owner_id = owner_id
         self.last_seq = floor
+        self._id = secrets.token_hex(8)  # with a batch's number, the batch id that makes a retry idempotent
+        self._batches = 0
         self._pending: list[dict[str, Any]] = []
         self._tracked: list[tuple[int, asyncio.Future[int]]] = []  # (index in _pending, its seq)
         self._in_flight: list[asyncio.Future[int]] = []  # resolved when the append under way ends
@@ -103,10 +109,16 @@ class EventWriter:
             batch, self._pending = self._pending, []
             tracked, self._tracked = self._tracked, []
             payloads = [encode_event(evt) for evt in batch]
+            self._batches += 1
+            batch_id = (self._id, self._batches)  # the same on every retry of this batch
             while True:
                 try:
                     first = await self.log.append(
-                        self.conversation_id, payloads, floor=self.last_seq, owner_id=self.owner_id
+                        self.conversation_id,
+                        payloads,
+                        floor=self.last_seq,
+                        owner_id=self.owner_id,
+                        batch_id=batch_id,
                     )
                     break
                 except EventLogUnavailable:
