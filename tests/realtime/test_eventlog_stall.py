@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from realtime.eventlog import RedisEventLog
 from runs.events import EventWriter
+from tests.conftest import IN_CI
 from tests.procs import Process, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
@@ -25,6 +26,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
 async def private_redis(tmp_path):
     binary = shutil.which("redis-server")
     if binary is None:
+        if IN_CI:
+            pytest.fail("redis-server is not installed; it is mandatory in CI")
         pytest.skip("redis-server is not installed")
     port = free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
