@@ -4,9 +4,6 @@ A run emits many small events (one per token). ``EventWriter`` sends an event at
 append is in flight, and coalesces whatever arrives while one is (consecutive chunks of the same
 message become one chunk), so an idle path adds no delay and a busy one makes few round trips.
 A failed append (Redis restarting) is retried with the same events, in order: nothing is dropped.
-Each batch carries a batch id (the writer's id and the batch's number, reused on a retry), so a
-retry of an append that did reach the log (Redis ran it, but the reply timed out) is not appended
-twice: the log returns the seqs the first append got.
 """
 
 from __future__ import annotations
@@ -23,7 +20,12 @@ logger = logging.getLogger(__name__)
 
 
 class EventWriter:
-    """Ordered, coalescing appender for one conversation's events."""
+    """Ordered, coalescing appender for one conversation's events.
+
+    Each batch carries a batch id (the writer's id and the batch's number, reused on a retry), so
+    a retry of an append that did reach the log (Redis ran it, but the reply timed out) is not
+    appended twice: the log returns the seqs the first append got.
+    """
 
     def __init__(self, log: EventLog, conversation_id: str, *, owner_id: int | None, floor: int) -> None:
         self.log = log
@@ -106,11 +108,11 @@ class EventWriter:
     async def _flush_loop(self) -> None:
         delay = 0.05
         while self._pending:
+            self._batches += 1
+            batch_id = (self._id, self._batches)  # the same on every retry of this batch
             batch, self._pending = self._pending, []
             tracked, self._tracked = self._tracked, []
             payloads = [encode_event(evt) for evt in batch]
-            self._batches += 1
-            batch_id = (self._id, self._batches)  # the same on every retry of this batch
             while True:
                 try:
                     first = await self.log.append(
