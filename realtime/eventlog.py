@@ -15,6 +15,13 @@ Each conversation's log holds at most ``maxlen`` events and ``max_bytes`` of eve
 ones being appended (one event larger than the cap is kept whole), so live readers miss nothing; a
 reader resuming from before the dropped events is told the log no longer covers it
 (``Replay.covered`` False: the socket answers ``info {code: "resync"}`` and the stored state).
+
+Appends are idempotent: a writer tags each batch with a ``BatchId`` (its own id and the batch's
+number, made once per batch and reused on a retry). The log remembers each writer's last batch and
+the seq it began at; a batch it has already appended (a retry after the client timed out on an
+append Redis still ran) appends nothing and returns the first append's seq, so an event is never
+logged twice. The record is per writer (one field, overwritten by its next batch), with the stream's
+TTL, and bounded: the log remembers at least the last ``BATCH_WRITERS`` writers of a conversation.
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 RESTART_GAP = 1_000_000
 READ_PAGE = 1000
+BATCH_WRITERS = 64  # writers whose last batch a conversation's log remembers, at least
+
+BatchId = tuple[str, int]
+"""A batch's id: (the writer's id, the batch's number). A writer's numbers strictly increase."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +73,10 @@ class EventLogUnavailable(Exception):
     """The log's backend cannot be reached."""
 
 
+class StaleBatch(ValueError):
+    """A batch older than one its writer has already appended (a writer never sends one)."""
+
+
 class EventLog:
     """Interface shared by both logs. Listeners are plain callables run on the event loop."""
 
@@ -74,9 +89,19 @@ class EventLog:
         self.appended = 0  # events appended by this process, for stats
 
     async def append(
-        self, conversation_id: str, payloads: Sequence[bytes], *, floor: int = 0, owner_id: int | None = None
+        self,
+        conversation_id: str,
+        payloads: Sequence[bytes],
+        *,
+        floor: int = 0,
+        owner_id: int | None = None,
+        batch_id: BatchId | None = None,
     ) -> int:
-        """Append events; returns the seq of the first. ``floor``: the highest seq the caller knows."""
+        """Append events; returns the seq of the first. ``floor``: the highest seq the caller knows.
+
+        With ``batch_id``, appending a batch the log already holds (a retry) appends nothing and
+        returns the seq of its first event; one older than its writer's last raises ``StaleBatch``.
+        """
         raise NotImplementedError
 
     async def read_after(self, conversation_id: str, after_seq: int, *, limit: int = READ_PAGE) -> Replay:
@@ -138,9 +163,10 @@ class EventLog:
 
 
 class _MemoryStream:
-    __slots__ = ("bytes", "counter", "events", "touched")
+    __slots__ = ("batches", "bytes", "counter", "events", "touched")
 
     def __init__(self) -> None:
+        self.batches: dict[str, tuple[int, int]] = {}  # writer -> (its last batch, that batch's first seq)
         self.counter = 0
         self.bytes = 0  # payload bytes held in ``events``
         self.events: deque[LoggedEvent] = deque()
@@ -178,10 +204,25 @@ class MemoryEventLog(EventLog):
             del self._streams[key]
 
     async def append(
-        self, conversation_id: str, payloads: Sequence[bytes], *, floor: int = 0, owner_id: int | None = None
+        self,
+        conversation_id: str,
+        payloads: Sequence[bytes],
+        *,
+        floor: int = 0,
+        owner_id: int | None = None,
+        batch_id: BatchId | None = None,
     ) -> int:
         self._expire()
         stream = self._stream(conversation_id)
+        if batch_id is not None:
+            writer, number = batch_id
+            seen = stream.batches.pop(writer, None)
+            if seen is not None:
+                stream.batches[writer] = seen  # most recently used last
+                if number == seen[0]:
+                    return seen[1]
+                if number < seen[0]:
+                    raise StaleBatch(f"batch {number} of writer {writer} follows batch {seen[0]}")
         if stream.counter < floor:
             stream.counter = floor + (
                 RESTART_GAP if not stream.events and stream.counter == 0 and floor else 0
@@ -199,6 +240,10 @@ class MemoryEventLog(EventLog):
             self.max_bytes is not None and stream.bytes > self.max_bytes and len(stream.events) > len(batch)
         ):
             stream.bytes -= len(stream.events.popleft().payload)
+        if batch_id is not None:
+            stream.batches[batch_id[0]] = (batch_id[1], first)
+            if len(stream.batches) > 2 * BATCH_WRITERS:
+                del stream.batches[next(iter(stream.batches))]
         self.appended += len(batch)
         if batch:
             self._dispatch(conversation_id, owner_id, batch)
@@ -231,10 +276,26 @@ class MemoryEventLog(EventLog):
 # --- Redis Streams -------------------------------------------------------------------------------
 
 _APPEND_SCRIPT = """
--- KEYS: stream, counter, firehose, bytes. ARGV: floor, maxlen, ttl, firehose maxlen, restart gap,
--- "<conversation>|<owner>", max bytes (0: no cap), payload...
+-- KEYS: stream, counter, firehose, bytes, batches, older batches. ARGV: floor, maxlen, ttl,
+-- firehose maxlen, restart gap, "<conversation>|<owner>", max bytes (0: no cap), writer ('': no
+-- batch id), batch number, batch writers kept, payload...
 -- Each entry carries `b`: the conversation's payload bytes up to and including it (a running
 -- total, kept in KEYS[4]), so the bytes the stream holds are known without reading it.
+-- Idempotence: KEYS[5] maps a writer to "<its last batch number>:<that batch's first seq>"; a batch
+-- already appended appends nothing and returns its first seq negated (0 for one older than the last).
+-- When KEYS[5] holds ARGV[10] writers it becomes KEYS[6] (two generations: bounded, and the
+-- last ARGV[10] writers are always remembered).
+local writer = ARGV[8]
+local number = tonumber(ARGV[9])
+if writer ~= '' then
+  local seen = redis.call('HGET', KEYS[5], writer) or redis.call('HGET', KEYS[6], writer)
+  if seen then
+    local last, start = string.match(seen, '^(%d+):(%d+)$')
+    last = tonumber(last)
+    if number == last then return -tonumber(start) end
+    if number < last then return 0 end
+  end
+end
 local counter = redis.call('GET', KEYS[2])
 local floor = tonumber(ARGV[1])
 local cur
@@ -261,7 +322,7 @@ if total < 0 then
     end
   end
 end
-for i = 8, #ARGV do
+for i = 11, #ARGV do
   cur = cur + 1
   total = total + string.len(ARGV[i])
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], cur .. '-0', 'e', ARGV[i], 'b', total)
@@ -289,6 +350,11 @@ end
 redis.call('SET', KEYS[2], cur, 'EX', ARGV[3])
 redis.call('SET', KEYS[4], total, 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+if writer ~= '' then
+  if redis.call('HLEN', KEYS[5]) >= tonumber(ARGV[10]) then redis.call('RENAME', KEYS[5], KEYS[6]) end
+  redis.call('HSET', KEYS[5], writer, number .. ':' .. first)
+  redis.call('EXPIRE', KEYS[5], ARGV[3])
+end
 return first
 """
 
@@ -307,6 +373,7 @@ class RedisEventLog(EventLog):
         ttl: int,
         firehose_maxlen: int = 10_000,
         max_bytes: int | None = None,
+        socket_timeout: float = 5.0,
     ) -> None:
         super().__init__()
         self.url = url
@@ -315,7 +382,7 @@ class RedisEventLog(EventLog):
         self.ttl = ttl
         self.max_bytes = max_bytes
         self.firehose_maxlen = firehose_maxlen
-        self._redis = redis_client(url, socket_timeout=5, socket_connect_timeout=5)
+        self._redis = redis_client(url, socket_timeout=socket_timeout, socket_connect_timeout=5)
         self._append = self._redis.register_script(_APPEND_SCRIPT)
         self._wake_key = f"{prefix}:wake:{uuid.uuid4().hex}"
         self._firehose_key = f"{prefix}:firehose"
@@ -333,8 +400,17 @@ class RedisEventLog(EventLog):
     def _bytes_key(self, conversation_id: str) -> str:
         return f"{self.prefix}:bytes:{conversation_id}"
 
+    def _batches_keys(self, conversation_id: str) -> list[str]:
+        return [f"{self.prefix}:batches:{conversation_id}", f"{self.prefix}:batches-old:{conversation_id}"]
+
     async def append(
-        self, conversation_id: str, payloads: Sequence[bytes], *, floor: int = 0, owner_id: int | None = None
+        self,
+        conversation_id: str,
+        payloads: Sequence[bytes],
+        *,
+        floor: int = 0,
+        owner_id: int | None = None,
+        batch_id: BatchId | None = None,
     ) -> int:
         if not payloads:
             return await self.last_seq(conversation_id) + 1
@@ -345,6 +421,7 @@ class RedisEventLog(EventLog):
                     self._counter_key(conversation_id),
                     self._firehose_key,
                     self._bytes_key(conversation_id),
+                    *self._batches_keys(conversation_id),
                 ],
                 args=[
                     floor,
@@ -354,13 +431,21 @@ class RedisEventLog(EventLog):
                     RESTART_GAP,
                     f"{conversation_id}|{owner_id or ''}",
                     self.max_bytes or 0,
+                    batch_id[0] if batch_id else "",
+                    batch_id[1] if batch_id else 0,
+                    BATCH_WRITERS,
                     *payloads,
                 ],
             )
         except Exception as exc:
             raise EventLogUnavailable(str(exc)) from exc
+        first = int(first)
+        if first <= 0:  # a batch already appended: nothing was appended again
+            if first == 0:
+                raise StaleBatch(f"batch {batch_id} follows a later batch of its writer")
+            return -first
         self.appended += len(payloads)
-        return int(first)
+        return first
 
     async def read_after(self, conversation_id: str, after_seq: int, *, limit: int = READ_PAGE) -> Replay:
         key = self._stream_key(conversation_id)

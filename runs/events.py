@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
 from django.conf import settings
@@ -25,7 +26,12 @@ logger = logging.getLogger(__name__)
 
 
 class EventWriter:
-    """Ordered, coalescing appender for one conversation's events."""
+    """Ordered, coalescing appender for one conversation's events.
+
+    Each batch carries a batch id (the writer's id and the batch's number, reused on a retry), so
+    a retry of an append that did reach the log (Redis ran it, but the reply timed out) is not
+    appended twice: the log returns the seqs the first append got.
+    """
 
     def __init__(
         self,
@@ -42,6 +48,8 @@ class EventWriter:
         self.conversation_id = conversation_id
         self.owner_id = owner_id
         self.last_seq = floor
+        self._id = secrets.token_hex(8)  # with a batch's number, the batch id that makes a retry idempotent
+        self._batches = 0
         self._pending: list[dict[str, Any]] = []
         self._tracked: list[tuple[int, asyncio.Future[int]]] = []  # (index in _pending, its seq)
         self._in_flight: list[asyncio.Future[int]] = []  # resolved when the append under way ends
@@ -125,13 +133,19 @@ class EventWriter:
     async def _flush_loop(self) -> None:
         delay = 0.05
         while self._pending:
+            self._batches += 1
+            batch_id = (self._id, self._batches)  # the same on every retry of this batch
             batch, self._pending = self._pending, []
             tracked, self._tracked = self._tracked, []
             payloads = [encode_event_fitted(evt, self.frame_bytes) for evt in batch]
             while True:
                 try:
                     first = await self.log.append(
-                        self.conversation_id, payloads, floor=self.last_seq, owner_id=self.owner_id
+                        self.conversation_id,
+                        payloads,
+                        floor=self.last_seq,
+                        owner_id=self.owner_id,
+                        batch_id=batch_id,
                     )
                     break
                 except EventLogUnavailable:

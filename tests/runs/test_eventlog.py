@@ -6,7 +6,13 @@ import asyncio
 
 import pytest
 
-from realtime.eventlog import RESTART_GAP, MemoryEventLog, RedisEventLog
+from realtime.eventlog import (
+    BATCH_WRITERS,
+    RESTART_GAP,
+    MemoryEventLog,
+    RedisEventLog,
+    StaleBatch,
+)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -54,6 +60,42 @@ async def test_a_lost_counter_restarts_far_above_what_the_writer_knew(log):
     first = await log.append("fresh", [payload(1)], floor=42)
     assert first == 42 + RESTART_GAP + 1
     assert not (await log.read_after("fresh", 42)).covered  # readers resync
+
+
+async def test_a_batch_appended_again_is_logged_once_with_the_first_appends_seqs(log):
+    """A writer retrying an append that did reach the log (its reply was lost) gets the seqs of the
+    first append, even after another writer appended in between; nothing is logged twice."""
+    assert await log.append("c1", [payload(1), payload(2)], batch_id=("w", 1)) == 1
+    assert await log.append("c1", [payload(9)], batch_id=("v", 1)) == 3  # another writer
+    assert await log.append("c1", [payload(1), payload(2)], batch_id=("w", 1)) == 1  # the retry
+    assert await log.append("c1", [payload(3)], floor=2, batch_id=("w", 2)) == 4
+    assert await log.append("c1", [payload(3)], floor=2, batch_id=("w", 2)) == 4
+    with pytest.raises(StaleBatch):  # older than the writer's last: never appended again
+        await log.append("c1", [payload(1), payload(2)], batch_id=("w", 1))
+    assert await log.append("c2", [payload(1)], batch_id=("w", 1)) == 1  # per conversation
+    replay = await log.read_after("c1", 0)
+    assert [(e.seq, e.payload) for e in replay.events] == [
+        (1, payload(1)),
+        (2, payload(2)),
+        (3, payload(9)),
+        (4, payload(3)),
+    ]
+    assert await log.last_seq("c1") == 4
+
+
+async def test_the_log_remembers_its_last_writers_batches_and_a_bounded_number(log):
+    await log.append("c1", [payload(0)], batch_id=("first", 1))
+    for n in range(BATCH_WRITERS):
+        await log.append("c1", [payload(n)], batch_id=(f"other-{n}", 1))
+    assert await log.append("c1", [payload(0)], batch_id=("first", 1)) == 1
+    for n in range(3 * BATCH_WRITERS):
+        await log.append("c1", [payload(n)], batch_id=(f"later-{n}", 1))
+    if isinstance(log, RedisEventLog):
+        held = sum([await log._redis.hlen(key) for key in log._batches_keys("c1")])
+    else:
+        held = len(log._streams["c1"].batches)
+    assert BATCH_WRITERS <= held <= 2 * BATCH_WRITERS
+    assert await log.last_seq("c1") == 1 + 4 * BATCH_WRITERS
 
 
 async def test_live_delivery_reaches_watchers_in_order(log):
