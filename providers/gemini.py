@@ -44,7 +44,7 @@ from providers.resilience import (
     RetryPolicy,
     StreamWatch,
     httpx_timeout,
-    kind_for_status,
+    in_stream_error,
     parse_retry_after,
     resilient_stream,
     retry_policy,
@@ -218,15 +218,7 @@ class _ChunkReader:
         if "error" in chunk:
             error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": chunk["error"]}
             code = error.get("code") if isinstance(error.get("code"), int) else None
-            detail = safe_message(error.get("message") or "error in stream")
-            kind = kind_for_status(code) if code else "unavailable"
-            raise ProviderError(
-                kind,  # type: ignore[arg-type]
-                f"{NAME}: {detail}",
-                status=code,
-                provider=NAME,
-                public_message=f"{NAME}: the provider reported an error during the reply",
-            )
+            raise in_stream_error(error.get("message"), provider=NAME, status=code)
         metadata = chunk.get("usageMetadata")
         if metadata:
             output = (metadata.get("candidatesTokenCount") or 0) + (metadata.get("thoughtsTokenCount") or 0)

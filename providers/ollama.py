@@ -35,6 +35,7 @@ from providers.resilience import (
     RetryPolicy,
     StreamWatch,
     httpx_timeout,
+    in_stream_error,
     parse_retry_after,
     resilient_stream,
     retry_policy,
@@ -96,13 +97,7 @@ class _LineReader:
             raise _malformed()
         if data.get("error"):
             # An error inside the stream has no status; the server gave up on the generation.
-            detail = safe_message(data["error"])
-            raise ProviderError(
-                "unavailable",
-                f"{NAME}: {detail}",
-                provider=NAME,
-                public_message=f"{NAME}: the provider reported an error during the reply",
-            )
+            raise in_stream_error(data["error"], provider=NAME)
         message = data.get("message") or {}
         content = message.get("content")
         if content:

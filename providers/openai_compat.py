@@ -39,7 +39,7 @@ from providers.resilience import (
     RetryPolicy,
     StreamWatch,
     httpx_timeout,
-    kind_for_status,
+    in_stream_error,
     parse_retry_after,
     resilient_stream,
     retry_policy,
@@ -106,17 +106,8 @@ def _in_stream_error(error: Any) -> ProviderError:
         error = {"message": str(error)}
     code = error.get("code")
     status = int(code) if isinstance(code, int) or (isinstance(code, str) and code.isdigit()) else None
-    kind = kind_for_status(status) if status else "unavailable"
-    if "rate_limit" in str(error.get("type", "")):
-        kind = "rate_limited"
-    detail = safe_message(error.get("message") or "error in stream")
-    return ProviderError(
-        kind,  # type: ignore[arg-type]
-        f"{NAME}: {detail}",
-        status=status,
-        provider=NAME,
-        public_message=f"{NAME}: the provider reported an error during the reply",
-    )
+    kind = "rate_limited" if "rate_limit" in str(error.get("type", "")) else None
+    return in_stream_error(error.get("message"), provider=NAME, status=status, kind=kind)
 
 
 class _ChunkReader:

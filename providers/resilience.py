@@ -37,6 +37,7 @@ from providers.base import (
     ProviderError,
     StreamEvent,
     Timeouts,
+    safe_message,
 )
 
 try:  # openai 3.x ships on httpx2; its errors look like httpx's but are other classes.
@@ -362,6 +363,22 @@ def status_error(
         retry_after=retry_after,
         provider=provider,
         public_message=public,
+    )
+
+
+def in_stream_error(
+    detail: object, *, provider: str, status: int | None = None, kind: str | None = None
+) -> ProviderError:
+    """A ``ProviderError`` for an error the upstream reported inside a stream it had started: the
+    upstream's words (secrets removed) in ``message`` only; ``kind`` from ``status`` when not given."""
+    if kind is None:
+        kind = kind_for_status(status) if status else "unavailable"
+    return ProviderError(
+        kind,  # type: ignore[arg-type]
+        f"{provider}: {safe_message(detail or 'error in stream')}",
+        status=status,
+        provider=provider,
+        public_message=f"{provider}: the provider reported an error during the reply",
     )
 
 
