@@ -365,6 +365,22 @@ async def conversation_events(request: HttpRequest, conversation_id: str) -> Htt
     return _sse_response(guard.wrap(_stream(str(conversation.pk), after, until_run=None)))
 
 
+def _run_reply(run_id: str) -> dict[str, Any]:
+    """A run's status, error and reply as stored, in the shapes of its ``agent_message`` and
+    ``run_finished`` events."""
+    from conversations.models import Run
+
+    run = Run.objects.select_related("reply_message").get(pk=run_id)
+    reply = run.reply_message
+    return {
+        "status": run.status,
+        "error": run.error or None,
+        "messageId": str(reply.pk) if reply else None,
+        "message_id": str(reply.pk) if reply else None,
+        "content": reply.content if reply else "",
+    }
+
+
 def _stored_content(user: Any, message_id: str) -> str:
     from conversations.selectors import message_get_for_user
 
@@ -401,22 +417,31 @@ async def invoke(request: HttpRequest) -> HttpResponse:
         reply_id: str | None = None
         final: dict[str, Any] | None = None
         finished: dict[str, Any] | None = None
-        try:
-            async with asyncio.timeout(INVOKE_TIMEOUT):
-                async for evt in follower.events(keepalive=None):
-                    if evt is None or b'"streaming_chunk"' in evt.payload[:40]:
-                        continue
-                    data = orjson.loads(evt.payload)
-                    kind, fields = data["type"], data["data"]
-                    if kind == "run_started" and fields.get("run_id") == result.run_id:
-                        reply_id = fields.get("message_id")
-                    elif kind == "agent_message" and reply_id and fields.get("messageId") == reply_id:
-                        final = fields
-                    elif kind == "run_finished" and fields.get("run_id") == result.run_id:
-                        finished = fields
-                        break
-        except TimeoutError:
-            return _error(504, "The reply took too long; it continues and is stored.", "timeout")
+        if result.duplicate and result.run_id:
+            # A repeated client_message_id answers with the first send's run, whose start (and
+            # maybe end) the log had before this follower began: read what is stored.
+            stored = await sync_to_async(_run_reply)(result.run_id)
+            reply_id = stored["messageId"]
+            if stored["status"] not in ("queued", "running"):
+                final = stored
+                finished = {"run_id": result.run_id, **stored}
+        if finished is None:
+            try:
+                async with asyncio.timeout(INVOKE_TIMEOUT):
+                    async for evt in follower.events(keepalive=None):
+                        if evt is None or b'"streaming_chunk"' in evt.payload[:40]:
+                            continue
+                        data = orjson.loads(evt.payload)
+                        kind, fields = data["type"], data["data"]
+                        if kind == "run_started" and fields.get("run_id") == result.run_id:
+                            reply_id = fields.get("message_id")
+                        elif kind == "agent_message" and reply_id and fields.get("messageId") == reply_id:
+                            final = fields
+                        elif kind == "run_finished" and fields.get("run_id") == result.run_id:
+                            finished = fields
+                            break
+            except TimeoutError:
+                return _error(504, "The reply took too long; it continues and is stored.", "timeout")
     status = (finished or {}).get("status")
     response = (final or {}).get("content", "")
     if final and final.get("content_truncated"):
