@@ -333,6 +333,10 @@ async def agent_run(request: HttpRequest, agent_id: str) -> HttpResponse:
         client_message_id=client_message_id,
         agent_id=str(agent_id),
     )
+    if result.duplicate and result.run_id:
+        # A repeated client_message_id streams the first send's run again, from its message on:
+        # its events were logged before this request began.
+        after = await sync_to_async(_seq_before)(result.message_id, after)
     response = _sse_response(guard.wrap(_stream(conversation_id, after, until_run=result.run_id)))
     response["X-Conversation-Id"] = conversation_id
     return response
@@ -363,6 +367,14 @@ async def conversation_events(request: HttpRequest, conversation_id: str) -> Htt
             )
     guard = await StreamGuard.open(request, request.nexus_user)
     return _sse_response(guard.wrap(_stream(str(conversation.pk), after, until_run=None)))
+
+
+def _seq_before(message_id: str, fallback: int) -> int:
+    """The seq just before a stored message's (``fallback`` while it has none yet)."""
+    from conversations.models import Message
+
+    seq = Message.objects.filter(pk=message_id).values_list("seq", flat=True).first()
+    return seq - 1 if seq else fallback
 
 
 def _run_reply(run_id: str) -> dict[str, Any]:

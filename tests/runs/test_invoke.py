@@ -46,3 +46,16 @@ async def test_a_retried_invoke_answers_with_the_first_reply_without_waiting(use
     assert again["response"] == first["response"]
     assert again["message_id"] == first["message_id"] and again["run_id"] == first["run_id"]
     assert await db(run_count)(str(conversation.pk)) == 1
+
+
+async def test_a_retried_sse_run_streams_the_first_run_again(user):
+    agent = await db(make_agent)(owner=user, reply="Streamed once.", chunks=2)
+    conversation = await db(make_conversation)(user, agent)
+    body = {"query": "hello", "conversation_id": str(conversation.pk), "client_message_id": "sse-retry"}
+    first = await post(user, f"/api/agents/{agent.pk}/run/", body)
+    retried = await asyncio.wait_for(post(user, f"/api/agents/{agent.pk}/run/", body), timeout=20)
+
+    assert retried.status_code == 200
+    assert b'"run_finished"' in retried.content and b"Streamed once." in retried.content
+    assert retried.content.count(b'"run_finished"') == first.content.count(b'"run_finished"') == 1
+    assert await db(run_count)(str(conversation.pk)) == 1
