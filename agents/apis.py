@@ -20,8 +20,8 @@ from agents.serializers import (
     AgentWriteSerializer,
     ProviderStatusSerializer,
 )
-from nexus.pagination import PageNumberPagination
-from nexus.throttles import AgentOpsThrottle, ProvidersThrottle
+from core.pagination import PageNumberPagination
+from core.throttles import AgentOpsThrottle, ProvidersThrottle
 
 TAGS = ["agents"]
 

@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from agents.models import Agent
-from nexus.errors import NotFound, parse_uuid
+from core.errors import NotFound, parse_uuid
 
 
 def agent_queryset_for_user(user: Any) -> QuerySet[Agent]:

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from agents.models import Agent, AgentStatus
 from agents.selectors import agent_can_edit
-from nexus.errors import Conflict, Forbidden, ValidationFailed
+from core.errors import Conflict, Forbidden, ValidationFailed
 
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 EDITABLE_FIELDS = (

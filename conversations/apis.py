@@ -27,9 +27,9 @@ from conversations.serializers import (
     HistoryQuerySerializer,
     TitleSerializer,
 )
-from nexus.errors import NexusError
-from nexus.pagination import PageNumberPagination
-from nexus.throttles import ConversationCreateThrottle, ConversationReadThrottle
+from core.errors import NexusError
+from core.pagination import PageNumberPagination
+from core.throttles import ConversationCreateThrottle, ConversationReadThrottle
 from runs.quotas import run_rate_admit
 from runs.services import conversation_delete_with_runs, session_open
 

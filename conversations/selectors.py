@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 
 from agents.models import Agent
 from conversations.models import ACTIVE_RUN_STATUSES, Conversation, Message, Participant, Run
-from nexus.errors import NotFound, parse_uuid
+from core.errors import NotFound, parse_uuid
 
 
 def conversation_queryset_for_user(user: Any) -> QuerySet[Conversation]:

@@ -20,7 +20,7 @@ from conversations.models import (
     Participant,
     SessionType,
 )
-from nexus.errors import TooLarge, ValidationFailed
+from core.errors import TooLarge, ValidationFailed
 
 logger = logging.getLogger("nexus.conversations")
 
@@ -265,7 +265,7 @@ def _no_secrets(value: Any, *, where: str) -> None:
 def _agent_from_spec(*, owner: Any, role: str, spec: dict[str, Any]) -> Agent:
     from agents.selectors import agent_get_for_user
     from agents.services import agent_create_for_user
-    from nexus.errors import NotFound
+    from core.errors import NotFound
 
     if "agent_id" in spec:
         if len(spec) > 1:

@@ -9,9 +9,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from agents import apis as agent_apis
 from conversations import apis as conversation_apis
+from core.exceptions import api_not_found
 from nexus import auth_apis
-from nexus.exceptions import api_not_found
-from nexus.stats_api import StatsView
+from realtime.stats_api import StatsView
 
 urlpatterns = [
     # auth (seed 001 paths have no trailing slash; both forms work)

@@ -21,7 +21,7 @@ from django.db import connection
 from django.http import JsonResponse
 from django.utils import timezone
 
-from nexus.tasks import process_task
+from core.tasks import process_task
 
 CHECK_TIMEOUT = 3.0
 

@@ -20,5 +20,5 @@ urlpatterns = [
 ]
 
 # Errors under /api/ answer in the one JSON error shape; pages elsewhere stay Django's.
-handler404 = "nexus.exceptions.handler404"
-handler500 = "nexus.exceptions.handler500"
+handler404 = "core.exceptions.handler404"
+handler500 = "core.exceptions.handler500"

@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from nexus.errors import NexusError, NotFound
+from core.errors import NexusError, NotFound
 from realtime import protocol
 from realtime.connections import Credentials
 from realtime.eventlog import EventLogUnavailable, LoggedEvent, get_event_log
@@ -596,7 +596,7 @@ class ConversationSocket(BaseSocket):
 
     def _require_bound(self) -> None:
         if self.conversation is None:
-            from nexus.errors import ValidationFailed
+            from core.errors import ValidationFailed
 
             raise ValidationFailed(
                 "Send initialize first.", details={"type": "initialize is required first."}

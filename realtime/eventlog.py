@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.redis import redis_client
-from nexus.tasks import process_task
+from core.tasks import process_task
 
 logger = logging.getLogger(__name__)
 

@@ -85,7 +85,7 @@ class StatsSocket(BaseSocket):
         self._tasks.append(asyncio.get_running_loop().create_task(self._push()))
 
     async def _push(self) -> None:
-        from nexus.stats_api import stats_snapshot
+        from realtime.stats_api import stats_snapshot
 
         while not self._closing:
             try:

@@ -39,7 +39,7 @@ from conversations.models import (
     RunStatus,
     SessionType,
 )
-from nexus.tasks import process_task
+from core.tasks import process_task
 from providers.base import ChatMessage, Finished, ProviderError, TextDelta, ToolCall, ToolSpec, UsageReport
 from realtime.eventlog import get_event_log
 from runs import tools as run_tools

@@ -45,7 +45,7 @@ from conversations.services import (
     conversation_create,
     conversation_idle_expiry,
 )
-from nexus.errors import AgentUnavailable, Conflict, NotFound, ValidationFailed, parse_uuid
+from core.errors import AgentUnavailable, Conflict, NotFound, ValidationFailed, parse_uuid
 from realtime.eventlog import get_event_log
 from runs.events import EventWriter
 from runs.quotas import active_runs_admit, content_admit, run_rate_admit

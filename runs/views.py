@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from nexus.errors import NexusError, TooLarge, ValidationFailed
+from core.errors import NexusError, TooLarge, ValidationFailed
 from realtime import protocol
 from realtime.connections import StreamGuard
 from realtime.eventlog import LoggedEvent, get_event_log
@@ -34,7 +34,7 @@ INVOKE_TIMEOUT = 600.0
 def _error(
     status: int, detail: str, code: str, *, errors: Any = None, retry_after: float | None = None
 ) -> JsonResponse:
-    from nexus.exceptions import error_body, retry_after_seconds
+    from core.exceptions import error_body, retry_after_seconds
 
     response = JsonResponse(error_body(detail, code, errors=errors, retry_after=retry_after), status=status)
     if retry_after is not None:
@@ -44,7 +44,7 @@ def _error(
 
 async def _user(request: HttpRequest) -> tuple[Any, str | None]:
     """(user, method): the JWT bearer's user, or the session's; (None, None) when neither."""
-    from nexus.auth import AuthenticationFailed, bearer_token, user_from_access_token
+    from core.auth import AuthenticationFailed, bearer_token, user_from_access_token
 
     token = bearer_token(request.headers.get("Authorization"))
     if token:
