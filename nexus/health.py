@@ -89,7 +89,7 @@ async def check_event_log() -> dict[str, Any]:
     """The conversation event log (Redis Streams or memory): ``{"status": "unknown"}`` until the
     realtime engine provides it."""
     try:
-        from realtime.eventlog import get_event_log
+        from runs.eventlog import get_event_log
     except ImportError:
         return {"status": "unknown"}
     try:

@@ -21,9 +21,9 @@ from django.conf import settings
 from core.errors import NexusError, NotFound
 from realtime import protocol
 from realtime.connections import Credentials
-from realtime.eventlog import EventLogUnavailable, LoggedEvent, get_event_log
 from realtime.limits import get_limits
 from realtime.middleware import SUBPROTOCOL
+from runs.eventlog import EventLogUnavailable, LoggedEvent, get_event_log
 
 logger = logging.getLogger(__name__)
 

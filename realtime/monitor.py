@@ -13,7 +13,7 @@ from django.conf import settings
 
 from realtime import protocol
 from realtime.consumers import CLOSE_INTERNAL, BaseSocket
-from realtime.eventlog import LoggedEvent, get_event_log
+from runs.eventlog import LoggedEvent, get_event_log
 
 logger = logging.getLogger(__name__)
 NEURAL_MARGIN = 1024  # bytes a neural-event adds to the event it renders (agent name, ids, kind)

@@ -54,8 +54,8 @@ presence = Presence()
 
 async def presence_snapshot() -> dict[str, Any]:
     """Open sockets (total and per user, across processes when Redis is used) and events/s."""
-    from realtime.eventlog import get_event_log
     from realtime.limits import get_limits
+    from runs.eventlog import get_event_log
 
     per_user = await get_limits().sockets_per_user()
     return {

@@ -41,8 +41,8 @@ from conversations.models import (
 )
 from core.tasks import process_task
 from providers.base import ChatMessage, Finished, ProviderError, TextDelta, ToolCall, ToolSpec, UsageReport
-from realtime.eventlog import get_event_log
 from runs import tools as run_tools
+from runs.eventlog import get_event_log
 from runs.events import EventWriter
 from runs.history import USABLE_STATUSES, chat_history
 

@@ -46,7 +46,7 @@ from conversations.services import (
     conversation_idle_expiry,
 )
 from core.errors import AgentUnavailable, Conflict, NotFound, ValidationFailed, parse_uuid
-from realtime.eventlog import get_event_log
+from runs.eventlog import get_event_log
 from runs.events import EventWriter
 from runs.quotas import active_runs_admit, content_admit, run_rate_admit
 from runs.tools import store_tool_result, tool_result_key

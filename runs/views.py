@@ -24,7 +24,7 @@ from django.views.decorators.http import require_http_methods
 from core.errors import NexusError, TooLarge, ValidationFailed
 from realtime import protocol
 from realtime.connections import StreamGuard
-from realtime.eventlog import LoggedEvent, get_event_log
+from runs.eventlog import LoggedEvent, get_event_log
 
 logger = logging.getLogger(__name__)
 KEEPALIVE_SECONDS = 15.0
