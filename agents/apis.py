@@ -136,7 +136,7 @@ class ProviderListView(APIView):
         responses={200: ProviderStatusSerializer(many=True)},
     )
     def get(self, request: Request) -> Response:
-        from runs.provider_config import provider_statuses
+        from agents.provider_config import provider_statuses
 
         statuses = async_to_sync(provider_statuses)()
         return Response(ProviderStatusSerializer(statuses, many=True).data)

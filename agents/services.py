@@ -97,7 +97,7 @@ def _timeouts_validate(timeouts: Any) -> None:
     ``NEXUS_MAX_AGENT_TIMEOUT_SECONDS``."""
     from django.conf import settings
 
-    from runs.provider_config import TIMEOUT_NAMES, timeout_value_ok
+    from agents.provider_config import TIMEOUT_NAMES, timeout_value_ok
 
     if timeouts is None:
         return

@@ -128,8 +128,8 @@ class ConversationDetailView(APIView):
 
 def _complete_with_provider(agent: Any, prompt: list[tuple[str, str]]) -> str:
     """Ask ``agent``'s provider for a short completion (the title), bounded in time."""
+    from agents.provider_config import complete_text
     from providers.base import ChatMessage
-    from runs.provider_config import complete_text
 
     messages = [ChatMessage(role=role, content=content) for role, content in prompt]
 

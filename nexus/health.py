@@ -109,7 +109,7 @@ _provider_refresh: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.
 
 
 async def _refresh_providers() -> dict[str, Any]:
-    from runs.provider_config import provider_statuses
+    from agents.provider_config import provider_statuses
 
     statuses = await provider_statuses()
     value = {item["name"]: {k: v for k, v in item.items() if k != "name"} for item in statuses}

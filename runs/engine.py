@@ -707,8 +707,8 @@ class _Execution:
         return _Outcome(status=RunStatus.FAILED, message_status=MessageStatus.ERROR, error=error)
 
     async def _generate(self) -> _Outcome:
+        from agents.provider_config import generation_options_for
         from providers.registry import get_provider
-        from runs.provider_config import generation_options_for
 
         # Options first: they configure the registry (egress policy included) before it is asked.
         options = generation_options_for(self.agent)
