@@ -20,6 +20,7 @@ from agents.serializers import (
     AgentWriteSerializer,
     ProviderStatusSerializer,
 )
+from conversations.selectors import agent_status_for_user
 from core.pagination import PageNumberPagination
 from core.throttles import AgentOpsThrottle, ProvidersThrottle
 
@@ -123,7 +124,7 @@ class AgentStatusView(APIView):
     )
     def get(self, request: Request, agent_id: Any) -> Response:
         agent = selectors.agent_get_for_user(user=request.user, agent_id=agent_id)
-        body = selectors.agent_status_for_user(user=request.user, agent=agent)
+        body = agent_status_for_user(user=request.user, agent=agent)
         return Response(AgentStatusSerializer(body).data)
 
 
