@@ -1,6 +1,6 @@
 """Conversations and messages over REST (seeds 001, 002). Thin: selectors read, services write.
 
-The run endpoints (invoke, stop, SSE) belong to the run engine (runs/urls.py).
+The run endpoints (invoke, stop, SSE) are realtime faces (realtime/http_urls.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""REST API routes (SPEC section 3). The realtime endpoints (invoke, stop, SSE) are in runs/urls.py.
+"""REST API routes (SPEC section 3). The realtime endpoints (invoke, stop, SSE) are in realtime/http_urls.py.
 
 The last route answers every other ``/api/`` path with the JSON error shape (404), so a client of
 the API never gets Django's HTML page.

@@ -423,7 +423,7 @@ SPECTACULAR_SETTINGS = {
         "MessageTypeEnum": "conversations.models.MessageType",
         "OpinionEnum": "conversations.models.Opinion",
     },
-    # the async run endpoints (runs/urls.py), described by schema-only views
+    # the async run endpoints (realtime/http_urls.py), described by schema-only views
     "PREPROCESSING_HOOKS": ["nexus.schema_runs.add_run_endpoints"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -13,8 +13,8 @@ urlpatterns = [
     # the admin's login, throttled like every login form (before admin.site.urls claims the path)
     path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
-    # REST API (nexus/api_urls.py) and the realtime HTTP endpoints: invoke, stop, SSE (runs/urls.py).
-    path("api/", include("runs.urls")),
+    # REST API (nexus/api_urls.py) and the realtime HTTP endpoints: invoke, stop, SSE (realtime/http_urls.py).
+    path("api/", include("realtime.http_urls")),
     path("api/", include("nexus.api_urls")),
     path("", include("realtime.web_urls")),
 ]
