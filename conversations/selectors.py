@@ -150,8 +150,6 @@ def conversation_list_with_agents(*, user: Any) -> QuerySet[Conversation]:
     """``conversation_list`` with each conversation's participants and agents prefetched."""
     from django.db.models import Prefetch
 
-    from conversations.models import Participant
-
     participants = Participant.objects.select_related("agent").order_by("position")
     return conversation_list(user=user).prefetch_related(Prefetch("participants", queryset=participants))
 

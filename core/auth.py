@@ -39,7 +39,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from rest_framework_simplejwt.utils import datetime_from_epoch, get_md5_hash_password
 
-from core.errors import NexusError
+from core.errors import NexusError, ValidationFailed
 
 logger = logging.getLogger("nexus.auth")
 
@@ -162,8 +162,6 @@ def refresh_token_revoke(*, user: Any, raw_refresh: str) -> bool:
     ``ValidationFailed``, and nothing changes.
     """
     from rest_framework_simplejwt.exceptions import ExpiredTokenError
-
-    from core.errors import ValidationFailed
 
     try:
         refresh = RefreshToken(raw_refresh)

@@ -28,7 +28,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.models import Agent, AgentStatus
+from agents.provider_config import generation_options_for
 from conversations.models import (
+    ACTIVE_RUN_STATUSES,
     Conversation,
     ConversationStatus,
     Message,
@@ -39,6 +41,7 @@ from conversations.models import (
     RunStatus,
     SessionType,
 )
+from conversations.services import conversation_idle_expiry
 from core.tasks import process_task
 from providers.base import ChatMessage, Finished, ProviderError, TextDelta, ToolCall, ToolSpec, UsageReport
 from runs import tools as run_tools
@@ -461,8 +464,6 @@ def _store_reply(
 
 def _mark_activity(conversations: Any) -> None:
     """A person's message was sent: ``updated_at``, and the idle expiry pushed on (active ones)."""
-    from conversations.services import conversation_idle_expiry
-
     conversations.filter(status=ConversationStatus.ACTIVE).update(
         updated_at=timezone.now(), expires_at=conversation_idle_expiry()
     )
@@ -707,7 +708,6 @@ class _Execution:
         return _Outcome(status=RunStatus.FAILED, message_status=MessageStatus.ERROR, error=error)
 
     async def _generate(self) -> _Outcome:
-        from agents.provider_config import generation_options_for
         from providers.registry import get_provider
 
         # Options first: they configure the registry (egress policy included) before it is asked.
@@ -1109,7 +1109,6 @@ async def sweep_stale_runs(*, housekeeping: bool = True) -> int:
 
 def _expire_idle_conversations() -> list[tuple[str, int, int]]:
     """Active conversations idle past their expiry (and with no run in flight) become expired."""
-    from conversations.models import ACTIVE_RUN_STATUSES
 
     busy = Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).values("conversation_id")
     rows = list(
