@@ -16,11 +16,9 @@ from agents.serializers import (
     AgentCreateSerializer,
     AgentFilterSerializer,
     AgentSerializer,
-    AgentStatusSerializer,
     AgentWriteSerializer,
     ProviderStatusSerializer,
 )
-from conversations.selectors import agent_status_for_user
 from core.pagination import PageNumberPagination
 from core.throttles import AgentOpsThrottle, ProvidersThrottle
 
@@ -114,18 +112,6 @@ class AgentDetailView(APIView):
         agent = selectors.agent_get_for_user(user=request.user, agent_id=agent_id)
         services.agent_delete_for_user(user=request.user, agent=agent)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class AgentStatusView(APIView):
-    throttle_classes = (AgentOpsThrottle,)
-
-    @extend_schema(
-        tags=TAGS, summary="An agent's status (seed 001 AgentStatus)", responses={200: AgentStatusSerializer}
-    )
-    def get(self, request: Request, agent_id: Any) -> Response:
-        agent = selectors.agent_get_for_user(user=request.user, agent_id=agent_id)
-        body = agent_status_for_user(user=request.user, agent=agent)
-        return Response(AgentStatusSerializer(body).data)
 
 
 class ProviderListView(APIView):

@@ -16,6 +16,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agents.selectors import agent_get_for_user
+from agents.serializers import AgentStatusSerializer
 from conversations import selectors, services
 from conversations.serializers import (
     ConversationCreateSerializer,
@@ -29,7 +31,7 @@ from conversations.serializers import (
 )
 from core.errors import NexusError
 from core.pagination import PageNumberPagination
-from core.throttles import ConversationCreateThrottle, ConversationReadThrottle
+from core.throttles import AgentOpsThrottle, ConversationCreateThrottle, ConversationReadThrottle
 from runs.quotas import run_rate_admit
 from runs.services import conversation_delete_with_runs, session_open
 
@@ -187,3 +189,19 @@ class MessageFeedbackView(APIView):
                 "feedback_comment": message.feedback_comment,
             }
         )
+
+
+# GET /api/agents/<id>/status/ lives here, beside the conversations it counts: agents/ does not import
+# conversations/. (No docstring: drf-spectacular would publish it as the operation's description.)
+class AgentStatusView(APIView):
+    throttle_classes = (AgentOpsThrottle,)
+
+    @extend_schema(
+        tags=["agents"],
+        summary="An agent's status (seed 001 AgentStatus)",
+        responses={200: AgentStatusSerializer},
+    )
+    def get(self, request: Request, agent_id: Any) -> Response:
+        agent = agent_get_for_user(user=request.user, agent_id=agent_id)
+        body = selectors.agent_status_for_user(user=request.user, agent=agent)
+        return Response(AgentStatusSerializer(body).data)

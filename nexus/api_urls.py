@@ -23,7 +23,7 @@ urlpatterns = [
     # agents and providers
     path("agents/", agent_apis.AgentListView.as_view(), name="agent-list"),
     path("agents/<uuid:agent_id>/", agent_apis.AgentDetailView.as_view(), name="agent-detail"),
-    path("agents/<uuid:agent_id>/status/", agent_apis.AgentStatusView.as_view(), name="agent-status"),
+    path("agents/<uuid:agent_id>/status/", conversation_apis.AgentStatusView.as_view(), name="agent-status"),
     path("providers/", agent_apis.ProviderListView.as_view(), name="provider-list"),
     # conversations and messages
     path("conversations/", conversation_apis.ConversationListView.as_view(), name="conversation-list"),
