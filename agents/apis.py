@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents import selectors, services
+from agents.provider_config import provider_statuses
 from agents.serializers import (
     AgentCreateSerializer,
     AgentFilterSerializer,
@@ -123,7 +124,5 @@ class ProviderListView(APIView):
         responses={200: ProviderStatusSerializer(many=True)},
     )
     def get(self, request: Request) -> Response:
-        from agents.provider_config import provider_statuses
-
         statuses = async_to_sync(provider_statuses)()
         return Response(ProviderStatusSerializer(statuses, many=True).data)

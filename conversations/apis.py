@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agents.provider_config import complete_text
 from agents.selectors import agent_get_for_user
 from agents.serializers import AgentStatusSerializer
 from conversations import selectors, services
@@ -32,6 +33,7 @@ from conversations.serializers import (
 from core.errors import NexusError
 from core.pagination import PageNumberPagination
 from core.throttles import AgentOpsThrottle, ConversationCreateThrottle, ConversationReadThrottle
+from providers.base import ChatMessage
 from runs.quotas import run_rate_admit
 from runs.services import conversation_delete_with_runs, session_open
 
@@ -130,9 +132,6 @@ class ConversationDetailView(APIView):
 
 def _complete_with_provider(agent: Any, prompt: list[tuple[str, str]]) -> str:
     """Ask ``agent``'s provider for a short completion (the title), bounded in time."""
-    from agents.provider_config import complete_text
-    from providers.base import ChatMessage
-
     messages = [ChatMessage(role=role, content=content) for role, content in prompt]
 
     async def ask() -> str:

@@ -21,6 +21,7 @@ from django.db import connection
 from django.http import JsonResponse
 from django.utils import timezone
 
+from agents.provider_config import provider_statuses
 from core.tasks import process_task
 
 CHECK_TIMEOUT = 3.0
@@ -109,8 +110,6 @@ _provider_refresh: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.
 
 
 async def _refresh_providers() -> dict[str, Any]:
-    from agents.provider_config import provider_statuses
-
     statuses = await provider_statuses()
     value = {item["name"]: {k: v for k, v in item.items() if k != "name"} for item in statuses}
     _providers.update(at=time.monotonic(), checked_at=timezone.now().isoformat(), value=value)

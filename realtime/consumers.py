@@ -25,6 +25,7 @@ from realtime import protocol
 from realtime.connections import Credentials
 from realtime.limits import get_limits
 from realtime.middleware import SUBPROTOCOL
+from realtime.presence import presence
 from runs.eventlog import EventLogUnavailable, LoggedEvent, get_event_log
 from runs.services import (
     conversation_bind,
@@ -102,7 +103,6 @@ class BaseSocket(AsyncWebsocketConsumer):
             )
             return
         self._registered = True
-        from realtime.presence import presence
 
         presence.socket_opened(self)
         await engine_ensure_started()
@@ -165,8 +165,6 @@ class BaseSocket(AsyncWebsocketConsumer):
         for task in self._tasks:
             task.cancel()
         if self._registered:
-            from realtime.presence import presence
-
             presence.socket_closed(self)
             with contextlib.suppress(Exception):
                 await get_limits().socket_close(self.user.pk, self.socket_id)
