@@ -9,15 +9,15 @@ from django.contrib import admin, messages
 from django.db.models import Count
 
 from agents.models import Agent, AgentStatus
+from agents.provider_config import generation_options_for
 from agents.services import agent_set_status
+from providers.base import ProviderError
 
 
 async def _agent_provider_check(agent: Agent) -> dict[str, Any]:
     """Ask the agent's provider, with the agent's own options (base URL, key variable), whether
     it answers and offers the agent's model. Bounded by NEXUS_PROVIDER_STATUS_TIMEOUT; never raises."""
-    from providers.base import ProviderError
     from providers.registry import get_provider
-    from runs.provider_config import generation_options_for
 
     timeout = settings.NEXUS_PROVIDER_STATUS_TIMEOUT
     try:

@@ -12,16 +12,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents import selectors, services
+from agents.provider_config import provider_statuses
 from agents.serializers import (
     AgentCreateSerializer,
     AgentFilterSerializer,
     AgentSerializer,
-    AgentStatusSerializer,
     AgentWriteSerializer,
     ProviderStatusSerializer,
 )
-from nexus.pagination import PageNumberPagination
-from nexus.throttles import AgentOpsThrottle, ProvidersThrottle
+from core.pagination import PageNumberPagination
+from core.throttles import AgentOpsThrottle, ProvidersThrottle
 
 TAGS = ["agents"]
 
@@ -115,18 +115,6 @@ class AgentDetailView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class AgentStatusView(APIView):
-    throttle_classes = (AgentOpsThrottle,)
-
-    @extend_schema(
-        tags=TAGS, summary="An agent's status (seed 001 AgentStatus)", responses={200: AgentStatusSerializer}
-    )
-    def get(self, request: Request, agent_id: Any) -> Response:
-        agent = selectors.agent_get_for_user(user=request.user, agent_id=agent_id)
-        body = selectors.agent_status_for_user(user=request.user, agent=agent)
-        return Response(AgentStatusSerializer(body).data)
-
-
 class ProviderListView(APIView):
     throttle_classes = (ProvidersThrottle,)
 
@@ -136,7 +124,5 @@ class ProviderListView(APIView):
         responses={200: ProviderStatusSerializer(many=True)},
     )
     def get(self, request: Request) -> Response:
-        from runs.provider_config import provider_statuses
-
         statuses = async_to_sync(provider_statuses)()
         return Response(ProviderStatusSerializer(statuses, many=True).data)

@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from agents.models import Agent
-from nexus.errors import NotFound, parse_uuid
+from core.errors import NotFound, parse_uuid
 
 
 def agent_queryset_for_user(user: Any) -> QuerySet[Agent]:
@@ -44,32 +44,3 @@ def agent_can_edit(*, user: Any, agent: Agent) -> bool:
     if getattr(user, "is_staff", False):
         return True
     return agent.owner_id is not None and agent.owner_id == getattr(user, "id", None)
-
-
-def agent_status_for_user(*, user: Any, agent: Agent) -> dict[str, Any]:
-    """Seed 001 AgentStatus, counted over the conversations ``user`` may see (staff: all)."""
-    from conversations.models import ACTIVE_RUN_STATUSES, ConversationStatus, Message, Run
-    from conversations.selectors import conversation_queryset_for_user
-
-    visible = conversation_queryset_for_user(user)
-    runs = Run.objects.filter(agent=agent, status__in=ACTIVE_RUN_STATUSES, conversation__in=visible)
-    return {
-        "agent_id": agent.id,
-        "agent_type": agent.provider,
-        "name": agent.name,
-        "status": agent.status,
-        "last_active": agent.last_active_at,
-        "capabilities": list(agent.capabilities or []),
-        "interaction_modes": list(agent.interaction_modes or []),
-        "owner_id": agent.owner_id,
-        "is_running": runs.exists(),
-        "message_count": Message.objects.filter(agent=agent, conversation__in=visible).count(),
-        "metadata": {
-            "provider": agent.provider,
-            "model": agent.model,
-            "cooldown_until": agent.cooldown_until,
-            "active_conversations": visible.filter(
-                participants__agent=agent, status=ConversationStatus.ACTIVE
-            ).count(),
-        },
-    }

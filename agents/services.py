@@ -10,8 +10,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import Agent, AgentStatus
+from agents.provider_config import TIMEOUT_NAMES, timeout_value_ok
 from agents.selectors import agent_can_edit
-from nexus.errors import Conflict, Forbidden, ValidationFailed
+from core.errors import Conflict, Forbidden, ValidationFailed
 
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 EDITABLE_FIELDS = (
@@ -96,8 +97,6 @@ def _timeouts_validate(timeouts: Any) -> None:
     """``config.timeouts``: provider deadlines for this agent, each 0 < seconds <= the operator's
     ``NEXUS_MAX_AGENT_TIMEOUT_SECONDS``."""
     from django.conf import settings
-
-    from runs.provider_config import TIMEOUT_NAMES, timeout_value_ok
 
     if timeouts is None:
         return

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from conversations.models import ACTIVE_RUN_STATUSES, Conversation, Message, Participant, Run
-from nexus.errors import NexusError
+from core.errors import NexusError
 
 LIVE_RUNS_LIMIT = 200
 

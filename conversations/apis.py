@@ -1,6 +1,6 @@
 """Conversations and messages over REST (seeds 001, 002). Thin: selectors read, services write.
 
-The run endpoints (invoke, stop, SSE) belong to the run engine (runs/urls.py).
+The run endpoints (invoke, stop, SSE) are realtime faces (realtime/http_urls.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agents.provider_config import complete_text
+from agents.selectors import agent_get_for_user
+from agents.serializers import AgentStatusSerializer
 from conversations import selectors, services
 from conversations.serializers import (
     ConversationCreateSerializer,
@@ -27,9 +30,10 @@ from conversations.serializers import (
     HistoryQuerySerializer,
     TitleSerializer,
 )
-from nexus.errors import NexusError
-from nexus.pagination import PageNumberPagination
-from nexus.throttles import ConversationCreateThrottle, ConversationReadThrottle
+from core.errors import NexusError
+from core.pagination import PageNumberPagination
+from core.throttles import AgentOpsThrottle, ConversationCreateThrottle, ConversationReadThrottle
+from providers.base import ChatMessage
 from runs.quotas import run_rate_admit
 from runs.services import conversation_delete_with_runs, session_open
 
@@ -128,9 +132,6 @@ class ConversationDetailView(APIView):
 
 def _complete_with_provider(agent: Any, prompt: list[tuple[str, str]]) -> str:
     """Ask ``agent``'s provider for a short completion (the title), bounded in time."""
-    from providers.base import ChatMessage
-    from runs.provider_config import complete_text
-
     messages = [ChatMessage(role=role, content=content) for role, content in prompt]
 
     async def ask() -> str:
@@ -187,3 +188,19 @@ class MessageFeedbackView(APIView):
                 "feedback_comment": message.feedback_comment,
             }
         )
+
+
+# GET /api/agents/<id>/status/ lives here, beside the conversations it counts: agents/ does not import
+# conversations/. (No docstring: drf-spectacular would publish it as the operation's description.)
+class AgentStatusView(APIView):
+    throttle_classes = (AgentOpsThrottle,)
+
+    @extend_schema(
+        tags=["agents"],
+        summary="An agent's status (seed 001 AgentStatus)",
+        responses={200: AgentStatusSerializer},
+    )
+    def get(self, request: Request, agent_id: Any) -> Response:
+        agent = agent_get_for_user(user=request.user, agent_id=agent_id)
+        body = selectors.agent_status_for_user(user=request.user, agent=agent)
+        return Response(AgentStatusSerializer(body).data)

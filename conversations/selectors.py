@@ -8,8 +8,15 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from agents.models import Agent
-from conversations.models import ACTIVE_RUN_STATUSES, Conversation, Message, Participant, Run
-from nexus.errors import NotFound, parse_uuid
+from conversations.models import (
+    ACTIVE_RUN_STATUSES,
+    Conversation,
+    ConversationStatus,
+    Message,
+    Participant,
+    Run,
+)
+from core.errors import NotFound, parse_uuid
 
 
 def conversation_queryset_for_user(user: Any) -> QuerySet[Conversation]:
@@ -143,7 +150,32 @@ def conversation_list_with_agents(*, user: Any) -> QuerySet[Conversation]:
     """``conversation_list`` with each conversation's participants and agents prefetched."""
     from django.db.models import Prefetch
 
-    from conversations.models import Participant
-
     participants = Participant.objects.select_related("agent").order_by("position")
     return conversation_list(user=user).prefetch_related(Prefetch("participants", queryset=participants))
+
+
+def agent_status_for_user(*, user: Any, agent: Agent) -> dict[str, Any]:
+    """Seed 001 AgentStatus, counted over the conversations ``user`` may see (staff: all).
+    Here, not in agents/, since it reads conversations (agents/ does not import conversations/)."""
+    visible = conversation_queryset_for_user(user)
+    runs = Run.objects.filter(agent=agent, status__in=ACTIVE_RUN_STATUSES, conversation__in=visible)
+    return {
+        "agent_id": agent.id,
+        "agent_type": agent.provider,
+        "name": agent.name,
+        "status": agent.status,
+        "last_active": agent.last_active_at,
+        "capabilities": list(agent.capabilities or []),
+        "interaction_modes": list(agent.interaction_modes or []),
+        "owner_id": agent.owner_id,
+        "is_running": runs.exists(),
+        "message_count": Message.objects.filter(agent=agent, conversation__in=visible).count(),
+        "metadata": {
+            "provider": agent.provider,
+            "model": agent.model,
+            "cooldown_until": agent.cooldown_until,
+            "active_conversations": visible.filter(
+                participants__agent=agent, status=ConversationStatus.ACTIVE
+            ).count(),
+        },
+    }

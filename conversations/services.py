@@ -12,6 +12,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import Agent
+from agents.selectors import agent_get_for_user
+from agents.services import _SECRET_HINTS, agent_create_for_user, storable_json_validate
 from conversations.models import (
     Conversation,
     DoubleTextPolicy,
@@ -20,7 +22,8 @@ from conversations.models import (
     Participant,
     SessionType,
 )
-from nexus.errors import TooLarge, ValidationFailed
+from conversations.selectors import conversation_participants
+from core.errors import NotFound, TooLarge, ValidationFailed
 
 logger = logging.getLogger("nexus.conversations")
 
@@ -247,8 +250,6 @@ def conversation_agent_specs(agents: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _no_secrets(value: Any, *, where: str) -> None:
-    from agents.services import _SECRET_HINTS
-
     if isinstance(value, dict):
         for key, item in value.items():
             if any(hint in str(key).lower() for hint in _SECRET_HINTS):
@@ -263,10 +264,6 @@ def _no_secrets(value: Any, *, where: str) -> None:
 
 
 def _agent_from_spec(*, owner: Any, role: str, spec: dict[str, Any]) -> Agent:
-    from agents.selectors import agent_get_for_user
-    from agents.services import agent_create_for_user
-    from nexus.errors import NotFound
-
     if "agent_id" in spec:
         if len(spec) > 1:
             raise ValidationFailed(
@@ -327,8 +324,6 @@ def conversation_create_for_user(
 ) -> Conversation:
     """Create a conversation from a client's request: agents by id (ones the owner may use) or as
     inline configs (new agents owned by ``owner``), all in one transaction."""
-    from agents.services import storable_json_validate
-
     for name, value in (("agents", agents), ("title", title), ("context", context), ("settings", settings)):
         storable_json_validate(value, field=name)
     participants = [
@@ -398,8 +393,6 @@ def conversation_generate_title(
     in, so this module never talks to one); when it fails (raises) or answers nothing usable, the
     title is the first words of the first user message (source ``"fallback"``).
     """
-    from conversations.selectors import conversation_participants
-
     messages = [
         m
         for m in conversation.messages.order_by("seq", "created_at")[:50]

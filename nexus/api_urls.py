@@ -1,4 +1,4 @@
-"""REST API routes (SPEC section 3). The realtime endpoints (invoke, stop, SSE) are in runs/urls.py.
+"""REST API routes (SPEC section 3). The realtime endpoints (invoke, stop, SSE) are in realtime/http_urls.py.
 
 The last route answers every other ``/api/`` path with the JSON error shape (404), so a client of
 the API never gets Django's HTML page.
@@ -9,9 +9,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from agents import apis as agent_apis
 from conversations import apis as conversation_apis
+from core.exceptions import api_not_found
 from nexus import auth_apis
-from nexus.exceptions import api_not_found
-from nexus.stats_api import StatsView
+from realtime.stats_api import StatsView
 
 urlpatterns = [
     # auth (seed 001 paths have no trailing slash; both forms work)
@@ -23,7 +23,7 @@ urlpatterns = [
     # agents and providers
     path("agents/", agent_apis.AgentListView.as_view(), name="agent-list"),
     path("agents/<uuid:agent_id>/", agent_apis.AgentDetailView.as_view(), name="agent-detail"),
-    path("agents/<uuid:agent_id>/status/", agent_apis.AgentStatusView.as_view(), name="agent-status"),
+    path("agents/<uuid:agent_id>/status/", conversation_apis.AgentStatusView.as_view(), name="agent-status"),
     path("providers/", agent_apis.ProviderListView.as_view(), name="provider-list"),
     # conversations and messages
     path("conversations/", conversation_apis.ConversationListView.as_view(), name="conversation-list"),

@@ -1,4 +1,4 @@
-"""Auth endpoints (seed 001 shapes): login, refresh, verify, ws-ticket. Logic lives in nexus.auth."""
+"""Auth endpoints (seed 001 shapes): login, refresh, verify, ws-ticket. Logic lives in core.auth."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from nexus import auth
-from nexus.throttles import LoginThrottle, LoginUsernameThrottle, RefreshThrottle, VerifyThrottle
+from core import auth
+from core.throttles import LoginThrottle, LoginUsernameThrottle, RefreshThrottle, VerifyThrottle
 
 logger = logging.getLogger("nexus.auth")
 

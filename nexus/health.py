@@ -21,7 +21,8 @@ from django.db import connection
 from django.http import JsonResponse
 from django.utils import timezone
 
-from nexus.tasks import process_task
+from agents.provider_config import provider_statuses
+from core.tasks import process_task
 
 CHECK_TIMEOUT = 3.0
 
@@ -89,7 +90,7 @@ async def check_event_log() -> dict[str, Any]:
     """The conversation event log (Redis Streams or memory): ``{"status": "unknown"}`` until the
     realtime engine provides it."""
     try:
-        from realtime.eventlog import get_event_log
+        from runs.eventlog import get_event_log
     except ImportError:
         return {"status": "unknown"}
     try:
@@ -109,8 +110,6 @@ _provider_refresh: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.
 
 
 async def _refresh_providers() -> dict[str, Any]:
-    from runs.provider_config import provider_statuses
-
     statuses = await provider_statuses()
     value = {item["name"]: {k: v for k, v in item.items() if k != "name"} for item in statuses}
     _providers.update(at=time.monotonic(), checked_at=timezone.now().isoformat(), value=value)

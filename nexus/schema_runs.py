@@ -1,4 +1,4 @@
-"""The OpenAPI description of the async run endpoints (``runs/urls.py``): invoke, agent run (SSE),
+"""The OpenAPI description of the async run endpoints (``realtime/http_urls.py``): invoke, agent run (SSE),
 stop and the conversation's event stream (SSE).
 
 Those endpoints are plain async Django views (a reply can take minutes; a DRF view would hold a
@@ -119,7 +119,7 @@ _CONFLICT = OpenApiResponse(
 
 
 class InvokeSchemaView(APIView):
-    """Schema only (never routed): ``runs.views.invoke``."""
+    """Schema only (never routed): ``realtime.http_views.invoke``."""
 
     @extend_schema(
         tags=TAGS,
@@ -142,7 +142,7 @@ class InvokeSchemaView(APIView):
 
 
 class AgentRunSchemaView(APIView):
-    """Schema only (never routed): ``runs.views.agent_run``."""
+    """Schema only (never routed): ``realtime.http_views.agent_run``."""
 
     @extend_schema(
         tags=TAGS,
@@ -164,7 +164,7 @@ class AgentRunSchemaView(APIView):
 
 
 class ConversationStopSchemaView(APIView):
-    """Schema only (never routed): ``runs.views.conversation_stop``."""
+    """Schema only (never routed): ``realtime.http_views.conversation_stop``."""
 
     @extend_schema(
         tags=TAGS,
@@ -180,7 +180,7 @@ class ConversationStopSchemaView(APIView):
 
 
 class ConversationEventsSchemaView(APIView):
-    """Schema only (never routed): ``runs.views.conversation_events``."""
+    """Schema only (never routed): ``realtime.http_views.conversation_events``."""
 
     @extend_schema(
         tags=TAGS,
@@ -217,7 +217,7 @@ class ConversationEventsSchemaView(APIView):
         raise NotImplementedError
 
 
-# URL pattern name (runs/urls.py) -> its schema-only view
+# URL pattern name (realtime/http_urls.py) -> its schema-only view
 SCHEMA_ONLY_VIEWS: dict[str, type[APIView]] = {
     "invoke": InvokeSchemaView,
     "agent-run": AgentRunSchemaView,

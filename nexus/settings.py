@@ -375,7 +375,7 @@ NEXUS_TITLE_TIMEOUT = env_float("NEXUS_TITLE_TIMEOUT", 20.0, minimum=0.1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "nexus.auth.JWTAuthentication",
+        "core.auth.JWTAuthentication",
         # The built-in web page: the Django session cookie, with CSRF enforced on unsafe methods.
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -384,9 +384,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "nexus.schema.NexusAutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "nexus.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.PageNumberPagination",
     "PAGE_SIZE": env_int("NEXUS_API_PAGE_SIZE", 20, minimum=1, maximum=500),
-    "EXCEPTION_HANDLER": "nexus.exceptions.exception_handler",
+    "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
     "NUM_PROXIES": NEXUS_TRUSTED_PROXIES,
     "DEFAULT_THROTTLE_RATES": {
         "login": env_rate("NEXUS_THROTTLE_LOGIN", "10/min"),
@@ -423,7 +423,7 @@ SPECTACULAR_SETTINGS = {
         "MessageTypeEnum": "conversations.models.MessageType",
         "OpinionEnum": "conversations.models.Opinion",
     },
-    # the async run endpoints (runs/urls.py), described by schema-only views
+    # the async run endpoints (realtime/http_urls.py), described by schema-only views
     "PREPROCESSING_HOOKS": ["nexus.schema_runs.add_run_endpoints"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -447,7 +447,7 @@ if env_bool("DJANGO_BEHIND_PROXY", False):
 SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
 X_FRAME_OPTIONS = "DENY"
 # A failed CSRF check answers the API's JSON error shape under /api/, Django's page elsewhere.
-CSRF_FAILURE_VIEW = "nexus.exceptions.csrf_failure"
+CSRF_FAILURE_VIEW = "core.exceptions.csrf_failure"
 
 # --- Static files, i18n, logging ---------------------------------------------------------------
 

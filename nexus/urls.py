@@ -13,12 +13,12 @@ urlpatterns = [
     # the admin's login, throttled like every login form (before admin.site.urls claims the path)
     path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
-    # REST API (nexus/api_urls.py) and the realtime HTTP endpoints: invoke, stop, SSE (runs/urls.py).
-    path("api/", include("runs.urls")),
+    # REST API (nexus/api_urls.py) and the realtime HTTP endpoints: invoke, stop, SSE (realtime/http_urls.py).
+    path("api/", include("realtime.http_urls")),
     path("api/", include("nexus.api_urls")),
     path("", include("realtime.web_urls")),
 ]
 
 # Errors under /api/ answer in the one JSON error shape; pages elsewhere stay Django's.
-handler404 = "nexus.exceptions.handler404"
-handler500 = "nexus.exceptions.handler500"
+handler404 = "core.exceptions.handler404"
+handler500 = "core.exceptions.handler500"

@@ -82,7 +82,7 @@ HTTP_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50, ke
 def egress_transport(egress: EgressPolicy | None) -> httpx.AsyncBaseTransport | None:
     """The transport under an adapter's HTTP client: one that obeys ``egress`` (every connection,
     every redirect hop), or None (httpx's own) for an adapter built without a policy (tests, bench;
-    the server always passes one, see ``runs.provider_config``)."""
+    the server always passes one, see ``agents.provider_config``)."""
     return egress.transport(limits=HTTP_LIMITS) if egress is not None else None
 
 

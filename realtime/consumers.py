@@ -18,12 +18,23 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from nexus.errors import NexusError, NotFound
+from conversations.selectors import message_get_for_user
+from conversations.services import message_feedback
+from core.errors import NexusError, NotFound, ValidationFailed
 from realtime import protocol
 from realtime.connections import Credentials
-from realtime.eventlog import EventLogUnavailable, LoggedEvent, get_event_log
 from realtime.limits import get_limits
 from realtime.middleware import SUBPROTOCOL
+from realtime.presence import presence
+from runs.eventlog import EventLogUnavailable, LoggedEvent, get_event_log
+from runs.services import (
+    conversation_bind,
+    engine_ensure_started,
+    message_send,
+    run_stop,
+    session_state,
+    tool_result_submit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +103,6 @@ class BaseSocket(AsyncWebsocketConsumer):
             )
             return
         self._registered = True
-        from realtime.presence import presence
-        from runs.services import engine_ensure_started
 
         presence.socket_opened(self)
         await engine_ensure_started()
@@ -156,8 +165,6 @@ class BaseSocket(AsyncWebsocketConsumer):
         for task in self._tasks:
             task.cancel()
         if self._registered:
-            from realtime.presence import presence
-
             presence.socket_closed(self)
             with contextlib.suppress(Exception):
                 await get_limits().socket_close(self.user.pk, self.socket_id)
@@ -300,8 +307,6 @@ class ConversationSocket(BaseSocket):
         context: Any = None,
         last_seq: int | None = None,
     ) -> None:
-        from runs.services import conversation_bind, session_state
-
         conversation = await conversation_bind(
             user=self.user, conversation_id=conversation_id, agent_id=agent_id, context=context
         )
@@ -494,8 +499,6 @@ class ConversationSocket(BaseSocket):
     ) -> None:
         """The events the client asked for cannot be sent: send the stored state instead, and
         continue after its last seq (or after what this socket sent, if that is higher: never back)."""
-        from runs.services import session_state
-
         await self.send(text_data=protocol.control_frame("info", {"code": "resync", "message": message}))
         state = await session_state(conversation=self._delivering)
         await self.send_state(state)
@@ -510,10 +513,6 @@ class ConversationSocket(BaseSocket):
     # -- client frames ---------------------------------------------------------------------------
 
     async def handle(self, frame: protocol.ClientFrame) -> None:
-        from conversations.selectors import message_get_for_user
-        from conversations.services import message_feedback
-        from runs.services import message_send, run_stop, tool_result_submit
-
         match frame:
             case protocol.Initialize():
                 try:
@@ -596,8 +595,6 @@ class ConversationSocket(BaseSocket):
 
     def _require_bound(self) -> None:
         if self.conversation is None:
-            from nexus.errors import ValidationFailed
-
             raise ValidationFailed(
                 "Send initialize first.", details={"type": "initialize is required first."}
             )

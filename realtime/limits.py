@@ -15,7 +15,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from core.ratelimit import RateDecision, get_rate_limiter
-from nexus.tasks import process_task
+from core.tasks import process_task
 
 logger = logging.getLogger(__name__)
 

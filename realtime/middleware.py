@@ -32,7 +32,7 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 def _from_token(token: str) -> tuple[Any, float | None, str | None]:
     """(user, expiry, password-hash claim): the socket re-checks the last two while it is open."""
-    from nexus.auth import access_token_claims, user_from_access_token
+    from core.auth import access_token_claims, user_from_access_token
 
     user = user_from_access_token(token)
     expires_at, password_hash = access_token_claims(token)
@@ -41,7 +41,7 @@ def _from_token(token: str) -> tuple[Any, float | None, str | None]:
 
 def _from_ticket(ticket: str) -> tuple[Any, str | None]:
     """(user, the hash a password change would alter) for a ticket, or (None, None)."""
-    from nexus.auth import password_hash_claim, ws_ticket_redeem
+    from core.auth import password_hash_claim, ws_ticket_redeem
 
     user = ws_ticket_redeem(ticket)
     return user, (password_hash_claim(user) if user is not None else None)
@@ -49,7 +49,7 @@ def _from_ticket(ticket: str) -> tuple[Any, str | None]:
 
 async def authenticate(scope: dict[str, Any]) -> dict[str, Any]:
     """Decide who is connecting. Returns the ``auth`` dict: user, method, error, expires_at."""
-    from nexus.auth import AuthenticationFailed
+    from core.auth import AuthenticationFailed
 
     origin = _header(scope, b"origin")
     if origin is not None and origin not in settings.NEXUS_WS_ALLOWED_ORIGINS:

@@ -11,9 +11,10 @@ import orjson
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from agents.models import Agent
 from realtime import protocol
 from realtime.consumers import CLOSE_INTERNAL, BaseSocket
-from realtime.eventlog import LoggedEvent, get_event_log
+from runs.eventlog import LoggedEvent, get_event_log
 
 logger = logging.getLogger(__name__)
 NEURAL_MARGIN = 1024  # bytes a neural-event adds to the event it renders (agent name, ids, kind)
@@ -21,8 +22,6 @@ STATS_INTERVAL = 5.0
 
 
 def _agent_names(ids: set[str]) -> dict[str, str]:
-    from agents.models import Agent
-
     return {str(pk): name for pk, name in Agent.objects.filter(pk__in=ids).values_list("pk", "name")}
 
 
@@ -85,7 +84,7 @@ class StatsSocket(BaseSocket):
         self._tasks.append(asyncio.get_running_loop().create_task(self._push()))
 
     async def _push(self) -> None:
-        from nexus.stats_api import stats_snapshot
+        from realtime.stats_api import stats_snapshot  # lazily: its import starts the uptime clock
 
         while not self._closing:
             try:

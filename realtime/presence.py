@@ -6,6 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from realtime.limits import get_limits
+from runs.eventlog import get_event_log
+
 
 class Presence:
     def __init__(self) -> None:
@@ -54,9 +57,6 @@ presence = Presence()
 
 async def presence_snapshot() -> dict[str, Any]:
     """Open sockets (total and per user, across processes when Redis is used) and events/s."""
-    from realtime.eventlog import get_event_log
-    from realtime.limits import get_limits
-
     per_user = await get_limits().sockets_per_user()
     return {
         "sockets_total": sum(per_user.values()),

@@ -26,7 +26,7 @@ from django.urls import reverse, reverse_lazy
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 
-from nexus.throttles import login_attempt_hit, retry_after_seconds
+from core.throttles import login_attempt_hit, retry_after_seconds
 
 LOGIN_URL = reverse_lazy("nexus-login")
 

@@ -28,7 +28,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.models import Agent, AgentStatus
+from agents.provider_config import generation_options_for
 from conversations.models import (
+    ACTIVE_RUN_STATUSES,
     Conversation,
     ConversationStatus,
     Message,
@@ -39,10 +41,11 @@ from conversations.models import (
     RunStatus,
     SessionType,
 )
-from nexus.tasks import process_task
+from conversations.services import conversation_idle_expiry
+from core.tasks import process_task
 from providers.base import ChatMessage, Finished, ProviderError, TextDelta, ToolCall, ToolSpec, UsageReport
-from realtime.eventlog import get_event_log
 from runs import tools as run_tools
+from runs.eventlog import get_event_log
 from runs.events import EventWriter
 from runs.history import USABLE_STATUSES, chat_history
 
@@ -461,8 +464,6 @@ def _store_reply(
 
 def _mark_activity(conversations: Any) -> None:
     """A person's message was sent: ``updated_at``, and the idle expiry pushed on (active ones)."""
-    from conversations.services import conversation_idle_expiry
-
     conversations.filter(status=ConversationStatus.ACTIVE).update(
         updated_at=timezone.now(), expires_at=conversation_idle_expiry()
     )
@@ -708,7 +709,6 @@ class _Execution:
 
     async def _generate(self) -> _Outcome:
         from providers.registry import get_provider
-        from runs.provider_config import generation_options_for
 
         # Options first: they configure the registry (egress policy included) before it is asked.
         options = generation_options_for(self.agent)
@@ -1109,7 +1109,6 @@ async def sweep_stale_runs(*, housekeeping: bool = True) -> int:
 
 def _expire_idle_conversations() -> list[tuple[str, int, int]]:
     """Active conversations idle past their expiry (and with no run in flight) become expired."""
-    from conversations.models import ACTIVE_RUN_STATUSES
 
     busy = Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).values("conversation_id")
     rows = list(

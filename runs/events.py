@@ -19,8 +19,8 @@ from typing import Any
 
 from django.conf import settings
 
-from realtime.eventlog import EventLog, EventLogUnavailable
-from realtime.protocol import chunk_chars, encode_event_fitted, event
+from runs.event_encoding import chunk_chars, encode_event_fitted, event
+from runs.eventlog import EventLog, EventLogUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from conversations.models import ACTIVE_RUN_STATUSES, Run
+from core.errors import RateLimited, TooLarge
 from core.ratelimit import get_rate_limiter
-from nexus.errors import RateLimited, TooLarge
 
 # An active-run refusal cannot know when a run will end; a client waits this long and tries again.
 ACTIVE_RUNS_RETRY_AFTER = 5.0

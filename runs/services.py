@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.models import Agent, AgentStatus
-from agents.selectors import agent_get_for_user
+from agents.selectors import agent_get_for_user, agent_list
 from conversations.models import (
     ACTIVE_RUN_STATUSES,
     Conversation,
@@ -45,10 +45,13 @@ from conversations.services import (
     conversation_create,
     conversation_idle_expiry,
 )
-from nexus.errors import AgentUnavailable, Conflict, NotFound, ValidationFailed, parse_uuid
-from realtime.eventlog import get_event_log
+from core.errors import AgentUnavailable, Conflict, NotFound, ValidationFailed, parse_uuid
+from runs.engine import Claimed, dispatch_run, get_run_manager
+from runs.eventlog import get_event_log
 from runs.events import EventWriter
+from runs.history import chat_history
 from runs.quotas import active_runs_admit, content_admit, run_rate_admit
+from runs.sessions import turns_taken
 from runs.tools import store_tool_result, tool_result_key
 
 db = sync_to_async
@@ -87,8 +90,6 @@ def _choose_agent(conversation: Conversation, agent_id: str | None, agents: list
             "That agent is not in this conversation.", details={"agent_id": ["Not a participant."]}
         )
     if conversation.session_type == SessionType.AGENT_AGENT:
-        from runs.sessions import turns_taken
-
         return agents[turns_taken(conversation.pk) % len(agents)]
     return agents[0]
 
@@ -214,9 +215,6 @@ def _store_send(
         run = None
         claimed = None
         if fast:
-            from runs.engine import Claimed
-            from runs.history import chat_history
-
             now = timezone.now()
             run = Run(
                 conversation=conversation,
@@ -274,8 +272,6 @@ async def message_send(
 
     Every path that starts a run goes through here, and meets the quotas (``runs.quotas``):
     content length, runs per minute, active runs per owner, context size."""
-    from runs.engine import dispatch_run, get_run_manager
-
     if not isinstance(content, str) or not content.strip():
         raise ValidationFailed("The message is empty.", details={"content": ["Must not be empty."]})
     content_admit(content)
@@ -402,8 +398,6 @@ def _prepare_stop(
 
 async def _signal_stop(run: Run) -> None:
     """Reach the process that owns a running run: directly if it is this one, else its channel."""
-    from runs.engine import get_run_manager
-
     manager = get_run_manager()
     if manager.stop_local(str(run.pk)):
         return
@@ -588,8 +582,6 @@ async def tool_result_submit(
 
     Only a user who may access the conversation answers, and only a call of a run of that
     conversation: the waiter is found by (run, call id), here or in the run's owning process."""
-    from runs.engine import get_run_manager
-
     owner, run_id, outcome = await db(_prepare_tool_result)(
         user=user,
         conversation_id=conversation_id,
@@ -699,8 +691,6 @@ async def engine_ensure_started() -> None:
     """Start this process's run manager (control channel, heartbeat, sweeper) if it is not yet.
     Every process that serves clients sweeps, so a run whose worker died is declared incomplete
     even where no run was ever executed (web processes in worker mode)."""
-    from runs.engine import get_run_manager
-
     await get_run_manager().ensure_started()
 
 
@@ -721,8 +711,6 @@ def _bind(*, user: Any, conversation_id: Any, agent_id: Any, context: Any) -> Co
     if agent_id:
         agent = agent_get_for_user(user=user, agent_id=agent_id)
     else:
-        from agents.selectors import agent_list
-
         agent = agent_list(user=user, filters={"status": AgentStatus.ACTIVE}).first()
         if agent is None:
             raise NotFound("No active agent is available.")

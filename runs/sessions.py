@@ -27,6 +27,9 @@ from conversations.models import (
     SessionType,
 )
 from conversations.services import MAX_TURNS_DEFAULT
+from runs.engine import dispatch_run
+from runs.eventlog import get_event_log
+from runs.events import EventWriter
 
 
 def turns_taken(conversation_id: Any) -> int:
@@ -110,10 +113,6 @@ def _next_step(run_id: str, conversation_id: str) -> dict[str, Any] | None:
 
 async def after_run(*, run_id: str, conversation_id: str) -> bool:
     """Continue an agent-agent session after a turn. True if it took care of dispatching."""
-    from realtime.eventlog import get_event_log
-    from runs.engine import dispatch_run
-    from runs.events import EventWriter
-
     step = await sync_to_async(_next_step)(run_id, conversation_id)
     if step is None:
         return False

@@ -26,6 +26,7 @@ from channels.db import database_sync_to_async as sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from agents.tools import ToolContext, execute_server_tool
 from conversations.models import Message, MessageRole, MessageStatus, MessageType
 from providers.base import ToolCall
 
@@ -211,8 +212,6 @@ async def run_tool_call(ex: _Execution, call: ToolCall, execution: str | None) -
 
 
 async def _server_tool(ex: _Execution, call: ToolCall) -> dict[str, Any]:
-    from agents.tools import ToolContext, execute_server_tool
-
     context = ToolContext(
         user_id=ex.conversation.owner_id, conversation_id=str(ex.conversation.pk), agent_id=str(ex.agent.pk)
     )

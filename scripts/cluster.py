@@ -480,7 +480,7 @@ def make_fixtures(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     from agents.models import Agent
     from conversations.services import conversation_create
-    from nexus.auth import tokens_issue
+    from core.auth import tokens_issue
 
     user_model = get_user_model()
     users: dict[str, Any] = {}

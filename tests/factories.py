@@ -26,6 +26,6 @@ def make_conversation(owner, *agents, session_type="human_agent", settings=None)
 
 
 def token_for(user) -> str:
-    from nexus.auth import tokens_issue
+    from core.auth import tokens_issue
 
     return tokens_issue(user)["access_token"]

@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from agents.models import Agent
 from conversations.models import Conversation, Message, Participant
-from nexus.auth import tokens_issue
+from core.auth import tokens_issue
 
 
 def _clear_cache() -> None:

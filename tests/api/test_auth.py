@@ -15,7 +15,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from nexus import auth
+from core import auth
 from tests.api.conftest import assert_error
 
 pytestmark = pytest.mark.django_db

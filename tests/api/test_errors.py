@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from nexus.errors import Conflict, NotFound, RateLimited, ValidationFailed
-from nexus.exceptions import exception_handler
+from core.errors import Conflict, NotFound, RateLimited, ValidationFailed
+from core.exceptions import exception_handler
 from tests.api.conftest import assert_error
 
 pytestmark = pytest.mark.django_db
@@ -81,7 +81,7 @@ def test_outside_the_api_django_keeps_its_html_pages(client):
 def test_the_handler404_answers_json_under_api():
     from django.test import RequestFactory
 
-    from nexus.exceptions import handler404, handler500
+    from core.exceptions import handler404, handler500
 
     request = RequestFactory().get("/api/whatever")
     assert handler404(request, Exception()).status_code == 404
@@ -92,8 +92,8 @@ def test_the_handler404_answers_json_under_api():
 def test_the_project_urlconf_registers_the_json_error_handlers():
     from nexus import urls
 
-    assert urls.handler404 == "nexus.exceptions.handler404"
-    assert urls.handler500 == "nexus.exceptions.handler500"
+    assert urls.handler404 == "core.exceptions.handler404"
+    assert urls.handler500 == "core.exceptions.handler500"
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from nexus.auth import tokens_issue
+from core.auth import tokens_issue
 from tests.api.conftest import assert_error, bearer_client
 
 pytestmark = pytest.mark.django_db

@@ -1,4 +1,4 @@
-"""`GET /api/providers/` and the settings -> providers glue (runs/provider_config.py)."""
+"""`GET /api/providers/` and the settings -> providers glue (agents/provider_config.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from agents import provider_config
 from agents.models import Agent
 from providers.base import ProviderError
 from providers.registry import registry
-from runs import provider_config
 from tests.api.conftest import assert_error
 from tests.api.providers_for_tests import Cut, Failing, Hanging, Titler
 from tests.fakes import FakeOllama

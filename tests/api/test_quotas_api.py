@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agents.models import Agent
-from runs.provider_config import generation_options_for
+from agents.provider_config import generation_options_for
 from tests.api.conftest import assert_error
 
 pytestmark = pytest.mark.django_db

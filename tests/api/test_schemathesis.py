@@ -40,7 +40,7 @@ from schemathesis.specs.openapi.checks import (
 
 from agents.models import Agent
 from conversations.models import Message
-from nexus.auth import tokens_issue
+from core.auth import tokens_issue
 from tests.api.conftest import make_conversation
 from tests.procs import Process, base_env, manage, start_daphne
 from tests.realtime_procs.cluster import SCRIPTED_PLUGIN, DbTool

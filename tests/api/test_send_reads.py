@@ -15,7 +15,7 @@ from conversations.selectors import (
     conversation_get_for_user,
     conversation_participants,
 )
-from nexus.errors import NotFound
+from core.errors import NotFound
 from runs.history import chat_history
 from tests.api.conftest import make_conversation
 

@@ -9,8 +9,8 @@ import pytest
 import redis
 from django.test import override_settings
 
-from nexus import throttles
-from nexus.auth import tokens_issue
+from core import throttles
+from core.auth import tokens_issue
 from tests.api.conftest import assert_error
 
 pytestmark = pytest.mark.django_db

@@ -22,5 +22,5 @@ urlpatterns = [
     *project_urlpatterns,
 ]
 
-handler404 = "nexus.exceptions.handler404"
-handler500 = "nexus.exceptions.handler500"
+handler404 = "core.exceptions.handler404"
+handler500 = "core.exceptions.handler500"

@@ -78,7 +78,7 @@ async def test_query_token_works_and_can_be_switched_off(application, user, conv
 
 
 async def test_a_ticket_is_single_use(application, user, conversation):
-    from nexus.auth import ws_ticket_issue
+    from core.auth import ws_ticket_issue
 
     ticket = await database_sync_to_async(ws_ticket_issue)(user)
     client = await _raw(application, f"/ws/conversations/{conversation.pk}/?ticket={ticket}")

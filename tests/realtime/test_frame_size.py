@@ -104,8 +104,8 @@ async def test_an_event_logged_over_the_limit_is_cut_to_fit_when_delivered(conne
     """An event already in the log that is larger than a frame may be (logged before this rule, or
     with a larger limit) is cut on its way out, not sent whole: a resume never meets a frame the
     server cannot send."""
-    from realtime.eventlog import get_event_log
     from realtime.protocol import encode_event, event
+    from runs.eventlog import get_event_log
 
     settings.NEXUS_WS_MAX_MESSAGE_BYTES = LIMIT
     agent = await database_sync_to_async(make_agent)(reply="short")
@@ -151,8 +151,8 @@ async def test_invoke_answers_the_whole_reply_and_sse_frames_fit_too(user, setti
 async def test_the_writer_merges_chunks_only_up_to_a_frame_and_splits_a_longer_one():
     """Chunks queued while an append is in flight (here: while the writer is held) are merged only
     up to ``chunk_chars``; a delta longer than that becomes several chunks. Nothing is lost."""
-    from realtime.eventlog import MemoryEventLog
     from realtime.protocol import chunk_chars
+    from runs.eventlog import MemoryEventLog
     from runs.events import EventWriter
 
     log = MemoryEventLog(maxlen=1000, ttl=3600)

@@ -19,7 +19,7 @@ from typing import Any
 def _user(username: str, is_staff: bool = False) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
 
-    from nexus.auth import tokens_issue
+    from core.auth import tokens_issue
 
     user = get_user_model().objects.create_user(
         username=username, password=f"{username}-password-123", is_staff=is_staff

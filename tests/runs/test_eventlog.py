@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from realtime.eventlog import (
+from runs.eventlog import (
     BATCH_WRITERS,
     RESTART_GAP,
     MemoryEventLog,

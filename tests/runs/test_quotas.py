@@ -308,7 +308,7 @@ def event(n: int, size: int = 100) -> bytes:
 
 @pytest.fixture(params=["memory", "redis"])
 async def capped_log(request):
-    from realtime.eventlog import MemoryEventLog, RedisEventLog
+    from runs.eventlog import MemoryEventLog, RedisEventLog
 
     if request.param == "memory":
         log = MemoryEventLog(maxlen=1000, ttl=3600, max_bytes=1000)

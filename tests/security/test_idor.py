@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from agents.models import Agent
 from conversations.models import Conversation, Message, Participant, Run
-from nexus.auth import tokens_issue
+from core.auth import tokens_issue
 from tests.realtime.conftest import make_agent, make_conversation
 
 pytestmark = [pytest.mark.timeout(60)]

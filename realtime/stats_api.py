@@ -23,6 +23,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from conversations.models import RunStatus
+from conversations.selectors import runs_in_flight
+
 logger = logging.getLogger("nexus.stats")
 
 # This module is imported when the URLconf loads, i.e. when the process starts serving.
@@ -30,9 +33,6 @@ PROCESS_STARTED_AT = time.time()
 
 
 def _runs_in_flight() -> dict[str, int]:
-    from conversations.models import RunStatus
-    from conversations.selectors import runs_in_flight
-
     counts = dict(runs_in_flight().order_by().values_list("status").annotate(n=Count("id")))
     queued = counts.get(RunStatus.QUEUED, 0)
     running = counts.get(RunStatus.RUNNING, 0)

@@ -21,10 +21,17 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from nexus.errors import NexusError, TooLarge, ValidationFailed
+from agents.selectors import agent_get_for_user
+from conversations.models import Conversation, Message, Participant
+from conversations.selectors import conversation_get_for_user, message_get_for_user
+from conversations.services import conversation_create
+from core.errors import NexusError, TooLarge, ValidationFailed
+from core.exceptions import error_body, retry_after_seconds
 from realtime import protocol
 from realtime.connections import StreamGuard
-from realtime.eventlog import LoggedEvent, get_event_log
+from runs.eventlog import LoggedEvent, get_event_log
+from runs.quotas import content_admit
+from runs.services import engine_ensure_started, message_send, run_stop
 
 logger = logging.getLogger(__name__)
 KEEPALIVE_SECONDS = 15.0
@@ -34,8 +41,6 @@ INVOKE_TIMEOUT = 600.0
 def _error(
     status: int, detail: str, code: str, *, errors: Any = None, retry_after: float | None = None
 ) -> JsonResponse:
-    from nexus.exceptions import error_body, retry_after_seconds
-
     response = JsonResponse(error_body(detail, code, errors=errors, retry_after=retry_after), status=status)
     if retry_after is not None:
         response["Retry-After"] = str(retry_after_seconds(retry_after))
@@ -44,7 +49,7 @@ def _error(
 
 async def _user(request: HttpRequest) -> tuple[Any, str | None]:
     """(user, method): the JWT bearer's user, or the session's; (None, None) when neither."""
-    from nexus.auth import AuthenticationFailed, bearer_token, user_from_access_token
+    from core.auth import AuthenticationFailed, bearer_token, user_from_access_token
 
     token = bearer_token(request.headers.get("Authorization"))
     if token:
@@ -161,8 +166,6 @@ class _Follower:
         self.wakeup.set()
 
     async def __aenter__(self) -> _Follower:
-        from runs.services import engine_ensure_started
-
         await engine_ensure_started()
         self.log.watch(self.conversation_id, self._on_events)
         self.wakeup.set()
@@ -247,12 +250,6 @@ def _conversation_for_run(
     user: Any, agent_id: Any, conversation_id: Any, history: Any
 ) -> tuple[str, int, bool]:
     """(conversation id, its stored last seq, whether this request created it)."""
-    from agents.selectors import agent_get_for_user
-    from conversations.models import Message, Participant
-    from conversations.selectors import conversation_get_for_user
-    from conversations.services import conversation_create
-    from runs.quotas import content_admit
-
     agent = agent_get_for_user(user=user, agent_id=agent_id)
     if conversation_id:
         conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
@@ -288,16 +285,12 @@ def _conversation_for_run(
 
 
 def _conversation_discard(conversation_id: str) -> None:
-    from conversations.models import Conversation
-
     Conversation.objects.filter(pk=conversation_id).delete()
 
 
 async def _send(user: Any, conversation_id: str, created: bool, **send: Any) -> Any:
     """``message_send``; a conversation this request created is deleted again when the send is
     refused (a quota, bad input), so a refused request leaves nothing behind."""
-    from runs.services import message_send
-
     try:
         return await message_send(user=user, conversation_id=conversation_id, **send)
     except NexusError:
@@ -314,8 +307,6 @@ async def _last_seq(conversation_id: str, stored: int) -> int:
 @api_view
 async def agent_run(request: HttpRequest, agent_id: str) -> HttpResponse:
     """``POST /api/agents/{id}/run/`` (seed 002): send ``query`` and stream the run over SSE."""
-    from runs.quotas import content_admit
-
     body = _json_body(request)
     query = _string(body, "query", "message")
     client_message_id = _string(body, "client_message_id", required=False, limit=protocol.MAX_ID_CHARS)
@@ -346,8 +337,6 @@ async def agent_run(request: HttpRequest, agent_id: str) -> HttpResponse:
 @api_view
 async def conversation_events(request: HttpRequest, conversation_id: str) -> HttpResponse:
     """``GET /api/conversations/{id}/events/``: every event after ``Last-Event-ID`` / ``?after_seq=``."""
-    from conversations.selectors import conversation_get_for_user
-
     conversation = await sync_to_async(conversation_get_for_user)(
         user=request.nexus_user, conversation_id=conversation_id
     )
@@ -394,8 +383,6 @@ def _run_reply(run_id: str) -> dict[str, Any]:
 
 
 def _stored_content(user: Any, message_id: str) -> str:
-    from conversations.selectors import message_get_for_user
-
     return message_get_for_user(user=user, message_id=message_id).content
 
 
@@ -404,8 +391,6 @@ def _stored_content(user: Any, message_id: str) -> str:
 async def invoke(request: HttpRequest) -> HttpResponse:
     """``POST /api/invoke/`` (seed 000): run the agent and answer with the whole reply. The events
     stream to every socket watching the conversation meanwhile."""
-    from runs.quotas import content_admit
-
     body = _json_body(request)
     agent_id = _optional_uuid(body, "agent_id", "agentId")
     if agent_id is None:
@@ -476,8 +461,6 @@ async def invoke(request: HttpRequest) -> HttpResponse:
 @api_view
 async def conversation_stop(request: HttpRequest, conversation_id: str) -> HttpResponse:
     """``POST /api/conversations/{id}/stop/``: the REST twin of the ``stop`` frame."""
-    from runs.services import run_stop
-
     body = _json_body(request)
     stopped = await run_stop(
         user=request.nexus_user, conversation_id=conversation_id, run_id=_optional_uuid(body, "run_id")

@@ -24,7 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from nexus.errors import NexusError, TooLarge
+from core.errors import NexusError, TooLarge
 
 logger = logging.getLogger("nexus.api")
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.redis import redis_client
-from nexus.tasks import process_task
+from core.tasks import process_task
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ BatchId = tuple[str, int]
 @dataclass(frozen=True, slots=True)
 class LoggedEvent:
     seq: int
-    payload: bytes  # the event's JSON without its seq (see realtime.protocol.frame_with_seq)
+    payload: bytes  # the event's JSON without its seq (see runs.event_encoding.frame_with_seq)
 
 
 @dataclass(frozen=True, slots=True)

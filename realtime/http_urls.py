@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from runs import views
+from realtime import http_views as views
 
 urlpatterns = [
     path("invoke/", views.invoke, name="invoke"),

@@ -39,7 +39,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from rest_framework_simplejwt.utils import datetime_from_epoch, get_md5_hash_password
 
-from nexus.errors import NexusError
+from core.errors import NexusError, ValidationFailed
 
 logger = logging.getLogger("nexus.auth")
 
@@ -163,8 +163,6 @@ def refresh_token_revoke(*, user: Any, raw_refresh: str) -> bool:
     """
     from rest_framework_simplejwt.exceptions import ExpiredTokenError
 
-    from nexus.errors import ValidationFailed
-
     try:
         refresh = RefreshToken(raw_refresh)
     except ExpiredTokenError:
@@ -281,7 +279,7 @@ class JWTAuthentication(authentication.BaseAuthentication):
 
 
 class JWTAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "nexus.auth.JWTAuthentication"
+    target_class = "core.auth.JWTAuthentication"
     name = "jwtAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
