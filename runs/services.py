@@ -409,6 +409,21 @@ async def _signal_stop(run: Run) -> None:
             pass
 
 
+def _emit_stopped(writer: EventWriter, run: Run, **extra: Any) -> None:
+    """``run_finished {status: stopped}`` for a run that ends without its owner saying so (a queued
+    run stopped, or the runs of a deleted conversation)."""
+    writer.emit(
+        "run_finished",
+        {
+            "run_id": str(run.pk),
+            "status": RunStatus.STOPPED,
+            "usage": {},
+            "agent_id": str(run.agent_id),
+            **extra,
+        },
+    )
+
+
 async def run_stop(*, user: Any, conversation_id: Any, run_id: str | None = None) -> list[str]:
     """Stop the conversation's active runs (or one). Returns the ids of the runs told to stop."""
     conversation, queued, running = await db(_prepare_stop)(
@@ -421,15 +436,7 @@ async def run_stop(*, user: Any, conversation_id: Any, run_id: str | None = None
             get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
         )
         for run in queued:
-            writer.emit(
-                "run_finished",
-                {
-                    "run_id": str(run.pk),
-                    "status": RunStatus.STOPPED,
-                    "usage": {},
-                    "agent_id": str(run.agent_id),
-                },
-            )
+            _emit_stopped(writer, run)
         if (
             conversation.session_type == SessionType.AGENT_AGENT
             and conversation.status == ConversationStatus.STOPPED
@@ -496,16 +503,7 @@ async def _announce_deleted(conversation: Conversation, active: list[Run]) -> No
         get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
     )
     for run in active:
-        writer.emit(
-            "run_finished",
-            {
-                "run_id": str(run.pk),
-                "status": RunStatus.STOPPED,
-                "usage": {},
-                "agent_id": str(run.agent_id),
-                "message_id": str(run.reply_message_id or ""),
-            },
-        )
+        _emit_stopped(writer, run, message_id=str(run.reply_message_id or ""))
     writer.emit(
         "system",
         {
