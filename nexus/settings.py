@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "conversations",
     "realtime",
     "runs",
+    "web",
 ]
 
 MIDDLEWARE = [

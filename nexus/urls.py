@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from nexus.health import health
-from realtime.web_views import ThrottledAdminAuthenticationForm, admin_login
+from web.views import ThrottledAdminAuthenticationForm, admin_login
 
 # Every login form is throttled per IP and per username (SPEC section 12), the admin's included.
 admin.site.login_form = ThrottledAdminAuthenticationForm
@@ -16,7 +16,7 @@ urlpatterns = [
     # REST API (nexus/api_urls.py) and the realtime HTTP endpoints: invoke, stop, SSE (realtime/http_urls.py).
     path("api/", include("realtime.http_urls")),
     path("api/", include("nexus.api_urls")),
-    path("", include("realtime.web_urls")),
+    path("", include("web.urls")),
 ]
 
 # Errors under /api/ answer in the one JSON error shape; pages elsewhere stay Django's.
