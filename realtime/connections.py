@@ -207,4 +207,4 @@ def _end_event(message: str, close_code: int) -> bytes:
     """The last event of a stream that the server ends: an ``error`` frame with the code a socket
     would have been closed with (4002: reconnect and resume; 4003: sign in again)."""
     frame = protocol.error_frame("forbidden", message, details={"close_code": close_code})
-    return b"event: error\ndata: " + frame.encode() + b"\n\n"
+    return protocol.sse_event(frame, event_name="error")

@@ -487,9 +487,10 @@ class ConversationSocket(BaseSocket):
         if self._sent_from is None or evt.seq != self._sent_to + 1:
             self._sent_from = evt.seq - 1
         self._cursor = self._sent_to = evt.seq
-        if b'"session_expired"' in evt.payload:
+        ending = protocol.conversation_ending(evt.payload)
+        if ending == "session_expired":
             await self.close_with("forbidden", "The conversation expired after inactivity.", CLOSE_EXPIRED)
-        elif b'"conversation_deleted"' in evt.payload:
+        elif ending == "conversation_deleted":
             # Deleted (runs.services.conversation_delete_with_runs): the session is gone, as for an
             # unknown conversation on connect.
             await self.close_with("not_found", "This conversation was deleted.", CLOSE_INVALID_SESSION)
@@ -499,7 +500,7 @@ class ConversationSocket(BaseSocket):
     ) -> None:
         """The events the client asked for cannot be sent: send the stored state instead, and
         continue after its last seq (or after what this socket sent, if that is higher: never back)."""
-        await self.send(text_data=protocol.control_frame("info", {"code": "resync", "message": message}))
+        await self.send(text_data=protocol.info_frame("resync", message))
         state = await session_state(conversation=self._delivering)
         await self.send_state(state)
         self._cursor = max(state["last_seq"], self._sent_to)
@@ -562,11 +563,7 @@ class ConversationSocket(BaseSocket):
             case protocol.Stop():
                 stopped = await run_stop(user=self.user, conversation_id=cid, run_id=frame.run_id)
                 if not stopped:
-                    await self.send(
-                        text_data=protocol.control_frame(
-                            "info", {"code": "nothing_to_stop", "message": "No reply is running."}
-                        )
-                    )
+                    await self.send(text_data=protocol.info_frame("nothing_to_stop", "No reply is running."))
             case protocol.ToolResult():
                 await tool_result_submit(
                     user=self.user,

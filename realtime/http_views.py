@@ -8,9 +8,10 @@ the session), answer errors in the API's one shape, and call the same services a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -18,13 +19,15 @@ from channels.db import database_sync_to_async as sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from agents.selectors import agent_get_for_user
-from conversations.models import Conversation, Message, Participant
+from conversations.models import Conversation, Message, Participant, Run
 from conversations.selectors import conversation_get_for_user, message_get_for_user
 from conversations.services import conversation_create
+from core.auth import AuthenticationFailed, bearer_token, user_from_access_token
 from core.errors import NexusError, TooLarge, ValidationFailed
 from core.exceptions import error_body, retry_after_seconds
 from realtime import protocol
@@ -36,6 +39,7 @@ from runs.services import engine_ensure_started, message_send, run_stop
 logger = logging.getLogger(__name__)
 KEEPALIVE_SECONDS = 15.0
 INVOKE_TIMEOUT = 600.0
+_INVOKE_READS = frozenset({"run_started", "agent_message", "run_finished"})  # what invoke answers with
 
 
 def _error(
@@ -47,10 +51,13 @@ def _error(
     return response
 
 
-async def _user(request: HttpRequest) -> tuple[Any, str | None]:
-    """(user, method): the JWT bearer's user, or the session's; (None, None) when neither."""
-    from core.auth import AuthenticationFailed, bearer_token, user_from_access_token
+def _error_response(exc: NexusError) -> JsonResponse:
+    details = exc.details if isinstance(exc.details, dict) else None
+    return _error(exc.http_status, exc.message, exc.code, errors=details, retry_after=exc.retry_after)
 
+
+async def _caller(request: HttpRequest) -> tuple[Any, str | None]:
+    """(user, method): the JWT bearer's user, or the session's; (None, None) when neither."""
     token = bearer_token(request.headers.get("Authorization"))
     if token:
         try:
@@ -63,8 +70,6 @@ async def _user(request: HttpRequest) -> tuple[Any, str | None]:
 
 def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
     """Session-authenticated unsafe requests need Django's CSRF token (bearer ones cannot be forged)."""
-    from django.middleware.csrf import CsrfViewMiddleware
-
     return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
 
 
@@ -84,11 +89,19 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
-def api_view(func: Any) -> Any:
-    """Auth + the one error shape for the async endpoints."""
+AsyncView = Callable[..., Awaitable[HttpResponse]]
 
-    async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        user, method = await _user(request)
+
+def authenticated_endpoint(view: AsyncView) -> AsyncView:
+    """A plain async Django view, authenticated as the REST API authenticates (a JWT bearer, or
+    the session with its CSRF token on unsafe methods) and answering every ``NexusError`` in the
+    API's one error shape. ``view`` is called with the caller as ``user=``.
+
+    Not DRF's ``APIView``: DRF runs its views synchronously, and these stream for minutes."""
+
+    @functools.wraps(view)
+    async def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user, method = await _caller(request)
         if user is None:
             return _error(
                 401, "Authentication credentials were not provided or are invalid.", "not_authenticated"
@@ -98,16 +111,13 @@ def api_view(func: Any) -> Any:
             return _error(
                 403, "CSRF check failed: send the csrftoken cookie's value in X-CSRFToken.", "csrf_failed"
             )
-        request.nexus_user = user
         try:
-            return await func(request, *args, **kwargs)
+            return await view(request, *args, user=user, **kwargs)
         except NexusError as exc:
-            details = exc.details if isinstance(exc.details, dict) else None
-            return _error(exc.http_status, exc.message, exc.code, errors=details, retry_after=exc.retry_after)
+            return _error_response(exc)
 
-    view.__name__ = func.__name__
-    view.__doc__ = func.__doc__
-    return csrf_exempt(view)
+    # Django's own CSRF check would answer a bearer request 403: the check above is the one.
+    return csrf_exempt(endpoint)
 
 
 def _string(body: dict[str, Any], *names: str, required: bool = True, limit: int | None = None) -> str | None:
@@ -208,32 +218,32 @@ class _Follower:
 def _sse(evt: LoggedEvent) -> bytes:
     # The same frame as the WebSocket's, within the same limit (docs/protocol.md, "Frame size").
     payload = protocol.fit_logged(evt.payload, settings.NEXUS_WS_MAX_MESSAGE_BYTES)
-    return (
-        b"id: "
-        + str(evt.seq).encode()
-        + b"\ndata: "
-        + protocol.frame_with_seq(evt.seq, payload).encode()
-        + b"\n\n"
-    )
+    return protocol.sse_event(protocol.frame_with_seq(evt.seq, payload), event_id=evt.seq)
+
+
+def _ends_stream(evt: LoggedEvent, until_run: str | None) -> bool:
+    """Whether ``evt`` is a stream's last: its conversation was deleted (nothing more will come),
+    or it is the ``run_finished`` of the run the stream follows."""
+    if protocol.conversation_ending(evt.payload) == "conversation_deleted":
+        return True
+    if until_run is None or protocol.event_type(evt.payload) != "run_finished":
+        return False
+    return protocol.event_fields(evt.payload)[1].get("run_id") == until_run
 
 
 async def _stream(conversation_id: str, after_seq: int, *, until_run: str | None) -> AsyncIterator[bytes]:
-    yield b": connected\n\n"
+    yield protocol.sse_comment("connected")
     try:
         async with _Follower(conversation_id, after_seq) as follower:
             async for evt in follower.events(keepalive=KEEPALIVE_SECONDS):
                 if evt is None:
-                    yield b": keep-alive\n\n"
+                    yield protocol.sse_comment("keep-alive")
                     continue
                 yield _sse(evt)
-                if b'"conversation_deleted"' in evt.payload:
-                    return  # the conversation is gone: nothing more will come
-                if until_run is not None and b'"run_finished"' in evt.payload:
-                    data = orjson.loads(evt.payload)["data"]
-                    if data.get("run_id") == until_run:
-                        return
+                if _ends_stream(evt, until_run):
+                    return
     except NexusError as exc:
-        yield b"event: error\ndata: " + protocol.error_frame(exc.code, exc.message).encode() + b"\n\n"
+        yield protocol.sse_event(protocol.error_frame(exc.code, exc.message), event_name="error")
 
 
 def _sse_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
@@ -304,20 +314,20 @@ async def _last_seq(conversation_id: str, stored: int) -> int:
 
 
 @require_http_methods(["POST"])
-@api_view
-async def agent_run(request: HttpRequest, agent_id: str) -> HttpResponse:
+@authenticated_endpoint
+async def agent_run(request: HttpRequest, agent_id: str, *, user: Any) -> HttpResponse:
     """``POST /api/agents/{id}/run/`` (seed 002): send ``query`` and stream the run over SSE."""
     body = _json_body(request)
     query = _string(body, "query", "message")
     client_message_id = _string(body, "client_message_id", required=False, limit=protocol.MAX_ID_CHARS)
     content_admit(query, field="query")
-    guard = await StreamGuard.open(request, request.nexus_user)  # the connection cap, before the run
+    guard = await StreamGuard.open(request, user)  # the connection cap, before the run
     conversation_id, stored_seq, created = await sync_to_async(_conversation_for_run)(
-        request.nexus_user, agent_id, _optional_uuid(body, "conversation_id"), body.get("history")
+        user, agent_id, _optional_uuid(body, "conversation_id"), body.get("history")
     )
     after = await _last_seq(conversation_id, stored_seq)
     result = await _send(
-        request.nexus_user,
+        user,
         conversation_id,
         created,
         content=query,
@@ -334,12 +344,10 @@ async def agent_run(request: HttpRequest, agent_id: str) -> HttpResponse:
 
 
 @require_http_methods(["GET"])
-@api_view
-async def conversation_events(request: HttpRequest, conversation_id: str) -> HttpResponse:
+@authenticated_endpoint
+async def conversation_events(request: HttpRequest, conversation_id: str, *, user: Any) -> HttpResponse:
     """``GET /api/conversations/{id}/events/``: every event after ``Last-Event-ID`` / ``?after_seq=``."""
-    conversation = await sync_to_async(conversation_get_for_user)(
-        user=request.nexus_user, conversation_id=conversation_id
-    )
+    conversation = await sync_to_async(conversation_get_for_user)(user=user, conversation_id=conversation_id)
     raw = request.headers.get("Last-Event-ID") or request.GET.get("after_seq")
     if raw is None:
         after = await _last_seq(str(conversation.pk), conversation.last_seq)
@@ -354,14 +362,12 @@ async def conversation_events(request: HttpRequest, conversation_id: str) -> Htt
             raise ValidationFailed(
                 "after_seq must not be negative.", details={"after_seq": ["Non-negative."]}
             )
-    guard = await StreamGuard.open(request, request.nexus_user)
+    guard = await StreamGuard.open(request, user)
     return _sse_response(guard.wrap(_stream(str(conversation.pk), after, until_run=None)))
 
 
 def _seq_before(message_id: str, fallback: int) -> int:
     """The seq just before a stored message's (``fallback`` while it has none yet)."""
-    from conversations.models import Message
-
     seq = Message.objects.filter(pk=message_id).values_list("seq", flat=True).first()
     return seq - 1 if seq else fallback
 
@@ -369,8 +375,6 @@ def _seq_before(message_id: str, fallback: int) -> int:
 def _run_reply(run_id: str) -> dict[str, Any]:
     """A run's status, error and reply as stored, in the shapes of its ``agent_message`` and
     ``run_finished`` events."""
-    from conversations.models import Run
-
     run = Run.objects.select_related("reply_message").get(pk=run_id)
     reply = run.reply_message
     return {
@@ -387,8 +391,8 @@ def _stored_content(user: Any, message_id: str) -> str:
 
 
 @require_http_methods(["POST"])
-@api_view
-async def invoke(request: HttpRequest) -> HttpResponse:
+@authenticated_endpoint
+async def invoke(request: HttpRequest, *, user: Any) -> HttpResponse:
     """``POST /api/invoke/`` (seed 000): run the agent and answer with the whole reply. The events
     stream to every socket watching the conversation meanwhile."""
     body = _json_body(request)
@@ -399,12 +403,12 @@ async def invoke(request: HttpRequest) -> HttpResponse:
     client_message_id = _string(body, "client_message_id", required=False, limit=protocol.MAX_ID_CHARS)
     content_admit(message, field="message")
     conversation_id, stored_seq, created = await sync_to_async(_conversation_for_run)(
-        request.nexus_user, agent_id, _optional_uuid(body, "conversation_id", "conversationId"), None
+        user, agent_id, _optional_uuid(body, "conversation_id", "conversationId"), None
     )
     after = await _last_seq(conversation_id, stored_seq)
     async with _Follower(conversation_id, after) as follower:
         result = await _send(
-            request.nexus_user,
+            user,
             conversation_id,
             created,
             content=message,
@@ -426,10 +430,9 @@ async def invoke(request: HttpRequest) -> HttpResponse:
             try:
                 async with asyncio.timeout(INVOKE_TIMEOUT):
                     async for evt in follower.events(keepalive=None):
-                        if evt is None or b'"streaming_chunk"' in evt.payload[:40]:
+                        if evt is None or protocol.event_type(evt.payload) not in _INVOKE_READS:
                             continue
-                        data = orjson.loads(evt.payload)
-                        kind, fields = data["type"], data["data"]
+                        kind, fields = protocol.event_fields(evt.payload)
                         if kind == "run_started" and fields.get("run_id") == result.run_id:
                             reply_id = fields.get("message_id")
                         elif kind == "agent_message" and reply_id and fields.get("messageId") == reply_id:
@@ -443,7 +446,7 @@ async def invoke(request: HttpRequest) -> HttpResponse:
     response = (final or {}).get("content", "")
     if final and final.get("content_truncated"):
         # The event carries what fits in a frame; this answer is HTTP: the stored reply, whole.
-        response = await sync_to_async(_stored_content)(request.nexus_user, final["messageId"])
+        response = await sync_to_async(_stored_content)(user, final["messageId"])
     return JsonResponse(
         {
             "success": status == "completed",
@@ -458,11 +461,11 @@ async def invoke(request: HttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["POST"])
-@api_view
-async def conversation_stop(request: HttpRequest, conversation_id: str) -> HttpResponse:
+@authenticated_endpoint
+async def conversation_stop(request: HttpRequest, conversation_id: str, *, user: Any) -> HttpResponse:
     """``POST /api/conversations/{id}/stop/``: the REST twin of the ``stop`` frame."""
     body = _json_body(request)
     stopped = await run_stop(
-        user=request.nexus_user, conversation_id=conversation_id, run_id=_optional_uuid(body, "run_id")
+        user=user, conversation_id=conversation_id, run_id=_optional_uuid(body, "run_id")
     )
     return JsonResponse({"stopped": stopped, "count": len(stopped)})

@@ -336,6 +336,68 @@ def error_frame(code: str, message: str, details: Any = None, retry_after: float
     return control_frame("error", data)
 
 
+def info_frame(code: str, message: str) -> str:
+    """An ``info`` frame: something the client should know that is not an error."""
+    return control_frame("info", {"code": code, "message": message})
+
+
+def sse_event(data: str, *, event_id: int | None = None, event_name: str | None = None) -> bytes:
+    """One Server-Sent Event carrying one frame (``data``: a frame's JSON text, on one line)."""
+    head = b"" if event_id is None else b"id: " + str(event_id).encode() + b"\n"
+    if event_name is not None:
+        head += b"event: " + event_name.encode() + b"\n"
+    return head + b"data: " + data.encode() + b"\n\n"
+
+
+def sse_comment(text: str) -> bytes:
+    """An SSE comment line (the stream's greeting, its keep-alives): clients ignore it."""
+    return b": " + text.encode() + b"\n\n"
+
+
+# --- Logged events, read back ------------------------------------------------------------------
+#
+# A face needs an event's type to act on it (close a socket when its conversation was deleted or
+# expired, end a stream at its run's ``run_finished``). It reads it here, never by looking for a
+# name anywhere in the bytes: a tool result or a context can hold "conversation_deleted" too.
+
+_TYPE_FIRST = b'{"type":"'  # runs.event_encoding.event() puts the type first; encode_event keeps it
+
+
+def event_type(payload: bytes) -> str:
+    """The type of a logged event (its stored JSON, see ``frame_with_seq``).
+
+    The type is read from its place at the start, where ``encode_event`` writes it, without
+    decoding the rest: a socket reads it for every event it forwards, and a long reply's final
+    ``agent_message`` is a megabyte. A payload laid out otherwise is decoded whole."""
+    start = len(_TYPE_FIRST)
+    if payload.startswith(_TYPE_FIRST):
+        end = payload.find(b'"', start)
+        kind = payload[start:end]
+        if end > start and b"\\" not in kind:
+            return kind.decode()
+    kind = orjson.loads(payload).get("type")
+    return kind if isinstance(kind, str) else ""
+
+
+def event_fields(payload: bytes) -> tuple[str, dict[str, Any]]:
+    """A logged event decoded: its type and its ``data``."""
+    evt = orjson.loads(payload)
+    data = evt.get("data")
+    return str(evt.get("type") or ""), data if isinstance(data, dict) else {}
+
+
+CONVERSATION_ENDINGS = frozenset({"session_expired", "conversation_deleted"})
+
+
+def conversation_ending(payload: bytes) -> str | None:
+    """``session_expired`` or ``conversation_deleted`` when a logged event says its conversation
+    ended (a ``system`` event with that code), else None. Only a ``system`` event is decoded."""
+    if event_type(payload) != "system":
+        return None
+    code = event_fields(payload)[1].get("code")
+    return code if code in CONVERSATION_ENDINGS else None
+
+
 # --- The seed 000 "neural-event" dialect of /ws/events/ -------------------------------------------
 
 
