@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
@@ -19,14 +20,42 @@ from conversations.models import (
 from core.errors import NotFound, parse_uuid
 
 
-def conversation_queryset_for_user(user: Any) -> QuerySet[Conversation]:
-    """Conversations a user may see: their own; staff see all."""
-    qs = Conversation.objects.select_related("owner")
+@dataclass(frozen=True, slots=True)
+class ConversationAccess:
+    """The one access rule for conversations (and so for their messages, runs and events): staff
+    see every conversation, a signed-in user their own, anyone else none. Every reader applies it
+    through this: the ORM querysets, the send path's SQL, the monitor socket's filter."""
+
+    everyone: bool = False  # staff: every conversation
+    owner_id: Any = None  # otherwise only this owner's (None: none at all)
+
+    @property
+    def nothing(self) -> bool:
+        return not self.everyone and self.owner_id is None
+
+    def permits(self, owner_id: Any) -> bool:
+        """Whether a conversation owned by ``owner_id`` is visible."""
+        return self.everyone or (self.owner_id is not None and owner_id == self.owner_id)
+
+
+def conversation_access(user: Any) -> ConversationAccess:
+    """What ``user`` may see of the conversations (see ``ConversationAccess``)."""
     if getattr(user, "is_staff", False):
-        return qs
+        return ConversationAccess(everyone=True)
     if not getattr(user, "is_authenticated", False):
+        return ConversationAccess()
+    return ConversationAccess(owner_id=user.pk)
+
+
+def conversation_queryset_for_user(user: Any) -> QuerySet[Conversation]:
+    """Conversations a user may see: their own; staff see all (``conversation_access``)."""
+    qs = Conversation.objects.select_related("owner")
+    access = conversation_access(user)
+    if access.everyone:
+        return qs
+    if access.nothing:
         return qs.none()
-    return qs.filter(owner=user)
+    return qs.filter(owner_id=access.owner_id)
 
 
 def conversation_list(*, user: Any) -> QuerySet[Conversation]:
@@ -64,15 +93,17 @@ def conversation_for_send(*, user: Any, conversation_id: Any) -> tuple[Conversat
     once per database: compiling these through the ORM cost about 0.6 ms of Python each, per send
     (docs/benchmarks.md); ``raw`` still converts every column and builds the models."""
     pk = parse_uuid(conversation_id, what="Conversation")
-    if not getattr(user, "is_authenticated", False):
+    access = conversation_access(user)  # the rule conversation_get_for_user applies, as SQL below
+    if access.nothing:
         raise NotFound("Conversation not found.")
-    staff = bool(getattr(user, "is_staff", False))
     for_update = connection.features.has_select_for_update
-    conversation_sql, participants_sql = _send_sql(connection.vendor, staff=staff, for_update=for_update)
+    conversation_sql, participants_sql = _send_sql(
+        connection.vendor, everyone=access.everyone, for_update=for_update
+    )
     pk_param = Conversation._meta.pk.get_db_prep_value(pk, connection)
     params: list[Any] = [*ACTIVE_RUN_STATUSES, pk_param]
-    if not staff:
-        params.append(user.pk)
+    if not access.everyone:
+        params.append(access.owner_id)
     rows = list(Conversation.objects.raw(conversation_sql, params))
     if not rows:
         raise NotFound("Conversation not found.")
@@ -85,8 +116,10 @@ def conversation_for_send(*, user: Any, conversation_id: Any) -> tuple[Conversat
 _SEND_SQL: dict[tuple[str, bool, bool], tuple[str, str]] = {}
 
 
-def _send_sql(vendor: str, *, staff: bool, for_update: bool) -> tuple[str, str]:
-    key = (vendor, staff, for_update)
+def _send_sql(vendor: str, *, everyone: bool, for_update: bool) -> tuple[str, str]:
+    """The send path's two queries; ``everyone``: ``ConversationAccess.everyone`` (else the
+    conversation must be ``owner_id``'s, the one parameter after its id)."""
+    key = (vendor, everyone, for_update)
     if key not in _SEND_SQL:
         q = connection.ops.quote_name
         conversations, runs = q(Conversation._meta.db_table), q(Run._meta.db_table)
@@ -96,7 +129,7 @@ def _send_sql(vendor: str, *, staff: bool, for_update: bool) -> tuple[str, str]:
             f"SELECT c.*, EXISTS(SELECT 1 FROM {runs} r WHERE r.conversation_id = c.id"
             f" AND r.status IN ({statuses})) AS has_active_run"
             f" FROM {conversations} c WHERE c.id = %s"
-            + ("" if staff else " AND c.owner_id = %s")
+            + ("" if everyone else " AND c.owner_id = %s")
             + (" FOR UPDATE" if for_update else "")
         )
         participants_sql = (

@@ -12,6 +12,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from agents.models import Agent
+from conversations.selectors import conversation_access
 from realtime import protocol
 from realtime.consumers import CLOSE_INTERNAL, BaseSocket
 from runs.eventlog import LoggedEvent, get_event_log
@@ -29,6 +30,7 @@ class EventsSocket(BaseSocket):
     """Every event of the conversations this user may see (staff: all), as ``neural-event``."""
 
     async def on_connected(self) -> None:
+        self._access = conversation_access(self.user)  # fixed for the socket's life, as its user
         self._queue: deque[tuple[str, LoggedEvent]] = deque()
         self._wakeup = asyncio.Event()
         self._context = protocol.NeuralContext()
@@ -36,7 +38,7 @@ class EventsSocket(BaseSocket):
         self._tasks.append(asyncio.get_running_loop().create_task(self._pump()))
 
     def _on_events(self, conversation_id: str, owner_id: int | None, events: list[LoggedEvent]) -> None:
-        if not self.user.is_staff and owner_id != self.user.pk:
+        if not self._access.permits(owner_id):
             return
         if len(self._queue) > 10_000:
             return  # a monitor is best-effort by nature: it never holds the process's memory hostage
