@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count
 
-from agents.models import Agent, AgentStatus
+from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
 from agents.provider_config import generation_options_for
 from agents.services import agent_set_status
 from providers.base import ProviderError
@@ -33,6 +33,14 @@ async def _agent_provider_check(agent: Agent) -> dict[str, Any]:
     return {"reachable": bool(status.reachable), "detail": status.detail or "", "models": list(status.models)}
 
 
+# The form shows every field of AGENT_EDITABLE_FIELDS: these two groups, and the rest on top.
+_MODEL_FIELDS = ("provider", "model", "base_url", "temperature", "max_tokens", "config")
+_BEHAVIOUR_FIELDS = ("system_prompt", "personality", "capabilities", "interaction_modes", "tools")
+_IDENTITY_FIELDS = tuple(
+    name for name in AGENT_EDITABLE_FIELDS if name not in _MODEL_FIELDS and name not in _BEHAVIOUR_FIELDS
+)
+
+
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
     list_display = (
@@ -52,26 +60,9 @@ class AgentAdmin(admin.ModelAdmin):
     autocomplete_fields = ("owner",)
     actions = ("activate", "pause", "test_provider")
     fieldsets = (
-        (
-            None,
-            {
-                "fields": (
-                    "id",
-                    "name",
-                    "emoji",
-                    "description",
-                    "owner",
-                    "workspace",
-                    "status",
-                    "cooldown_until",
-                )
-            },
-        ),
-        ("Model", {"fields": ("provider", "model", "base_url", "temperature", "max_tokens", "config")}),
-        (
-            "Behaviour",
-            {"fields": ("system_prompt", "personality", "capabilities", "interaction_modes", "tools")},
-        ),
+        (None, {"fields": ("id", *_IDENTITY_FIELDS, "owner", "cooldown_until")}),
+        ("Model", {"fields": _MODEL_FIELDS}),
+        ("Behaviour", {"fields": _BEHAVIOUR_FIELDS}),
         ("Activity", {"fields": ("last_active_at", "created_at", "updated_at")}),
     )
 

@@ -23,6 +23,30 @@ class Provider(models.TextChoices):
     GEMINI = "gemini"
 
 
+# The fields a client sets on an agent, in the order every listing shows them: the REST API
+# (``AgentSerializer``, ``AgentWriteSerializer``), an inline agent in a conversation request
+# (``conversations.services.INLINE_AGENT_FIELDS``), the admin's form and the demo presets all take
+# theirs from here (tests/api/test_agent_fields.py holds the ones that must spell fields out).
+AGENT_EDITABLE_FIELDS = (
+    "name",
+    "emoji",
+    "description",
+    "workspace",
+    "provider",
+    "model",
+    "base_url",
+    "system_prompt",
+    "personality",
+    "capabilities",
+    "interaction_modes",
+    "temperature",
+    "max_tokens",
+    "tools",
+    "config",
+    "status",
+)
+
+
 class Agent(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(

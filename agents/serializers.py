@@ -8,7 +8,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from agents.models import Agent, AgentStatus
+from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
 from core.fields import (
     StrictBooleanField,
     StrictCharField,
@@ -56,22 +56,7 @@ class AgentSerializer(serializers.ModelSerializer):
             "owner_id",
             "shared",
             "can_edit",
-            "name",
-            "emoji",
-            "description",
-            "workspace",
-            "provider",
-            "model",
-            "base_url",
-            "system_prompt",
-            "personality",
-            "capabilities",
-            "interaction_modes",
-            "temperature",
-            "max_tokens",
-            "tools",
-            "config",
-            "status",
+            *AGENT_EDITABLE_FIELDS,
             "cooldown_until",
             "last_active_at",
             "created_at",
@@ -91,7 +76,8 @@ def _strings(max_items: int = 50) -> serializers.ListField:
 
 
 class AgentWriteSerializer(serializers.Serializer):
-    """Create (POST), replace (PUT) or change (PATCH) an agent."""
+    """Create (POST), replace (PUT) or change (PATCH) an agent: one field per
+    ``AGENT_EDITABLE_FIELDS`` entry, each with its checks."""
 
     name = StrictCharField(max_length=120)
     emoji = StrictCharField(max_length=16, required=False, allow_blank=True)

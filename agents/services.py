@@ -9,30 +9,12 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from agents.models import Agent, AgentStatus
+from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
 from agents.provider_config import TIMEOUT_NAMES, timeout_value_ok
 from agents.selectors import agent_can_edit
 from core.errors import Conflict, Forbidden, ValidationFailed
 
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
-EDITABLE_FIELDS = (
-    "name",
-    "emoji",
-    "description",
-    "workspace",
-    "provider",
-    "model",
-    "base_url",
-    "system_prompt",
-    "personality",
-    "capabilities",
-    "interaction_modes",
-    "temperature",
-    "max_tokens",
-    "tools",
-    "config",
-    "status",
-)
 _SECRET_HINTS = ("api_key", "apikey", "secret", "password", "token")
 
 
@@ -136,7 +118,7 @@ def storable_json_validate(value: Any, *, field: str) -> None:
 def _clean(fields: dict[str, Any]) -> dict[str, Any]:
     for name, value in fields.items():
         storable_json_validate(value, field=name)
-    unknown = set(fields) - set(EDITABLE_FIELDS)
+    unknown = set(fields) - set(AGENT_EDITABLE_FIELDS)
     if unknown:
         raise ValidationFailed(
             "Unknown fields.", details={name: ["Unknown field."] for name in sorted(unknown)}

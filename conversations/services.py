@@ -11,7 +11,7 @@ from django.conf import settings as django_settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents.models import Agent
+from agents.models import AGENT_EDITABLE_FIELDS, Agent
 from agents.selectors import agent_get_for_user
 from agents.services import _SECRET_HINTS, agent_create_for_user, storable_json_validate
 from conversations.models import (
@@ -186,26 +186,8 @@ def message_feedback(*, message: Message, rating: str | None, comment: str = "")
 
 # --- creation from a client's request (REST, WebSocket `initialize`) ---------------------------
 
-INLINE_AGENT_FIELDS = frozenset(
-    {
-        "provider",
-        "model",
-        "name",
-        "emoji",
-        "description",
-        "workspace",
-        "base_url",
-        "system_prompt",
-        "personality",
-        "capabilities",
-        "interaction_modes",
-        "temperature",
-        "max_tokens",
-        "tools",
-        "config",
-        "metadata",
-    }
-)
+# An inline agent (seed 001 AgentConfig) takes an agent's fields but its status, plus metadata.
+INLINE_AGENT_FIELDS = (frozenset(AGENT_EDITABLE_FIELDS) - {"status"}) | {"metadata"}
 MAX_PARTICIPANTS = 10
 _LIST_ROLES = ("primary", "secondary")
 
