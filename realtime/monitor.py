@@ -71,7 +71,7 @@ class EventsSocket(BaseSocket):
                     )
                 frame = protocol.render_neural(conversation_id, evt.seq, data, self._context)
                 if frame is not None:
-                    await self.send(text_data=orjson.dumps(frame).decode())
+                    await self.send(text_data=frame)
 
     async def on_disconnected(self) -> None:
         get_event_log().unwatch_all(self._on_events)

@@ -408,10 +408,9 @@ class NeuralContext:
     agent_names: dict[str, str] = field(default_factory=dict)
 
 
-def render_neural(
-    conversation_id: str, seq: int, evt: dict[str, Any], ctx: NeuralContext
-) -> dict[str, Any] | None:
-    """Render a conversation event as seed 000's ``neural-event``; None for events it has no kind for."""
+def render_neural(conversation_id: str, seq: int, evt: dict[str, Any], ctx: NeuralContext) -> str | None:
+    """Render a conversation event as seed 000's ``neural-event`` frame (its JSON text); None for
+    events it has no kind for."""
     data = evt.get("data", {})
     agent_id = data.get("agent_id")
     base = {
@@ -452,10 +451,11 @@ def render_neural(
             kind, payload = "agent-error", {**base, "code": data.get("code"), "message": data.get("message")}
         case _:
             return None
-    return {
+    frame = {
         "type": "neural-event",
         "kind": kind,
         "seq": seq,
         "timestamp": evt.get("timestamp"),
         "data": payload,
     }
+    return orjson.dumps(frame).decode()
