@@ -31,8 +31,13 @@ class RefreshSerializer(serializers.Serializer):
 
 
 class LogoutSerializer(serializers.Serializer):
+    # allow_blank: a form posts an empty field as "" and DRF reads it as not sent; JSON's "" means the
+    # same, so the schema and both encodings agree (nothing to revoke, 200)
     refresh_token = serializers.CharField(
-        max_length=4096, required=False, help_text="The refresh token to revoke (recommended)."
+        max_length=4096,
+        required=False,
+        allow_blank=True,
+        help_text="The refresh token to revoke (recommended; empty or absent: none revoked).",
     )
 
 
