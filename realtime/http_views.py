@@ -18,6 +18,7 @@ from channels.db import database_sync_to_async as sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
@@ -25,11 +26,13 @@ from agents.selectors import agent_get_for_user
 from conversations.models import Conversation, Message, Participant
 from conversations.selectors import conversation_get_for_user, message_get_for_user
 from conversations.services import conversation_create
+from core.auth import AuthenticationFailed, bearer_token, user_from_access_token
 from core.errors import NexusError, TooLarge, ValidationFailed
 from core.exceptions import error_body, retry_after_seconds
 from realtime import protocol
 from realtime.connections import StreamGuard
 from runs.eventlog import LoggedEvent, get_event_log
+from runs.models import Run
 from runs.quotas import content_admit
 from runs.services import engine_ensure_started, message_send, run_stop
 
@@ -49,8 +52,6 @@ def _error(
 
 async def _user(request: HttpRequest) -> tuple[Any, str | None]:
     """(user, method): the JWT bearer's user, or the session's; (None, None) when neither."""
-    from core.auth import AuthenticationFailed, bearer_token, user_from_access_token
-
     token = bearer_token(request.headers.get("Authorization"))
     if token:
         try:
@@ -63,8 +64,6 @@ async def _user(request: HttpRequest) -> tuple[Any, str | None]:
 
 def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
     """Session-authenticated unsafe requests need Django's CSRF token (bearer ones cannot be forged)."""
-    from django.middleware.csrf import CsrfViewMiddleware
-
     return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
 
 
@@ -360,8 +359,6 @@ async def conversation_events(request: HttpRequest, conversation_id: str) -> Htt
 
 def _seq_before(message_id: str, fallback: int) -> int:
     """The seq just before a stored message's (``fallback`` while it has none yet)."""
-    from conversations.models import Message
-
     seq = Message.objects.filter(pk=message_id).values_list("seq", flat=True).first()
     return seq - 1 if seq else fallback
 
@@ -369,8 +366,6 @@ def _seq_before(message_id: str, fallback: int) -> int:
 def _run_reply(run_id: str) -> dict[str, Any]:
     """A run's status, error and reply as stored, in the shapes of its ``agent_message`` and
     ``run_finished`` events."""
-    from conversations.models import Run
-
     run = Run.objects.select_related("reply_message").get(pk=run_id)
     reply = run.reply_message
     return {
