@@ -12,13 +12,12 @@ from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
 from agents.provider_config import generation_options_for
 from agents.services import agent_set_status
 from providers.base import ProviderError
+from providers.registry import get_provider
 
 
 async def _agent_provider_check(agent: Agent) -> dict[str, Any]:
     """Ask the agent's provider, with the agent's own options (base URL, key variable), whether
     it answers and offers the agent's model. Bounded by NEXUS_PROVIDER_STATUS_TIMEOUT; never raises."""
-    from providers.registry import get_provider
-
     timeout = settings.NEXUS_PROVIDER_STATUS_TIMEOUT
     try:
         options = generation_options_for(agent)  # configures the registry (egress policy) first

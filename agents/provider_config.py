@@ -33,6 +33,7 @@ from providers.base import (
     Timeouts,
     ToolCall,
 )
+from providers.registry import get_provider, registry
 
 logger = logging.getLogger("nexus.providers")
 
@@ -120,7 +121,6 @@ def configure_providers(*, force: bool = False) -> None:
     """Pass the provider settings to the registry. Idempotent: a second call with the same
     settings does nothing; changed settings (tests, reloads) are passed again."""
     global _configured
-    from providers.registry import registry
 
     wanted = _provider_settings()
     snapshot = tuple(sorted((name, tuple(sorted(values.items()))) for name, values in wanted.items()))
@@ -219,8 +219,6 @@ def _default_options(provider: str) -> GenerationOptions:
 
 
 async def _status_of(name: str, timeout: float) -> dict[str, Any]:
-    from providers.registry import get_provider
-
     def row(reachable: bool, models: list[str], detail: str, started: float | None) -> dict[str, Any]:
         latency = round((time.perf_counter() - started) * 1000, 1) if started is not None else None
         return {
@@ -258,8 +256,6 @@ async def _status_of(name: str, timeout: float) -> dict[str, Any]:
 async def provider_statuses() -> list[dict[str, Any]]:
     """Every registered provider: ``{name, reachable, models, detail, latency_ms?}``, checked
     concurrently, each within ``NEXUS_PROVIDER_STATUS_TIMEOUT``. Never raises."""
-    from providers.registry import registry
-
     try:
         configure_providers()
         names = list(registry.names())
@@ -275,8 +271,6 @@ async def complete_text(*, agent: Any, messages: Sequence[ChatMessage], max_toke
 
     Raises ProviderError (including a stream that ends without a finish, and a tool call where
     text was expected)."""
-    from providers.registry import get_provider
-
     options = replace(generation_options_for(agent), max_tokens=max_tokens)  # configures the registry
     provider = await asyncio.to_thread(get_provider, agent.provider)
     parts: list[str] = []

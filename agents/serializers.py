@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
+from agents.selectors import agent_can_edit
 from core.fields import (
     StrictBooleanField,
     StrictCharField,
@@ -65,8 +66,6 @@ class AgentSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_can_edit(self, agent: Agent) -> bool:
-        from agents.selectors import agent_can_edit
-
         request = self.context.get("request")
         return request is not None and agent_can_edit(user=request.user, agent=agent)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -13,6 +14,7 @@ from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
 from agents.provider_config import TIMEOUT_NAMES, timeout_value_ok
 from agents.selectors import agent_can_edit
 from core.errors import Conflict, Forbidden, ValidationFailed
+from providers.registry import registry
 
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 _SECRET_HINTS = ("api_key", "apikey", "secret", "password", "token")
@@ -78,8 +80,6 @@ def _config_validate(config: Any) -> dict[str, Any]:
 def _timeouts_validate(timeouts: Any) -> None:
     """``config.timeouts``: provider deadlines for this agent, each 0 < seconds <= the operator's
     ``NEXUS_MAX_AGENT_TIMEOUT_SECONDS``."""
-    from django.conf import settings
-
     if timeouts is None:
         return
     problem = None
@@ -134,13 +134,10 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
             raise ValidationFailed(
                 f"{name} must be a list of strings.", details={name: ["Expected strings."]}
             )
-    if "provider" in fields:
-        from providers.registry import registry
-
-        if fields["provider"] not in registry.names():
-            raise ValidationFailed(
-                "Unknown provider.", details={"provider": [f"One of {', '.join(sorted(registry.names()))}."]}
-            )
+    if "provider" in fields and fields["provider"] not in registry.names():
+        raise ValidationFailed(
+            "Unknown provider.", details={"provider": [f"One of {', '.join(sorted(registry.names()))}."]}
+        )
     if "status" in fields and fields["status"] not in AgentStatus.values:
         raise ValidationFailed(
             "Invalid status.", details={"status": [f"One of {', '.join(AgentStatus.values)}."]}

@@ -13,8 +13,11 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from conversations.models import ACTIVE_RUN_STATUSES, Conversation, Message, Participant, Run
+from conversations.models import Conversation, Message, Participant
 from core.errors import NexusError
+from realtime.presence import presence, presence_snapshot
+from runs.models import ACTIVE_RUN_STATUSES, Run
+from runs.services import conversation_delete_with_runs, run_stop
 
 LIVE_RUNS_LIMIT = 200
 
@@ -22,8 +25,6 @@ LIVE_RUNS_LIMIT = 200
 def _stop_runs(request: HttpRequest, runs: list[Run]) -> tuple[int, list[str]]:
     """Stop runs in flight through the same service the API and sockets use. Returns
     (how many were told to stop, problems)."""
-    from runs.services import run_stop
-
     stopped, problems = 0, []
     for run in runs:
         try:
@@ -38,8 +39,6 @@ def _stop_runs(request: HttpRequest, runs: list[Run]) -> tuple[int, list[str]]:
 
 
 def _delete_with_runs(conversation_ids: list[Any]) -> None:
-    from runs.services import conversation_delete_with_runs
-
     for conversation_id in conversation_ids:
         try:
             conversation_delete_with_runs(user=None, conversation_id=conversation_id)
@@ -49,8 +48,6 @@ def _delete_with_runs(conversation_ids: list[Any]) -> None:
 
 async def _presence() -> dict[str, Any]:
     """This process's sockets and the cluster-wide counts, read on the event loop that owns them."""
-    from realtime.presence import presence, presence_snapshot
-
     return {"snapshot": await presence_snapshot(), "sockets": presence.local_sockets()}
 
 
@@ -61,15 +58,15 @@ def _live_data() -> dict[str, Any]:
         .select_related("agent", "conversation", "conversation__owner")
         .order_by("created_at")[:LIVE_RUNS_LIMIT]
     )
-    presence = async_to_sync(_presence)()
+    here = async_to_sync(_presence)()
     wall = time.time()
     return {
         "generated_at": now.isoformat(),
-        "snapshot": presence["snapshot"],
+        "snapshot": here["snapshot"],
         "runs": [
             {
                 "id": str(run.pk),
-                "url": reverse("admin:conversations_run_change", args=[run.pk]),
+                "url": reverse("admin:runs_run_change", args=[run.pk]),
                 "status": run.status,
                 "agent": str(run.agent),
                 "provider": f"{run.agent.provider} · {run.agent.model}",
@@ -97,7 +94,7 @@ def _live_data() -> dict[str, Any]:
                 "last_seq": socket["last_seq"],
                 "connected_seconds": round(wall - socket["connected_at"], 1),
             }
-            for socket in sorted(presence["sockets"], key=lambda s: s["connected_at"])
+            for socket in sorted(here["sockets"], key=lambda s: s["connected_at"])
         ],
     }
 
@@ -208,7 +205,7 @@ class InFlightFilter(admin.SimpleListFilter):
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    change_list_template = "admin/conversations/run/change_list.html"
+    change_list_template = "admin/runs/run/change_list.html"
     actions = ("stop_runs",)
     list_display = (
         "__str__",
@@ -243,13 +240,9 @@ class RunAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         live = [
-            path("live/", self.admin_site.admin_view(self.live_view), name="conversations_run_live"),
-            path(
-                "live/data/", self.admin_site.admin_view(self.live_data), name="conversations_run_live_data"
-            ),
-            path(
-                "live/stop/", self.admin_site.admin_view(self.live_stop), name="conversations_run_live_stop"
-            ),
+            path("live/", self.admin_site.admin_view(self.live_view), name="runs_run_live"),
+            path("live/data/", self.admin_site.admin_view(self.live_data), name="runs_run_live_data"),
+            path("live/stop/", self.admin_site.admin_view(self.live_stop), name="runs_run_live_stop"),
         ]
         return live + super().get_urls()
 
@@ -261,7 +254,7 @@ class RunAdmin(admin.ModelAdmin):
             "live": _live_data(),
             "can_stop": self.has_change_permission(request),
         }
-        return TemplateResponse(request, "admin/conversations/run/live.html", context)
+        return TemplateResponse(request, "admin/runs/run/live.html", context)
 
     def live_data(self, request: HttpRequest) -> JsonResponse:
         return JsonResponse(_live_data())

@@ -35,6 +35,7 @@ from core.pagination import PageNumberPagination
 from core.throttles import AgentOpsThrottle, ConversationCreateThrottle, ConversationReadThrottle
 from providers.base import ChatMessage
 from runs.quotas import run_rate_admit
+from runs.selectors import agent_status_for_user
 from runs.services import conversation_delete_with_runs, session_open
 
 TAGS = ["conversations"]
@@ -191,7 +192,7 @@ class MessageFeedbackView(APIView):
 
 
 # GET /api/agents/<id>/status/ lives here, beside the conversations it counts: agents/ does not import
-# conversations/. (No docstring: drf-spectacular would publish it as the operation's description.)
+# conversations/. It counts runs too, so its read is runs.selectors.agent_status_for_user. (No docstring: drf-spectacular would publish it as the operation's description.)
 class AgentStatusView(APIView):
     throttle_classes = (AgentOpsThrottle,)
 
@@ -202,5 +203,5 @@ class AgentStatusView(APIView):
     )
     def get(self, request: Request, agent_id: Any) -> Response:
         agent = agent_get_for_user(user=request.user, agent_id=agent_id)
-        body = selectors.agent_status_for_user(user=request.user, agent=agent)
+        body = agent_status_for_user(user=request.user, agent=agent)
         return Response(AgentStatusSerializer(body).data)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from django.conf import settings as django_settings
 from django.db import transaction
 from django.utils import timezone
@@ -92,8 +93,6 @@ def conversation_context_validate(context: Any) -> dict[str, Any]:
     """A conversation's whole ``context``: an object of at most ``NEXUS_MAX_CONTEXT_BYTES`` as
     compact JSON (a quota: ``TooLarge``, 413 ``message_too_large``). Checked on create and on
     every merge (``initialize``, ``user_message``), on the merged result."""
-    import orjson
-
     if not isinstance(context, dict):
         raise ValidationFailed("context must be an object.", details={"context": ["Expected an object."]})
     limit = django_settings.NEXUS_MAX_CONTEXT_BYTES

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import secrets
 import time
+from importlib import import_module
 from typing import Any
 
 from django.conf import settings
@@ -33,7 +34,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.request import Request
-from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
@@ -161,8 +162,6 @@ def refresh_token_revoke(*, user: Any, raw_refresh: str) -> bool:
     blacklisted, or expired). Not a refresh token, a bad signature, or another user's token:
     ``ValidationFailed``, and nothing changes.
     """
-    from rest_framework_simplejwt.exceptions import ExpiredTokenError
-
     try:
         refresh = RefreshToken(raw_refresh)
     except ExpiredTokenError:
@@ -212,8 +211,6 @@ def _session_signed_in_as(session_key: str, user: Any) -> bool:
     backend, the session's password-derived hash, secret key fallbacks included), read only: unlike
     ``django.contrib.auth.get_user`` it never flushes or re-keys a session, which only an HTTP
     response could hand back to the browser."""
-    from importlib import import_module
-
     data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
     try:
         session_user_id = user._meta.pk.to_python(data[django_auth.SESSION_KEY])

@@ -7,6 +7,7 @@ them into the one error shape of each surface (``{detail, code, timestamp}`` ove
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 
@@ -60,8 +61,6 @@ class AgentUnavailable(NexusError):
 
 def parse_uuid(value: Any, *, what: str) -> Any:
     """A UUID from user input, or NotFound: a malformed id is simply an id that does not exist."""
-    import uuid
-
     if isinstance(value, uuid.UUID):
         return value
     try:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from core.redis import redis_client
+
 # sliding window log: KEYS[1] zset; ARGV now_ms, window_ms, limit, member
 _RATE_SCRIPT = """
 local now = tonumber(ARGV[1])
@@ -67,8 +69,6 @@ class RedisRateLimiter(RateLimiter):
     """Keys are ``<prefix>:<key>``."""
 
     def __init__(self, *, url: str, prefix: str) -> None:
-        from core.redis import redis_client
-
         self.prefix = prefix
         self._redis = redis_client(url, socket_timeout=5, socket_connect_timeout=5)
         self._script = self._redis.register_script(_RATE_SCRIPT)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 REDIS_MAX_CONNECTIONS = 200  # per client and process; more concurrent commands wait their turn
 
 
@@ -15,11 +20,6 @@ def redis_client(url: str, **kwargs: Any) -> Any:
     - A command gets one more try, on a fresh connection, when the pooled one turns out dead: after
       a Redis restart every pooled connection is, and redis-py does not retry by default.
     """
-    import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=REDIS_MAX_CONNECTIONS, timeout=10, retry=retry, **kwargs

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from agents.provider_config import provider_statuses
 from core.tasks import process_task
+from runs.eventlog import get_event_log
 
 CHECK_TIMEOUT = 3.0
 
@@ -87,12 +88,7 @@ async def check_cache() -> dict[str, Any]:
 
 
 async def check_event_log() -> dict[str, Any]:
-    """The conversation event log (Redis Streams or memory): ``{"status": "unknown"}`` until the
-    realtime engine provides it."""
-    try:
-        from runs.eventlog import get_event_log
-    except ImportError:
-        return {"status": "unknown"}
+    """The conversation event log (Redis Streams or memory)."""
     try:
         return await asyncio.wait_for(get_event_log().ping(), CHECK_TIMEOUT)
     except Exception as exc:

@@ -17,6 +17,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from daphne.cli import CommandLineInterface
+from django.conf import settings
+
 APPLICATION = "nexus.asgi:application"
 DAPHNE_LIMIT_FACTOR = 4
 APPLICATION_CLOSE_TIMEOUT = 5
@@ -25,7 +28,6 @@ APPLICATION_CLOSE_TIMEOUT = 5
 def daphne_args(args: Sequence[str] = ()) -> list[str]:
     """daphne's command-line arguments: the shared flags, then ``args``, then the application."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexus.settings")
-    from django.conf import settings
 
     limit = str(DAPHNE_LIMIT_FACTOR * settings.NEXUS_WS_MAX_MESSAGE_BYTES)
     return [
@@ -41,8 +43,6 @@ def daphne_args(args: Sequence[str] = ()) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from daphne.cli import CommandLineInterface
-
     CommandLineInterface().run(daphne_args(sys.argv[1:] if argv is None else argv))
 
 

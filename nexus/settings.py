@@ -14,6 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
+from core.egress import parse_allow_list, parse_key_hosts
 from nexus.env import (
     env_bool,
     env_choice,
@@ -291,8 +292,6 @@ NEXUS_PROVIDER_PLUGINS = _provider_plugins()
 def _egress_allow() -> list[str]:
     """Loopback/private/link-local/CGNAT destinations the server may reach anyway: host names
     (``*.suffix`` for a domain), IPs and CIDRs, each optionally ``:port``, separated by commas."""
-    from core.egress import parse_allow_list
-
     items = env_list("NEXUS_EGRESS_ALLOW", [])
     try:
         parse_allow_list(items)
@@ -304,8 +303,6 @@ def _egress_allow() -> list[str]:
 def _key_hosts() -> dict[str, list[str]]:
     """Where each operator key may be sent: ``VAR_API_KEY=host|host:port,...``; a variable named
     here is sent to these hosts only (its built-in default host is replaced)."""
-    from core.egress import parse_key_hosts
-
     try:
         return {name: list(hosts) for name, hosts in parse_key_hosts(env_list("NEXUS_KEY_HOSTS", [])).items()}
     except ValueError as exc:

@@ -25,6 +25,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from core.auth import AuthenticationFailed, access_token_claims, bearer_token, connection_recheck
 from core.errors import RateLimited
 from core.tasks import process_task
 from realtime import protocol
@@ -58,8 +59,6 @@ class Credentials:
     @classmethod
     def from_request(cls, request: Any, user: Any) -> Credentials:
         """From an HTTP request authenticated by a JWT bearer or, failing that, the session."""
-        from core.auth import AuthenticationFailed, access_token_claims, bearer_token
-
         token = bearer_token(request.headers.get("Authorization"))
         if token:
             try:
@@ -80,8 +79,6 @@ class Credentials:
     async def recheck(self) -> tuple[int, str] | None:
         """None while the credentials hold; else (close code, message): 4002 when the token
         expired, 4003 when the user or the session is gone (``core.auth.connection_recheck``)."""
-        from core.auth import connection_recheck
-
         verdict = await database_sync_to_async(connection_recheck)(
             user_id=self.user_id,
             password_hash=self.password_hash,

@@ -13,6 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -614,8 +615,6 @@ class AgentSocket(ConversationSocket):
 
 
 def _query_int(scope: dict[str, Any], name: str) -> int | None:
-    from urllib.parse import parse_qs
-
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
     if not values:
         return None

@@ -24,7 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from agents.selectors import agent_get_for_user
-from conversations.models import Conversation, Message, Participant, Run
+from conversations.models import Conversation, Message, Participant
 from conversations.selectors import conversation_get_for_user, message_get_for_user
 from conversations.services import conversation_create
 from core.auth import AuthenticationFailed, bearer_token, user_from_access_token
@@ -33,6 +33,7 @@ from core.exceptions import error_body, retry_after_seconds
 from realtime import protocol
 from realtime.connections import StreamGuard
 from runs.eventlog import LoggedEvent, get_event_log
+from runs.models import Run
 from runs.quotas import content_admit
 from runs.services import engine_ensure_started, message_send, run_stop
 

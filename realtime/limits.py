@@ -15,6 +15,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from core.ratelimit import RateDecision, get_rate_limiter
+from core.redis import redis_client
 from core.tasks import process_task
 
 logger = logging.getLogger(__name__)
@@ -105,8 +106,6 @@ class MemoryLimits(Limits):
 
 class RedisLimits(Limits):
     def __init__(self, *, url: str, prefix: str, max_sockets: int, per_minute: int) -> None:
-        from core.redis import redis_client
-
         self.max_sockets = max_sockets
         self.per_minute = per_minute
         self.prefix = prefix

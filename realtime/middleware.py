@@ -19,6 +19,14 @@ from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
+from core.auth import (
+    AuthenticationFailed,
+    access_token_claims,
+    password_hash_claim,
+    user_from_access_token,
+    ws_ticket_redeem,
+)
+
 SUBPROTOCOL = "nexus"
 BEARER_PREFIX = "bearer."
 
@@ -32,8 +40,6 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 def _from_token(token: str) -> tuple[Any, float | None, str | None]:
     """(user, expiry, password-hash claim): the socket re-checks the last two while it is open."""
-    from core.auth import access_token_claims, user_from_access_token
-
     user = user_from_access_token(token)
     expires_at, password_hash = access_token_claims(token)
     return user, expires_at, password_hash
@@ -41,16 +47,12 @@ def _from_token(token: str) -> tuple[Any, float | None, str | None]:
 
 def _from_ticket(ticket: str) -> tuple[Any, str | None]:
     """(user, the hash a password change would alter) for a ticket, or (None, None)."""
-    from core.auth import password_hash_claim, ws_ticket_redeem
-
     user = ws_ticket_redeem(ticket)
     return user, (password_hash_claim(user) if user is not None else None)
 
 
 async def authenticate(scope: dict[str, Any]) -> dict[str, Any]:
     """Decide who is connecting. Returns the ``auth`` dict: user, method, error, expires_at."""
-    from core.auth import AuthenticationFailed
-
     origin = _header(scope, b"origin")
     if origin is not None and origin not in settings.NEXUS_WS_ALLOWED_ORIGINS:
         return {"user": AnonymousUser(), "method": None, "error": "This origin is not allowed."}

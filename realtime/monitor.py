@@ -15,6 +15,7 @@ from agents.models import Agent
 from conversations.selectors import conversation_access
 from realtime import protocol
 from realtime.consumers import CLOSE_INTERNAL, BaseSocket
+from realtime.stats_api import stats_snapshot
 from runs.eventlog import LoggedEvent, get_event_log
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,6 @@ class StatsSocket(BaseSocket):
         self._tasks.append(asyncio.get_running_loop().create_task(self._push()))
 
     async def _push(self) -> None:
-        from realtime.stats_api import stats_snapshot  # lazily: its import starts the uptime clock
-
         while not self._closing:
             try:
                 snapshot: dict[str, Any] = await stats_snapshot()

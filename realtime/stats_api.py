@@ -23,8 +23,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from conversations.models import RunStatus
-from conversations.selectors import runs_in_flight
+from realtime.presence import presence_snapshot
+from runs.models import RunStatus
+from runs.selectors import runs_in_flight
 
 logger = logging.getLogger("nexus.stats")
 
@@ -40,11 +41,7 @@ def _runs_in_flight() -> dict[str, int]:
 
 
 async def _presence() -> dict[str, Any] | None:
-    """``realtime.presence.presence_snapshot()``, or None while that module does not exist (yet)."""
-    try:
-        from realtime.presence import presence_snapshot
-    except ImportError:
-        return None
+    """``realtime.presence.presence_snapshot()``, or None when it fails."""
     try:
         return await presence_snapshot()
     except Exception:  # stats must not fail because presence did: report it as unknown

@@ -30,15 +30,12 @@ from django.utils import timezone
 from agents.models import Agent, AgentStatus
 from agents.provider_config import generation_options_for
 from conversations.models import (
-    ACTIVE_RUN_STATUSES,
     Conversation,
     ConversationStatus,
     Message,
     MessageRole,
     MessageStatus,
     MessageType,
-    Run,
-    RunStatus,
     SessionType,
 )
 from conversations.services import conversation_idle_expiry
@@ -48,6 +45,7 @@ from runs import tools as run_tools
 from runs.eventlog import get_event_log
 from runs.events import EventWriter
 from runs.history import USABLE_STATUSES, chat_history
+from runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus
 
 logger = logging.getLogger(__name__)
 PROCESS_NAME = f"{socket.gethostname()}:{os.getpid()}"

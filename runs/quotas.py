@@ -23,9 +23,9 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from conversations.models import ACTIVE_RUN_STATUSES, Run
 from core.errors import RateLimited, TooLarge
 from core.ratelimit import get_rate_limiter
+from runs.models import ACTIVE_RUN_STATUSES, Run
 
 # An active-run refusal cannot know when a run will end; a client waits this long and tries again.
 ACTIVE_RUNS_RETRY_AFTER = 5.0

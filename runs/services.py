@@ -22,7 +22,6 @@ from django.utils import timezone
 from agents.models import Agent, AgentStatus
 from agents.selectors import agent_get_for_user, agent_list
 from conversations.models import (
-    ACTIVE_RUN_STATUSES,
     Conversation,
     ConversationStatus,
     DoubleTextPolicy,
@@ -30,16 +29,9 @@ from conversations.models import (
     MessageRole,
     MessageStatus,
     MessageType,
-    Run,
-    RunStatus,
     SessionType,
 )
-from conversations.selectors import (
-    conversation_for_send,
-    conversation_get_for_user,
-    conversation_participants,
-    message_list,
-)
+from conversations.selectors import conversation_get_for_user, conversation_participants, message_list
 from conversations.services import (
     conversation_context_validate,
     conversation_create,
@@ -50,7 +42,9 @@ from runs.engine import Claimed, dispatch_run, get_run_manager
 from runs.eventlog import get_event_log
 from runs.events import EventWriter
 from runs.history import chat_history
+from runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus
 from runs.quotas import active_runs_admit, content_admit, run_rate_admit
+from runs.selectors import conversation_for_send
 from runs.sessions import turns_taken
 from runs.tools import store_tool_result, tool_result_key
 

@@ -15,21 +15,19 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations.models import (
-    ACTIVE_RUN_STATUSES,
     Conversation,
     ConversationStatus,
     Message,
     MessageRole,
     MessageStatus,
     MessageType,
-    Run,
-    RunStatus,
     SessionType,
 )
 from conversations.services import MAX_TURNS_DEFAULT
 from runs.engine import dispatch_run
 from runs.eventlog import get_event_log
 from runs.events import EventWriter
+from runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus
 
 
 def turns_taken(conversation_id: Any) -> int:

@@ -49,6 +49,7 @@ from django.conf import settings
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
+from agents.demo_data import demo_data_ensure, demo_database_path
 from agents.tools.base import ToolContext, ToolError, ToolOutcome
 
 logger = logging.getLogger(__name__)
@@ -396,7 +397,6 @@ def tools_database() -> tuple[Literal["sqlite", "postgres"], str]:
         return "postgres", url
     if url:
         return "sqlite", dj_database_url.parse(url)["NAME"]
-    from agents.demo_data import demo_data_ensure, demo_database_path
 
     path = demo_database_path()
     if not path.exists():

@@ -16,6 +16,8 @@ from jsonschema import validators
 from jsonschema.protocols import Validator
 
 from agents.tools.base import ServerTool, ToolContext, ToolError, ToolOutcome, error_outcome
+from agents.tools.clock import CurrentTimeTool
+from agents.tools.query_database import QueryDatabaseTool
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +95,6 @@ class ToolRegistry:
 @functools.cache
 def server_tool_registry() -> ToolRegistry:
     """The process-wide registry, holding the built-in tools."""
-    from agents.tools.clock import CurrentTimeTool
-    from agents.tools.query_database import QueryDatabaseTool
-
     registry = ToolRegistry()
     registry.register(CurrentTimeTool())
     registry.register(QueryDatabaseTool())

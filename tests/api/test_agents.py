@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from agents.models import Agent
-from conversations.models import Run
+from runs.models import Run
 from tests.api.conftest import assert_error, make_conversation
 
 pytestmark = pytest.mark.django_db

@@ -8,10 +8,10 @@ import time
 import pytest
 from django.test import override_settings
 
-from conversations.models import Run
 from nexus import health
 from providers.registry import registry
 from realtime.stats_api import stats_snapshot
+from runs.models import Run
 from tests.api.conftest import assert_error, make_conversation
 from tests.api.providers_for_tests import Hanging
 from tests.procs import free_port

@@ -1,4 +1,4 @@
-"""The reads that open a send (``conversations.selectors.conversation_for_send``) and the history a
+"""The reads that open a send (``runs.selectors.conversation_for_send``) and the history a
 run gives its provider: the same rows as the ORM selectors, the same access rule, and a fixed
 number of queries however long the conversation is (they are on the path to the first token)."""
 
@@ -9,14 +9,12 @@ import uuid
 import pytest
 
 from agents.models import Agent
-from conversations.models import Participant, Run
-from conversations.selectors import (
-    conversation_for_send,
-    conversation_get_for_user,
-    conversation_participants,
-)
+from conversations.models import Participant
+from conversations.selectors import conversation_get_for_user, conversation_participants
 from core.errors import NotFound
 from runs.history import chat_history
+from runs.models import Run
+from runs.selectors import conversation_for_send
 from tests.api.conftest import make_conversation
 
 pytestmark = pytest.mark.django_db

@@ -44,7 +44,7 @@ def test_the_live_view_shows_the_run_and_the_socket_and_the_stop_action_ends_the
     run_id = nexus.agent_messages(conversation_id)[0]["metadata"]["run_id"]
 
     admin = operator_page
-    admin.goto("/admin/conversations/run/live/")
+    admin.goto("/admin/runs/run/live/")
     row = admin.locator(f'#live-runs tr[data-run-id="{run_id}"]')
     row.wait_for()
     assert "Filibuster" in row.text_content()
@@ -53,7 +53,7 @@ def test_the_live_view_shows_the_run_and_the_socket_and_the_stop_action_ends_the
     admin.locator("#live-runs .live-stop").first.wait_for()  # the page has refreshed itself
     screenshot(admin, "13-admin-live")
 
-    admin.goto("/admin/conversations/run/?in_flight=yes")
+    admin.goto("/admin/runs/run/?in_flight=yes")
     admin.check(f'input.action-select[value="{run_id}"]')
     admin.select_option("select[name=action]", "stop_runs")
     admin.click("button[name=index]")
@@ -66,7 +66,7 @@ def test_the_live_view_shows_the_run_and_the_socket_and_the_stop_action_ends_the
     assert stored["content"] == reply_locator(page).locator(".msg-text").text_content()
     assert "w299" not in stored["content"]
 
-    admin.goto("/admin/conversations/run/live/")
+    admin.goto("/admin/runs/run/live/")
     admin.locator("#live-runs .live-empty").wait_for()
 
 
@@ -79,7 +79,7 @@ def test_the_live_view_stop_button_ends_a_run(nexus, page, operator_page):
     reply_locator(page).locator(".msg-text").filter(has_text="w3").wait_for()
     run_id = nexus.agent_messages(conversation_id)[0]["metadata"]["run_id"]
 
-    operator_page.goto("/admin/conversations/run/live/")
+    operator_page.goto("/admin/runs/run/live/")
     operator_page.locator(f'#live-runs tr[data-run-id="{run_id}"] .live-stop').click()
     page.wait_for_selector('#messages .msg-agent[data-status="stopped"]')
     assert nexus.agent_messages(conversation_id)[0]["status"] == "stopped"

@@ -6,7 +6,8 @@ import pytest
 from django.urls import reverse
 
 from agents.models import Agent
-from conversations.models import Conversation, Message, Participant, Run
+from conversations.models import Conversation, Message, Participant
+from runs.models import Run
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +31,7 @@ def staff_client(client, staff_user):
 
 @pytest.mark.parametrize("model", ["agent", "conversation", "message", "run"])
 def test_staff_see_the_list_the_change_page_and_search(staff_client, data, model):
-    app = "agents" if model == "agent" else "conversations"
+    app = {"agent": "agents", "run": "runs"}.get(model, "conversations")
     changelist = reverse(f"admin:{app}_{model}_changelist")
     response = staff_client.get(changelist)
     assert response.status_code == 200

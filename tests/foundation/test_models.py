@@ -6,7 +6,8 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from agents.models import Agent
-from conversations.models import Conversation, Message, Participant, Run, RunStatus
+from conversations.models import Conversation, Message, Participant
+from runs.models import Run, RunStatus
 
 pytestmark = pytest.mark.django_db
 

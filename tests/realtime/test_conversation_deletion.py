@@ -44,7 +44,8 @@ async def _runs_end() -> None:
 
 
 def _left(conversation_id) -> tuple[int, int]:
-    from conversations.models import Message, Run
+    from conversations.models import Message
+    from runs.models import Run
 
     return (
         Run.objects.filter(conversation_id=conversation_id).count(),
@@ -138,14 +139,15 @@ async def test_a_run_deleted_in_the_admin_while_it_replies_keeps_its_reply_as_st
 ):
     """Only the run's row goes (the admin's delete view of a run): the run notices within a second,
     stops, keeps the partial reply as ``stopped`` and tells the watchers; the conversation stays."""
-    from conversations.models import Message, Run
+    from conversations.models import Message
+    from runs.models import Run
 
     caplog.set_level(logging.INFO)
     _, conversation, client = await _replying(connect, user, LONG, "streaming_chunk")
     run = await database_sync_to_async(Run.objects.get)(conversation_id=conversation.pk)
     admin = AsyncClient()
     await admin.aforce_login(staff_user)
-    response = await admin.post(reverse("admin:conversations_run_delete", args=[run.pk]), {"post": "yes"})
+    response = await admin.post(reverse("admin:runs_run_delete", args=[run.pk]), {"post": "yes"})
     assert response.status_code == 302, response.content[:500]
     await _runs_end()
     assert scripted.CLOSED, "the provider was still asked for the deleted run's reply"

@@ -154,7 +154,8 @@ async def test_a_position_below_what_the_socket_sent_gets_a_resync_and_nothing_t
 
 
 async def test_the_same_client_message_id_twice_gives_one_message_and_one_run(connect, user, conversation):
-    from conversations.models import Message, Run
+    from conversations.models import Message
+    from runs.models import Run
 
     client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
     for _ in range(2):
@@ -257,9 +258,10 @@ def _refuse_runs(on: bool, event: str = "INSERT") -> None:
 
 
 async def test_a_send_that_fails_after_its_run_was_launched_leaves_nothing(connect, user):
-    from conversations.models import Message, Run
+    from conversations.models import Message
     from runs.engine import get_run_manager
     from runs.eventlog import get_event_log
+    from runs.models import Run
 
     agent = await database_sync_to_async(make_agent)(reply="y" * 200, chunks=200, delay=0.01)
     conversation = await database_sync_to_async(make_conversation)(user, agent)
@@ -306,7 +308,8 @@ async def test_a_message_pushes_the_idle_expiry_on(connect, user, conversation):
 
 
 def _queued_run(conversation, agent, content):
-    from conversations.models import Message, Run
+    from conversations.models import Message
+    from runs.models import Run
 
     message = Message.objects.create(conversation=conversation, role="user", content=content)
     run = Run.objects.create(conversation=conversation, agent=agent, trigger_message=message)
@@ -315,10 +318,11 @@ def _queued_run(conversation, agent, content):
 
 async def test_a_run_started_while_it_is_claimed_holds_until_the_claim_and_vanishes_without_it(user):
     """Workers: a run its sender saw start at once asks its provider while the claim commits."""
-    from conversations.models import Message, Run
+    from conversations.models import Message
     from runs.engine import execute_run, get_run_manager
     from runs.eventlog import get_event_log
     from runs.events import EventWriter
+    from runs.models import Run
 
     agent = await database_sync_to_async(make_agent)(reply="Claimed and answered.", chunks=20, delay=0.02)
     conversation = await database_sync_to_async(make_conversation)(user, agent)

@@ -89,13 +89,13 @@ def _run_dict(run: Any) -> dict[str, Any]:
 
 
 def _run(run_id: str) -> dict[str, Any]:
-    from conversations.models import Run
+    from runs.models import Run
 
     return _run_dict(Run.objects.get(pk=run_id))
 
 
 def _runs(conversation_id: str) -> list[dict[str, Any]]:
-    from conversations.models import Run
+    from runs.models import Run
 
     return [_run_dict(r) for r in Run.objects.filter(conversation_id=conversation_id).order_by("created_at")]
 

@@ -140,8 +140,8 @@ async def test_stop_cuts_the_turn_short_and_a_message_resumes_the_session(connec
 
 async def test_a_duplicate_dispatch_past_the_limit_runs_no_extra_turn(connect, user):
     """Runaway protection lives in the claim: a redelivered or restarted dispatch cannot add turns."""
-    from conversations.models import Run
     from runs.engine import dispatch_run
+    from runs.models import Run
 
     conversation, alpha, _ = await database_sync_to_async(_session)(user, {"max_turns": 2})
     client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
@@ -203,7 +203,7 @@ async def test_a_session_created_over_rest_with_an_opening_message_starts_by_its
 
 
 async def test_a_session_created_without_an_opening_waits_for_the_first_message(user):
-    from conversations.models import Run
+    from runs.models import Run
 
     alpha = await database_sync_to_async(make_agent)(owner=user, name="Alpha")
     beta = await database_sync_to_async(make_agent)(owner=user, name="Beta")

@@ -19,7 +19,7 @@ pytestmark = [
 
 
 def run_count(conversation_id: str) -> int:
-    from conversations.models import Run
+    from runs.models import Run
 
     return Run.objects.filter(conversation_id=conversation_id).count()
 

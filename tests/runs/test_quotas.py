@@ -65,7 +65,7 @@ def conversation_count() -> int:
 
 async def session_settled(conversation_id: str, timeout: float = 20.0) -> None:
     """Wait until the conversation has a run and none of its runs is queued or running."""
-    from conversations.models import Run
+    from runs.models import Run
 
     def unsettled() -> bool:
         runs = list(Run.objects.filter(conversation_id=conversation_id).values_list("status", flat=True))

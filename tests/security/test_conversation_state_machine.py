@@ -129,7 +129,7 @@ def _busy_conversations() -> list[Any]:
     """Conversations with more than one running run (there must never be any)."""
     from django.db.models import Count
 
-    from conversations.models import Run
+    from runs.models import Run
 
     return list(
         Run.objects.filter(status="running").values("conversation_id").annotate(n=Count("id")).filter(n__gt=1)
@@ -137,7 +137,7 @@ def _busy_conversations() -> list[Any]:
 
 
 def _db_runs(conversation_id: str) -> list[tuple[str, str]]:
-    from conversations.models import Run
+    from runs.models import Run
 
     return [
         (str(pk), status)
@@ -357,7 +357,8 @@ class ConversationMachine(RuleBasedStateMachine):
 
 
 def _check_nothing_left(deleted: list[str]) -> None:
-    from conversations.models import Message, Run
+    from conversations.models import Message
+    from runs.models import Run
 
     assert not Run.objects.filter(conversation_id__in=deleted).exists()
     assert not Message.objects.filter(conversation_id__in=deleted).exists()

@@ -15,8 +15,9 @@ from channels.db import database_sync_to_async
 from rest_framework.test import APIClient
 
 from agents.models import Agent
-from conversations.models import Conversation, Message, Participant, Run
+from conversations.models import Conversation, Message, Participant
 from core.auth import tokens_issue
+from runs.models import Run
 from tests.realtime.conftest import make_agent, make_conversation
 
 pytestmark = [pytest.mark.timeout(60)]

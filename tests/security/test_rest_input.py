@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conversations.models import Run
+from runs.models import Run
 from tests.security.test_idor import bearer, snapshot, world
 
 __all__ = ["world"]

@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from agents.demo_data import demo_data_ensure
 from agents.models import Agent, AgentStatus
 
 DEMO_USERNAME = "demo"
@@ -159,8 +160,6 @@ class Command(BaseCommand):
                 # Keys or servers may have appeared (or gone) since the last run.
                 agent.status = fields["status"]
                 agent.save(update_fields=["status", "updated_at"])
-
-        from agents.demo_data import demo_data_ensure
 
         demo_data_ensure()
 
