@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from agents.avatars import default_colour
 from agents.models import Agent, AgentStatus
 from agents.provider_config import TIMEOUT_NAMES, timeout_value_ok
 from agents.selectors import agent_can_edit
@@ -18,6 +19,7 @@ _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 EDITABLE_FIELDS = (
     "name",
     "emoji",
+    "colour",
     "description",
     "workspace",
     "provider",
@@ -159,6 +161,8 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
             raise ValidationFailed(
                 "Unknown provider.", details={"provider": [f"One of {', '.join(sorted(registry.names()))}."]}
             )
+    if isinstance(fields.get("colour"), str):
+        fields["colour"] = fields["colour"].strip().lower()
     if "status" in fields and fields["status"] not in AgentStatus.values:
         raise ValidationFailed(
             "Invalid status.", details={"status": [f"One of {', '.join(AgentStatus.values)}."]}
@@ -178,6 +182,8 @@ def agent_create(*, owner: Any, **fields: Any) -> Agent:
     """Create an agent owned by ``owner`` (None: shared with everyone)."""
     fields = _clean(dict(fields))
     agent = Agent(owner=owner, **fields)
+    if not agent.colour:
+        agent.colour = default_colour(agent.id)  # agents look different from the start
     _full_clean(agent)
     agent.save()
     return agent
@@ -188,6 +194,8 @@ def agent_update(*, agent: Agent, **fields: Any) -> Agent:
     fields = _clean(dict(fields))
     for key, value in fields.items():
         setattr(agent, key, value)
+    if not agent.colour:
+        agent.colour = default_colour(agent.id)  # an emptied colour goes back to the derived one
     _full_clean(agent)
     agent.save()
     return agent
