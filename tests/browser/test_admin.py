@@ -63,7 +63,7 @@ def test_the_live_view_shows_the_run_and_the_socket_and_the_stop_action_ends_the
     page.wait_for_selector('#messages .msg-agent[data-status="stopped"]')
     [stored] = nexus.agent_messages(conversation_id)
     assert stored["status"] == "stopped"
-    assert stored["content"].strip() == reply_locator(page).locator(".msg-text").text_content()
+    assert stored["content"] == reply_locator(page).locator(".msg-text").text_content()
     assert "w299" not in stored["content"]
 
     admin.goto("/admin/conversations/run/live/")

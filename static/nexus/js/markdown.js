@@ -57,9 +57,9 @@ const marked = new Marked({
   gfm: true,
   breaks: false,
   renderer: {
-    // Raw HTML (a block or an inline tag) is text, not markup.
-    html({ text }) {
-      return escapeHtml(text);
+    // Raw HTML (a block or an inline tag) is text, not markup; a block keeps its line breaks.
+    html({ text, block }) {
+      return block ? `<p class="raw-html">${escapeHtml(text.trim())}</p>\n` : escapeHtml(text);
     },
     image({ href, title, text }) {
       const label = text || title || href;
