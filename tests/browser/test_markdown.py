@@ -150,3 +150,44 @@ def test_a_reply_cut_by_the_length_limit_says_so_in_words(nexus, page):
     ).wait_for()
     page.wait_for_selector('#messages .msg-agent:nth-of-type(4)[data-status="complete"]')
     assert reply_locator(page).locator(".msg-cut").is_hidden()
+
+
+COUNT_RENDERS = """
+() => {
+  // Count the renders of the newest reply's text (each one replaces all its children) while it streams.
+  window.__renders = 0;
+  const list = document.getElementById("messages");
+  const observer = new MutationObserver((records) => {
+    for (const record of records) {
+      const el = record.target;
+      if (el.classList && el.classList.contains("msg-text") && el.closest(".msg-agent[data-status=streaming]")) {
+        if (record.addedNodes.length || record.removedNodes.length) window.__renders += 1;
+      }
+    }
+  });
+  observer.observe(list, { childList: true, subtree: true });
+}
+"""
+
+
+def test_a_fast_long_reply_is_rendered_at_most_once_per_frame_not_once_per_chunk(nexus, page):
+    agent = nexus.create_agent("Torrent")
+    nexus.fake.script(Reply.words(600, tokens_per_s=600))
+    chunks: list[int] = []
+
+    def watch(ws):
+        ws.on("framereceived", lambda payload: chunks.append(str(payload).count('"streaming_chunk"')))
+
+    page.on("websocket", watch)
+    sign_in(page)
+    start_chat(page, agent)
+    page.evaluate(COUNT_RENDERS)
+    send(page, "Pour it out.")
+    page.wait_for_selector('#messages .msg-agent[data-status="complete"]', timeout=30_000)
+
+    received = sum(chunks)
+    renders = page.evaluate("window.__renders")
+    assert received >= 100, received  # the reply really came in many chunks
+    assert 2 <= renders < received / 3, (renders, received)
+    shown = reply_locator(page).locator(".msg-text").text_content()
+    assert shown.startswith("w0 w1 w2") and shown.endswith("w599")
