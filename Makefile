@@ -8,7 +8,7 @@ PORT ?= 8000
 # at 4x Nexus's own 1 MiB, so Nexus answers an oversized frame itself). Extra daphne flags go here.
 DAPHNE_FLAGS ?=
 
-.PHONY: run test lint format cluster clean
+.PHONY: run test lint format cluster clean vendor
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,3 +78,8 @@ cluster: $(VENV)/.installed-run
 
 clean:
 	rm -rf $(VENV) var/static .pytest_cache .ruff_cache .import_linter_cache
+
+# The chat page's browser libraries (Markdown, sanitizer, highlighter), pinned in
+# static/vendor/package.json: needs npm; the copies are committed, so `make run` does not.
+vendor:
+	scripts/vendor-js.sh

@@ -4,15 +4,17 @@ import asyncio
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count
+from django.utils.html import format_html, format_html_join
 
 from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
-from agents.provider_config import generation_options_for
+from agents.provider_config import agent_problems, generation_options_for, provider_problem
 from agents.services import agent_set_status
 from providers.base import ProviderError
-from providers.registry import get_provider
+from providers.registry import get_provider, registry
 
 
 async def _agent_provider_check(agent: Agent) -> dict[str, Any]:
@@ -32,6 +34,40 @@ async def _agent_provider_check(agent: Agent) -> dict[str, Any]:
     return {"reachable": bool(status.reachable), "detail": status.detail or "", "models": list(status.models)}
 
 
+class AgentAdminForm(forms.ModelForm):
+    """The provider must be one of the registry's; the model a name (no spaces, no control
+    characters). A missing key is not refused (the operator may set it later): the list and the
+    change page say so ("Usable")."""
+
+    class Meta:
+        model = Agent
+        fields = ("provider", "model")  # the admin adds the rest of its fieldsets
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "provider" in self.fields:
+            self.fields[
+                "provider"
+            ].help_text = f"One of the registered providers: {', '.join(registry.names())}."
+
+    def clean_provider(self) -> str:
+        provider = (self.cleaned_data.get("provider") or "").strip()
+        problem = provider_problem(provider)
+        if problem:
+            raise forms.ValidationError(problem, code="unknown_provider")
+        return provider
+
+    def clean_model(self) -> str:
+        model = (self.cleaned_data.get("model") or "").strip()
+        if not model:
+            raise forms.ValidationError("Name the model, e.g. smollm2-135m-instruct.", code="required")
+        if any(ch.isspace() or ord(ch) < 32 for ch in model):
+            raise forms.ValidationError(
+                "A model name has no spaces or control characters.", code="invalid_model"
+            )
+        return model
+
+
 # The form shows every field of AGENT_EDITABLE_FIELDS: these two groups, and the rest on top.
 _MODEL_FIELDS = ("provider", "model", "base_url", "temperature", "max_tokens", "config")
 _BEHAVIOUR_FIELDS = ("system_prompt", "personality", "capabilities", "interaction_modes", "tools")
@@ -42,8 +78,10 @@ _IDENTITY_FIELDS = tuple(
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
+    form = AgentAdminForm
     list_display = (
         "__str__",
+        "usable",
         "provider",
         "model",
         "status",
@@ -55,11 +93,11 @@ class AgentAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "provider", "workspace", ("owner", admin.RelatedOnlyFieldListFilter))
     search_fields = ("name", "description", "model", "provider", "owner__username")
-    readonly_fields = ("id", "created_at", "updated_at", "last_active_at")
+    readonly_fields = ("id", "usability", "created_at", "updated_at", "last_active_at")
     autocomplete_fields = ("owner",)
     actions = ("activate", "pause", "test_provider")
     fieldsets = (
-        (None, {"fields": ("id", *_IDENTITY_FIELDS, "owner", "cooldown_until")}),
+        (None, {"fields": ("id", "usability", *_IDENTITY_FIELDS, "owner", "cooldown_until")}),
         ("Model", {"fields": _MODEL_FIELDS}),
         ("Behaviour", {"fields": _BEHAVIOUR_FIELDS}),
         ("Activity", {"fields": ("last_active_at", "created_at", "updated_at")}),
@@ -72,6 +110,27 @@ class AgentAdmin(admin.ModelAdmin):
             .select_related("owner")
             .annotate(_conversations=Count("conversations"))
         )
+
+    @admin.display(description="usable")
+    def usable(self, obj: Agent) -> str:
+        """Yes, or why not (the same words as the change page)."""
+        problems = agent_problems(obj)
+        if not problems:
+            return format_html('<span class="agent-usable" data-usable="yes">yes</span>')
+        return format_html('<span class="agent-usable" data-usable="no">no: {}</span>', " ".join(problems))
+
+    @admin.display(description="Usable")
+    def usability(self, obj: Agent) -> str:
+        if obj.pk is None:
+            return "Checked when saved."
+        problems = agent_problems(obj)
+        if not problems:
+            return format_html(
+                '<span class="agent-usable" data-usable="yes">Yes: it can answer (the "Test the provider" action '
+                "asks the provider itself).</span>"
+            )
+        items = format_html_join("", "<li>{}</li>", ((problem,) for problem in problems))
+        return format_html('<ul class="agent-usable" data-usable="no">{}</ul>', items)
 
     @admin.display(description="conversations", ordering="_conversations")
     def conversation_count(self, obj: Agent) -> int:

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from agents.avatars import default_colour, validate_colour, validate_emoji
+
 
 class AgentStatus(models.TextChoices):
     ACTIVE = "active"
@@ -30,6 +32,7 @@ class Provider(models.TextChoices):
 AGENT_EDITABLE_FIELDS = (
     "name",
     "emoji",
+    "colour",
     "description",
     "workspace",
     "provider",
@@ -58,7 +61,16 @@ class Agent(models.Model):
         help_text="Empty: shared with everyone.",
     )
     name = models.CharField(max_length=120)
-    emoji = models.CharField(max_length=16, blank=True, default="🤖")
+    emoji = models.CharField(
+        max_length=16, blank=True, default="🤖", validators=[validate_emoji], help_text="One emoji, or empty."
+    )
+    colour = models.CharField(
+        max_length=7,
+        blank=True,
+        default="",
+        validators=[validate_colour],
+        help_text="The avatar's colour, #rrggbb. Empty: one derived from the agent's id.",
+    )
     description = models.TextField(blank=True, default="")
     workspace = models.SlugField(max_length=64, default="default")
     provider = models.CharField(max_length=32, default=Provider.LOCAL)
@@ -109,6 +121,11 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.emoji} {self.name}".strip()
+
+    @property
+    def avatar_colour(self) -> str:
+        """The colour of the agent's avatar: its own, or the one derived from its id."""
+        return self.colour.lower() if self.colour else default_colour(self.id)
 
     @property
     def is_shared(self) -> bool:

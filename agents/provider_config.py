@@ -290,3 +290,49 @@ async def complete_text(*, agent: Any, messages: Sequence[ChatMessage], max_toke
 
 # Configure once on first import: the run engine imports this module before its first get_provider().
 configure_providers()
+
+
+# Providers that need a key when they talk to their own hosted service (not to a base URL of the
+# agent's or the operator's, e.g. a llama.cpp server speaking OpenAI's API).
+_KEY_REQUIRED_AT_DEFAULT_URL = frozenset({"openai", "gemini"})
+
+
+def provider_problem(provider: str) -> str | None:
+    """Why ``provider`` is not a provider of the registry, or None when it is."""
+    from providers.registry import registry
+
+    names = registry.names()
+    if provider in names:
+        return None
+    return f'Unknown provider "{provider}": choose one of {", ".join(names)}.'
+
+
+def agent_problems(agent: Any) -> list[str]:
+    """Why ``agent`` cannot answer now, in words (empty: usable). Checked without the network: an
+    unknown provider, a key that is missing (or not bound to the agent's URL), a paused or failing
+    agent, a cooldown. The admin's "Test the provider" action asks the provider itself."""
+    from django.utils import timezone
+
+    problems = []
+    if agent.status == "paused":
+        problems.append("Paused: activate it to let it answer.")
+    elif agent.status == "error":
+        problems.append('Marked as failing (status "error"): fix it, then activate it.')
+    if agent.cooldown_until and agent.cooldown_until > timezone.now():
+        problems.append(f"Cooling down until {timezone.localtime(agent.cooldown_until):%Y-%m-%d %H:%M}.")
+    unknown = provider_problem(agent.provider)
+    if unknown:
+        problems.append(unknown)
+        return problems
+    config = dict(agent.config or {})
+    variable = config.get("api_key_env") or DEFAULT_KEY_VARIABLES.get(agent.provider)
+    base_url = agent.base_url or _default_base_url(agent.provider)
+    named = bool(config.get("api_key_env"))
+    needs_key = named or (agent.provider in _KEY_REQUIRED_AT_DEFAULT_URL and not base_url)
+    if needs_key and variable and not api_key_for(provider=agent.provider, config=config, base_url=base_url):
+        if not settings.NEXUS_PROVIDER_API_KEYS.get(variable):
+            problems.append(f"No API key: the variable {variable} is not set on the server.")
+        else:
+            where = _effective_url(agent.provider, base_url) or "its URL"
+            problems.append(f"The key in {variable} is not sent to {where}: not a host it is bound to.")
+    return problems

@@ -8,6 +8,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from agents.avatars import validate_colour, validate_emoji
 from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
 from agents.selectors import agent_can_edit
 from core.fields import (
@@ -49,6 +50,9 @@ class AgentSerializer(serializers.ModelSerializer):
     interaction_modes = serializers.ListField(child=serializers.CharField(), read_only=True)
     config = serializers.DictField(read_only=True)
     base_url = UrlOrBlankField(read_only=True)
+    colour = serializers.CharField(
+        source="avatar_colour", read_only=True, help_text="The avatar's colour, #rrggbb."
+    )
 
     class Meta:
         model = Agent
@@ -79,7 +83,20 @@ class AgentWriteSerializer(serializers.Serializer):
     ``AGENT_EDITABLE_FIELDS`` entry, each with its checks."""
 
     name = StrictCharField(max_length=120)
-    emoji = StrictCharField(max_length=16, required=False, allow_blank=True)
+    emoji = StrictCharField(
+        max_length=16,
+        required=False,
+        allow_blank=True,
+        validators=[validate_emoji],
+        help_text="The avatar: one emoji (one grapheme, e.g. 👩‍💻 or 🇫🇷), or empty.",
+    )
+    colour = StrictCharField(
+        max_length=7,
+        required=False,
+        allow_blank=True,
+        validators=[validate_colour],
+        help_text="The avatar's colour, #rrggbb. Empty: one derived from the agent's id.",
+    )
     description = StrictCharField(max_length=4000, required=False, allow_blank=True)
     workspace = StrictSlugField(max_length=64, required=False)
     provider = StrictCharField(

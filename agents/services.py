@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from agents.avatars import default_colour
 from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
 from agents.provider_config import TIMEOUT_NAMES, timeout_value_ok
 from agents.selectors import agent_can_edit
@@ -138,6 +139,8 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
         raise ValidationFailed(
             "Unknown provider.", details={"provider": [f"One of {', '.join(sorted(registry.names()))}."]}
         )
+    if isinstance(fields.get("colour"), str):
+        fields["colour"] = fields["colour"].strip().lower()
     if "status" in fields and fields["status"] not in AgentStatus.values:
         raise ValidationFailed(
             "Invalid status.", details={"status": [f"One of {', '.join(AgentStatus.values)}."]}
@@ -157,6 +160,8 @@ def agent_create(*, owner: Any, **fields: Any) -> Agent:
     """Create an agent owned by ``owner`` (None: shared with everyone)."""
     fields = _clean(dict(fields))
     agent = Agent(owner=owner, **fields)
+    if not agent.colour:
+        agent.colour = default_colour(agent.id)  # agents look different from the start
     _full_clean(agent)
     agent.save()
     return agent
@@ -167,6 +172,8 @@ def agent_update(*, agent: Agent, **fields: Any) -> Agent:
     fields = _clean(dict(fields))
     for key, value in fields.items():
         setattr(agent, key, value)
+    if not agent.colour:
+        agent.colour = default_colour(agent.id)  # an emptied colour goes back to the derived one
     _full_clean(agent)
     agent.save()
     return agent

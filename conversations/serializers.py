@@ -24,6 +24,7 @@ _INLINE_AGENT_SCHEMA: dict[str, Any] = {
         "model": {"type": "string", "minLength": 1, "maxLength": 200},
         "name": {"type": "string", "maxLength": 120},
         "emoji": {"type": "string", "maxLength": 16},
+        "colour": {"type": "string", "maxLength": 7, "pattern": "^(#[0-9a-fA-F]{6})?$"},
         "description": {"type": "string"},
         "workspace": {"type": "string", "maxLength": 64},
         "base_url": {"type": "string", "format": "uri"},
@@ -87,13 +88,14 @@ class ParticipantSerializer(serializers.ModelSerializer):
     agent_id = serializers.UUIDField(source="agent.id", read_only=True)
     name = serializers.CharField(source="agent.name", read_only=True)
     emoji = serializers.CharField(source="agent.emoji", read_only=True)
+    colour = serializers.CharField(source="agent.colour", read_only=True)
     provider = serializers.CharField(source="agent.provider", read_only=True)
     model = serializers.CharField(source="agent.model", read_only=True)
     status = serializers.CharField(source="agent.status", read_only=True)
 
     class Meta:
         model = Participant
-        fields = ("agent_id", "name", "emoji", "provider", "model", "status", "role", "position")
+        fields = ("agent_id", "name", "emoji", "colour", "provider", "model", "status", "role", "position")
         read_only_fields = fields
 
 

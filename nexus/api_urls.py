@@ -5,7 +5,7 @@ the API never gets Django's HTML page.
 """
 
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from agents import apis as agent_apis
 from conversations import apis as conversation_apis
@@ -46,7 +46,9 @@ urlpatterns = [
     path("stats/", StatsView.as_view(), name="stats"),
     # OpenAPI 3 and its browsable docs
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The split view serves its start-up script from ?script= (no inline script) and Swagger UI's
+    # files from drf-spectacular-sidecar's static files: it works offline.
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     # everything else under /api/: the JSON 404
     re_path(r"^.*$", api_not_found, name="api-not-found"),
 ]

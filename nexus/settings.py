@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (/api/docs/ works offline)
     "agents",
     "conversations",
     "realtime",
@@ -427,7 +428,11 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "nexus.schema.add_error_responses",
     ],
-    # The Swagger UI loads its JS/CSS from a CDN (drf-spectacular-sidecar is not installed).
+    # Swagger UI's JS and CSS come from drf-spectacular-sidecar, as static files of this server:
+    # /api/docs/ needs no CDN and no internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Security ----------------------------------------------------------------------------------

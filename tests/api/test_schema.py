@@ -98,8 +98,13 @@ def test_the_schema_generates_without_warnings():
     assert yaml.safe_load(out.getvalue())["openapi"].startswith("3.")
 
 
-def test_the_swagger_ui_is_served(client):
+def test_the_swagger_ui_is_served_from_this_server_with_no_inline_script(client):
     response = client.get("/api/docs/")
     assert response.status_code == 200
-    assert b"swagger-ui" in response.content
-    assert b"/api/schema/" in response.content
+    page = response.content.decode()
+    assert "swagger-ui" in page
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
+    assert "http://" not in page.replace("http://testserver", "") and "https://" not in page
+    script = client.get("/api/docs/?script=")  # the start-up script, a file of its own
+    assert script.status_code == 200
+    assert "/api/schema/" in script.content.decode()

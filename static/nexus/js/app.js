@@ -92,11 +92,17 @@ function agentInfo(id) {
   return state.agents.find((agent) => agent.id === id) || null;
 }
 
+/** Agents that can answer first (active, cooling down), then paused and failing ones; by name. */
+function agentsInOrder() {
+  const rank = (agent) => (agent.status === "active" ? 0 : agent.status === "cooldown" ? 1 : 2);
+  return [...state.agents].sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name));
+}
+
 function renderAgents() {
-  const usable = state.agents.filter((agent) => agent.status !== "paused" && agent.status !== "error");
+  const usable = agentsInOrder().filter((agent) => agent.status !== "paused" && agent.status !== "error");
   if (!agentInfo(state.selectedAgentId) && usable.length) state.selectedAgentId = usable[0].id;
   els.agentList.replaceChildren(
-    ...state.agents.map((agent) =>
+    ...agentsInOrder().map((agent) =>
       h(
         "li",
         {},
@@ -184,10 +190,13 @@ async function createAgent(event) {
   const keyVariable = (values.api_key_env || "").trim();
   if (baseUrl) fields.base_url = baseUrl;
   if (keyVariable) fields.config = { api_key_env: keyVariable };
+  // A colour only when the person picked one (else the server derives one from the agent's id).
+  if (form.elements.colour && form.elements.colour.dataset.picked === "true") fields.colour = values.colour;
   try {
     const agent = await api.createAgent(fields);
     showFormErrors(form, null);
     form.reset();
+    delete form.elements.colour.dataset.picked;
     toggleForm(form, els.agentToggle, false);
     state.agents = [...state.agents, agent];
     selectAgent(agent.id);
@@ -498,6 +507,9 @@ function bind() {
     toggleForm(els.agentForm, els.agentToggle, els.agentForm.hidden);
   });
   els.agentForm.addEventListener("submit", createAgent);
+  els.agentForm.elements.colour.addEventListener("input", (event) => {
+    event.target.dataset.picked = "true";
+  });
   els.agentForm.querySelector("[data-action=cancel]").addEventListener("click", () =>
     toggleForm(els.agentForm, els.agentToggle, false),
   );

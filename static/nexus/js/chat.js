@@ -4,6 +4,7 @@
 
 import { ConversationSocket } from "./socket.js";
 import { avatar, formatTime, h, icon, shortJson, uuid4 } from "./dom.js";
+import { MarkdownView, copyButton } from "./markdown.js";
 
 /** Tools this page runs itself when an agent calls them (execution "client"). */
 export const CLIENT_TOOLS = {
@@ -28,9 +29,16 @@ function describeMeta(meta) {
   const tokens = usage.output_tokens || usage.total_tokens;
   if (tokens) parts.push(`${tokens} tokens`);
   if (typeof meta.latency_ms === "number") parts.push(`${(meta.latency_ms / 1000).toFixed(1)} s`);
-  if (meta.finish_reason && meta.finish_reason !== "stop") parts.push(meta.finish_reason);
   return parts.join(" · ");
 }
+
+/** Why a reply ended early, in words (finish reasons other than "stop" and "tool_calls"). */
+export const FINISH_TEXT = {
+  length: "The reply was cut off at the length limit.",
+  content_filter: "The provider's content filter stopped the reply.",
+  blocked: "The provider blocked this reply.",
+  tool_round_limit: "The reply stopped after too many rounds of tool calls.",
+};
 
 function parseJson(text) {
   try {
@@ -175,7 +183,7 @@ export class ChatSession {
     const streaming = messages.filter((m) => m.role === "agent" && m.status === "streaming" && m.seq);
     if (streaming.length && !this.rebuiltFromLog) {
       this.rebuiltFromLog = true;
-      for (const message of streaming) this.records.get(message.id).textEl.textContent = "";
+      for (const message of streaming) this.setText(this.records.get(message.id), "");
       this.socket.replayFrom(Math.min(...streaming.map((m) => m.seq)) - 1);
     }
     this.scrollToEnd(true);
@@ -205,7 +213,7 @@ export class ChatSession {
         status: message.status,
         runId: meta.run_id,
       });
-      record.textEl.textContent = message.content;
+      this.setText(record, message.content, { now: true });
       this.setMeta(record, meta);
       this.setOpinion(record, message.opinion);
     } else if (message.content) {
@@ -236,7 +244,7 @@ export class ChatSession {
     let record = this.records.get(data.message_id);
     if (record) {
       // Rebuilding from the log: the reply starts over from its first chunk.
-      if (record.status === "streaming") record.textEl.textContent = "";
+      if (record.status === "streaming") this.setText(record, "");
     } else {
       record = this.addAgent({ id: data.message_id, agentId: data.agent_id, status: "streaming" });
     }
@@ -250,15 +258,15 @@ export class ChatSession {
     if (!record) record = this.addAgent({ id: data.messageId, agentId: data.agent_id, status: "streaming" });
     if (record.status !== "streaming") return;
     const follow = this.nearEnd();
-    record.textEl.append(data.chunk);
-    this.scrollToEnd(follow);
+    record.view.append(data.chunk);
+    record.follow = record.follow || follow;
   }
 
   onAgentMessage(data) {
     let record = this.records.get(data.messageId);
     if (!record) record = this.addAgent({ id: data.messageId, agentId: data.agent_id, status: data.status });
     const follow = this.nearEnd();
-    record.textEl.textContent = data.content || "";
+    this.setText(record, data.content || "", { now: true });
     this.setStatus(record, data.status);
     this.setMeta(record, data.metadata);
     this.scrollToEnd(follow);
@@ -269,6 +277,7 @@ export class ChatSession {
     const record = this.records.get(data.message_id) || this.byRunId.get(data.run_id);
     if (!record) return;
     if (record.status === "streaming") {
+      record.view.flush();
       this.setStatus(record, data.status === "completed" ? "complete" : data.status === "failed" ? "error" : data.status);
     }
     if (data.error && data.error.message && data.status === "failed") {
@@ -371,7 +380,9 @@ export class ChatSession {
   // --- rendering -----------------------------------------------------------------------------
 
   agentInfo(agentId) {
-    return this.agents.get(agentId) || this.view.agentInfo(agentId) || { name: "Agent", emoji: "🤖" };
+    // The conversation's own list names its agents; the page's list adds what it lacks (colour).
+    const known = { ...(this.view.agentInfo(agentId) || {}), ...(this.agents.get(agentId) || {}) };
+    return Object.keys(known).length ? known : { name: "Agent", emoji: "🤖" };
   }
 
   nearEnd() {
@@ -390,13 +401,15 @@ export class ChatSession {
   }
 
   addUser({ id, clientId, content, seq, status }) {
-    const textEl = h("div", { class: "msg-text" }, content);
+    // What the person typed is shown as typed (plain text, line breaks kept), not as Markdown.
+    const textEl = h("div", { class: "msg-text msg-plain" }, content);
     const statusEl = h("span", { class: "msg-status" });
     const el = h(
       "li",
       { class: "msg msg-user", dataset: { role: "user" } },
       h("div", { class: "msg-head" }, h("span", { class: "msg-author" }, "You"), statusEl),
       textEl,
+      h("div", { class: "msg-foot" }, copyButton(() => content, { label: "Copy message", className: "copy-msg" })),
     );
     const record = { kind: "user", el, textEl, statusEl, id: null, clientId, seq, status: null };
     if (clientId) this.byClientId.set(clientId, record);
@@ -415,12 +428,23 @@ export class ChatSession {
 
   addAgent({ id, agentId, status, runId }) {
     const agent = this.agentInfo(agentId);
-    const textEl = h("div", { class: "msg-text" });
+    const textEl = h("div", { class: "msg-text msg-markdown" });
     const statusEl = h("span", { class: "msg-status" });
     const metaEl = h("span", { class: "msg-meta" });
+    // Why the reply ended early, in words; ``actionsEl`` is where a "Continue" button goes.
+    const cutActionsEl = h("span", { class: "msg-cut-actions" });
+    const cutEl = h("div", { class: "msg-cut", hidden: true }, h("span", { class: "msg-cut-text" }), cutActionsEl);
     const errorEl = h("div", { class: "msg-error", hidden: true });
     const toolsEl = h("div", { class: "msg-tools" });
     const record = { kind: "agent", id, agentId, textEl, statusEl, metaEl, errorEl, toolsEl, runId, opinion: null };
+    record.view = new MarkdownView(textEl);
+    record.cutEl = cutEl;
+    record.cutActionsEl = cutActionsEl;
+    record.view.onRender = () => {
+      if (record.follow) this.scrollToEnd(true);
+      record.follow = false;
+    };
+    const copy = copyButton(() => record.view.text, { label: "Copy message", className: "copy-msg" });
     const button = (kind, label, name) =>
       h("button", { type: "button", class: `fb fb-${kind}`, "aria-label": label, "aria-pressed": "false", title: label }, icon(name));
     const up = button("up", "Good reply", "thumbs-up");
@@ -442,8 +466,9 @@ export class ChatSession {
       ),
       toolsEl,
       textEl,
+      cutEl,
       errorEl,
-      h("div", { class: "msg-foot" }, metaEl, record.feedbackEl),
+      h("div", { class: "msg-foot" }, metaEl, copy, record.feedbackEl),
     );
     if (agent.provider) this.setMeta(record, { provider: agent.provider, model: agent.model });
     this.records.set(id, record);
@@ -464,9 +489,22 @@ export class ChatSession {
     if (record.kind === "agent") record.feedbackEl.hidden = !(FINAL.has(status) && status !== "error");
   }
 
+  /** Replace an agent reply's text (Markdown): now, or at the next animation frame. */
+  setText(record, text, { now = false } = {}) {
+    record.view.set(text);
+    if (now) record.view.flush();
+  }
+
   setMeta(record, meta) {
     const text = describeMeta(meta);
     if (text) record.metaEl.textContent = text;
+    const reason = meta && meta.finish_reason;
+    if (reason && record.cutEl) {
+      record.cutEl.hidden = !FINISH_TEXT[reason];
+      record.cutEl.dataset.finish = reason;
+      record.cutEl.querySelector(".msg-cut-text").textContent = FINISH_TEXT[reason] || "";
+      if (FINISH_TEXT[reason]) this.view.onReplyCut?.(record, reason);
+    }
   }
 
   setOpinion(record, opinion) {

@@ -113,14 +113,31 @@ function hue(text) {
   return hash;
 }
 
-/** An agent's avatar: its emoji, or its initial on a colour of its own where emoji cannot be drawn. */
+/** An agent's colour (#rrggbb) if it has a valid one, else null. */
+export function agentColour(agent) {
+  const colour = agent && agent.colour;
+  return typeof colour === "string" && /^#[0-9a-f]{6}$/i.test(colour) ? colour : null;
+}
+
+/**
+ * An agent's avatar: its emoji on its colour, or its initial on its colour where emoji cannot be
+ * drawn (the colour is set through the CSSOM, which the page's CSP allows; never a style attribute).
+ */
 export function avatar(agent, extraClass = "") {
   const name = (agent && agent.name) || "Agent";
   const emoji = agent && agent.emoji;
+  const colour = agentColour(agent);
+  let el;
   if (emoji && emojiSupported()) {
-    return h("span", { class: `avatar avatar-emoji ${extraClass}`, "aria-hidden": "true" }, emoji);
+    el = h("span", { class: `avatar avatar-emoji ${extraClass}`, "aria-hidden": "true" }, emoji);
+  } else {
+    el = h("span", { class: `avatar avatar-initial ${extraClass}`, "aria-hidden": "true" }, name.trim()[0] || "?");
+    el.style.setProperty("--avatar-hue", String(hue(name)));
   }
-  const el = h("span", { class: `avatar avatar-initial ${extraClass}`, "aria-hidden": "true" }, name.trim()[0] || "?");
-  el.style.setProperty("--avatar-hue", String(hue(name)));
+  if (colour) {
+    el.classList.add("avatar-coloured");
+    el.style.setProperty("--avatar-colour", colour);
+    el.dataset.colour = colour.toLowerCase();
+  }
   return el;
 }
