@@ -22,7 +22,7 @@ LIVE_RUNS_LIMIT = 200
 def _stop_runs(request: HttpRequest, runs: list[Run]) -> tuple[int, list[str]]:
     """Stop runs in flight through the same service the API and sockets use. Returns
     (how many were told to stop, problems)."""
-    from runs.services import run_stop
+    from runs.stopping import run_stop
 
     stopped, problems = 0, []
     for run in runs:
@@ -38,7 +38,7 @@ def _stop_runs(request: HttpRequest, runs: list[Run]) -> tuple[int, list[str]]:
 
 
 def _delete_with_runs(conversation_ids: list[Any]) -> None:
-    from runs.services import conversation_delete_with_runs
+    from runs.stopping import conversation_delete_with_runs
 
     for conversation_id in conversation_ids:
         try:

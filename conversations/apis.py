@@ -35,7 +35,8 @@ from core.pagination import PageNumberPagination
 from core.throttles import AgentOpsThrottle, ConversationCreateThrottle, ConversationReadThrottle
 from providers.base import ChatMessage
 from runs.quotas import run_rate_admit
-from runs.services import conversation_delete_with_runs, session_open
+from runs.sending import session_open
+from runs.stopping import conversation_delete_with_runs
 
 TAGS = ["conversations"]
 

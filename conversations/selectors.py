@@ -134,14 +134,6 @@ def message_get_for_user(*, user: Any, message_id: Any) -> Message:
         raise NotFound("Message not found.") from None
 
 
-def run_active_for_conversation(*, conversation_id: Any) -> Run | None:
-    return (
-        Run.objects.filter(conversation_id=conversation_id, status__in=ACTIVE_RUN_STATUSES)
-        .order_by("created_at")
-        .first()
-    )
-
-
 def runs_in_flight() -> QuerySet[Run]:
     return Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).select_related("conversation", "agent")
 

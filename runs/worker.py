@@ -13,7 +13,7 @@ from typing import Any
 from channels.consumer import AsyncConsumer
 from channels.worker import Worker
 
-from runs.engine import get_run_manager
+from runs.manager import get_run_manager
 
 logger = logging.getLogger(__name__)
 

@@ -258,8 +258,8 @@ def _refuse_runs(on: bool, event: str = "INSERT") -> None:
 
 async def test_a_send_that_fails_after_its_run_was_launched_leaves_nothing(connect, user):
     from conversations.models import Message, Run
-    from runs.engine import get_run_manager
     from runs.eventlog import get_event_log
+    from runs.manager import get_run_manager
 
     agent = await database_sync_to_async(make_agent)(reply="y" * 200, chunks=200, delay=0.01)
     conversation = await database_sync_to_async(make_conversation)(user, agent)
@@ -316,9 +316,9 @@ def _queued_run(conversation, agent, content):
 async def test_a_run_started_while_it_is_claimed_holds_until_the_claim_and_vanishes_without_it(user):
     """Workers: a run its sender saw start at once asks its provider while the claim commits."""
     from conversations.models import Message, Run
-    from runs.engine import execute_run, get_run_manager
     from runs.eventlog import get_event_log
     from runs.events import EventWriter
+    from runs.manager import execute_run, get_run_manager
 
     agent = await database_sync_to_async(make_agent)(reply="Claimed and answered.", chunks=20, delay=0.02)
     conversation = await database_sync_to_async(make_conversation)(user, agent)
