@@ -1,7 +1,7 @@
 """Agent-to-agent sessions: turns alternate automatically on the run engine, within limits.
 
-Every limit is checked against the database when a turn is claimed (``turn_refusal``), so no
-session exceeds its turns even when workers restart or a dispatch is delivered twice.
+Every limit is checked against the database when a turn is claimed (``runs.turns.turn_refusal``),
+so no session exceeds its turns even when workers restart or a dispatch is delivered twice.
 """
 
 from __future__ import annotations

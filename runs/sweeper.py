@@ -1,6 +1,6 @@
 """The sweeper: runs whose owner died, dispatches that were lost, conversations left idle.
 
-Every process that serves clients or runs runs sweeps (``RunManager._sweeper_loop``, every
+Every process that serves clients or executes runs sweeps (``RunManager._sweeper_loop``, every
 ``SWEEP_SECONDS``): a run whose owner stopped heartbeating is declared ``incomplete`` and every
 watcher told; with ``housekeeping`` (every few seconds), queued runs whose dispatch was lost are
 dispatched again and active conversations idle past their expiry become ``expired``.
