@@ -35,20 +35,44 @@ logger = logging.getLogger(__name__)
 DISPATCH_ATTEMPTS = 4
 
 
-async def dispatch_run(
-    run_id: Any, trigger_seq: tuple[str, int] | None = None, *, touch: bool = False, start: bool = False
-) -> None:
-    """Hand a queued run to the executor: this process (inline) or the worker pool. ``touch``: the
-    conversation's activity mark is the run's to write (with its reply's row); ``start``: the
-    sender saw nothing else running, so the run may ask its provider while it is claimed."""
-    if settings.NEXUS_RUN_MODE == "worker":
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """What a run's sender hands it with the dispatch, so that no write of its own stands between
+    the person's message and the provider's request (time to first token). Travels in the worker's
+    ``run.execute`` message (``as_message``, ``from_message``)."""
+
+    # (the triggering message's id, its seq): the sender may still be storing the seq; the claim
+    # places the message by it and the reply's row stores it if the sender has not.
+    trigger_seq: tuple[str, int] | None = None
+    touch: bool = False  # the conversation's activity mark is the run's to write (with its reply's row)
+    start: bool = False  # nothing else was running: the run may ask its provider while it is claimed
+
+    def as_message(self, run_id: Any) -> dict[str, Any]:
         message: dict[str, Any] = {"type": "run.execute", "run_id": str(run_id)}
-        if trigger_seq is not None:
-            message["trigger_seq"] = list(trigger_seq)
-        if touch:
+        if self.trigger_seq is not None:
+            message["trigger_seq"] = list(self.trigger_seq)
+        if self.touch:
             message["touch"] = True
-        if start:
+        if self.start:
             message["start"] = True
+        return message
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> Handoff:
+        return cls(
+            trigger_seq=parse_trigger_seq(message.get("trigger_seq")),
+            touch=message.get("touch") is True,
+            start=message.get("start") is True,
+        )
+
+
+NO_HANDOFF = Handoff()
+
+
+async def dispatch_run(run_id: Any, handoff: Handoff = NO_HANDOFF) -> None:
+    """Hand a queued run to the executor: this process (inline) or the worker pool."""
+    if settings.NEXUS_RUN_MODE == "worker":
+        message = handoff.as_message(run_id)
         # After a Redis restart the layer's pooled connections are dead and each fails once; a
         # few tries reach a fresh one. If Redis is really down the run stays queued and the
         # sweeper dispatches it again (_lost_queued_runs): the message is stored either way.
@@ -68,7 +92,7 @@ async def dispatch_run(
         # (runs.manager imports this module): the one import kept in a function in runs/.
         from runs.manager import get_run_manager
 
-        await get_run_manager().launch(str(run_id), trigger_seq, touch=touch, start=start)
+        await get_run_manager().launch(str(run_id), handoff)
 
 
 async def dispatch_next_queued(conversation_id: Any) -> None:
@@ -113,20 +137,18 @@ def take_run(run_id: str, owner: str, *, touch: bool = False) -> bool:
     return bool(taken)
 
 
-def claim_run(
-    run_id: str, owner: str, trigger_seq: tuple[str, int] | None = None, *, touch: bool = False
-) -> Claimed | None:
+def claim_run(run_id: str, owner: str, handoff: Handoff = NO_HANDOFF) -> Claimed | None:
     """Take a queued run, then read what it needs."""
-    if not take_run(run_id, owner, touch=touch):
+    if not take_run(run_id, owner, touch=handoff.touch):
         return None
     run = _run_with_input(run_id)
     refusal = _refusal(run.agent)
     if refusal is None and turn_refusal(run) is not None:
         return None  # a session past its limits takes no more turns, whoever dispatched this one
-    return _claimed(run, trigger_seq, touch=touch, refusal=refusal)
+    return _claimed(run, handoff, refusal=refusal)
 
 
-def read_startable(run_id: str, trigger_seq: tuple[str, int] | None, *, touch: bool) -> Claimed | None:
+def read_startable(run_id: str, handoff: Handoff) -> Claimed | None:
     """What a run its sender saw start at once needs, read before it is taken (``take_run`` follows
     while the provider is asked); None if it cannot start that way (``claim_run`` then)."""
     run = _run_with_input(run_id)
@@ -138,7 +160,7 @@ def read_startable(run_id: str, trigger_seq: tuple[str, int] | None, *, touch: b
         or _refusal(run.agent) is not None
     ):
         return None
-    return _claimed(run, trigger_seq, touch=touch, refusal=None)
+    return _claimed(run, handoff, refusal=None)
 
 
 def _run_with_input(run_id: str) -> Run | None:
@@ -151,11 +173,12 @@ def _refusal(agent: Agent) -> str | None:
     return unavailable.message if unavailable is not None else None
 
 
-def _claimed(run: Run, trigger_seq: tuple[str, int] | None, *, touch: bool, refusal: str | None) -> Claimed:
+def _claimed(run: Run, handoff: Handoff, *, refusal: str | None) -> Claimed:
     # The provider's input, read in the same trip to the database: nothing else stands between
     # the claim and the provider's request (time to first token). The sender may still be storing
     # the triggering message's seq: the history places it by the seq it was dispatched with, and
     # the reply's row stores it if the sender has not (no write here).
+    trigger_seq = handoff.trigger_seq
     history = None
     if not refusal:
         trigger = run.trigger_message
@@ -171,5 +194,5 @@ def _claimed(run: Run, trigger_seq: tuple[str, int] | None, *, touch: bool, refu
         refusal=refusal,
         history=history,
         trigger_seq=trigger_seq,
-        touch=touch,
+        touch=handoff.touch,
     )

@@ -25,7 +25,9 @@ from django.conf import settings
 from core.tasks import process_task
 from runs import sessions, store
 from runs.dispatch import (
+    NO_HANDOFF,
     Claimed,
+    Handoff,
     claim_run,
     dispatch_next_queued,
     parse_trigger_seq,
@@ -81,18 +83,15 @@ class RunManager:
 
     # -- launching and stopping ------------------------------------------------------------------
 
-    async def launch(
-        self, run_id: str, trigger_seq: Any = None, *, touch: bool = False, start: bool = False
-    ) -> None:
-        """Start executing a queued run in this process (returns at once). ``trigger_seq``:
-        (message id, seq) of the message that started it, when its seq may not be stored yet;
-        ``touch``, ``start``: see dispatch_run."""
+    async def launch(self, run_id: str, handoff: Handoff = NO_HANDOFF) -> None:
+        """Start executing a queued run in this process (returns at once), with what its sender
+        handed it (``runs.dispatch.Handoff``)."""
         await self.ensure_started()
         run_id = str(run_id)
         if run_id in self.tasks:
             return
         task = process_task(
-            execute_run(self, run_id, parse_trigger_seq(trigger_seq), touch=touch, start=start),
+            execute_run(self, run_id, handoff),
             name=f"run-{run_id}",
         )
         self.tasks[run_id] = task
@@ -154,7 +153,9 @@ class RunManager:
                     message.get("run_id", ""), message.get("tool_call_id", ""), message.get("outcome", {})
                 )
             elif kind == "run.execute":
-                await self.launch(message["run_id"], message.get("trigger_seq"))
+                await self.launch(
+                    message["run_id"], Handoff(trigger_seq=parse_trigger_seq(message.get("trigger_seq")))
+                )
 
     async def _heartbeat_loop(self) -> None:
         interval = settings.NEXUS_RUN_HEARTBEAT_SECONDS
@@ -215,23 +216,20 @@ def get_run_manager() -> RunManager:
 async def execute_run(
     manager: RunManager,
     run_id: str,
-    trigger_seq: tuple[str, int] | None = None,
-    *,
-    touch: bool = False,
-    start: bool = False,
+    handoff: Handoff = NO_HANDOFF,
 ) -> None:
-    """Claim a queued run and execute it. ``start``: its sender saw it start at once (nothing else
+    """Claim a queued run and execute it. ``handoff.start``: its sender saw it start at once (nothing else
     running in its conversation), so the provider is asked while the claim commits; the run holds
     its events and writes nothing until it has, and vanishes if another took it or it was stopped."""
-    if start:
-        ready = await db(read_startable)(run_id, trigger_seq, touch=touch)
+    if handoff.start:
+        ready = await db(read_startable)(run_id, handoff)
         if ready is not None:
             ready.early = EarlyStart.after_claim(
-                db(take_run)(run_id, manager.owner_name, touch=touch), run_id
+                db(take_run)(run_id, manager.owner_name, touch=handoff.touch), run_id
             )
             await _execute(manager, ready)
             return
-    claimed = await db(claim_run)(run_id, manager.owner_name, trigger_seq, touch=touch)
+    claimed = await db(claim_run)(run_id, manager.owner_name, handoff)
     if claimed is not None:
         await _execute(manager, claimed)
 

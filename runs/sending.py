@@ -41,7 +41,7 @@ from conversations.services import (
     conversation_idle_expiry,
 )
 from core.errors import AgentUnavailable, Conflict, ValidationFailed
-from runs.dispatch import Claimed, dispatch_run
+from runs.dispatch import Claimed, Handoff, dispatch_run
 from runs.early_start import EarlyStart
 from runs.eventlog import get_event_log
 from runs.events import EventWriter
@@ -320,9 +320,9 @@ async def message_send(
         # before this process does.
         await dispatch_run(
             prepared.result.run_id,
-            (prepared.result.message_id, seq),
-            touch=prepared.touch,
-            start=prepared.starts_now,
+            Handoff(
+                trigger_seq=(prepared.result.message_id, seq), touch=prepared.touch, start=prepared.starts_now
+            ),
         )
         await db(_set_message_seq)(prepared.result.message_id, conversation.pk, seq)
         return prepared.result
