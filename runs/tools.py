@@ -31,7 +31,7 @@ from conversations.models import Message, MessageRole, MessageStatus, MessageTyp
 from providers.base import ToolCall
 
 if TYPE_CHECKING:
-    from runs.engine import _Execution
+    from runs.execution import Execution
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def over_cap_outcome(cap: int) -> dict[str, Any]:
     }
 
 
-def _store_call(ex: _Execution, call: ToolCall, execution: str, seq: int) -> None:
+def _store_call(ex: Execution, call: ToolCall, execution: str, seq: int) -> None:
     Message.objects.create(
         conversation_id=ex.conversation.pk,
         agent=ex.agent,
@@ -143,7 +143,7 @@ def _set_result_seq(conversation_id: Any, run_id: Any, tool_call_id: str, seq: i
     ).update(seq=seq)
 
 
-async def run_tool_call(ex: _Execution, call: ToolCall, execution: str | None) -> dict[str, Any]:
+async def run_tool_call(ex: Execution, call: ToolCall, execution: str | None) -> dict[str, Any]:
     """Execute one tool call of a run; returns {"result", "is_error"} to feed back to the model.
 
     ``execution``: "server" or "client" as the agent lists the tool, None when the agent does not
@@ -211,7 +211,7 @@ async def run_tool_call(ex: _Execution, call: ToolCall, execution: str | None) -
     return outcome
 
 
-async def _server_tool(ex: _Execution, call: ToolCall) -> dict[str, Any]:
+async def _server_tool(ex: Execution, call: ToolCall) -> dict[str, Any]:
     context = ToolContext(
         user_id=ex.conversation.owner_id, conversation_id=str(ex.conversation.pk), agent_id=str(ex.agent.pk)
     )
@@ -220,7 +220,7 @@ async def _server_tool(ex: _Execution, call: ToolCall) -> dict[str, Any]:
 
 
 async def _client_tool(
-    ex: _Execution, call: ToolCall, waiter: asyncio.Future[dict[str, Any]]
+    ex: Execution, call: ToolCall, waiter: asyncio.Future[dict[str, Any]]
 ) -> dict[str, Any]:
     """Wait for the first client answer: pushed over the control channel, or found in the database
     (the push is at-most-once, so the stored result is checked every second as well)."""
