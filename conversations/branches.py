@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 
 from conversations.models import Conversation, Message, MessageRole, MessageType
 from core.errors import NotFound, ValidationFailed, parse_uuid
@@ -28,7 +29,8 @@ def message_tip(*, conversation_id: Any) -> Any:
         Message.objects.filter(
             conversation_id=conversation_id, hidden=False, type=MessageType.MESSAGE, role__in=TURN_ROLES
         )
-        .order_by("-seq", "-created_at")
+        # a message whose seq is not stored yet is the newest (its send is still announcing it)
+        .order_by(F("seq").desc(nulls_first=True), "-created_at")
         .values_list("pk", flat=True)
         .first()
     )
@@ -96,14 +98,20 @@ def hidden_recompute(*, conversation_id: Any) -> None:
 
 @transaction.atomic
 def message_select(*, message: Message) -> Message:
-    """Make ``message`` the chosen one among its siblings (the ``< 1/2 >`` flip)."""
+    """Make ``message`` the chosen one among its siblings (the ``< 1/2 >`` flip), and each of its
+    ancestors among theirs: the active path goes through it."""
     if not is_turn(message):
         raise ValidationFailed(
             "Only a message or a reply can be chosen.", details={"message_id": ["Not a turn."]}
         )
     Conversation.objects.select_for_update().filter(pk=message.conversation_id).first()
-    siblings_of(message).exclude(pk=message.pk).update(selected=False)
-    Message.objects.filter(pk=message.pk).update(selected=True)
+    node: Message | None = message
+    seen: set[Any] = set()
+    while node is not None and node.pk not in seen:
+        seen.add(node.pk)
+        siblings_of(node).exclude(pk=node.pk).update(selected=False)
+        Message.objects.filter(pk=node.pk).update(selected=True)
+        node = node.parent
     hidden_recompute(conversation_id=message.conversation_id)
     message.refresh_from_db()
     return message
