@@ -173,3 +173,46 @@ async def test_nothing_branches_while_a_reply_is_being_generated(connect, user):
         error = await client.until("error")
         assert error["data"]["code"] == "conflict", frame
     await client.until("run_finished")
+
+
+def _tool_agent():
+    from agents.models import Agent
+    from agents.tools import builtin_tool_spec
+
+    return Agent.objects.create(
+        name="Tooly",
+        provider="scripted",
+        model="m",
+        tools=[builtin_tool_spec("query_database")],
+        config={
+            "tool_calls": [{"name": "query_database", "arguments": {"sql": "SELECT 1 AS one"}}],
+            "echo_tool_result": True,
+        },
+    )
+
+
+async def test_a_regenerated_replys_tool_calls_leave_the_path_with_it(connect, user):
+    from agents.demo_data import demo_data_ensure
+
+    await database_sync_to_async(demo_data_ensure)()
+    agent = await database_sync_to_async(_tool_agent)()
+    conversation = await database_sync_to_async(make_conversation)(user, agent)
+    client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    await client.until("session_state")
+    _, first = await _exchange(client, "Count.")
+    await client.send({"type": "regenerate", "data": {"message_id": first}})
+    second = (await client.until("run_finished"))["data"]["message_id"]
+
+    tools = await database_sync_to_async(_messages)(conversation.pk, type__in=["tool_call", "tool_result"])
+    assert len(tools) == 4
+    by_run = {}
+    for message in tools:
+        by_run.setdefault(message.metadata["run_id"], set()).add(message.hidden)
+    replies = {
+        str(m.pk): m
+        for m in await database_sync_to_async(_messages)(conversation.pk, role="agent", type="message")
+    }
+    assert by_run[replies[first].metadata["run_id"]] == {True}
+    assert by_run[replies[second].metadata["run_id"]] == {False}
+    # The second run's provider saw its own tool round only, never the first run's.
+    assert sum(1 for m in scripted.SEEN[-1] if m.role == "tool") == 1
