@@ -133,5 +133,9 @@ def test_continue_a_reply_cut_by_the_length_limit(nexus, page):
     [history] = sent_messages(nexus, before)
     assert history[-2] == {"role": "assistant", "content": "The first half of the story"}
     assert history[-1]["role"] == "user" and "Continue" in history[-1]["content"]
-    # The continued reply ended normally: no cut-off notice, nothing more to continue.
+    # The continued reply ended normally: no cut-off notice, nothing more to continue; the cut
+    # reply keeps its notice, but its button went (only the last reply can be continued).
     assert reply_locator(page).locator(".msg-cut").is_hidden()
+    first = page.locator("#messages .msg-agent").first
+    assert first.locator(".msg-cut").is_visible()
+    assert first.locator(".msg-continue").is_hidden()
