@@ -134,7 +134,9 @@ async def test_rest_branching_refuses_outsiders_bad_targets_and_busy_conversatio
     assert anonymous.status_code == 401
 
     # While a reply is being generated: conflict, and nothing starts.
-    slow = await db(make_agent)(owner=user, reply="slow " * 100, chunks=100, delay=0.02)
+    slow = await db(make_agent)(
+        owner=user, reply="slow " * 100, chunks=100, delay=0.08
+    )  # 8 s: the checks below fit inside it on a loaded machine
     busy = await db(make_conversation)(user, slow)
     await post(
         user, "/api/invoke/", {"agent_id": str(slow.pk), "message": "One", "conversation_id": str(busy.pk)}
