@@ -46,6 +46,17 @@ export function formatTime(iso) {
   return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
+/** A list's date: the time today, the day this year ("5 Dec"), else the day and year. */
+export function formatWhen(iso, now = new Date()) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return "";
+  if (date.toDateString() === now.toDateString()) return formatTime(iso);
+  const options = { day: "numeric", month: "short" };
+  if (date.getFullYear() !== now.getFullYear()) options.year = "numeric";
+  return date.toLocaleDateString([], options);
+}
+
 /** Pretty JSON for tool arguments and results, cut to a readable size. */
 export function shortJson(value, limit = 400) {
   let text;
