@@ -55,6 +55,9 @@ def test_a_conversation_without_messages_has_no_preview(alice, user, shared_agen
     make_conversation(user, shared_agent)
     row = alice.get(LIST).json()["results"][0]
     assert row["last_message_at"] is None and row["preview"] == ""
+    created = alice.post(LIST, {"agents": [str(shared_agent.pk)]}, format="json").json()
+    assert created["last_message_at"] is None and created["preview"] == ""
+    assert created["pinned"] is False and created["archived"] is False
 
 
 def test_the_preview_skips_a_reply_still_without_text(alice, user, shared_agent):

@@ -17,6 +17,7 @@ from tests.browser.conftest import (
     CREATE_USERS,
     Nexus,
     current_conversation_id,
+    screenshot,
     send,
     sign_in,
     start_chat,
@@ -65,6 +66,7 @@ def test_new_chat_stores_nothing_until_the_first_message_which_titles_it(nexus, 
     assert page.locator("#chat-head[data-draft=true] #chat-title").text_content() == "New chat"
     assert page.get_attribute("#composer-input", "placeholder") == "Message Drafter…"
     assert "#c=" not in page.url
+    assert page.locator("#chat-head .chat-actions").is_hidden()  # nothing to rename or delete yet
     assert conversation_count(nexus) == before  # ten clicks, nothing stored
 
     send(page, "Can you explain the difference between TCP and UDP? I mix them up.")
@@ -138,6 +140,8 @@ def test_search_pin_archive_and_export(nexus, page):
     sidebar_item(page, trip).locator(".conv-pin").wait_for()
     assert listed_ids(page)[:2] == [trip, soup]
     assert page.get_attribute("#pin-btn", "aria-pressed") == "true"
+    assert page.locator("#chat-head .chat-actions").is_visible()
+    screenshot(page, "18-conversation-list")
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
     assert listed_ids(page)[:2] == [trip, soup]

@@ -2,7 +2,7 @@
 
 import { createApi, describeError } from "./api.js";
 import { ChatSession } from "./chat.js";
-import { $, avatar, formatWhen, h } from "./dom.js";
+import { $, avatar, formatWhen, h, icon } from "./dom.js";
 
 const config = JSON.parse(document.getElementById("nexus-config").textContent);
 const FALLBACK_PROVIDERS = ["local", "ollama", "openai", "gemini"];
@@ -235,9 +235,8 @@ function lastActivity(conversation) {
 
 /** The server's order: pinned first, then the most recent activity. */
 function sortConversations() {
-  state.conversations.sort(
-    (a, b) => Number(!!b.pinned) - Number(!!a.pinned) || lastActivity(b).localeCompare(lastActivity(a)),
-  );
+  const when = (conversation) => Date.parse(lastActivity(conversation)) || 0;
+  state.conversations.sort((a, b) => Number(!!b.pinned) - Number(!!a.pinned) || when(b) - when(a));
 }
 
 function renderConversations() {
@@ -262,13 +261,19 @@ function renderConversations() {
             h(
               "span",
               { class: "conv-line" },
-              conversation.pinned ? h("span", { class: "conv-pin", title: "Pinned", "aria-label": "Pinned" }, "📌") : null,
+              conversation.pinned ? h("span", { class: "conv-pin", title: "Pinned", role: "img", "aria-label": "Pinned" }, icon("pin", 12)) : null,
               h("span", { class: "conv-title" }, conversationLabel(conversation)),
-              h(
-                "time",
-                { class: "conv-when", datetime: lastActivity(conversation), title: new Date(lastActivity(conversation)).toLocaleString() },
-                formatWhen(lastActivity(conversation)),
-              ),
+              lastActivity(conversation)
+                ? h(
+                    "time",
+                    {
+                      class: "conv-when",
+                      datetime: lastActivity(conversation),
+                      title: new Date(lastActivity(conversation)).toLocaleString(),
+                    },
+                    formatWhen(lastActivity(conversation)),
+                  )
+                : null,
             ),
             h(
               "span",
@@ -555,7 +560,7 @@ function showFiling(conversation) {
   els.archiveBtn.setAttribute("aria-pressed", String(!!archived));
 }
 
-async function file(fields) {
+async function fileConversation(fields) {
   const session = state.session;
   if (!session) return;
   try {
@@ -728,9 +733,9 @@ function bind() {
   els.renameForm.addEventListener("submit", saveRename);
   els.renameForm.querySelector("[data-action=cancel]").addEventListener("click", cancelRename);
   els.titleBtn.addEventListener("click", suggestTitle);
-  els.pinBtn.addEventListener("click", () => file({ pinned: els.pinBtn.getAttribute("aria-pressed") !== "true" }));
+  els.pinBtn.addEventListener("click", () => fileConversation({ pinned: els.pinBtn.getAttribute("aria-pressed") !== "true" }));
   els.archiveBtn.addEventListener("click", () =>
-    file({ archived: els.archiveBtn.getAttribute("aria-pressed") !== "true" }),
+    fileConversation({ archived: els.archiveBtn.getAttribute("aria-pressed") !== "true" }),
   );
   els.search.addEventListener("input", onSearch);
   els.archivedToggle.addEventListener("click", toggleArchived);
