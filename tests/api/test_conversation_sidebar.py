@@ -344,3 +344,31 @@ def test_a_throttled_call_still_gets_429_with_retry_after_and_says_the_wait_once
     wait = int(response["Retry-After"])
     assert 1 <= wait <= 60 and body["retry_after"] == wait
     assert body["detail"] == f"Too many requests. Try again in {wait} s."
+
+
+def test_seed_001_scopes_keep_seed_001_numbers_apart_from_the_native_budget(user, throttle_rate):
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory, force_authenticate
+    from rest_framework.views import APIView
+
+    class Seed001Create(APIView):  # what the seed-001 dialect's create path will declare
+        throttle_classes = (throttles.Seed001SessionCreateThrottle,)
+
+        def post(self, request):
+            return Response({})
+
+    throttle_rate("seed001_session_create", "5/min")
+    throttle_rate("conversation_create", "5/min")
+    factory = APIRequestFactory()
+
+    def create():
+        request = factory.post("/chat/sessions/create", {}, format="json")
+        force_authenticate(request, user=user)
+        return Seed001Create.as_view()(request)
+
+    assert [create().status_code for _ in range(6)] == [200] * 5 + [429]
+    # the native budget is its own: seed 001's spent budget takes nothing from it
+    native = throttles.ConversationCreateThrottle()
+    request = factory.post("/api/conversations/")
+    request.user = user
+    assert [native.allow_request(request, None) for _ in range(6)] == [True] * 5 + [False]
