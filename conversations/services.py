@@ -24,6 +24,7 @@ from conversations.models import (
     SessionType,
 )
 from conversations.selectors import conversation_participants
+from conversations.text import title_from_message
 from core.errors import NotFound, TooLarge, ValidationFailed
 
 logger = logging.getLogger("nexus.conversations")
@@ -157,6 +158,31 @@ def conversation_rename(*, conversation: Conversation, title: str) -> Conversati
         raise ValidationFailed("Invalid title.", details={"title": ["1 to 200 characters."]})
     conversation.title = title
     conversation.save(update_fields=["title", "updated_at"])
+    return conversation
+
+
+def conversation_update(
+    *,
+    conversation: Conversation,
+    title: str | None = None,
+    pinned: bool | None = None,
+    archived: bool | None = None,
+) -> Conversation:
+    """A person's changes: a title of their own, pinned, archived (None: unchanged)."""
+    fields = ["updated_at"]
+    if title is not None:
+        title = title.strip()
+        if not title or len(title) > 200:
+            raise ValidationFailed("Invalid title.", details={"title": ["1 to 200 characters."]})
+        conversation.title = title
+        fields.append("title")
+    if pinned is not None:
+        conversation.pinned = bool(pinned)
+        fields.append("pinned")
+    if archived is not None:
+        conversation.archived = bool(archived)
+        fields.append("archived")
+    conversation.save(update_fields=fields)
     return conversation
 
 
@@ -343,16 +369,47 @@ def title_clean(raw: str) -> str:
 
 
 def title_fallback(messages: Sequence[Message]) -> str:
-    """The first words of the first user message (or of the first message at all)."""
-    first = next((m for m in messages if m.role == "user" and m.content.strip()), None)
-    first = first or next((m for m in messages if m.content.strip()), None)
-    if first is None:
-        return ""
-    words = first.content.split()
-    title = " ".join(words[:TITLE_MAX_WORDS])
-    if len(words) > TITLE_MAX_WORDS or len(title) > TITLE_MAX_CHARS:
-        title = title[: TITLE_MAX_CHARS - 1].rstrip() + "…"
-    return title
+    """The first sentence of the first user message with text (``title_from_message``), or of
+    the first message with text at all."""
+    for candidates in (
+        (m for m in messages if m.role == "user"),
+        iter(messages),
+    ):
+        for message in candidates:
+            title = title_from_message(message.content)
+            if title:
+                return title
+    return ""
+
+
+def conversation_title_untitled(*, conversation: Conversation) -> tuple[str, str]:
+    """The automatic title after the first exchange: an untitled conversation gets the first
+    sentence of its first user message (``title_from_message``; no provider is asked, so it is
+    instant and costs no run). A title already there, the person's own or an earlier automatic one,
+    is kept. Returns ``(title, source)``, source ``"first_message"`` or ``"kept"``.
+
+    The write is conditional (``WHERE title = ''``): a rename that lands meanwhile wins.
+    """
+    if conversation.title:
+        return conversation.title, "kept"
+    messages = list(
+        conversation.messages.filter(role="user", type="message")
+        .exclude(content="")
+        .order_by("seq", "created_at")[:5]
+    )
+    title = title_fallback(messages)
+    if not title:
+        raise ValidationFailed(
+            "Nothing to title yet.", details={"conversation": ["No message of yours with text yet."]}
+        )
+    written = Conversation.objects.filter(pk=conversation.pk, title="").update(
+        title=title, updated_at=timezone.now()
+    )
+    if not written:
+        conversation.refresh_from_db(fields=["title"])
+        return conversation.title, "kept"
+    conversation.title = title
+    return title, "first_message"
 
 
 def title_prompt(messages: Sequence[Message]) -> list[tuple[str, str]]:

@@ -38,6 +38,11 @@ urlpatterns = [
         name="conversation-generate-title",
     ),
     path(
+        "conversations/<uuid:conversation_id>/export/",
+        conversation_apis.ConversationExportView.as_view(),
+        name="conversation-export",
+    ),
+    path(
         "messages/<uuid:message_id>/feedback/",
         conversation_apis.MessageFeedbackView.as_view(),
         name="message-feedback",

@@ -231,10 +231,18 @@ def screenshot(page: Any, name: str, *, full_page: bool = False) -> Path:
     return path
 
 
-def start_chat(page: Any, agent: dict[str, Any]) -> str:
-    """Pick ``agent`` in the sidebar, start a new chat with it; the conversation id."""
+def start_chat(page: Any, agent: dict[str, Any]) -> None:
+    """Pick ``agent`` in the sidebar and press New chat: an empty composer bound to it. Nothing is
+    stored until the first message (``send``); ``current_conversation_id`` then names it."""
     page.click(f'#agent-list [data-agent-id="{agent["id"]}"]')
     page.click("#new-chat")
+    page.wait_for_selector(f'#chat-head[data-draft="true"] [data-agent-id="{agent["id"]}"]')
+    page.locator("#composer-input").wait_for()
+
+
+def current_conversation_id(page: Any) -> str:
+    """The open conversation's id, once it exists (a new chat's first message creates it), with
+    its socket connected."""
     page.wait_for_url(re.compile(r"#c=[0-9a-f-]{36}$"))
     page.wait_for_selector('#conn-state[data-state="connected"]')
     return page.url.rsplit("#c=", 1)[1]

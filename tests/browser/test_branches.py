@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.browser.conftest import reply_locator, send, sign_in, start_chat
+from tests.browser.conftest import current_conversation_id, reply_locator, send, sign_in, start_chat
 from tests.fakes.script import Reply
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -39,8 +39,9 @@ def test_regenerate_keeps_both_replies_as_versions_to_flip_between(nexus, page):
     agent = nexus.create_agent("Twice")
     nexus.fake.script(Reply(text="First answer."), Reply(text="Second answer."), Reply(text="Noted."))
     sign_in(page)
-    conversation_id = start_chat(page, agent)
+    start_chat(page, agent)
     send(page, "Tell me something.")
+    conversation_id = current_conversation_id(page)
     reply_locator(page).locator(".msg-text", has_text="First answer.").wait_for()
     wait_settled(page, 1)
     before = len(nexus.fake.requests)
@@ -84,8 +85,9 @@ def test_edit_and_resend_branches_from_the_edited_message(nexus, page):
     agent = nexus.create_agent("Editor")
     nexus.fake.script(Reply(text="About cats."), Reply(text="About dogs."))
     sign_in(page)
-    conversation_id = start_chat(page, agent)
+    start_chat(page, agent)
     send(page, "Tell me about cats.")
+    conversation_id = current_conversation_id(page)
     reply_locator(page).locator(".msg-text", has_text="About cats.").wait_for()
     wait_settled(page, 1)
     before = len(nexus.fake.requests)

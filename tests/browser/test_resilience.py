@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import COUNT_TEXT_UPDATES, reply_locator, screenshot, send, sign_in, start_chat
+from tests.browser.conftest import (
+    COUNT_TEXT_UPDATES,
+    current_conversation_id,
+    reply_locator,
+    screenshot,
+    send,
+    sign_in,
+    start_chat,
+)
 from tests.fakes.script import Reply
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -20,9 +28,10 @@ def test_reloading_mid_reply_shows_the_complete_reply_exactly_once(nexus, page):
     text = " ".join(f"part{i}" for i in range(40))
     nexus.fake.script(Reply(text=text, tokens_per_s=10))
     sign_in(page)
-    conversation_id = start_chat(page, agent)
+    start_chat(page, agent)
 
     send(page, "Tell me something long.")
+    conversation_id = current_conversation_id(page)
     reply_locator(page).locator(".msg-text").filter(has_text="part12").wait_for()
     page.reload()
     page.wait_for_selector('#conn-state[data-state="connected"]')
@@ -119,9 +128,10 @@ def test_five_seconds_offline_mid_reply_loses_nothing_and_doubles_nothing(nexus,
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
     sign_in(page)
-    conversation_id = start_chat(page, agent)
+    start_chat(page, agent)
 
     send(page, "Keep talking while my train goes through a tunnel.")
+    conversation_id = current_conversation_id(page)
     reply = reply_locator(page)
     reply.locator(".msg-text").filter(has_text="tok8").wait_for()
     page.evaluate(COUNT_TEXT_UPDATES)

@@ -2,7 +2,7 @@
 
 import { createApi, describeError } from "./api.js";
 import { ChatSession } from "./chat.js";
-import { $, avatar, h } from "./dom.js";
+import { $, avatar, formatWhen, h, icon } from "./dom.js";
 
 const config = JSON.parse(document.getElementById("nexus-config").textContent);
 const FALLBACK_PROVIDERS = ["local", "ollama", "openai", "gemini"];
@@ -25,6 +25,8 @@ const els = {
   agentToggle: $("#new-agent-toggle"),
   providerSelect: $("#agent-provider"),
   conversationList: $("#conversation-list"),
+  search: $("#conversation-search"),
+  archivedToggle: $("#archived-toggle"),
   newChat: $("#new-chat"),
   sessionForm: $("#session-form"),
   sessionToggle: $("#new-session-toggle"),
@@ -37,6 +39,10 @@ const els = {
   renameBtn: $("#rename-btn"),
   renameForm: $("#rename-form"),
   titleBtn: $("#title-btn"),
+  pinBtn: $("#pin-btn"),
+  archiveBtn: $("#archive-btn"),
+  exportMd: $("#export-md"),
+  exportJson: $("#export-json"),
   deleteBtn: $("#delete-btn"),
   messages: $("#messages"),
   composer: $("#composer"),
@@ -51,6 +57,10 @@ const state = {
   conversations: [],
   selectedAgentId: localStorage.getItem("nexus.agent") || null,
   session: null,
+  draft: null, // a new chat not stored yet: {agentId}; it becomes a conversation with its first message
+  creating: false,
+  search: "",
+  showArchived: false,
 };
 
 const api = createApi({
@@ -64,6 +74,8 @@ const api = createApi({
 // --- feedback to the person ----------------------------------------------------------------------
 
 function toast(message, kind = "info") {
+  // The same words already on screen are not stacked again (a repeated click, a retry).
+  if ([...els.toasts.children].some((el) => el.textContent === message)) return;
   const el = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" }, message);
   els.toasts.append(el);
   setTimeout(() => el.remove(), kind === "error" ? 7000 : 4000);
@@ -142,6 +154,7 @@ function selectAgent(id) {
   state.selectedAgentId = id;
   localStorage.setItem("nexus.agent", id);
   renderAgents();
+  if (state.draft) showDraft(); // the unsent new chat goes to the agent just picked
 }
 
 async function loadAgents() {
@@ -215,6 +228,17 @@ function conversationLabel(conversation) {
   return names ? `Chat with ${names}` : "New conversation";
 }
 
+/** When a conversation last saw a message (its creation before the first). */
+function lastActivity(conversation) {
+  return conversation.last_message_at || conversation.created_at || "";
+}
+
+/** The server's order: pinned first, then the most recent activity. */
+function sortConversations() {
+  const when = (conversation) => Date.parse(lastActivity(conversation)) || 0;
+  state.conversations.sort((a, b) => Number(!!b.pinned) - Number(!!a.pinned) || when(b) - when(a));
+}
+
 function renderConversations() {
   const current = state.session && state.session.id;
   els.conversationList.replaceChildren(
@@ -234,11 +258,28 @@ function renderConversations() {
           h(
             "span",
             { class: "pick-body" },
-            h("span", { class: "conv-title" }, conversationLabel(conversation)),
             h(
               "span",
-              { class: "pick-sub" },
-              conversation.session_type === "agent_agent" ? `agents · ${conversation.status}` : conversation.status,
+              { class: "conv-line" },
+              conversation.pinned ? h("span", { class: "conv-pin", title: "Pinned", role: "img", "aria-label": "Pinned" }, icon("pin", 12)) : null,
+              h("span", { class: "conv-title" }, conversationLabel(conversation)),
+              lastActivity(conversation)
+                ? h(
+                    "time",
+                    {
+                      class: "conv-when",
+                      datetime: lastActivity(conversation),
+                      title: new Date(lastActivity(conversation)).toLocaleString(),
+                    },
+                    formatWhen(lastActivity(conversation)),
+                  )
+                : null,
+            ),
+            h(
+              "span",
+              { class: "pick-sub conv-preview" },
+              conversation.preview ||
+                (conversation.session_type === "agent_agent" ? `agents · ${conversation.status}` : conversation.status),
             ),
           ),
         ),
@@ -246,14 +287,24 @@ function renderConversations() {
     ),
   );
   if (!state.conversations.length) {
-    els.conversationList.append(h("li", { class: "muted" }, "No conversations yet."));
+    const empty = state.search
+      ? "No conversation matches."
+      : state.showArchived
+        ? "No archived conversations."
+        : "No conversations yet.";
+    els.conversationList.append(h("li", { class: "muted" }, empty));
   }
 }
 
+let listRequest = 0;
 async function loadConversations() {
+  const ticket = ++listRequest; // typing fast: only the newest answer is shown
   try {
-    state.conversations = await api.listConversations();
+    const conversations = await api.listConversations({ search: state.search, archived: state.showArchived });
+    if (ticket !== listRequest) return;
+    state.conversations = conversations;
   } catch (err) {
+    if (ticket !== listRequest) return;
     toast(`Conversations: ${describeError(err)}`, "error");
   }
   renderConversations();
@@ -262,24 +313,86 @@ async function loadConversations() {
 function upsertConversation(conversation) {
   const index = state.conversations.findIndex((c) => c.id === conversation.id);
   if (index >= 0) state.conversations[index] = { ...state.conversations[index], ...conversation };
+  else if (state.search || state.showArchived || conversation.archived) return; // not in the list shown
   else state.conversations.unshift(conversation);
+  sortConversations();
   renderConversations();
 }
 
-async function newChat() {
+/** A message just went by in conversation ``id``: it moves up the list with its preview. */
+function noteActivity(id, text) {
+  const known = state.conversations.find((c) => c.id === id);
+  if (!known) return;
+  const preview = text.replace(/\s+/g, " ").trim();
+  const fields = { id, last_message_at: new Date().toISOString() };
+  if (preview) fields.preview = preview.length > 100 ? `${preview.slice(0, 99)}…` : preview;
+  upsertConversation(fields);
+}
+
+/** "New chat": an empty composer bound to the chosen agent; nothing is stored until it is used. */
+function newChat() {
   const agent = agentInfo(state.selectedAgentId);
   if (!agent) {
     toast("Create or pick an agent first.", "error");
-    return null;
+    return;
   }
+  if (state.session) state.session.close();
+  state.session = null;
+  state.draft = { agentId: agent.id };
+  showDraft();
+  closeSidebar();
+  els.input.focus();
+}
+
+function showDraft() {
+  const agent = agentInfo(state.selectedAgentId);
+  if (!agent || !state.draft) return;
+  state.draft.agentId = agent.id;
+  cancelRename();
+  if (location.hash) history.replaceState(null, "", location.pathname);
+  els.title.textContent = "New chat";
+  els.chatAgents.replaceChildren(
+    h(
+      "span",
+      { class: "chip", title: `${agent.provider} · ${agent.model}`, dataset: { agentId: agent.id } },
+      avatar(agent, "avatar-small"),
+      h("span", { class: "chip-name" }, agent.name),
+      h("span", { class: "chip-sub" }, `${agent.provider} · ${agent.model}`),
+    ),
+  );
+  els.goal.hidden = true;
+  els.status.hidden = true;
+  els.empty.hidden = true;
+  els.head.hidden = false;
+  els.head.dataset.draft = "true";
+  els.composer.hidden = false;
+  els.composer.dataset.agentId = agent.id;
+  els.stopBtn.hidden = true;
+  els.input.placeholder = `Message ${agent.name}…`;
+  els.messages.replaceChildren();
+  setConnection("idle");
+  renderConversations();
+}
+
+/** The first message of a new chat: the conversation is created now, then the message is sent. */
+async function createFromDraft(content) {
+  const agentId = state.draft.agentId;
+  state.creating = true;
+  els.sendBtn.disabled = true;
   try {
-    const conversation = await api.createConversation({ session_type: "human_agent", agents: [agent.id] });
+    const conversation = await api.createConversation({ session_type: "human_agent", agents: [agentId] });
+    state.draft = null;
     upsertConversation(conversation);
-    openConversation(conversation.id);
-    return conversation;
+    const session = openConversation(conversation.id);
+    session.send(content);
+    noteActivity(conversation.id, content);
+    return true;
   } catch (err) {
-    toast(describeError(err), "error");
-    return null;
+    toast(describeError(err), "error"); // the draft and its text stay: sending again retries
+    return false;
+  } finally {
+    state.creating = false;
+    els.sendBtn.disabled = false;
   }
 }
 
@@ -342,6 +455,13 @@ const view = {
     els.goal.textContent = goal ? `Goal: ${goal}` : "";
     els.input.placeholder = conversation.session_type === "agent_agent" ? "Interject, or resume the session…" : "Message…";
     upsertConversation({ id: conversation.id, title: conversation.title, status: conversation.status });
+    showFiling(conversation);
+  },
+  onRunFinished(data, record) {
+    const session = state.session;
+    if (!session || !record) return;
+    noteActivity(session.id, record.textEl.textContent || ""); // the rendered reply: plain text
+    autoTitle(session);
   },
   setRunning(running, agentSession) {
     els.stopBtn.hidden = !running;
@@ -352,6 +472,9 @@ const view = {
 function openConversation(id) {
   if (state.session && state.session.id === id) return state.session;
   if (state.session) state.session.close();
+  state.draft = null;
+  delete els.head.dataset.draft;
+  delete els.composer.dataset.agentId;
   cancelRename();
   const session = new ChatSession({ id, config, api, view });
   state.session = session;
@@ -365,6 +488,9 @@ function openConversation(id) {
   els.head.hidden = false;
   els.composer.hidden = false;
   els.stopBtn.hidden = true;
+  els.exportMd.href = api.exportUrl(id, "md");
+  els.exportJson.href = api.exportUrl(id, "json");
+  if (known) showFiling(known);
   session.start();
   renderConversations();
   closeSidebar();
@@ -375,6 +501,8 @@ function openConversation(id) {
 function closeConversation() {
   if (state.session) state.session.close();
   state.session = null;
+  state.draft = null;
+  delete els.head.dataset.draft;
   history.replaceState(null, "", location.pathname);
   els.empty.hidden = false;
   els.head.hidden = true;
@@ -387,15 +515,86 @@ function closeConversation() {
 async function sendMessage(event) {
   event.preventDefault();
   const content = els.input.value.trim();
-  if (!content) return;
-  let session = state.session;
+  if (!content || state.creating) return;
+  const session = state.session;
   if (!session) {
-    if (!(await newChat())) return;
-    session = state.session;
+    if (!state.draft) newChat();
+    if (!state.draft || !(await createFromDraft(content))) return;
+  } else {
+    session.send(content);
+    noteActivity(session.id, content);
   }
   els.input.value = "";
   autosize();
-  session.send(content);
+}
+
+// --- titles, pins, the archive -------------------------------------------------------------------
+
+const titled = new Set(); // conversations whose automatic title was already asked for
+
+/** After a reply in an untitled chat: its title from the first message (the server keeps any title). */
+async function autoTitle(session) {
+  const conversation = session.conversation;
+  if (!conversation || conversation.title || conversation.session_type !== "human_agent") return;
+  if (titled.has(session.id)) return;
+  titled.add(session.id);
+  try {
+    const result = await api.titleIfUntitled(session.id);
+    if (!result.title) return;
+    conversation.title = result.title;
+    if (state.session === session && els.renameForm.hidden) els.title.textContent = result.title;
+    upsertConversation({ id: session.id, title: result.title });
+  } catch (err) {
+    /* the title can wait: the list shows the agent's name meanwhile */
+  }
+}
+
+/** The pin and archive buttons for the open conversation. */
+function showFiling(conversation) {
+  const known = state.conversations.find((c) => c.id === conversation.id) || {};
+  const pinned = conversation.pinned ?? known.pinned ?? false;
+  const archived = conversation.archived ?? known.archived ?? false;
+  els.pinBtn.textContent = pinned ? "Unpin" : "Pin";
+  els.pinBtn.setAttribute("aria-pressed", String(!!pinned));
+  els.archiveBtn.textContent = archived ? "Unarchive" : "Archive";
+  els.archiveBtn.setAttribute("aria-pressed", String(!!archived));
+}
+
+async function fileConversation(fields) {
+  const session = state.session;
+  if (!session) return;
+  try {
+    const conversation = await api.updateConversation(session.id, fields);
+    if (session.conversation) Object.assign(session.conversation, { pinned: conversation.pinned, archived: conversation.archived });
+    showFiling(conversation);
+    if ("archived" in fields) {
+      // It leaves the list it was in (or joins it): the list is asked again.
+      toast(conversation.archived ? "Conversation archived." : "Conversation back in the list.");
+      await loadConversations();
+    } else {
+      upsertConversation(conversation);
+    }
+  } catch (err) {
+    toast(describeError(err), "error");
+  }
+}
+
+let searchTimer = null;
+function onSearch() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => {
+    const search = els.search.value.trim();
+    if (search === state.search) return;
+    state.search = search;
+    loadConversations();
+  }, 250);
+}
+
+function toggleArchived() {
+  state.showArchived = !state.showArchived;
+  els.archivedToggle.setAttribute("aria-pressed", String(state.showArchived));
+  els.archivedToggle.classList.toggle("is-on", state.showArchived);
+  loadConversations();
 }
 
 function startRename() {
@@ -534,6 +733,12 @@ function bind() {
   els.renameForm.addEventListener("submit", saveRename);
   els.renameForm.querySelector("[data-action=cancel]").addEventListener("click", cancelRename);
   els.titleBtn.addEventListener("click", suggestTitle);
+  els.pinBtn.addEventListener("click", () => fileConversation({ pinned: els.pinBtn.getAttribute("aria-pressed") !== "true" }));
+  els.archiveBtn.addEventListener("click", () =>
+    fileConversation({ archived: els.archiveBtn.getAttribute("aria-pressed") !== "true" }),
+  );
+  els.search.addEventListener("input", onSearch);
+  els.archivedToggle.addEventListener("click", toggleArchived);
   els.deleteBtn.addEventListener("click", deleteConversation);
   window.addEventListener("hashchange", routeFromHash);
   window.addEventListener("pagehide", () => state.session && state.session.close());

@@ -295,6 +295,7 @@ export class ChatSession {
       record.errorEl.textContent = data.error.message;
       record.errorEl.hidden = false;
     }
+    this.view.onRunFinished?.(data, record); // the page: the list's preview, the first title
   }
 
   onToolCall(data) {
