@@ -63,10 +63,24 @@ const api = createApi({
 
 // --- feedback to the person ----------------------------------------------------------------------
 
+// One toast per distinct message: the same message again replaces the one shown (its timer starts
+// over), it never stacks.
+const liveToasts = new Map(); // `${kind}:${message}` -> {el, timer}
+
 function toast(message, kind = "info") {
+  const key = `${kind}:${message}`;
+  const shown = liveToasts.get(key);
+  if (shown) {
+    clearTimeout(shown.timer);
+    shown.el.remove();
+  }
   const el = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" }, message);
   els.toasts.append(el);
-  setTimeout(() => el.remove(), kind === "error" ? 7000 : 4000);
+  const timer = setTimeout(() => {
+    el.remove();
+    if (liveToasts.get(key)?.el === el) liveToasts.delete(key);
+  }, kind === "error" ? 7000 : 4000);
+  liveToasts.set(key, { el, timer });
 }
 
 function setConnection(status, detail = {}) {
@@ -74,6 +88,9 @@ function setConnection(status, detail = {}) {
   if (status === "waiting") text = `Reconnecting in ${Math.ceil((detail.retryInMs || 0) / 1000)} s`;
   if (status === "closed" && detail.code === 4003) text = "Signed out";
   if (status === "closed" && detail.code === 4001) text = "Conversation unavailable";
+  else if (status === "closed" && detail.code !== 4003 && detail.error && detail.error.message) {
+    text = `Disconnected: ${detail.error.message}`; // refused for good: say why, stop retrying
+  }
   els.conn.dataset.state = status;
   els.conn.textContent = text;
   els.conn.title = detail.attempt ? `attempt ${detail.attempt}` : "";
@@ -321,7 +338,8 @@ const view = {
   onConversationChanged(conversation, agents) {
     if (!conversation) return;
     els.title.textContent = conversationLabel({ ...conversation, agents: [...agents.values()] });
-    els.status.textContent = conversation.status;
+    els.status.textContent = conversation.status === "expired" ? "idle" : conversation.status;
+    els.status.title = conversation.status === "expired" ? "Expired after inactivity: a new message revives it." : "";
     els.status.dataset.status = conversation.status;
     els.status.hidden = conversation.status === "active" && conversation.session_type !== "agent_agent";
     const separator = conversation.session_type === "agent_agent" ? " ⇄ " : ", ";
@@ -340,7 +358,12 @@ const view = {
     const goal = conversation.settings && conversation.settings.goal;
     els.goal.hidden = !goal;
     els.goal.textContent = goal ? `Goal: ${goal}` : "";
-    els.input.placeholder = conversation.session_type === "agent_agent" ? "Interject, or resume the session…" : "Message…";
+    els.input.placeholder =
+      conversation.session_type === "agent_agent"
+        ? "Interject, or resume the session…"
+        : conversation.status === "expired"
+          ? "This chat went idle: send a message to continue it…"
+          : "Message…";
     upsertConversation({ id: conversation.id, title: conversation.title, status: conversation.status });
   },
   setRunning(running, agentSession) {

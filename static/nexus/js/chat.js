@@ -131,6 +131,18 @@ export class ChatSession {
           return;
         }
         if (data.code === "nothing_to_stop") return;
+        if (data.code === "session_expired" && logged) {
+          // The server closes the socket next (4002); the conversation stays, and the next message
+          // revives it. Reopen quietly and say it in words, once.
+          this.socket.expectClose();
+          this.expiring = true;
+          this.addNote("This conversation went idle. Send a message to continue it.", data.code);
+          if (this.conversation) {
+            this.conversation.status = "expired";
+            this.view.onConversationChanged(this.conversation, this.agents);
+          }
+          break;
+        }
         if (logged) this.addNote(data.message || data.code, data.code);
         else this.view.toast(data.message || data.code);
         if (data.status && this.conversation) {
@@ -143,6 +155,7 @@ export class ChatSession {
         }
         break;
       case "error":
+        if (!logged && this.expiring && data.code === "forbidden") return; // the idle close, said above
         if (logged) this.addNote(data.message || data.code, "error");
         else this.view.toast(data.message || data.code, "error");
         break;
@@ -153,6 +166,7 @@ export class ChatSession {
   }
 
   applyState(state, fresh) {
+    this.expiring = false;
     this.conversation = state.conversation || this.conversation;
     if (this.conversation) this.conversation.status = state.status || this.conversation.status;
     this.agents = new Map((state.agents || []).map((agent) => [agent.id, agent]));
@@ -229,6 +243,10 @@ export class ChatSession {
   }
 
   onUserMessage(data, seq) {
+    if (this.conversation && this.conversation.status === "expired") {
+      this.conversation.status = "active"; // a new message revived it
+      this.view.onConversationChanged(this.conversation, this.agents);
+    }
     if (this.records.has(data.messageId)) return;
     const record = data.client_message_id && this.byClientId.get(data.client_message_id);
     if (record) {
