@@ -21,6 +21,7 @@ from agents.selectors import agent_get_for_user
 from agents.serializers import AgentStatusSerializer
 from conversations import selectors, services
 from conversations.serializers import (
+    ConversationAgentSerializer,
     ConversationCreateSerializer,
     ConversationDetailSerializer,
     ConversationSerializer,
@@ -30,7 +31,7 @@ from conversations.serializers import (
     HistoryQuerySerializer,
     TitleSerializer,
 )
-from core.errors import NexusError
+from core.errors import NexusError, NotFound, ValidationFailed
 from core.pagination import PageNumberPagination
 from core.throttles import AgentOpsThrottle, ConversationCreateThrottle, ConversationReadThrottle
 from providers.base import ChatMessage
@@ -129,6 +130,35 @@ class ConversationDetailView(APIView):
     def delete(self, request: Request, conversation_id: Any) -> Response:
         conversation_delete_with_runs(user=request.user, conversation_id=conversation_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ConversationAgentView(APIView):
+    throttle_classes = (AgentOpsThrottle,)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Change who answers",
+        description=(
+            "Makes `agent_id` the conversation's primary participant: the next message is answered by "
+            "it, with the whole history. An agent already in the conversation swaps places with the "
+            "primary; any other replaces it. A reply in flight finishes with the agent it started with. "
+            "Person-to-agent conversations only (400 for agent-to-agent sessions); a paused or failing "
+            "agent is refused (409 `agent_unavailable`); an agent you may not use is 400."
+        ),
+        request=ConversationAgentSerializer,
+        responses={200: ConversationSerializer},
+    )
+    def post(self, request: Request, conversation_id: Any) -> Response:
+        conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
+        serializer = ConversationAgentSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            agent = agent_get_for_user(user=request.user, agent_id=serializer.validated_data["agent_id"])
+        except NotFound:
+            raise ValidationFailed("Unknown agent.", details={"agent_id": ["Agent not found."]}) from None
+        services.conversation_agent_set(conversation=conversation, agent=agent)
+        conversation = selectors.conversation_list_with_agents(user=request.user).get(pk=conversation.pk)
+        return Response(ConversationSerializer(conversation).data)
 
 
 def _complete_with_provider(agent: Any, prompt: list[tuple[str, str]]) -> str:

@@ -186,6 +186,10 @@ class ConversationCreateSerializer(serializers.Serializer):
     )
 
 
+class ConversationAgentSerializer(serializers.Serializer):
+    agent_id = serializers.UUIDField(help_text="The agent who answers from now on (one you may use).")
+
+
 class ConversationUpdateSerializer(serializers.Serializer):
     title = StrictCharField(max_length=200)
 

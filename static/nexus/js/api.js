@@ -61,6 +61,7 @@ export function createApi({ base, csrfToken, onSignedOut }) {
     createConversation: (fields) => request("POST", "conversations/", fields),
     renameConversation: (id, title) => request("PATCH", `conversations/${id}/`, { title }),
     deleteConversation: (id) => request("DELETE", `conversations/${id}/`),
+    setConversationAgent: (id, agentId) => request("POST", `conversations/${id}/agent/`, { agent_id: agentId }),
     generateTitle: (id) => request("POST", `conversations/${id}/generate-title/`),
     stopConversation: (id) => request("POST", `conversations/${id}/stop/`, {}),
     feedback: (messageId, rating) => request("POST", `messages/${messageId}/feedback/`, { rating }),

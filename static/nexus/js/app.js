@@ -33,6 +33,8 @@ const els = {
   title: $("#chat-title"),
   status: $("#chat-status"),
   chatAgents: $("#chat-agents"),
+  agentPicker: $("#agent-picker"),
+  agentPickerSelect: $("#agent-picker-select"),
   goal: $("#chat-goal"),
   renameBtn: $("#rename-btn"),
   renameForm: $("#rename-form"),
@@ -355,6 +357,7 @@ const view = {
         ),
       ]),
     );
+    renderAgentPicker(conversation, agents);
     const goal = conversation.settings && conversation.settings.goal;
     els.goal.hidden = !goal;
     els.goal.textContent = goal ? `Goal: ${goal}` : "";
@@ -372,6 +375,45 @@ const view = {
   },
 };
 
+// --- who answers the open chat ---------------------------------------------------------------------
+
+/** "Answered by": a person's chat only; the conversation's primary agent, and the agents that can
+ * take over (the sidebar's pick is for new chats). */
+function renderAgentPicker(conversation, agents) {
+  const human = conversation.session_type !== "agent_agent";
+  els.agentPicker.hidden = !human;
+  if (!human) return;
+  const primary = [...agents.values()][0] || null;
+  const choices = agentsInOrder().filter(
+    (agent) => (agent.status !== "paused" && agent.status !== "error") || (primary && agent.id === primary.id),
+  );
+  if (primary && !choices.some((agent) => agent.id === primary.id)) choices.unshift(primary);
+  els.agentPickerSelect.replaceChildren(
+    ...choices.map((agent) => h("option", { value: agent.id }, `${agent.emoji || ""} ${agent.name}`.trim())),
+  );
+  els.agentPickerSelect.value = primary ? primary.id : "";
+}
+
+async function switchAgent() {
+  const session = state.session;
+  const agentId = els.agentPickerSelect.value;
+  if (!session || !session.conversation || !agentId) return;
+  els.agentPickerSelect.disabled = true;
+  try {
+    const conversation = await api.setConversationAgent(session.id, agentId);
+    if (state.session !== session) return;
+    session.setAgents(conversation.agents.map((agent) => ({ ...agent, id: agent.agent_id })));
+    const agent = session.agentInfo(agentId);
+    session.addNote(`${agent.name} answers from now on.`, "agent_changed");
+    upsertConversation(conversation);
+  } catch (err) {
+    toast(describeError(err), "error");
+    if (state.session === session && session.conversation) renderAgentPicker(session.conversation, session.agents);
+  } finally {
+    els.agentPickerSelect.disabled = false;
+  }
+}
+
 function openConversation(id) {
   if (state.session && state.session.id === id) return state.session;
   if (state.session) state.session.close();
@@ -382,6 +424,7 @@ function openConversation(id) {
   const known = state.conversations.find((c) => c.id === id);
   els.title.textContent = known ? conversationLabel(known) : "…";
   els.chatAgents.replaceChildren();
+  els.agentPicker.hidden = true;
   els.goal.hidden = true;
   els.status.hidden = true;
   els.empty.hidden = true;
@@ -553,6 +596,7 @@ function bind() {
     }
   });
   els.stopBtn.addEventListener("click", () => state.session && state.session.stop());
+  els.agentPickerSelect.addEventListener("change", switchAgent);
   els.renameBtn.addEventListener("click", startRename);
   els.renameForm.addEventListener("submit", saveRename);
   els.renameForm.querySelector("[data-action=cancel]").addEventListener("click", cancelRename);

@@ -181,6 +181,12 @@ export class ChatSession {
     this.updateControls();
   }
 
+  /** The conversation's agents changed (another agent answers from now on). */
+  setAgents(agents) {
+    this.agents = new Map(agents.map((agent) => [agent.id, agent]));
+    this.view.onConversationChanged(this.conversation, this.agents);
+  }
+
   rebuild(messages) {
     this.list.replaceChildren();
     this.records.clear();
