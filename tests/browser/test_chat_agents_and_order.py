@@ -56,3 +56,53 @@ def test_picking_another_agent_in_an_open_chat_makes_it_answer_with_the_history(
     page.reload()
     page.wait_for_selector('#conn-state[data-state="connected"]')
     assert page.locator("#agent-picker-select").input_value() == bo["id"]
+
+
+SEND_AT = """
+([text, at]) => {
+  // Type, then press Send at a moment shared with the other tab (the same clock: one browser).
+  const input = document.getElementById("composer-input");
+  input.value = text;
+  setTimeout(() => document.getElementById("composer").requestSubmit(), Math.max(0, at - Date.now()));
+}
+"""
+
+DOM_ORDER = """
+() => [...document.querySelectorAll("#messages > li.msg-user, #messages > li.msg-agent")].map(
+  (el) => el.dataset.messageId || "unsent"
+)
+"""
+
+
+def test_two_tabs_sending_at_once_show_the_servers_order(nexus, context, page):
+    agent = nexus.create_agent("Orderly")
+    sign_in(page)
+    conversation_id = start_chat(page, agent)
+    other = context.new_page()
+    other.set_default_timeout(15_000)
+    other.goto(f"/#c={conversation_id}")
+    other.wait_for_selector('#conn-state[data-state="connected"]')
+    trials = 4
+    nexus.fake.script(default=Reply(text="Noted.", tokens_per_s=200))
+
+    for trial in range(trials):
+        at = page.evaluate("Date.now()") + 400
+        page.evaluate(SEND_AT, [f"first tab, trial {trial}", at])
+        other.evaluate(SEND_AT, [f"second tab, trial {trial}", at])
+        done = 2 * (trial + 1)
+        for tab in (page, other):
+            tab.wait_for_function(
+                "n => document.querySelectorAll('#messages .msg-agent[data-status=complete]').length >= n"
+                " && document.querySelectorAll('#messages .msg-user[data-status=sending]').length === 0",
+                arg=done,
+            )
+        stored = [
+            m["id"]
+            for m in nexus.conversation(conversation_id)["messages"]
+            if m["type"] == "message" and m["role"] in ("user", "agent")
+        ]
+        assert len(stored) == 2 * done
+        # Both tabs show every message once, in the server's order, without a reload.
+        assert page.evaluate(DOM_ORDER) == stored, trial
+        assert other.evaluate(DOM_ORDER) == stored, trial
+    other.close()
