@@ -31,10 +31,11 @@ from conversations.serializers import (
     HistoryQuerySerializer,
     TitleSerializer,
 )
-from core.errors import NexusError, NotFound, ValidationFailed
+from core.errors import NexusError
 from core.pagination import PageNumberPagination
 from core.throttles import AgentOpsThrottle, ConversationCreateThrottle, ConversationReadThrottle
 from providers.base import ChatMessage
+from runs.participants import conversation_agent_switch
 from runs.quotas import run_rate_admit
 from runs.selectors import agent_status_for_user
 from runs.services import conversation_delete_with_runs, session_open
@@ -149,14 +150,12 @@ class ConversationAgentView(APIView):
         responses={200: ConversationSerializer},
     )
     def post(self, request: Request, conversation_id: Any) -> Response:
-        conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
+        selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)  # 404 first
         serializer = ConversationAgentSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            agent = agent_get_for_user(user=request.user, agent_id=serializer.validated_data["agent_id"])
-        except NotFound:
-            raise ValidationFailed("Unknown agent.", details={"agent_id": ["Agent not found."]}) from None
-        services.conversation_agent_set(conversation=conversation, agent=agent)
+        conversation = conversation_agent_switch(
+            user=request.user, conversation_id=conversation_id, agent_id=serializer.validated_data["agent_id"]
+        )
         conversation = selectors.conversation_list_with_agents(user=request.user).get(pk=conversation.pk)
         return Response(ConversationSerializer(conversation).data)
 

@@ -11,7 +11,7 @@ from tests.fakes.script import Reply
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def test_picking_another_agent_in_an_open_chat_makes_it_answer_with_the_history(nexus, page):
+def test_picking_another_agent_in_an_open_chat_makes_it_answer_with_the_history(nexus, context, page):
     ada = nexus.create_agent("Ada", system_prompt="You are Ada.")
     bo = nexus.create_agent("Bo", emoji="🐻", system_prompt="You are Bo.")
     sign_in(page)
@@ -26,9 +26,19 @@ def test_picking_another_agent_in_an_open_chat_makes_it_answer_with_the_history(
     page.wait_for_selector('#messages .msg-agent[data-status="complete"]')
     assert "You are Ada." in str(nexus.fake.requests[-1].json["messages"][0])
 
+    other = context.new_page()  # a second tab on the same chat
+    other.goto(f"/#c={conversation_id}")
+    other.wait_for_selector('#conn-state[data-state="connected"]')
+    assert other.locator("#agent-picker-select").input_value() == ada["id"]
+
     picker.select_option(bo["id"])
     page.locator('#messages .msg-note[data-code="agent_changed"]').filter(has_text="Bo answers").wait_for()
     assert [a["agent_id"] for a in nexus.conversation(conversation_id)["agents"]] == [bo["id"]]
+    # The other tab hears it too, without a reload.
+    other.locator('#messages .msg-note[data-code="agent_changed"]').filter(has_text="Bo answers").wait_for()
+    other.wait_for_function("id => document.getElementById('agent-picker-select').value === id", arg=bo["id"])
+    other.close()
+    assert page.locator('#messages .msg-note[data-code="agent_changed"]').count() == 1
 
     nexus.fake.script(Reply(text="Bo speaking."))
     send(page, "And now?")

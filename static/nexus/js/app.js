@@ -403,8 +403,7 @@ async function switchAgent() {
     const conversation = await api.setConversationAgent(session.id, agentId);
     if (state.session !== session) return;
     session.setAgents(conversation.agents.map((agent) => ({ ...agent, id: agent.agent_id })));
-    const agent = session.agentInfo(agentId);
-    session.addNote(`${agent.name} answers from now on.`, "agent_changed");
+    // Every tab (this one too) notes the change from its system event agent_changed.
     upsertConversation(conversation);
   } catch (err) {
     toast(describeError(err), "error");

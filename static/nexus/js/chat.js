@@ -146,6 +146,7 @@ export class ChatSession {
           return;
         }
         if (data.code === "nothing_to_stop") return;
+        if (data.code === "agent_changed" && Array.isArray(data.agents)) this.setAgents(data.agents);
         if (data.code === "session_expired" && logged) {
           // The server closes the socket next (4002); the conversation stays, and the next message
           // revives it. Reopen quietly and say it in words, once.
