@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import reply_locator, send, sign_in, start_chat
+from tests.browser.conftest import reply_locator, screenshot, send, sign_in, start_chat
 from tests.fakes.script import Reply
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -49,6 +49,7 @@ def test_picking_another_agent_in_an_open_chat_makes_it_answer_with_the_history(
     assert last.get_attribute("data-agent-id") == bo["id"]
     assert last.locator(".msg-author").text_content() == "Bo"
     assert reply_locator(page, 0).locator(".msg-author").text_content() == "Ada"
+    screenshot(page, "30-agent-picker")
     replies = nexus.agent_messages(conversation_id)
     assert [(m["agent_id"], m["content"]) for m in replies] == [
         (ada["id"], "Ada here."),

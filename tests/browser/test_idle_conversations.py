@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import PASSWORDS, Nexus, reply_locator, send, serve_nexus, start_chat
+from tests.browser.conftest import (
+    PASSWORDS,
+    Nexus,
+    reply_locator,
+    screenshot,
+    send,
+    serve_nexus,
+    start_chat,
+)
 from tests.fakes.script import Reply
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -121,6 +129,7 @@ def test_an_expired_conversation_reopens_with_its_history_and_a_message_revives_
     _wait_for_status(idle_nexus, conversation_id, "expired")
     page.locator('#messages .msg-note[data-code="session_expired"]').wait_for()
     page.wait_for_selector('#conn-state[data-state="connected"]')
+    screenshot(page, "31-idle-conversation")
     time.sleep(2)
     idle_nexus.fake.script(Reply(text="Still here."))
     send(page, "And again.")

@@ -2,7 +2,7 @@
 
 import { createApi, describeError } from "./api.js";
 import { ChatSession } from "./chat.js";
-import { $, avatar, h } from "./dom.js";
+import { $, avatar, emojiSupported, h } from "./dom.js";
 
 const config = JSON.parse(document.getElementById("nexus-config").textContent);
 const FALLBACK_PROVIDERS = ["local", "ollama", "openai", "gemini"];
@@ -389,7 +389,9 @@ function renderAgentPicker(conversation, agents) {
   );
   if (primary && !choices.some((agent) => agent.id === primary.id)) choices.unshift(primary);
   els.agentPickerSelect.replaceChildren(
-    ...choices.map((agent) => h("option", { value: agent.id }, `${agent.emoji || ""} ${agent.name}`.trim())),
+    ...choices.map((agent) =>
+      h("option", { value: agent.id }, `${(emojiSupported() && agent.emoji) || ""} ${agent.name}`.trim()),
+    ),
   );
   els.agentPickerSelect.value = primary ? primary.id : "";
 }
