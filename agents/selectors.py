@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
-from agents.models import Agent
+from agents.models import Agent, AgentStatus
 from core.errors import NotFound, parse_uuid
 
 
@@ -44,3 +47,26 @@ def agent_can_edit(*, user: Any, agent: Agent) -> bool:
     if getattr(user, "is_staff", False):
         return True
     return agent.owner_id is not None and agent.owner_id == getattr(user, "id", None)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentUnavailability:
+    """Why an agent takes no new run now: the one availability rule (``agent_unavailability``)."""
+
+    message: str
+    retry_after: float | None = None  # seconds, for a cooldown
+
+
+def agent_unavailability(*, agent: Agent) -> AgentUnavailability | None:
+    """None if the agent may reply now; else why not: paused, in error, or cooling down (until a
+    time still to come). Checked when a message is sent and again when its run is claimed."""
+    now = timezone.now()
+    if agent.status == AgentStatus.PAUSED or agent.status == AgentStatus.ERROR:
+        return AgentUnavailability(f"{agent.name} is {agent.status}.")
+    if agent.status == AgentStatus.COOLDOWN and agent.cooldown_until and agent.cooldown_until > now:
+        until: datetime = agent.cooldown_until
+        return AgentUnavailability(
+            f"{agent.name} is cooling down until {until.isoformat()}.",
+            retry_after=(until - now).total_seconds(),
+        )
+    return None

@@ -8,7 +8,6 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
-from django.utils import timezone
 
 from agents.avatars import default_colour
 from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
@@ -193,11 +192,6 @@ def agent_set_status(*, agent: Agent, status: str, cooldown_until: Any = None) -
     agent.cooldown_until = cooldown_until if status == AgentStatus.COOLDOWN else None
     agent.save(update_fields=["status", "cooldown_until", "updated_at"])
     return agent
-
-
-def agent_mark_active(*, agent_id: Any) -> None:
-    """Record that an agent just answered (cheap single UPDATE, no signals)."""
-    Agent.objects.filter(pk=agent_id).update(last_active_at=timezone.now())
 
 
 # --- the access rules of writes, for callers acting for a user (REST, WebSocket) ----------------

@@ -17,7 +17,7 @@ from conversations.models import Conversation, Message, Participant
 from core.errors import NexusError
 from realtime.presence import presence, presence_snapshot
 from runs.models import ACTIVE_RUN_STATUSES, Run
-from runs.services import conversation_delete_with_runs, run_stop
+from runs.stopping import conversation_delete_with_runs, run_stop
 
 LIVE_RUNS_LIMIT = 200
 

@@ -38,7 +38,8 @@ from providers.base import ChatMessage
 from runs.participants import conversation_agent_switch
 from runs.quotas import run_rate_admit
 from runs.selectors import agent_status_for_user
-from runs.services import conversation_delete_with_runs, session_open
+from runs.sending import session_open
+from runs.stopping import conversation_delete_with_runs
 
 TAGS = ["conversations"]
 

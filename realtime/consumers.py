@@ -27,15 +27,12 @@ from realtime.connections import Credentials
 from realtime.limits import get_limits
 from realtime.middleware import SUBPROTOCOL
 from realtime.presence import presence
-from runs.eventlog import EventLogUnavailable, LoggedEvent, get_event_log
-from runs.services import (
-    conversation_bind,
-    engine_ensure_started,
-    message_send,
-    run_stop,
-    session_state,
-    tool_result_submit,
-)
+from runs.eventlog import get_event_log
+from runs.eventlog.base import EventLogUnavailable, LoggedEvent
+from runs.sending import message_send
+from runs.session_state import conversation_bind, engine_ensure_started, session_state
+from runs.stopping import run_stop
+from runs.tool_answers import tool_result_submit
 
 logger = logging.getLogger(__name__)
 
@@ -491,7 +488,7 @@ class ConversationSocket(BaseSocket):
         if ending == "session_expired":
             await self.close_with("forbidden", "The conversation expired after inactivity.", CLOSE_EXPIRED)
         elif ending == "conversation_deleted":
-            # Deleted (runs.services.conversation_delete_with_runs): the session is gone, as for an
+            # Deleted (runs.stopping.conversation_delete_with_runs): the session is gone, as for an
             # unknown conversation on connect.
             await self.close_with("not_found", "This conversation was deleted.", CLOSE_INVALID_SESSION)
 

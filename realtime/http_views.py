@@ -32,10 +32,13 @@ from core.errors import NexusError, TooLarge, ValidationFailed
 from core.exceptions import error_body, retry_after_seconds
 from realtime import protocol
 from realtime.connections import StreamGuard
-from runs.eventlog import LoggedEvent, get_event_log
+from runs.eventlog import get_event_log
+from runs.eventlog.base import LoggedEvent
 from runs.models import Run
 from runs.quotas import content_admit
-from runs.services import engine_ensure_started, message_send, run_stop
+from runs.sending import message_send
+from runs.session_state import engine_ensure_started
+from runs.stopping import run_stop
 
 logger = logging.getLogger(__name__)
 KEEPALIVE_SECONDS = 15.0

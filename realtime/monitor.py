@@ -16,7 +16,8 @@ from conversations.selectors import conversation_access
 from realtime import protocol
 from realtime.consumers import CLOSE_INTERNAL, BaseSocket
 from realtime.stats_api import stats_snapshot
-from runs.eventlog import LoggedEvent, get_event_log
+from runs.eventlog import get_event_log
+from runs.eventlog.base import LoggedEvent
 
 logger = logging.getLogger(__name__)
 NEURAL_MARGIN = 1024  # bytes a neural-event adds to the event it renders (agent name, ids, kind)

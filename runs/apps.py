@@ -15,6 +15,8 @@ class RunsConfig(AppConfig):
             registry.register(name, import_string(path)())
 
         # `manage.py runworker` (channels' command) runs our worker, which outlives a Redis restart.
-        from runs.worker import RunWorker  # here: it imports the models, not loadable before ready()
+        # Imported here: the worker reaches the models, which load only once the apps are ready.
+
+        from runs.worker import RunWorker
 
         runworker.Command.worker_class = RunWorker

@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 
 from runs.event_encoding import chunk_chars, encode_event_fitted, event
-from runs.eventlog import EventLog, EventLogUnavailable
+from runs.eventlog.base import EventLog, EventLogUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +161,62 @@ class EventWriter:
             for future in in_flight:
                 if not future.done():
                     future.set_result(self.last_seq)
+
+
+def emit_run_finished(
+    writer: EventWriter,
+    *,
+    run_id: str,
+    status: str,
+    usage: dict[str, int],
+    agent_id: str,
+    message_id: str | None = None,
+    error: dict[str, Any] | None = None,
+) -> None:
+    """``run_finished``: the one way a run's end is told (by its execution, the sweeper, a stop of
+    a queued run, a deleted conversation). ``message_id`` is left out for a run with no reply."""
+    data: dict[str, Any] = {"run_id": run_id, "status": status, "usage": usage}
+    if error:
+        data["error"] = error
+    data["agent_id"] = agent_id
+    if message_id is not None:
+        data["message_id"] = message_id
+    writer.emit("run_finished", data)
+
+
+def emit_reply_finished(
+    writer: EventWriter,
+    *,
+    run_id: str,
+    status: str,
+    usage: dict[str, int],
+    error: dict[str, Any] | None = None,
+    agent_id: str,
+    agent_name: str,
+    message_id: str,
+    content: str,
+    message_status: str,
+    metadata: dict[str, Any],
+) -> None:
+    """A run's reply in its final state (``agent_message``), then the run's end (``run_finished``):
+    the pair every run that ends with its reply emits, in this order (its execution, the sweeper)."""
+    writer.emit(
+        "agent_message",
+        {
+            "messageId": message_id,
+            "agent_id": agent_id,
+            "agent_name": agent_name,
+            "content": content,
+            "status": message_status,
+            "metadata": metadata,
+        },
+    )
+    emit_run_finished(
+        writer,
+        run_id=run_id,
+        status=status,
+        usage=usage,
+        agent_id=agent_id,
+        message_id=message_id,
+        error=error,
+    )

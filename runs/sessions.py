@@ -1,7 +1,7 @@
 """Agent-to-agent sessions: turns alternate automatically on the run engine, within limits.
 
-Every limit is checked against the database when a turn is claimed (``turn_refusal``), so no
-session exceeds its turns even when workers restart or a dispatch is delivered twice.
+Every limit is checked against the database when a turn is claimed (``runs.turns.turn_refusal``),
+so no session exceeds its turns even when workers restart or a dispatch is delivered twice.
 """
 
 from __future__ import annotations
@@ -14,58 +14,13 @@ from channels.db import database_sync_to_async as sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
-from conversations.models import (
-    Conversation,
-    ConversationStatus,
-    Message,
-    MessageRole,
-    MessageStatus,
-    MessageType,
-    SessionType,
-)
+from conversations.models import Conversation, ConversationStatus, SessionType
 from conversations.services import MAX_TURNS_DEFAULT
-from runs.engine import dispatch_run
+from runs.dispatch import dispatch_run
 from runs.eventlog import get_event_log
 from runs.events import EventWriter
 from runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus
-
-
-def turns_taken(conversation_id: Any) -> int:
-    """Agent turns that produced a reply (any final status but error)."""
-    return (
-        Message.objects.filter(
-            conversation_id=conversation_id, role=MessageRole.AGENT, type=MessageType.MESSAGE
-        )
-        .exclude(status__in=[MessageStatus.ERROR, MessageStatus.STREAMING])
-        .count()
-    )
-
-
-def tokens_used(conversation_id: Any) -> int:
-    total = 0
-    for usage in Run.objects.filter(conversation_id=conversation_id).values_list("usage", flat=True):
-        total += int((usage or {}).get("total_tokens") or 0)
-    return total
-
-
-def turn_refusal(run: Run) -> str | None:
-    """Why this claimed run must not take a turn, or None. Called inside the claim."""
-    conversation = run.conversation
-    if conversation.session_type != SessionType.AGENT_AGENT:
-        return None
-    settings = conversation.settings or {}
-    if conversation.status != ConversationStatus.ACTIVE:
-        reason = "session_not_active"
-    elif turns_taken(conversation.pk) >= int(settings.get("max_turns", MAX_TURNS_DEFAULT)):
-        reason = "turn_limit_reached"
-    elif settings.get("token_budget") and tokens_used(conversation.pk) >= int(settings["token_budget"]):
-        reason = "budget_exhausted"
-    else:
-        return None
-    Run.objects.filter(pk=run.pk).update(
-        status=RunStatus.STOPPED, finished_at=timezone.now(), error={"code": reason, "message": reason}
-    )
-    return reason
+from runs.turns import tokens_used, turns_taken
 
 
 def _next_step(run_id: str, conversation_id: str) -> dict[str, Any] | None:

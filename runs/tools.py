@@ -31,7 +31,7 @@ from conversations.models import Message, MessageRole, MessageStatus, MessageTyp
 from providers.base import ToolCall
 
 if TYPE_CHECKING:
-    from runs.engine import _Execution
+    from runs.execution import Execution
 
 logger = logging.getLogger(__name__)
 
@@ -71,15 +71,14 @@ def over_cap_outcome(cap: int) -> dict[str, Any]:
     }
 
 
-def _store_call(ex: _Execution, call: ToolCall, execution: str, seq: int) -> None:
-    Message.objects.create(
+def _store_call(ex: Execution, call: ToolCall, execution: str) -> Any:
+    return Message.objects.create(
         conversation_id=ex.conversation.pk,
         agent=ex.agent,
         role=MessageRole.AGENT,
         type=MessageType.TOOL_CALL,
         status=MessageStatus.COMPLETE,
         content=json.dumps(call.arguments, ensure_ascii=False),
-        seq=seq,
         metadata={
             "toolCallId": call.id,
             "tool": call.name,
@@ -88,7 +87,11 @@ def _store_call(ex: _Execution, call: ToolCall, execution: str, seq: int) -> Non
             "run_id": ex.run_id,
             "agent_id": str(ex.agent.pk),
         },
-    )
+    ).pk
+
+
+def _set_call_seq(message_id: Any, seq: int) -> None:
+    Message.objects.filter(pk=message_id).update(seq=seq)
 
 
 def store_tool_result(
@@ -143,7 +146,7 @@ def _set_result_seq(conversation_id: Any, run_id: Any, tool_call_id: str, seq: i
     ).update(seq=seq)
 
 
-async def run_tool_call(ex: _Execution, call: ToolCall, execution: str | None) -> dict[str, Any]:
+async def run_tool_call(ex: Execution, call: ToolCall, execution: str | None) -> dict[str, Any]:
     """Execute one tool call of a run; returns {"result", "is_error"} to feed back to the model.
 
     ``execution``: "server" or "client" as the agent lists the tool, None when the agent does not
@@ -167,6 +170,9 @@ async def run_tool_call(ex: _Execution, call: ToolCall, execution: str | None) -
         waiter = asyncio.get_running_loop().create_future()
         ex.manager.tool_waiters[waiter_key] = waiter
     try:
+        # Stored before it is announced: a client may answer the moment it sees the call, and its
+        # answer finds the call by this row (runs.services._prepare_tool_result), in any process.
+        call_row = await sync_to_async(_store_call)(ex, call, execution)
         seq = await ex.writer.emit_now(
             "tool_call",
             {
@@ -179,7 +185,7 @@ async def run_tool_call(ex: _Execution, call: ToolCall, execution: str | None) -
                 "run_id": ex.run_id,
             },
         )
-        await sync_to_async(_store_call)(ex, call, execution, seq)
+        await sync_to_async(_set_call_seq)(call_row, seq)
         if waiter is None:
             outcome = refused_outcome(call.name) if refused else await _server_tool(ex, call)
             await sync_to_async(store_tool_result)(
@@ -211,7 +217,7 @@ async def run_tool_call(ex: _Execution, call: ToolCall, execution: str | None) -
     return outcome
 
 
-async def _server_tool(ex: _Execution, call: ToolCall) -> dict[str, Any]:
+async def _server_tool(ex: Execution, call: ToolCall) -> dict[str, Any]:
     context = ToolContext(
         user_id=ex.conversation.owner_id, conversation_id=str(ex.conversation.pk), agent_id=str(ex.agent.pk)
     )
@@ -220,7 +226,7 @@ async def _server_tool(ex: _Execution, call: ToolCall) -> dict[str, Any]:
 
 
 async def _client_tool(
-    ex: _Execution, call: ToolCall, waiter: asyncio.Future[dict[str, Any]]
+    ex: Execution, call: ToolCall, waiter: asyncio.Future[dict[str, Any]]
 ) -> dict[str, Any]:
     """Wait for the first client answer: pushed over the control channel, or found in the database
     (the push is at-most-once, so the stored result is checked every second as well)."""

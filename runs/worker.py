@@ -13,7 +13,8 @@ from typing import Any
 from channels.consumer import AsyncConsumer
 from channels.worker import Worker
 
-from runs.engine import get_run_manager
+from runs.dispatch import Handoff
+from runs.manager import get_run_manager
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +24,7 @@ class RunWorkerConsumer(AsyncConsumer):
     channel_layer_alias = None
 
     async def run_execute(self, message: dict[str, Any]) -> None:
-        await get_run_manager().launch(
-            str(message["run_id"]),
-            message.get("trigger_seq"),
-            touch=message.get("touch") is True,
-            start=message.get("start") is True,
-        )
+        await get_run_manager().launch(str(message["run_id"]), Handoff.from_message(message))
 
 
 class RunWorker(Worker):

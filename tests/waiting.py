@@ -38,7 +38,7 @@ async def eventually(
 async def engine_quiet(timeout: float = 10) -> None:
     """Until this loop's run manager runs nothing: every run it started has ended, so no later
     turn, chunk or row can come from it (what a test asserting "nothing more happened" waits for)."""
-    from runs.engine import get_run_manager
+    from runs.manager import get_run_manager
 
     manager = get_run_manager()
 

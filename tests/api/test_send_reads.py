@@ -91,14 +91,14 @@ def test_a_claimed_run_sees_its_message_in_place_before_its_seq_is_stored(user, 
     """On workers the sender stores the message's seq while the worker claims the run: the claim
     places the message by the seq it was dispatched with, and writes nothing for it."""
     from conversations.models import Message
-    from runs.engine import _claim
+    from runs.dispatch import Handoff, claim_run
 
     conversation = make_conversation(user, shared_agent, messages=("one", "two"))
     trigger = Message.objects.create(conversation=conversation, role="user", content="three")
     Message.objects.create(conversation=conversation, role="user", content="four", seq=4)
     run = Run.objects.create(conversation=conversation, agent=shared_agent, trigger_message=trigger)
 
-    claimed = _claim(str(run.pk), "test-owner", (str(trigger.pk), 3))
+    claimed = claim_run(str(run.pk), "test-owner", Handoff(trigger_seq=(str(trigger.pk), 3)))
 
     assert [m.content for m in claimed.history if m.role != "system"] == ["one", "two", "three", "four"]
     assert claimed.trigger_seq == (str(trigger.pk), 3)
@@ -106,7 +106,7 @@ def test_a_claimed_run_sees_its_message_in_place_before_its_seq_is_stored(user, 
     assert trigger.seq is None  # stored later, with the reply's row
     run.refresh_from_db()
     assert (run.status, run.owner) == ("running", "test-owner")
-    assert _claim(str(run.pk), "another-owner", None) is None  # at most once
+    assert claim_run(str(run.pk), "another-owner") is None  # at most once
 
 
 def test_a_message_without_a_seq_yet_is_the_last_of_the_history(user, shared_agent):
@@ -124,18 +124,18 @@ def test_a_run_left_the_activity_mark_writes_it_even_when_it_cannot_start(user, 
     from django.utils import timezone
 
     from conversations.models import Conversation
-    from runs.engine import _claim
+    from runs.dispatch import Handoff, claim_run
 
     conversation = make_conversation(user, shared_agent, messages=("one",))
     soon = timezone.now() + timedelta(minutes=1)
     Conversation.objects.filter(pk=conversation.pk).update(expires_at=soon)
     starts = Run.objects.create(conversation=conversation, agent=shared_agent)
-    assert _claim(str(starts.pk), "owner", None, touch=True).touch is True  # written with its reply
+    assert claim_run(str(starts.pk), "owner", Handoff(touch=True)).touch is True  # written with its reply
     conversation.refresh_from_db()
     assert conversation.expires_at == soon
 
     stopped = Run.objects.create(conversation=conversation, agent=shared_agent, cancel_requested=True)
     Run.objects.filter(pk=starts.pk).update(status="completed")
-    assert _claim(str(stopped.pk), "owner", None, touch=True) is None
+    assert claim_run(str(stopped.pk), "owner", Handoff(touch=True)) is None
     conversation.refresh_from_db()
     assert conversation.expires_at > soon + timedelta(minutes=5)

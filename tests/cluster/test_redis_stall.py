@@ -71,7 +71,7 @@ async def test_a_redis_stall_mid_reply_loses_nothing_and_hangs_nothing(cluster):
 async def test_a_long_redis_stall_mid_reply_duplicates_no_event(cluster):
     """The event log's append times out on the client (5 s) while Redis still holds the script and
     runs it once it carries on; the writer's retry carries the same batch id, so the log appends it
-    once (runs/eventlog.py: idempotent appends)."""
+    once (runs/eventlog/: idempotent appends)."""
     await _stall_mid_reply(cluster, LONG_STALL)
 
 

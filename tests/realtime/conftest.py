@@ -26,8 +26,8 @@ def scripted_provider():
 @pytest.fixture(autouse=True)
 async def _engine_cleanup():
     yield
-    from runs.engine import _managers
     from runs.eventlog import _logs
+    from runs.manager import _managers
 
     loop = asyncio.get_running_loop()
     manager = _managers.pop(loop, None)

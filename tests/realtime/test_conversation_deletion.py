@@ -35,7 +35,7 @@ def _errors(caplog) -> list[str]:
 
 async def _runs_end() -> None:
     """Every run task of this process ends (stopped) well before its reply would have."""
-    from runs.engine import get_run_manager
+    from runs.manager import get_run_manager
 
     tasks = list(get_run_manager().tasks.values())
     assert tasks, "no run was in flight"

@@ -152,7 +152,7 @@ async def test_the_writer_merges_chunks_only_up_to_a_frame_and_splits_a_longer_o
     """Chunks queued while an append is in flight (here: while the writer is held) are merged only
     up to ``chunk_chars``; a delta longer than that becomes several chunks. Nothing is lost."""
     from realtime.protocol import chunk_chars
-    from runs.eventlog import MemoryEventLog
+    from runs.eventlog.memory_log import MemoryEventLog
     from runs.events import EventWriter
 
     log = MemoryEventLog(maxlen=1000, ttl=3600)

@@ -140,7 +140,7 @@ async def test_stop_cuts_the_turn_short_and_a_message_resumes_the_session(connec
 
 async def test_a_duplicate_dispatch_past_the_limit_runs_no_extra_turn(connect, user):
     """Runaway protection lives in the claim: a redelivered or restarted dispatch cannot add turns."""
-    from runs.engine import dispatch_run
+    from runs.dispatch import dispatch_run
     from runs.models import Run
 
     conversation, alpha, _ = await database_sync_to_async(_session)(user, {"max_turns": 2})

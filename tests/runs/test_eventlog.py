@@ -6,13 +6,9 @@ import asyncio
 
 import pytest
 
-from runs.eventlog import (
-    BATCH_WRITERS,
-    RESTART_GAP,
-    MemoryEventLog,
-    RedisEventLog,
-    StaleBatch,
-)
+from runs.eventlog.base import BATCH_WRITERS, RESTART_GAP, StaleBatch
+from runs.eventlog.memory_log import MemoryEventLog
+from runs.eventlog.redis_log import RedisEventLog
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -14,7 +14,7 @@ import signal
 import pytest
 import redis.asyncio as aioredis
 
-from runs.eventlog import RedisEventLog
+from runs.eventlog.redis_log import RedisEventLog
 from runs.events import EventWriter
 from tests.conftest import IN_CI
 from tests.procs import Process, free_port

@@ -308,7 +308,8 @@ def event(n: int, size: int = 100) -> bytes:
 
 @pytest.fixture(params=["memory", "redis"])
 async def capped_log(request):
-    from runs.eventlog import MemoryEventLog, RedisEventLog
+    from runs.eventlog.memory_log import MemoryEventLog
+    from runs.eventlog.redis_log import RedisEventLog
 
     if request.param == "memory":
         log = MemoryEventLog(maxlen=1000, ttl=3600, max_bytes=1000)

@@ -433,7 +433,7 @@ async def test_deleting_a_conversation_while_it_replies_ends_the_reply_quietly(c
         return [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
     # The reply would take 2 s; its task must end (stopped, or at least finished) well within 10.
-    from runs.engine import get_run_manager
+    from runs.manager import get_run_manager
 
     tasks = list(get_run_manager().tasks.values())
     assert tasks, "the run had ended before the conversation was deleted"

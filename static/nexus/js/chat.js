@@ -68,7 +68,7 @@ export class ChatSession {
     this.unacked = new Map(); // client_message_id -> content, re-sent after a reconnect
     this.agents = new Map();
     this.conversation = null;
-    this.rebuiltFromLog = false;
+    this.replayed = new Set(); // ids of streaming replies rebuilt from the log (once each)
     this.placing = null; // the order key of what is being rendered (a frame's or a stored seq)
     this.socket = new ConversationSocket({
       path: config.ws_path.replace("{id}", id),
@@ -220,11 +220,15 @@ export class ChatSession {
     }
     this.placing = null;
     for (const [clientId, content] of unsent) this.addUser({ clientId, content, status: "sending" });
-    // A reply still streaming is rebuilt from the log: from its run_started on, every chunk.
+    // A reply still streaming is rebuilt from the log: from its run_started on, every chunk. Its
+    // stored text is a checkpoint that lags the state's last_seq, so it is not shown. Once per
+    // reply: if the log no longer holds its events, the server resyncs and the stored text stays.
     const streaming = messages.filter((m) => m.role === "agent" && m.status === "streaming" && m.seq);
-    if (streaming.length && !this.rebuiltFromLog) {
-      this.rebuiltFromLog = true;
-      for (const message of streaming) this.setText(this.records.get(message.id), "");
+    if (streaming.some((m) => !this.replayed.has(m.id))) {
+      for (const message of streaming) {
+        this.replayed.add(message.id);
+        this.setText(this.records.get(message.id), "");
+      }
       this.socket.replayFrom(Math.min(...streaming.map((m) => m.seq)) - 1);
     }
     this.scrollToEnd(true);

@@ -1,28 +1,5 @@
-"""The per-conversation event log: every event gets a strictly increasing ``seq`` and is appended
-here before anyone sees it. Sockets replay from it after a drop and fill gaps from it.
-
-Two implementations behind one interface: in memory (one process, the embedded default) and Redis
-Streams (``REDIS_URL``; bounded length, bytes and TTL). Live delivery reads the log itself: each process
-keeps ONE blocking ``XREAD`` over the streams its sockets watch (plus a per-process wake stream
-used to add a stream to the read), so events never travel one by one over the channel layer.
-
-Seqs survive a Redis restart without going backwards: a writer passes the highest seq it knows
-(``floor``), and when the counter is gone but the conversation had events the counter restarts
-far above them (``RESTART_GAP``); readers then see a gap the log cannot fill and resync.
-
-Each conversation's log holds at most ``maxlen`` events and ``max_bytes`` of event payloads
-(``NEXUS_EVENT_LOG_MAX_BYTES``): an append past the byte cap drops the OLDEST events, never the
-ones being appended (one event larger than the cap is kept whole), so live readers miss nothing; a
-reader resuming from before the dropped events is told the log no longer covers it
-(``Replay.covered`` False: the socket answers ``info {code: "resync"}`` and the stored state).
-
-Appends are idempotent: a writer tags each batch with a ``BatchId`` (its own id and the batch's
-number, made once per batch and reused on a retry). The log remembers each writer's last batch and
-the seq it began at; a batch it has already appended (a retry after the client timed out on an
-append Redis still ran) appends nothing and returns the first append's seq, so an event is never
-logged twice. The record is per writer (one field, overwritten by its next batch), with the stream's
-TTL, and bounded: the log remembers at least the last ``BATCH_WRITERS`` writers of a conversation.
-"""
+"""The Redis Streams event log (``REDIS_URL``): bounded length, bytes and TTL; live delivery by one
+blocking ``XREAD`` per process over the streams its sockets watch."""
 
 from __future__ import annotations
 
@@ -31,249 +8,27 @@ import contextlib
 import logging
 import time
 import uuid
-import weakref
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import redis.asyncio as aioredis
 
 from core.redis import redis_client
 from core.tasks import process_task
+from runs.eventlog.base import (
+    BATCH_WRITERS,
+    READ_PAGE,
+    RESTART_GAP,
+    BatchId,
+    EventLog,
+    EventLogUnavailable,
+    Listener,
+    LoggedEvent,
+    Replay,
+    StaleBatch,
+)
 
 logger = logging.getLogger(__name__)
-
-RESTART_GAP = 1_000_000
-READ_PAGE = 1000
-BATCH_WRITERS = 64  # writers whose last batch a conversation's log remembers, at least
-
-BatchId = tuple[str, int]
-"""A batch's id: (the writer's id, the batch's number). A writer's numbers strictly increase."""
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedEvent:
-    seq: int
-    payload: bytes  # the event's JSON without its seq (see runs.event_encoding.frame_with_seq)
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """Events after a seq. ``covered`` is False when the log no longer holds them all (resync)."""
-
-    covered: bool
-    events: list[LoggedEvent]
-    last_seq: int
-
-
-Listener = Callable[[str, list[LoggedEvent]], None]
-LostListener = Callable[[], None]
-
-
-class EventLogUnavailable(Exception):
-    """The log's backend cannot be reached."""
-
-
-class StaleBatch(ValueError):
-    """A batch older than one its writer has already appended (a writer never sends one)."""
-
-
-class EventLog:
-    """Interface shared by both logs. Listeners are plain callables run on the event loop."""
-
-    backend = "abstract"
-
-    def __init__(self) -> None:
-        self._listeners: dict[str, set[Listener]] = {}
-        self._firehose: set[Callable[[str, int | None, list[LoggedEvent]], None]] = set()
-        self._lost: set[LostListener] = set()
-        self.appended = 0  # events appended by this process, for stats
-
-    async def append(
-        self,
-        conversation_id: str,
-        payloads: Sequence[bytes],
-        *,
-        floor: int = 0,
-        owner_id: int | None = None,
-        batch_id: BatchId | None = None,
-    ) -> int:
-        """Append events; returns the seq of the first. ``floor``: the highest seq the caller knows.
-
-        With ``batch_id``, appending a batch the log already holds (a retry) appends nothing and
-        returns the seq of its first event; one older than its writer's last raises ``StaleBatch``.
-        """
-        raise NotImplementedError
-
-    async def read_after(self, conversation_id: str, after_seq: int, *, limit: int = READ_PAGE) -> Replay:
-        raise NotImplementedError
-
-    async def last_seq(self, conversation_id: str) -> int:
-        raise NotImplementedError
-
-    async def ping(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        return None
-
-    # -- live delivery -------------------------------------------------------------------------
-
-    def watch(self, conversation_id: str, listener: Listener) -> None:
-        self._listeners.setdefault(conversation_id, set()).add(listener)
-
-    def unwatch(self, conversation_id: str, listener: Listener) -> None:
-        listeners = self._listeners.get(conversation_id)
-        if listeners is not None:
-            listeners.discard(listener)
-            if not listeners:
-                del self._listeners[conversation_id]
-
-    def watch_all(self, listener: Callable[[str, int | None, list[LoggedEvent]], None]) -> None:
-        """Every conversation's events (the /ws/events/ monitor), with the conversation's owner id."""
-        self._firehose.add(listener)
-
-    def unwatch_all(self, listener: Callable[[str, int | None, list[LoggedEvent]], None]) -> None:
-        self._firehose.discard(listener)
-
-    def on_lost(self, listener: LostListener) -> None:
-        """Called when live delivery was interrupted (the backend went away and came back)."""
-        self._lost.add(listener)
-
-    def off_lost(self, listener: LostListener) -> None:
-        self._lost.discard(listener)
-
-    def _dispatch(self, conversation_id: str, owner_id: int | None, events: list[LoggedEvent]) -> None:
-        for listener in tuple(self._listeners.get(conversation_id, ())):
-            try:
-                listener(conversation_id, events)
-            except Exception:
-                logger.exception("event listener failed")
-        for listener in tuple(self._firehose):
-            try:
-                listener(conversation_id, owner_id, events)
-            except Exception:
-                logger.exception("firehose listener failed")
-
-    def _dispatch_lost(self) -> None:
-        for listener in tuple(self._lost):
-            try:
-                listener()
-            except Exception:
-                logger.exception("lost listener failed")
-
-
-class _MemoryStream:
-    __slots__ = ("batches", "bytes", "counter", "events", "touched")
-
-    def __init__(self) -> None:
-        self.batches: dict[str, tuple[int, int]] = {}  # writer -> (its last batch, that batch's first seq)
-        self.counter = 0
-        self.bytes = 0  # payload bytes held in ``events``
-        self.events: deque[LoggedEvent] = deque()
-        self.touched = time.monotonic()
-
-
-class MemoryEventLog(EventLog):
-    """One process: a bounded deque per conversation, delivered to listeners on append."""
-
-    backend = "memory"
-
-    def __init__(self, *, maxlen: int, ttl: float, max_bytes: int | None = None) -> None:
-        super().__init__()
-        self.maxlen = maxlen
-        self.ttl = ttl
-        self.max_bytes = max_bytes
-        self._streams: dict[str, _MemoryStream] = {}
-        self._last_expiry = time.monotonic()
-
-    def _stream(self, conversation_id: str) -> _MemoryStream:
-        stream = self._streams.get(conversation_id)
-        if stream is None:
-            stream = self._streams[conversation_id] = _MemoryStream()
-        stream.touched = time.monotonic()
-        return stream
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        if now - self._last_expiry < 60:
-            return
-        self._last_expiry = now
-        for key in [
-            k for k, s in self._streams.items() if now - s.touched > self.ttl and k not in self._listeners
-        ]:
-            del self._streams[key]
-
-    async def append(
-        self,
-        conversation_id: str,
-        payloads: Sequence[bytes],
-        *,
-        floor: int = 0,
-        owner_id: int | None = None,
-        batch_id: BatchId | None = None,
-    ) -> int:
-        self._expire()
-        stream = self._stream(conversation_id)
-        if batch_id is not None:
-            writer, number = batch_id
-            seen = stream.batches.pop(writer, None)
-            if seen is not None:
-                stream.batches[writer] = seen  # most recently used last
-                if number == seen[0]:
-                    return seen[1]
-                if number < seen[0]:
-                    raise StaleBatch(f"batch {number} of writer {writer} follows batch {seen[0]}")
-        if stream.counter < floor:
-            stream.counter = floor + (
-                RESTART_GAP if not stream.events and stream.counter == 0 and floor else 0
-            )
-        first = stream.counter + 1
-        batch = []
-        for payload in payloads:
-            stream.counter += 1
-            logged = LoggedEvent(stream.counter, payload)
-            stream.events.append(logged)
-            stream.bytes += len(payload)
-            batch.append(logged)
-        # The caps drop the oldest events; the byte cap never drops this batch's.
-        while len(stream.events) > self.maxlen or (
-            self.max_bytes is not None and stream.bytes > self.max_bytes and len(stream.events) > len(batch)
-        ):
-            stream.bytes -= len(stream.events.popleft().payload)
-        if batch_id is not None:
-            stream.batches[batch_id[0]] = (batch_id[1], first)
-            if len(stream.batches) > 2 * BATCH_WRITERS:
-                del stream.batches[next(iter(stream.batches))]
-        self.appended += len(batch)
-        if batch:
-            self._dispatch(conversation_id, owner_id, batch)
-        return first
-
-    async def read_after(self, conversation_id: str, after_seq: int, *, limit: int = READ_PAGE) -> Replay:
-        stream = self._streams.get(conversation_id)
-        if stream is None:
-            return Replay(covered=after_seq == 0, events=[], last_seq=0)
-        last = stream.counter
-        if after_seq > last:
-            return Replay(covered=False, events=[], last_seq=last)
-        if after_seq == last:
-            return Replay(covered=True, events=[], last_seq=last)
-        oldest = stream.events[0].seq if stream.events else last + 1
-        if after_seq + 1 < oldest:
-            return Replay(covered=False, events=[], last_seq=last)
-        start = after_seq + 1 - oldest
-        events = [stream.events[i] for i in range(start, min(len(stream.events), start + limit))]
-        return Replay(covered=True, events=events, last_seq=last)
-
-    async def last_seq(self, conversation_id: str) -> int:
-        stream = self._streams.get(conversation_id)
-        return stream.counter if stream else 0
-
-    async def ping(self) -> dict[str, Any]:
-        return {"status": "ok", "backend": self.backend, "conversations": len(self._streams)}
-
-
-# --- Redis Streams -------------------------------------------------------------------------------
 
 _APPEND_SCRIPT = """
 -- KEYS: stream, counter, firehose, bytes, batches, older batches. ARGV: floor, maxlen, ttl,
@@ -535,8 +290,6 @@ class RedisEventLog(EventLog):
                 self._cursors[cid] = int(value) if value is not None else 0
 
     async def _tail(self) -> None:
-        import redis.asyncio as aioredis
-
         conn = aioredis.Redis.from_url(self.url, socket_timeout=None, socket_connect_timeout=5)
         wake_cursor = "$"
         interrupted = False
@@ -615,31 +368,3 @@ class RedisEventLog(EventLog):
                     listener(cid, int(owner) if owner else None, batch)
                 except Exception:
                     logger.exception("firehose listener failed")
-
-
-_logs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventLog] = weakref.WeakKeyDictionary()
-
-
-def get_event_log() -> EventLog:
-    """The event log of this process (one per event loop), chosen by the settings."""
-    from django.conf import settings
-
-    loop = asyncio.get_running_loop()
-    log = _logs.get(loop)
-    if log is None:
-        if settings.REDIS_URL:
-            log = RedisEventLog(
-                url=settings.REDIS_URL,
-                prefix=settings.NEXUS_REDIS_PREFIX,
-                maxlen=settings.NEXUS_EVENT_LOG_MAXLEN,
-                ttl=settings.NEXUS_EVENT_LOG_TTL,
-                max_bytes=settings.NEXUS_EVENT_LOG_MAX_BYTES,
-            )
-        else:
-            log = MemoryEventLog(
-                maxlen=settings.NEXUS_EVENT_LOG_MAXLEN,
-                ttl=settings.NEXUS_EVENT_LOG_TTL,
-                max_bytes=settings.NEXUS_EVENT_LOG_MAX_BYTES,
-            )
-        _logs[loop] = log
-    return log

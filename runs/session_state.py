@@ -1,0 +1,142 @@
+"""A conversation as a client resyncs to it, and binding a socket to a conversation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.models import Agent, AgentStatus
+from agents.selectors import agent_get_for_user, agent_list
+from conversations.models import Conversation, Message, MessageType
+from conversations.selectors import (
+    conversation_get_for_user,
+    conversation_participants,
+    message_list,
+)
+from conversations.services import (
+    conversation_context_validate,
+    conversation_create,
+)
+from core.errors import NotFound
+from runs.eventlog import get_event_log
+from runs.manager import get_run_manager
+from runs.models import ACTIVE_RUN_STATUSES, Run
+from runs.store import db
+from runs.tools import tool_result_key
+
+# --- session state and binding ------------------------------------------------------------------------
+
+
+def message_as_dict(message: Message) -> dict[str, Any]:
+    return {
+        "id": str(message.pk),
+        "seq": message.seq,
+        "role": message.role,
+        "type": message.type,
+        "agent_id": str(message.agent_id) if message.agent_id else None,
+        "content": message.content,
+        "status": message.status,
+        "metadata": message.metadata,
+        "opinion": message.opinion,
+        "client_message_id": message.client_message_id,
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+def agent_as_dict(agent: Agent) -> dict[str, Any]:
+    return {
+        "id": str(agent.pk),
+        "name": agent.name,
+        "emoji": agent.emoji,
+        "provider": agent.provider,
+        "model": agent.model,
+        "status": agent.status,
+        "role": getattr(agent, "participant_role", None),
+        "tools": [
+            {"name": t.get("name"), "execution": t.get("execution", "server")} for t in agent.tools or []
+        ],
+    }
+
+
+def _session_state(conversation: Conversation, last_seq: int, recent: int) -> dict[str, Any]:
+    conversation.refresh_from_db()
+    messages = message_list(conversation=conversation, limit=recent)
+    active = list(
+        Run.objects.filter(conversation=conversation, status__in=ACTIVE_RUN_STATUSES).order_by("created_at")
+    )
+    answered = set(
+        Message.objects.filter(
+            conversation=conversation, type=MessageType.TOOL_RESULT, client_message_id__isnull=False
+        ).values_list("client_message_id", flat=True)
+    )
+    pending_tools = [
+        {
+            "toolCallId": m.metadata.get("toolCallId"),
+            "tool": m.metadata.get("tool"),
+            "parameters": m.metadata.get("parameters"),
+            "execution": "client",
+            "run_id": m.metadata.get("run_id"),
+        }
+        for m in Message.objects.filter(
+            conversation=conversation, type=MessageType.TOOL_CALL, metadata__execution="client"
+        ).order_by("created_at")
+        if tool_result_key(m.metadata.get("run_id", ""), m.metadata.get("toolCallId", "")) not in answered
+        and m.metadata.get("run_id") in {str(r.pk) for r in active}
+    ]
+    return {
+        "conversation": {
+            "id": str(conversation.pk),
+            "title": conversation.title,
+            "session_type": conversation.session_type,
+            "status": conversation.status,
+            "settings": conversation.settings,
+            "context": conversation.context,
+            "created_at": conversation.created_at.isoformat(),
+        },
+        "agents": [agent_as_dict(a) for a in conversation_participants(conversation=conversation)],
+        "status": conversation.status,
+        "last_seq": last_seq,
+        "messages": [message_as_dict(m) for m in messages],
+        "active_runs": [
+            {"run_id": str(r.pk), "agent_id": str(r.agent_id), "status": r.status} for r in active
+        ],
+        "pending_tool_calls": pending_tools,
+    }
+
+
+async def engine_ensure_started() -> None:
+    """Start this process's run manager (control channel, heartbeat, sweeper) if it is not yet.
+    Every process that serves clients sweeps, so a run whose worker died is declared incomplete
+    even where no run was ever executed (web processes in worker mode)."""
+    await get_run_manager().ensure_started()
+
+
+async def session_state(*, conversation: Conversation, recent: int = 50) -> dict[str, Any]:
+    """The conversation as stored, with the log's current last seq: what a client resyncs to."""
+    last_seq = await get_event_log().last_seq(str(conversation.pk))
+    last_seq = max(last_seq, conversation.last_seq if last_seq == 0 else 0)
+    return await db(_session_state)(conversation, last_seq, recent)
+
+
+def _bind(*, user: Any, conversation_id: Any, agent_id: Any, context: Any) -> Conversation:
+    if conversation_id:
+        conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+        if isinstance(context, dict) and context:
+            conversation.context = conversation_context_validate({**(conversation.context or {}), **context})
+            conversation.save(update_fields=["context", "updated_at"])
+        return conversation
+    if agent_id:
+        agent = agent_get_for_user(user=user, agent_id=agent_id)
+    else:
+        agent = agent_list(user=user, filters={"status": AgentStatus.ACTIVE}).first()
+        if agent is None:
+            raise NotFound("No active agent is available.")
+    return conversation_create(
+        owner=user, participants=[(agent, "primary")], context=context if isinstance(context, dict) else None
+    )
+
+
+async def conversation_bind(
+    *, user: Any, conversation_id: Any = None, agent_id: Any = None, context: Any = None
+) -> Conversation:
+    """``initialize``: the user's conversation, or a new one with the given (or first active) agent."""
+    return await db(_bind)(user=user, conversation_id=conversation_id, agent_id=agent_id, context=context)

@@ -1,0 +1,175 @@
+"""Stopping runs: a person's stop, and the deletion of a conversation with its replies in flight.
+
+A running run is stopped by its owner process (this one directly, another through its control
+channel; the database flag is the fallback); a queued run is stopped here and announced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+from conversations.models import Conversation, ConversationStatus, SessionType
+from conversations.selectors import (
+    conversation_get_for_user,
+)
+from core.errors import NotFound, parse_uuid
+from runs.eventlog import get_event_log
+from runs.events import EventWriter, emit_run_finished
+from runs.manager import get_run_manager
+from runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus
+from runs.store import db
+
+# --- stop ----------------------------------------------------------------------------------------
+
+
+def _prepare_stop(
+    *, user: Any, conversation_id: Any, run_id: str | None
+) -> tuple[Conversation, list[Run], list[Run]]:
+    with transaction.atomic():
+        conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+        runs = Run.objects.select_for_update().filter(
+            conversation=conversation, status__in=ACTIVE_RUN_STATUSES
+        )
+        if run_id:
+            # a malformed id is an id that does not exist (it reached the query as a 500 before)
+            runs = runs.filter(pk=parse_uuid(run_id, what="Active run"))
+        runs = list(runs.select_related("agent"))
+        if run_id and not runs:
+            raise NotFound("Active run not found.")
+        queued = [r for r in runs if r.status == RunStatus.QUEUED]
+        running = [r for r in runs if r.status == RunStatus.RUNNING]
+        if queued:
+            Run.objects.filter(pk__in=[r.pk for r in queued]).update(
+                status=RunStatus.STOPPED, finished_at=timezone.now(), cancel_requested=True
+            )
+        if running:
+            Run.objects.filter(pk__in=[r.pk for r in running]).update(cancel_requested=True)
+        if (
+            conversation.session_type == SessionType.AGENT_AGENT
+            and conversation.status == ConversationStatus.ACTIVE
+        ):
+            conversation.status = ConversationStatus.STOPPED
+            conversation.save(update_fields=["status", "updated_at"])
+    return conversation, queued, running
+
+
+async def signal_stop(run: Run) -> None:
+    """Reach the process that owns a running run: directly if it is this one, else its channel."""
+    manager = get_run_manager()
+    if manager.stop_local(str(run.pk)):
+        return
+    _, _, channel = (run.owner or "").partition("|")
+    if channel:
+        try:
+            await get_channel_layer().send(channel, {"type": "run.stop", "run_id": str(run.pk)})
+        except Exception:  # the database flag is the fallback the owner checks every second
+            pass
+
+
+def _emit_stopped(writer: EventWriter, run: Run, *, message_id: str | None = None) -> None:
+    """``run_finished {status: stopped}`` for a run that ends without its owner saying so (a queued
+    run stopped, or the runs of a deleted conversation)."""
+    emit_run_finished(
+        writer,
+        run_id=str(run.pk),
+        status=RunStatus.STOPPED,
+        usage={},
+        agent_id=str(run.agent_id),
+        message_id=message_id,
+    )
+
+
+async def run_stop(*, user: Any, conversation_id: Any, run_id: str | None = None) -> list[str]:
+    """Stop the conversation's active runs (or one). Returns the ids of the runs told to stop."""
+    conversation, queued, running = await db(_prepare_stop)(
+        user=user, conversation_id=conversation_id, run_id=run_id
+    )
+    for run in running:
+        await signal_stop(run)
+    if queued or conversation.session_type == SessionType.AGENT_AGENT:
+        writer = EventWriter(
+            get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
+        )
+        for run in queued:
+            _emit_stopped(writer, run)
+        if (
+            conversation.session_type == SessionType.AGENT_AGENT
+            and conversation.status == ConversationStatus.STOPPED
+        ):
+            writer.emit(
+                "system",
+                {"code": "session_stopped", "message": "The session was stopped.", "status": "stopped"},
+            )
+        await writer.flush()
+    return [str(r.pk) for r in [*running, *queued]]
+
+
+# --- deleting a conversation ---------------------------------------------------------------------
+
+
+def _delete_conversation(*, user: Any, conversation_id: Any) -> tuple[Conversation, list[Run]]:
+    """Delete the conversation (which ``user`` may access; None: anyone, the admin) with its
+    messages and runs, in one transaction; the runs that were still active, to stop and announce.
+
+    A run that finishes first is not among them (its own frames went out); one that finishes after
+    finds its row gone and ends quietly, without frames (``runs.execution``): each run ends once."""
+    with transaction.atomic():
+        if user is None:
+            conversation = Conversation.objects.filter(
+                pk=parse_uuid(conversation_id, what="Conversation")
+            ).first()
+            if conversation is None:
+                raise NotFound("Conversation not found.")
+        else:
+            conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+        active = list(
+            Run.objects.select_for_update()
+            .filter(conversation=conversation, status__in=ACTIVE_RUN_STATUSES)
+            .order_by("created_at")
+        )
+        pk = conversation.pk
+        conversation.delete()
+        conversation.pk = pk  # the caller announces the deletion under its id
+    return conversation, active
+
+
+def conversation_delete_with_runs(*, user: Any, conversation_id: Any) -> list[str]:
+    """Delete a conversation and stop its replies in flight (the REST ``DELETE`` and the admin;
+    sync callers: the database work runs in the caller's thread and transaction).
+
+    The rows go first, in one transaction; then each running run's owner is told to stop (this
+    process at once, another through its control channel; an owner that misses the message finds
+    the run's row gone within a second, ``RunManager._heartbeat_loop``), so no provider is asked
+    on for a reply nobody can read. Watchers get ``run_finished`` ``{status: "stopped"}`` for each
+    run that was active, then ``system`` ``{code: "conversation_deleted"}``, after which their
+    socket closes 4001 (docs/protocol.md). Returns the ids of the runs stopped."""
+    conversation, active = _delete_conversation(user=user, conversation_id=conversation_id)
+    # Once the deletion is committed (at once, unless the caller holds a transaction: the admin's
+    # delete view does): a rolled-back deletion stops nothing and tells nobody.
+    transaction.on_commit(lambda: async_to_sync(_announce_deleted)(conversation, active))
+    return [str(r.pk) for r in active]
+
+
+async def _announce_deleted(conversation: Conversation, active: list[Run]) -> None:
+    for run in active:
+        if run.status == RunStatus.RUNNING:
+            await signal_stop(run)
+    writer = EventWriter(
+        get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
+    )
+    for run in active:
+        _emit_stopped(writer, run, message_id=str(run.reply_message_id or ""))
+    writer.emit(
+        "system",
+        {
+            "code": "conversation_deleted",
+            "message": "The conversation was deleted.",
+            "status": "deleted",
+        },
+    )
+    await writer.flush()

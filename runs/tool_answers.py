@@ -1,0 +1,106 @@
+"""A client's answer to a client tool call: stored once, then handed to the run that waits for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from conversations.models import Message, MessageType
+from conversations.selectors import (
+    conversation_get_for_user,
+)
+from core.errors import Conflict, NotFound, ValidationFailed
+from runs.manager import get_run_manager
+from runs.models import Run
+from runs.store import db
+from runs.tools import store_tool_result, tool_result_key
+
+# --- client tools ----------------------------------------------------------------------------------
+
+
+def _prepare_tool_result(
+    *, user: Any, conversation_id: Any, tool_call_id: str, result: Any, is_error: bool
+) -> tuple[str, str, dict[str, Any]]:
+    """Store a client's answer to a client tool call of a run of this conversation, which ``user``
+    may access; (the run's owner, the run's id, the outcome). The call is found in this
+    conversation only: a call id is the provider's and may repeat in other conversations and runs,
+    so it is never looked up on its own. Of several calls with this id here, the newest unanswered
+    one gets the answer."""
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    calls = list(
+        Message.objects.filter(
+            conversation=conversation, type=MessageType.TOOL_CALL, metadata__toolCallId=tool_call_id
+        ).order_by("-created_at", "-pk")[:20]
+    )
+    if not calls:
+        raise NotFound("No tool call with that id in this conversation.")
+    answered = set(
+        Message.objects.filter(
+            conversation=conversation,
+            type=MessageType.TOOL_RESULT,
+            client_message_id__in=[
+                tool_result_key(c.metadata.get("run_id", ""), tool_call_id) for c in calls
+            ],
+        ).values_list("client_message_id", flat=True)
+    )
+    call = next(
+        (c for c in calls if tool_result_key(c.metadata.get("run_id", ""), tool_call_id) not in answered),
+        calls[0],
+    )
+    if call.metadata.get("execution") != "client":
+        raise ValidationFailed(
+            "That tool runs on the server.", details={"toolCallId": ["Not a client tool."]}
+        )
+    run_id = str(call.metadata.get("run_id") or "")
+    owners = (
+        list(Run.objects.filter(pk=run_id, conversation=conversation).values_list("owner", flat=True)[:1])
+        if run_id
+        else []
+    )
+    if not owners:  # a call stored by no run of this conversation: nothing waits for it
+        raise NotFound("No tool call with that id in this conversation.")
+    stored = store_tool_result(
+        conversation_id=conversation.pk,
+        run_id=run_id,
+        tool_call_id=tool_call_id,
+        tool=call.metadata.get("tool", ""),
+        agent_id=call.metadata.get("agent_id", ""),
+        result=result,
+        is_error=is_error,
+    )
+    if stored is None:
+        raise Conflict("This tool call already has a result.")
+    return owners[0] or "", run_id, {"result": result, "is_error": is_error}
+
+
+async def tool_result_submit(
+    *, user: Any, conversation_id: Any, tool_call_id: str, result: Any, is_error: bool
+) -> None:
+    """A client's answer to a client tool call. The first valid answer wins; later ones get Conflict.
+
+    Only a user who may access the conversation answers, and only a call of a run of that
+    conversation: the waiter is found by (run, call id), here or in the run's owning process."""
+    owner, run_id, outcome = await db(_prepare_tool_result)(
+        user=user,
+        conversation_id=conversation_id,
+        tool_call_id=tool_call_id,
+        result=result,
+        is_error=is_error,
+    )
+    if get_run_manager().resolve_tool(run_id, tool_call_id, outcome):
+        return
+    _, _, channel = owner.partition("|")
+    if channel:
+        try:
+            await get_channel_layer().send(
+                channel,
+                {
+                    "type": "run.tool_result",
+                    "run_id": run_id,
+                    "tool_call_id": tool_call_id,
+                    "outcome": outcome,
+                },
+            )
+        except Exception:  # the run also finds the stored result within a second
+            pass
