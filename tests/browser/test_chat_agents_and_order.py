@@ -94,7 +94,7 @@ def test_two_tabs_sending_at_once_show_the_servers_order(nexus, context, page):
     other.goto(f"/#c={conversation_id}")
     other.wait_for_selector('#conn-state[data-state="connected"]')
     trials = 4
-    nexus.fake.script(default=Reply(text="Noted.", tokens_per_s=200))
+    nexus.fake.script(*[Reply(text="Noted.", tokens_per_s=200)] * (2 * trials))
 
     for trial in range(trials):
         at = page.evaluate("Date.now()") + 400
