@@ -26,6 +26,7 @@ from agents.serializers import AgentStatusSerializer
 from conversations import selectors, services
 from conversations.export import transcript_json, transcript_markdown
 from conversations.serializers import (
+    ConversationAgentSerializer,
     ConversationCreateSerializer,
     ConversationDetailSerializer,
     ConversationListQuerySerializer,
@@ -43,6 +44,7 @@ from core.errors import NexusError
 from core.pagination import PageNumberPagination
 from core.throttles import AgentOpsThrottle, ConversationCreateThrottle, ConversationReadThrottle
 from providers.base import ChatMessage
+from runs.participants import conversation_agent_switch
 from runs.quotas import run_rate_admit
 from runs.selectors import agent_status_for_user
 from runs.sending import session_open
@@ -148,6 +150,33 @@ class ConversationDetailView(APIView):
     def delete(self, request: Request, conversation_id: Any) -> Response:
         conversation_delete_with_runs(user=request.user, conversation_id=conversation_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ConversationAgentView(APIView):
+    throttle_classes = (AgentOpsThrottle,)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Change who answers",
+        description=(
+            "Makes `agent_id` the conversation's primary participant: the next message is answered by "
+            "it, with the whole history. An agent already in the conversation swaps places with the "
+            "primary; any other replaces it. A reply in flight finishes with the agent it started with. "
+            "Person-to-agent conversations only (400 for agent-to-agent sessions); a paused or failing "
+            "agent is refused (409 `agent_unavailable`); an agent you may not use is 400."
+        ),
+        request=ConversationAgentSerializer,
+        responses={200: ConversationSerializer},
+    )
+    def post(self, request: Request, conversation_id: Any) -> Response:
+        selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)  # 404 first
+        serializer = ConversationAgentSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        conversation = conversation_agent_switch(
+            user=request.user, conversation_id=conversation_id, agent_id=serializer.validated_data["agent_id"]
+        )
+        conversation = selectors.conversation_list_with_agents(user=request.user).get(pk=conversation.pk)
+        return Response(ConversationSerializer(conversation).data)
 
 
 def _complete_with_provider(agent: Any, prompt: list[tuple[str, str]]) -> str:

@@ -218,6 +218,10 @@ class ConversationCreateSerializer(serializers.Serializer):
     )
 
 
+class ConversationAgentSerializer(serializers.Serializer):
+    agent_id = serializers.UUIDField(help_text="The agent who answers from now on (one you may use).")
+
+
 class ConversationUpdateSerializer(serializers.Serializer):
     """Any of the three; at least one."""
 

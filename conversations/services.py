@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents.models import AGENT_EDITABLE_FIELDS, Agent
+from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
 from agents.selectors import agent_get_for_user
 from agents.services import _SECRET_HINTS, agent_create_for_user, storable_json_validate
 from conversations.models import (
@@ -25,7 +25,7 @@ from conversations.models import (
 )
 from conversations.selectors import conversation_participants
 from conversations.text import title_from_message
-from core.errors import NotFound, TooLarge, ValidationFailed
+from core.errors import AgentUnavailable, NotFound, TooLarge, ValidationFailed
 
 logger = logging.getLogger("nexus.conversations")
 
@@ -183,6 +183,48 @@ def conversation_update(
         conversation.archived = bool(archived)
         fields.append("archived")
     conversation.save(update_fields=fields)
+    return conversation
+
+
+@transaction.atomic
+def conversation_agent_set(*, conversation: Conversation, agent: Agent) -> Conversation:
+    """Make ``agent`` the one who answers a person's messages from now on: the conversation's primary
+    participant (position 0). The history stays; each stored reply keeps the agent that wrote it.
+
+    An agent already in the conversation swaps places with the primary; any other takes the
+    primary's place (the old primary leaves the conversation). The caller checks that the user may
+    use ``agent``. Agent-to-agent sessions keep their agents; a paused or failing agent cannot answer.
+    """
+    if conversation.session_type != SessionType.HUMAN_AGENT:
+        raise ValidationFailed(
+            "An agent-to-agent session keeps its agents.",
+            details={"agent_id": ["Only a person-to-agent conversation changes who answers."]},
+        )
+    if agent.status in (AgentStatus.PAUSED, AgentStatus.ERROR):
+        raise AgentUnavailable(f"{agent.name} is {agent.status}.")
+    # Locked like a send (runs.selectors.conversation_for_send), so a send sees the old or the new one.
+    Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
+    rows = list(Participant.objects.filter(conversation=conversation).order_by("position"))
+    if not rows:  # a conversation always has an agent; this one lost its only one (deleted)
+        Participant.objects.create(conversation=conversation, agent=agent, role="primary", position=0)
+        return conversation
+    primary = rows[0]
+    if primary.agent_id == agent.pk:
+        return conversation
+    other = next((row for row in rows if row.agent_id == agent.pk), None)
+    old_agent_id = primary.agent_id
+    if other is not None:  # swap: each keeps its position's role
+        position, role = other.position, other.role
+        other.delete()
+        primary.agent = agent
+        primary.save(update_fields=["agent"])
+        Participant.objects.create(
+            conversation=conversation, agent_id=old_agent_id, role=role, position=position
+        )
+    else:
+        primary.agent = agent
+        primary.save(update_fields=["agent"])
+    logger.info("conversation %s: agent %s answers instead of %s", conversation.pk, agent.pk, old_agent_id)
     return conversation
 
 

@@ -33,6 +33,11 @@ urlpatterns = [
         name="conversation-detail",
     ),
     path(
+        "conversations/<uuid:conversation_id>/agent/",
+        conversation_apis.ConversationAgentView.as_view(),
+        name="conversation-agent",
+    ),
+    path(
         "conversations/<uuid:conversation_id>/generate-title/",
         conversation_apis.ConversationTitleView.as_view(),
         name="conversation-generate-title",

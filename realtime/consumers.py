@@ -309,9 +309,8 @@ class ConversationSocket(BaseSocket):
         conversation = await conversation_bind(
             user=self.user, conversation_id=conversation_id, agent_id=agent_id, context=context
         )
-        if conversation.status == "expired":
-            await self.close_with("forbidden", "This conversation has expired.", CLOSE_EXPIRED)
-            return
+        # An expired conversation is bound like any other: its history is sent, and the next
+        # user_message revives it (docs/protocol.md, "Expiry").
         self.conversation = conversation
         state = await session_state(conversation=conversation)
         await self.send_state(state)

@@ -51,8 +51,9 @@ def chat_history(
 ) -> list[ChatMessage]:
     """The last messages of the conversation from ``agent``'s point of view.
 
-    Its own turns are ``assistant``; people's messages and other agents' turns are ``user`` (each
-    agent sees the others as the other party), prefixed with the speaker's name when agents talk.
+    Its own turns are ``assistant``; people's messages are ``user``. When agents talk (agent_agent),
+    other agents' turns are ``user`` prefixed with the speaker's name (each agent sees the others as
+    the other party); in a person's chat every agent reply is ``assistant`` (one assistant side).
     ``then``: the message the run answers, taken as given (not read back) and placed by its ``seq``,
     at the end when it has none yet: stored in the same transaction, or its seq not stored yet.
     """
@@ -160,7 +161,9 @@ def _as_chat(
         if own:
             return [ChatMessage(role="assistant", content=message.content)]
         if not multi_agent:
-            return [ChatMessage(role="user", content=message.content)]
+            # A person's chat has one assistant side: replies written before the person changed who
+            # answers (conversations.services.conversation_agent_set) are the assistant's turns too.
+            return [ChatMessage(role="assistant", content=message.content)]
         return [ChatMessage(role="user", content=f"{_speaker(message, names)}: {message.content}")]
     if message.role == MessageRole.SYSTEM:
         return [ChatMessage(role="user", content=message.content)] if multi_agent else []

@@ -141,8 +141,10 @@ def _store_send(
         # transactions already do) with whether a run is active, and its participants: every query
         # here is on the path to the provider's request.
         conversation, participants = conversation_for_send(user=user, conversation_id=conversation_id)
-        if conversation.status == ConversationStatus.EXPIRED:
-            raise Conflict("This conversation has expired.")
+        if conversation.status == ConversationStatus.EXPIRED:  # a new message revives it
+            conversation.status = ConversationStatus.ACTIVE
+            conversation.expires_at = conversation_idle_expiry()
+            conversation.save(update_fields=["status", "updated_at", "expires_at"])
         edited = None
         if edit_of is not None:
             edited = _edit_target(conversation, edit_of)

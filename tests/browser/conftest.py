@@ -116,7 +116,14 @@ class Nexus:
 @pytest.fixture(scope="package")
 def nexus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nexus]:
     require_chromium()
-    var_dir = tmp_path_factory.mktemp("nexus-browser")
+    with serve_nexus(tmp_path_factory.mktemp("nexus-browser")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve_nexus(var_dir: Path, **overrides: str) -> Iterator[Nexus]:
+    """A daphne and its fake OpenAI upstream, with the browser tests' environment plus
+    ``overrides`` (e.g. a short ``NEXUS_CONVERSATION_IDLE_SECONDS`` for one module's own server)."""
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     fake = FakeServerProcess("openai").start()
@@ -143,6 +150,7 @@ def nexus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nexus]:
             NEXUS_RUNS_PER_MINUTE_PER_USER="1000",
             NEXUS_WS_MAX_SOCKETS_PER_USER="20",
         )
+        env.update(overrides)
         for args in (("migrate", "--noinput"), ("shell", "-c", CREATE_USERS)):
             result = manage(*args, env=env)
             assert result.returncode == 0, result.stdout + result.stderr

@@ -69,6 +69,7 @@ export function createApi({ base, csrfToken, onSignedOut }) {
     renameConversation: (id, title) => request("PATCH", `conversations/${id}/`, { title }),
     updateConversation: (id, fields) => request("PATCH", `conversations/${id}/`, fields),
     deleteConversation: (id) => request("DELETE", `conversations/${id}/`),
+    setConversationAgent: (id, agentId) => request("POST", `conversations/${id}/agent/`, { agent_id: agentId }),
     generateTitle: (id) => request("POST", `conversations/${id}/generate-title/`),
     /** The automatic title after the first exchange: kept if the conversation has one already. */
     titleIfUntitled: (id) => request("POST", `conversations/${id}/generate-title/`, { mode: "untitled" }),

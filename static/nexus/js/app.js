@@ -2,7 +2,7 @@
 
 import { createApi, describeError } from "./api.js";
 import { ChatSession } from "./chat.js";
-import { $, avatar, formatWhen, h, icon } from "./dom.js";
+import { $, avatar, emojiSupported, formatWhen, h, icon } from "./dom.js";
 
 const config = JSON.parse(document.getElementById("nexus-config").textContent);
 const FALLBACK_PROVIDERS = ["local", "ollama", "openai", "gemini"];
@@ -35,6 +35,8 @@ const els = {
   title: $("#chat-title"),
   status: $("#chat-status"),
   chatAgents: $("#chat-agents"),
+  agentPicker: $("#agent-picker"),
+  agentPickerSelect: $("#agent-picker-select"),
   goal: $("#chat-goal"),
   renameBtn: $("#rename-btn"),
   renameForm: $("#rename-form"),
@@ -73,12 +75,24 @@ const api = createApi({
 
 // --- feedback to the person ----------------------------------------------------------------------
 
+// One toast per distinct message: the same message again replaces the one shown (its timer starts
+// over), it never stacks.
+const liveToasts = new Map(); // `${kind}:${message}` -> {el, timer}
+
 function toast(message, kind = "info") {
-  // The same words already on screen are not stacked again (a repeated click, a retry).
-  if ([...els.toasts.children].some((el) => el.textContent === message)) return;
+  const key = `${kind}:${message}`;
+  const shown = liveToasts.get(key);
+  if (shown) {
+    clearTimeout(shown.timer);
+    shown.el.remove();
+  }
   const el = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" }, message);
   els.toasts.append(el);
-  setTimeout(() => el.remove(), kind === "error" ? 7000 : 4000);
+  const timer = setTimeout(() => {
+    el.remove();
+    if (liveToasts.get(key)?.el === el) liveToasts.delete(key);
+  }, kind === "error" ? 7000 : 4000);
+  liveToasts.set(key, { el, timer });
 }
 
 function setConnection(status, detail = {}) {
@@ -86,6 +100,9 @@ function setConnection(status, detail = {}) {
   if (status === "waiting") text = `Reconnecting in ${Math.ceil((detail.retryInMs || 0) / 1000)} s`;
   if (status === "closed" && detail.code === 4003) text = "Signed out";
   if (status === "closed" && detail.code === 4001) text = "Conversation unavailable";
+  else if (status === "closed" && detail.code !== 4003 && detail.error && detail.error.message) {
+    text = `Disconnected: ${detail.error.message}`; // refused for good: say why, stop retrying
+  }
   els.conn.dataset.state = status;
   els.conn.textContent = text;
   els.conn.title = detail.attempt ? `attempt ${detail.attempt}` : "";
@@ -434,7 +451,8 @@ const view = {
   onConversationChanged(conversation, agents) {
     if (!conversation) return;
     els.title.textContent = conversationLabel({ ...conversation, agents: [...agents.values()] });
-    els.status.textContent = conversation.status;
+    els.status.textContent = conversation.status === "expired" ? "idle" : conversation.status;
+    els.status.title = conversation.status === "expired" ? "Expired after inactivity: a new message revives it." : "";
     els.status.dataset.status = conversation.status;
     els.status.hidden = conversation.status === "active" && conversation.session_type !== "agent_agent";
     const separator = conversation.session_type === "agent_agent" ? " ⇄ " : ", ";
@@ -450,10 +468,16 @@ const view = {
         ),
       ]),
     );
+    renderAgentPicker(conversation, agents);
     const goal = conversation.settings && conversation.settings.goal;
     els.goal.hidden = !goal;
     els.goal.textContent = goal ? `Goal: ${goal}` : "";
-    els.input.placeholder = conversation.session_type === "agent_agent" ? "Interject, or resume the session…" : "Message…";
+    els.input.placeholder =
+      conversation.session_type === "agent_agent"
+        ? "Interject, or resume the session…"
+        : conversation.status === "expired"
+          ? "This chat went idle: send a message to continue it…"
+          : "Message…";
     upsertConversation({ id: conversation.id, title: conversation.title, status: conversation.status });
     showFiling(conversation);
   },
@@ -469,6 +493,46 @@ const view = {
   },
 };
 
+// --- who answers the open chat ---------------------------------------------------------------------
+
+/** "Answered by": a person's chat only; the conversation's primary agent, and the agents that can
+ * take over (the sidebar's pick is for new chats). */
+function renderAgentPicker(conversation, agents) {
+  const human = conversation.session_type !== "agent_agent";
+  els.agentPicker.hidden = !human;
+  if (!human) return;
+  const primary = [...agents.values()][0] || null;
+  const choices = agentsInOrder().filter(
+    (agent) => (agent.status !== "paused" && agent.status !== "error") || (primary && agent.id === primary.id),
+  );
+  if (primary && !choices.some((agent) => agent.id === primary.id)) choices.unshift(primary);
+  els.agentPickerSelect.replaceChildren(
+    ...choices.map((agent) =>
+      h("option", { value: agent.id }, `${(emojiSupported() && agent.emoji) || ""} ${agent.name}`.trim()),
+    ),
+  );
+  els.agentPickerSelect.value = primary ? primary.id : "";
+}
+
+async function switchAgent() {
+  const session = state.session;
+  const agentId = els.agentPickerSelect.value;
+  if (!session || !session.conversation || !agentId) return;
+  els.agentPickerSelect.disabled = true;
+  try {
+    const conversation = await api.setConversationAgent(session.id, agentId);
+    if (state.session !== session) return;
+    session.setAgents(conversation.agents.map((agent) => ({ ...agent, id: agent.agent_id })));
+    // Every tab (this one too) notes the change from its system event agent_changed.
+    upsertConversation(conversation);
+  } catch (err) {
+    toast(describeError(err), "error");
+    if (state.session === session && session.conversation) renderAgentPicker(session.conversation, session.agents);
+  } finally {
+    els.agentPickerSelect.disabled = false;
+  }
+}
+
 function openConversation(id) {
   if (state.session && state.session.id === id) return state.session;
   if (state.session) state.session.close();
@@ -482,6 +546,7 @@ function openConversation(id) {
   const known = state.conversations.find((c) => c.id === id);
   els.title.textContent = known ? conversationLabel(known) : "…";
   els.chatAgents.replaceChildren();
+  els.agentPicker.hidden = true;
   els.goal.hidden = true;
   els.status.hidden = true;
   els.empty.hidden = true;
@@ -729,6 +794,7 @@ function bind() {
     }
   });
   els.stopBtn.addEventListener("click", () => state.session && state.session.stop());
+  els.agentPickerSelect.addEventListener("change", switchAgent);
   els.renameBtn.addEventListener("click", startRename);
   els.renameForm.addEventListener("submit", saveRename);
   els.renameForm.querySelector("[data-action=cancel]").addEventListener("click", cancelRename);

@@ -1,6 +1,11 @@
 // One open conversation: its socket, its messages on screen, and the protocol's events applied to
 // them. Every conversation event arrives once, in seq order (socket.js); the handlers here are
 // also idempotent by message id, so rebuilding a reply from the log never doubles anything.
+//
+// The server's seq decides where a message stands: every item of the list carries an order key
+// (data-order), the seq of the event that created it (a reply's is its run_started). A message the
+// person just sent has none yet: it waits at the bottom, and moves to its place when its own
+// user_message event brings its seq, so two tabs sending at once end with the same order.
 
 import { ConversationSocket } from "./socket.js";
 import { avatar, formatTime, h, icon, shortJson, uuid4 } from "./dom.js";
@@ -65,6 +70,7 @@ export class ChatSession {
     this.conversation = null;
     this.replayed = new Set(); // ids of streaming replies rebuilt from the log (once each)
     this.branchRuns = new Set(); // runs started by regenerate/edit/continue: reloaded when they end
+    this.placing = null; // the order key of what is being rendered (a frame's or a stored seq)
     this.socket = new ConversationSocket({
       path: config.ws_path.replace("{id}", id),
       onFrame: (frame, info) => this.onFrame(frame, info),
@@ -87,7 +93,16 @@ export class ChatSession {
 
   // --- frames --------------------------------------------------------------------------------
 
-  onFrame(frame, { fresh }) {
+  onFrame(frame, info) {
+    this.placing = typeof frame.seq === "number" ? frame.seq : null;
+    try {
+      this.applyFrame(frame, info);
+    } finally {
+      this.placing = null;
+    }
+  }
+
+  applyFrame(frame, { fresh }) {
     const data = frame.data || {};
     const logged = typeof frame.seq === "number";
     switch (frame.type) {
@@ -135,6 +150,19 @@ export class ChatSession {
           return;
         }
         if (data.code === "nothing_to_stop") return;
+        if (data.code === "agent_changed" && Array.isArray(data.agents)) this.setAgents(data.agents);
+        if (data.code === "session_expired" && logged) {
+          // The server closes the socket next (4002); the conversation stays, and the next message
+          // revives it. Reopen quietly and say it in words, once.
+          this.socket.expectClose();
+          this.expiring = true;
+          this.addNote("This conversation went idle. Send a message to continue it.", data.code);
+          if (this.conversation) {
+            this.conversation.status = "expired";
+            this.view.onConversationChanged(this.conversation, this.agents);
+          }
+          break;
+        }
         if (logged) this.addNote(data.message || data.code, data.code);
         else this.view.toast(data.message || data.code);
         if (data.status && this.conversation) {
@@ -147,6 +175,7 @@ export class ChatSession {
         }
         break;
       case "error":
+        if (!logged && this.expiring && data.code === "forbidden") return; // the idle close, said above
         if (logged) this.addNote(data.message || data.code, "error");
         else this.view.toast(data.message || data.code, "error");
         break;
@@ -157,6 +186,7 @@ export class ChatSession {
   }
 
   applyState(state, fresh) {
+    this.expiring = false;
     this.conversation = state.conversation || this.conversation;
     if (this.conversation) this.conversation.status = state.status || this.conversation.status;
     this.agents = new Map((state.agents || []).map((agent) => [agent.id, agent]));
@@ -171,6 +201,12 @@ export class ChatSession {
     this.updateControls();
   }
 
+  /** The conversation's agents changed (another agent answers from now on). */
+  setAgents(agents) {
+    this.agents = new Map(agents.map((agent) => [agent.id, agent]));
+    this.view.onConversationChanged(this.conversation, this.agents);
+  }
+
   rebuild(messages) {
     this.list.replaceChildren();
     this.records.clear();
@@ -178,10 +214,15 @@ export class ChatSession {
     this.tools.clear();
     const unsent = new Map(this.unacked);
     this.byClientId.clear();
+    let key = 0;
     for (const message of messages) {
       if (message.client_message_id) unsent.delete(message.client_message_id);
+      // In the server's order; one whose seq is not stored yet stays where the server put it.
+      key = typeof message.seq === "number" ? message.seq : key;
+      this.placing = key;
       this.renderStored(message);
     }
+    this.placing = null;
     for (const [clientId, content] of unsent) this.addUser({ clientId, content, status: "sending" });
     // A reply still streaming is rebuilt from the log: from its run_started on, every chunk. Its
     // stored text is a checkpoint that lags the state's last_seq, so it is not shown. Once per
@@ -239,11 +280,20 @@ export class ChatSession {
   }
 
   onUserMessage(data, seq) {
-    if (this.records.has(data.messageId)) return;
+    if (this.conversation && this.conversation.status === "expired") {
+      this.conversation.status = "active"; // a new message revived it
+      this.view.onConversationChanged(this.conversation, this.agents);
+    }
+    const known = this.records.get(data.messageId);
+    if (known) {
+      if (typeof seq === "number" && known.seq !== seq) this.place(known, seq); // its seq, at last
+      return;
+    }
     const record = data.client_message_id && this.byClientId.get(data.client_message_id);
     if (record) {
       this.unacked.delete(data.client_message_id);
       this.bindUser(record, data.messageId);
+      if (typeof seq === "number") this.place(record, seq); // the one sent from here: to its place
       return;
     }
     this.addUser({ id: data.messageId, clientId: data.client_message_id, content: data.content, seq });
@@ -451,10 +501,29 @@ export class ChatSession {
     if (follow) this.list.scrollTop = this.list.scrollHeight;
   }
 
-  append(el) {
+  /** Put ``el`` in the list by its order key: after every item whose key is not greater. Keys are
+   * seqs; a note said only here goes after everything known (``lastSeq + 0.5``), a message still
+   * being sent at the very bottom (Infinity) until its seq is known. */
+  append(el, key = this.placingKey()) {
     const follow = this.nearEnd();
-    this.list.append(el);
+    el.dataset.order = String(key);
+    let before = this.list.lastElementChild;
+    while (before && Number(before.dataset.order) > key) before = before.previousElementSibling;
+    if (before) before.after(el);
+    else this.list.prepend(el);
     this.scrollToEnd(follow);
+  }
+
+  placingKey() {
+    if (typeof this.placing === "number") return this.placing;
+    return (this.socket.lastSeq || 0) + 0.5;
+  }
+
+  /** A record's seq is known (its user_message event): move it there. */
+  place(record, seq) {
+    record.seq = seq;
+    record.el.remove();
+    this.append(record.el, seq);
   }
 
   addUser({ id, clientId, content, seq, status }) {
@@ -476,7 +545,8 @@ export class ChatSession {
     if (clientId) this.byClientId.set(clientId, record);
     if (id) this.bindUser(record, id);
     this.setStatus(record, status || "complete");
-    this.append(el);
+    // Sent from here and not yet numbered by the server: at the bottom until its seq is known.
+    this.append(el, typeof seq === "number" ? seq : status === "sending" ? Infinity : this.placingKey());
     return record;
   }
 
