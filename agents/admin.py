@@ -67,7 +67,20 @@ class AgentAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Model", {"fields": ("provider", "model", "base_url", "temperature", "max_tokens", "config")}),
+        (
+            "Model",
+            {
+                "fields": (
+                    "provider",
+                    "model",
+                    "base_url",
+                    "temperature",
+                    "max_tokens",
+                    "context_window",
+                    "config",
+                )
+            },
+        ),
         (
             "Behaviour",
             {"fields": ("system_prompt", "personality", "capabilities", "interaction_modes", "tools")},

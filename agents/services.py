@@ -29,6 +29,7 @@ EDITABLE_FIELDS = (
     "interaction_modes",
     "temperature",
     "max_tokens",
+    "context_window",
     "tools",
     "config",
     "status",

@@ -46,6 +46,7 @@ from conversations.services import (
     conversation_idle_expiry,
 )
 from core.errors import AgentUnavailable, Conflict, NotFound, ValidationFailed, parse_uuid
+from runs.context import message_admit
 from runs.engine import Claimed, dispatch_run, get_run_manager
 from runs.eventlog import get_event_log
 from runs.events import EventWriter
@@ -198,6 +199,7 @@ def _store_send(
             if conversation.status == ConversationStatus.ACTIVE:  # activity pushes the idle expiry on
                 conversation.expires_at = conversation_idle_expiry()
             conversation.save(update_fields=["status", "context", "updated_at", "expires_at"])
+        message_admit(agent=agent, conversation=conversation, speakers=participants, content=content)
         try:  # no savepoint: a repeated client_message_id rolls the whole transaction back
             message = Message.objects.create(
                 conversation=conversation,

@@ -207,6 +207,10 @@ export class ChatSession {
       });
       record.textEl.textContent = message.content;
       this.setMeta(record, meta);
+      if (meta.error && meta.error.message) {
+        record.errorEl.textContent = meta.error.message; // why it failed, after a reload too
+        record.errorEl.hidden = false;
+      }
       this.setOpinion(record, message.opinion);
     } else if (message.content) {
       this.addNote(message.content, message.role);
