@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async as db
 
 from tests.factories import make_conversation
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(1200), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(3600), pytest.mark.slow]
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +33,8 @@ def _agent(**fields: Any) -> Any:
         system_prompt="You answer in one short sentence.",
         temperature=0.0,
         max_tokens=8,
+        # A loaded 2-core machine evaluates a full 2,048-token prompt slowly: slow, not failed.
+        config={"timeouts": {"first_token": 600, "between_chunks": 300, "total": 600}},
         **fields,
     )
 
@@ -64,24 +66,28 @@ def _whole_history_tokens(conversation_id: Any, agent: Any) -> int:
     from runs.history import chat_history
 
     history = chat_history(conversation=Conversation.objects.get(pk=conversation_id), agent=agent)
-    assert len(history) == 1 + 60
+    assert len(history) == 1 + min(60, 2 * EXCHANGES)
     counter = LocalProvider().token_counter(model=agent.model, options=GenerationOptions())
     return counter.prompt_tokens(history)
 
 
-async def _exchange(client: Any, content: str, timeout: float = 120) -> dict[str, Any]:
+async def _exchange(client: Any, content: str, timeout: float = 620) -> dict[str, Any]:
     await client.send({"type": "user_message", "data": {"content": content}})
     finished = await client.until("run_finished", timeout=timeout)
     return finished["data"]
 
 
+EXCHANGES = 30
+WINDOW = 2048  # the loaded context; the agent sets none
+
+
 async def test_thirty_exchanges_with_the_bundled_model_are_all_answered(connect, user):
-    agent = await db(_agent)()
+    agent = await db(_agent)(context_window=None if WINDOW == 2048 else WINDOW)
     conversation = await db(make_conversation)(user, agent)
     client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
     await client.until("session_state")
 
-    for i in range(30):
+    for i in range(EXCHANGES):
         finished = await _exchange(client, _question(i))
         assert finished["status"] == "completed", (i, finished)
     errors = [frame for frame in client.frames if frame["type"] == "error"]
@@ -89,17 +95,17 @@ async def test_thirty_exchanges_with_the_bundled_model_are_all_answered(connect,
 
     assert errors == []
     replies = await db(_replies)(conversation.pk)
-    assert len(replies) == 30
+    assert len(replies) == EXCHANGES
     for status, _content, metadata in replies:
         assert status == "complete" and "error" not in metadata
         assert metadata["finish_reason"] in ("stop", "length")
         # What llama.cpp evaluated: a prompt that left the reply its tokens.
-        assert metadata["usage"]["input_tokens"] + 8 <= 2048
+        assert metadata["usage"]["input_tokens"] + 8 <= WINDOW
     # The conversation as a whole is far past the window: without fitting, the later requests
     # would have failed ("Requested tokens (...) exceed context window of 2048").
-    assert await db(_whole_history_tokens)(conversation.pk, agent) > 2 * 2048
+    assert await db(_whole_history_tokens)(conversation.pk, agent) > 2 * WINDOW
     late_prompts = [metadata["usage"]["input_tokens"] for _, _, metadata in replies[-5:]]
-    assert min(late_prompts) > 2048 - 64 - 8 - 400  # near the window's edge: old turns made room
+    assert min(late_prompts) > WINDOW - 64 - 8 - 400  # near the window's edge: old turns made room
 
 
 def _stored_user_messages(conversation_id: Any) -> list[str]:
