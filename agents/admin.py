@@ -69,7 +69,7 @@ class AgentAdminForm(forms.ModelForm):
 
 
 # The form shows every field of AGENT_EDITABLE_FIELDS: these two groups, and the rest on top.
-_MODEL_FIELDS = ("provider", "model", "base_url", "temperature", "max_tokens", "config")
+_MODEL_FIELDS = ("provider", "model", "base_url", "temperature", "max_tokens", "context_window", "config")
 _BEHAVIOUR_FIELDS = ("system_prompt", "personality", "capabilities", "interaction_modes", "tools")
 _IDENTITY_FIELDS = tuple(
     name for name in AGENT_EDITABLE_FIELDS if name not in _MODEL_FIELDS and name not in _BEHAVIOUR_FIELDS

@@ -44,6 +44,7 @@ AGENT_EDITABLE_FIELDS = (
     "interaction_modes",
     "temperature",
     "max_tokens",
+    "context_window",
     "tools",
     "config",
     "status",
@@ -85,6 +86,13 @@ class Agent(models.Model):
     )
     max_tokens = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)]
+    )
+    context_window = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(256), MaxValueValidator(10_000_000)],
+        help_text="Tokens the model reads at once (prompt and reply). Empty: the provider's default "
+        "(local: the loaded context; see docs/providers.md).",
     )
     tools = models.JSONField(
         default=list, blank=True, help_text="Tool specs: name, description, parameters, execution."

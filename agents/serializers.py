@@ -110,6 +110,13 @@ class AgentWriteSerializer(serializers.Serializer):
     interaction_modes = _strings()
     temperature = StrictFloatField(min_value=0.0, max_value=2.0, required=False, allow_null=True)
     max_tokens = StrictIntegerField(min_value=1, max_value=1_000_000, required=False, allow_null=True)
+    context_window = StrictIntegerField(
+        min_value=256,
+        max_value=10_000_000,
+        required=False,
+        allow_null=True,
+        help_text="Tokens the model reads at once; empty: the provider's default.",
+    )
     tools = ToolSpecSerializer(many=True, required=False)
     config = serializers.DictField(
         required=False,

@@ -37,6 +37,7 @@ _INLINE_AGENT_SCHEMA: dict[str, Any] = {
         "interaction_modes": {"type": "array", "items": {"type": "string"}},
         "temperature": {"type": "number", "minimum": 0, "maximum": 2, "nullable": True},
         "max_tokens": {"type": "integer", "minimum": 1, "maximum": 1_000_000, "nullable": True},
+        "context_window": {"type": "integer", "minimum": 256, "maximum": 10_000_000, "nullable": True},
         "tools": {"type": "array", "items": {"type": "object"}},
         "config": {"type": "object", "additionalProperties": {}},
         "metadata": {"type": "object", "additionalProperties": {}},

@@ -51,8 +51,10 @@ from providers.resilience import (
     status_error,
     transport_error,
 )
+from providers.tokens import EstimatedTokens
 
 NAME = "gemini"
+DEFAULT_CONTEXT_WINDOW = 1_048_576  # Gemini 1.5/2.x models' window, when the agent sets none
 PLACEHOLDER_KEY = "per-request"  # cached clients hold no key; the real one goes in each request's headers
 GENERATED_ID_PREFIX = "gemini-call-"  # ids we make up for calls Gemini sent without one; never sent back
 FINISH_REASONS: dict[str, FinishReason] = {
@@ -345,6 +347,13 @@ class GeminiProvider:
             raise ProviderError(
                 "bad_request", f"{NAME}: invalid generation settings ({exc.error_count()} errors)"
             ) from exc
+
+    def token_counter(
+        self, *, model: str, options: GenerationOptions, window: int | None = None
+    ) -> EstimatedTokens:
+        """The character estimate (no tokenizer here); the window is the agent's, else
+        ``DEFAULT_CONTEXT_WINDOW``."""
+        return EstimatedTokens(window=window or DEFAULT_CONTEXT_WINDOW)
 
     def stream_chat(
         self,

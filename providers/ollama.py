@@ -42,8 +42,10 @@ from providers.resilience import (
     status_error,
     transport_error,
 )
+from providers.tokens import EstimatedTokens
 
 NAME = "ollama"
+DEFAULT_CONTEXT_WINDOW = 4096  # Ollama's default num_ctx, when the agent sets none
 
 
 def to_ollama_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
@@ -184,6 +186,17 @@ class OllamaProvider:
             body["keep_alive"] = self.keep_alive
         body.update(extra)  # e.g. think, format
         return body
+
+    def token_counter(
+        self, *, model: str, options: GenerationOptions, window: int | None = None
+    ) -> EstimatedTokens:
+        """The character estimate (no tokenizer here). The window: the agent's, else the
+        ``num_ctx`` it passes in ``options``, else ``DEFAULT_CONTEXT_WINDOW`` (Ollama's default
+        context; Ollama cuts a longer prompt silently)."""
+        num_ctx = (options.extra.get("options") or {}).get("num_ctx")
+        if not window and isinstance(num_ctx, int) and num_ctx > 0:
+            window = num_ctx
+        return EstimatedTokens(window=window or DEFAULT_CONTEXT_WINDOW)
 
     def stream_chat(
         self,

@@ -46,8 +46,10 @@ from providers.resilience import (
     status_error,
     transport_error,
 )
+from providers.tokens import EstimatedTokens
 
 NAME = "openai"
+DEFAULT_CONTEXT_WINDOW = 128_000  # OpenAI's current chat models' window, when the agent sets none
 PLACEHOLDER_KEY = "not-needed"  # local OpenAI-compatible servers want no key, the SDK insists on one
 MAX_SDK_CLIENTS = 64  # per event loop
 FINISH_REASONS: dict[str, FinishReason] = {
@@ -244,6 +246,13 @@ class OpenAIProvider:
                 http_client=self._http.get(),
             )
         return client
+
+    def token_counter(
+        self, *, model: str, options: GenerationOptions, window: int | None = None
+    ) -> EstimatedTokens:
+        """The character estimate (no tokenizer here); the window is the agent's, else
+        ``DEFAULT_CONTEXT_WINDOW`` (set the agent's for a smaller model or server)."""
+        return EstimatedTokens(window=window or DEFAULT_CONTEXT_WINDOW)
 
     def stream_chat(
         self,

@@ -23,6 +23,7 @@ from providers.base import ChatMessage, Finished, ProviderError, TextDelta, Tool
 from providers.registry import get_provider
 from runs import store
 from runs import tools as run_tools
+from runs.context import fit_request
 from runs.dispatch import Claimed
 from runs.eventlog import get_event_log
 from runs.events import EventWriter, emit_reply_finished, emit_run_finished
@@ -171,8 +172,9 @@ class Execution:
         for _round in range(settings.NEXUS_MAX_TOOL_ROUNDS + 1):
             calls: list[ToolCall] = []
             finished: Finished | None = None
+            request, request_options = await fit_request(self.agent, messages, options)  # the window
             stream = provider.stream_chat(
-                model=self.agent.model, messages=messages, tools=tool_specs, options=options
+                model=self.agent.model, messages=request, tools=tool_specs, options=request_options
             )
             async with contextlib.aclosing(stream):
                 async for item in stream:
@@ -321,6 +323,8 @@ class Execution:
             if self.first_token_at
             else None,
         }
+        if outcome.error:  # why it failed, shown with the reply after a reload
+            metadata["error"] = outcome.error
         if self._storing_reply is None and self.reply is not None:
             self._store_reply_soon()
         if self._checkpointing is not None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
 
 from agents.models import Agent
 from conversations.models import Conversation, Message, MessageRole, MessageStatus, MessageType
-from providers.base import ChatMessage, ToolCall
+from providers.base import ChatMessage, ProviderError, ToolCall
+from providers.tokens import TokenCounter
 
 HISTORY_LIMIT = 60
 USABLE_STATUSES = (MessageStatus.COMPLETE, MessageStatus.STOPPED, MessageStatus.INCOMPLETE)
@@ -169,3 +171,102 @@ def _as_chat(
         return [ChatMessage(role="user", content=message.content)] if multi_agent else []
     prefix = "Person watching: " if multi_agent else ""
     return [ChatMessage(role="user", content=prefix + message.content)]
+
+
+# --- fitting a history to the model's context window ---------------------------------------------
+
+MIN_REPLY_TOKENS = 64  # the least a reply is left; below it, older turns go (or the message is refused)
+
+
+class ContextOverflow(ProviderError):
+    """The newest turn alone (with the instructions) leaves the reply less than its minimum."""
+
+    def __init__(self, *, prompt_tokens: int, window: int, min_reply: int) -> None:
+        message = (
+            f"The latest message is too long for this agent: with its instructions it takes about "
+            f"{prompt_tokens} tokens, and the model's context window holds {window}, "
+            f"{min_reply} of them kept for the reply. Shorten the message or split it."
+        )
+        super().__init__("bad_request", message)
+        self.prompt_tokens = prompt_tokens
+        self.window = window
+        self.min_reply = min_reply
+
+
+@dataclass(frozen=True, slots=True)
+class Fitted:
+    """A history that fits: what to send, what it takes, what the reply may use."""
+
+    messages: list[ChatMessage]
+    prompt_tokens: int
+    reply_tokens: int | None  # the request's max_tokens; None: the provider's own default
+    dropped: int  # messages left out (the oldest)
+
+
+def reply_reserve(*, window: int, max_tokens: int | None, min_reply: int = MIN_REPLY_TOKENS) -> int:
+    """The room kept for the reply before older turns are dropped: the agent's ``max_tokens``
+    (a quarter of the window when unset), at most half the window, at least ``min_reply``."""
+    wanted = max_tokens if max_tokens else window // 4
+    return max(min_reply, min(wanted, window // 2))
+
+
+def _turns(body: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
+    """Messages in turns: each turn starts at a ``user`` message and holds what answered it (an
+    assistant's tool calls, their results, the reply), so a call and its result stay together."""
+    turns: list[list[ChatMessage]] = []
+    for message in body:
+        if message.role == "user" or not turns:
+            turns.append([message])
+        else:
+            turns[-1].append(message)
+    return turns
+
+
+def fit_history(
+    messages: Sequence[ChatMessage],
+    *,
+    counter: TokenCounter,
+    max_tokens: int | None,
+    min_reply: int = MIN_REPLY_TOKENS,
+) -> Fitted:
+    """Fit ``messages`` (leading system messages, then the conversation) to ``counter.window``.
+
+    The system messages and the newest turn are always kept; older turns are kept, newest first,
+    while the prompt leaves the reply its reserve (:func:`reply_reserve`); the first turn that does
+    not fit ends the history there (no gaps). A turn is a ``user`` message with what answered it,
+    so tool calls and results are kept or dropped together. The reply's budget is what the window
+    leaves, capped by ``max_tokens``. Raises :class:`ContextOverflow` when the system messages and
+    the newest turn leave less than ``min_reply``.
+    """
+    window = counter.window
+    head = 0
+    while head < len(messages) and messages[head].role == "system":
+        head += 1
+    system, turns = list(messages[:head]), _turns(messages[head:])
+    reserve = reply_reserve(window=window, max_tokens=max_tokens, min_reply=min_reply)
+    used = counter.prompt_tokens(system)
+    kept: list[list[ChatMessage]] = []
+    for turn in reversed(turns):
+        cost = sum(counter.message_tokens(m) for m in turn)
+        if kept and used + cost > window - reserve:
+            break
+        kept.append(turn)
+        used += cost
+    kept.reverse()
+    # The per-message counts are close; the whole prompt is counted as the provider will see it.
+    while True:
+        chosen = [*system, *(m for turn in kept for m in turn)]
+        prompt = counter.prompt_tokens(chosen)
+        if len(kept) <= 1 or prompt <= window - reserve:
+            break
+        kept.pop(0)
+    left = window - prompt
+    if left < min_reply:
+        raise ContextOverflow(prompt_tokens=prompt, window=window, min_reply=min_reply)
+    if max_tokens:
+        reply_tokens: int | None = min(max_tokens, left)
+    else:
+        reply_tokens = None if left >= reserve else left
+    return Fitted(
+        messages=chosen, prompt_tokens=prompt, reply_tokens=reply_tokens, dropped=len(messages) - len(chosen)
+    )

@@ -36,6 +36,7 @@ from conversations.services import (
     conversation_idle_expiry,
 )
 from core.errors import AgentUnavailable, Conflict, ValidationFailed
+from runs.context import message_admit
 from runs.dispatch import Claimed, Handoff, dispatch_run
 from runs.early_start import EarlyStart
 from runs.eventlog import get_event_log
@@ -191,6 +192,7 @@ def _store_send(
             if conversation.status == ConversationStatus.ACTIVE:  # activity pushes the idle expiry on
                 conversation.expires_at = conversation_idle_expiry()
             conversation.save(update_fields=["status", "context", "updated_at", "expires_at"])
+        message_admit(agent=agent, conversation=conversation, speakers=participants, content=content)
         try:  # no savepoint: a repeated client_message_id rolls the whole transaction back
             message = Message.objects.create(
                 conversation=conversation,

@@ -265,6 +265,10 @@ export class ChatSession {
       });
       this.setText(record, message.content, { now: true });
       this.setMeta(record, meta);
+      if (meta.error && meta.error.message) {
+        record.errorEl.textContent = meta.error.message; // why it failed, after a reload too
+        record.errorEl.hidden = false;
+      }
       this.setOpinion(record, message.opinion);
       this.setSiblings(record, message.sibling_ids);
     } else if (message.content) {
