@@ -36,6 +36,7 @@ from conversations.services import (
 )
 from core.errors import AgentUnavailable, Conflict, ValidationFailed
 from runs.dispatch import Claimed, Handoff, dispatch_run
+from runs.domain_events import UserMessage
 from runs.early_start import EarlyStart
 from runs.eventlog import get_event_log
 from runs.events import EventWriter
@@ -292,14 +293,12 @@ async def message_send(
             get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
         )
         seq = await writer.emit_now(
-            "user_message",
-            {
-                "messageId": prepared.result.message_id,
-                "content": content,
-                "role": "user",
-                "client_message_id": client_message_id,
-                "user_id": user.pk,
-            },
+            UserMessage(
+                message_id=prepared.result.message_id,
+                content=content,
+                client_message_id=client_message_id,
+                user_id=user.pk,
+            )
         )
         if prepared.claimed is not None:
             # Committed and announced: the run launched from the transaction may now log its events
