@@ -12,7 +12,7 @@ the end of a session or a conversation, told apart by their ``code``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -136,7 +136,7 @@ class ConversationEnded:
     kind: ClassVar[str] = "system"
     code: str
     message: str
-    status: str = field(default="")
+    status: str
 
     @classmethod
     def session_completed(cls) -> ConversationEnded:

@@ -10,7 +10,7 @@ A failed append (Redis restarting) is retried with the same events, in order: no
 
 No event it logs makes a frame larger than ``frame_bytes`` (NEXUS_WS_MAX_MESSAGE_BYTES): a chunk
 is never merged past ``chunk_chars`` characters and a longer delta is split, and any other event
-too large has its largest fields cut to fit (``realtime.protocol.encode_event_fitted``).
+too large has its largest fields cut to fit (``runs.event_encoding.encode_event_fitted``).
 """
 
 from __future__ import annotations
