@@ -143,7 +143,7 @@ class RunInline(admin.TabularInline):
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
     list_display = ("__str__", "owner", "session_type", "status", "message_count", "last_seq", "updated_at")
-    list_filter = ("session_type", "status", "created_at")
+    list_filter = ("session_type", "status", "pinned", "archived", "created_at")
     search_fields = ("title", "owner__username", "id")
     readonly_fields = ("id", "last_seq", "created_at", "updated_at")
     autocomplete_fields = ("owner",)

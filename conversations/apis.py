@@ -6,10 +6,14 @@ The run endpoints (invoke, stop, SSE) are realtime faces (realtime/http_urls.py)
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.http import HttpResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -20,20 +24,27 @@ from agents.provider_config import complete_text
 from agents.selectors import agent_get_for_user
 from agents.serializers import AgentStatusSerializer
 from conversations import selectors, services
+from conversations.export import transcript_json, transcript_markdown
 from conversations.serializers import (
+    ConversationAgentSerializer,
     ConversationCreateSerializer,
     ConversationDetailSerializer,
+    ConversationListQuerySerializer,
     ConversationSerializer,
     ConversationUpdateSerializer,
+    ExportQuerySerializer,
     FeedbackResultSerializer,
     FeedbackSerializer,
     HistoryQuerySerializer,
+    MessageSerializer,
+    TitleRequestSerializer,
     TitleSerializer,
 )
 from core.errors import NexusError
 from core.pagination import PageNumberPagination
 from core.throttles import AgentOpsThrottle, ConversationCreateThrottle, ConversationReadThrottle
 from providers.base import ChatMessage
+from runs.participants import conversation_agent_switch
 from runs.quotas import run_rate_admit
 from runs.selectors import agent_status_for_user
 from runs.sending import session_open
@@ -54,11 +65,18 @@ class ConversationListView(APIView):
     @extend_schema(
         tags=TAGS,
         summary="List conversations",
-        description="Your conversations (staff: all), most recently active first.",
+        description=(
+            "Your conversations (staff: all): pinned first, then by last activity (the newest "
+            "message, or creation). Archived ones only with `archived=1`. `search` matches titles "
+            "and message text, case-insensitively."
+        ),
+        parameters=[ConversationListQuerySerializer],
         responses={200: ConversationSerializer(many=True)},
     )
     def get(self, request: Request) -> Response:
-        conversations = selectors.conversation_list_with_agents(user=request.user)
+        query = ConversationListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        conversations = selectors.conversation_list_with_agents(user=request.user, **query.validated_data)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(conversations, request, view=self)
         return paginator.get_paginated_response(ConversationSerializer(page, many=True).data)
@@ -99,22 +117,24 @@ class ConversationDetailView(APIView):
     def get(self, request: Request, conversation_id: Any) -> Response:
         query = HistoryQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
+        conversation = selectors.conversation_get_with_activity(
+            user=request.user, conversation_id=conversation_id
+        )
         return Response(_detail(request, conversation, **query.validated_data))
 
     @extend_schema(
         tags=TAGS,
-        summary="Rename a conversation",
+        summary="Rename, pin or archive a conversation",
         request=ConversationUpdateSerializer,
         responses={200: ConversationSerializer},
     )
     def patch(self, request: Request, conversation_id: Any) -> Response:
-        conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
+        conversation = selectors.conversation_get_with_activity(
+            user=request.user, conversation_id=conversation_id
+        )
         serializer = ConversationUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        conversation = services.conversation_rename(
-            conversation=conversation, title=serializer.validated_data["title"]
-        )
+        conversation = services.conversation_update(conversation=conversation, **serializer.validated_data)
         return Response(ConversationSerializer(conversation).data)
 
     @extend_schema(
@@ -130,6 +150,33 @@ class ConversationDetailView(APIView):
     def delete(self, request: Request, conversation_id: Any) -> Response:
         conversation_delete_with_runs(user=request.user, conversation_id=conversation_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ConversationAgentView(APIView):
+    throttle_classes = (AgentOpsThrottle,)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Change who answers",
+        description=(
+            "Makes `agent_id` the conversation's primary participant: the next message is answered by "
+            "it, with the whole history. An agent already in the conversation swaps places with the "
+            "primary; any other replaces it. A reply in flight finishes with the agent it started with. "
+            "Person-to-agent conversations only (400 for agent-to-agent sessions); a paused or failing "
+            "agent is refused (409 `agent_unavailable`); an agent you may not use is 400."
+        ),
+        request=ConversationAgentSerializer,
+        responses={200: ConversationSerializer},
+    )
+    def post(self, request: Request, conversation_id: Any) -> Response:
+        selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)  # 404 first
+        serializer = ConversationAgentSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        conversation = conversation_agent_switch(
+            user=request.user, conversation_id=conversation_id, agent_id=serializer.validated_data["agent_id"]
+        )
+        conversation = selectors.conversation_list_with_agents(user=request.user).get(pk=conversation.pk)
+        return Response(ConversationSerializer(conversation).data)
 
 
 def _complete_with_provider(agent: Any, prompt: list[tuple[str, str]]) -> str:
@@ -149,20 +196,81 @@ class ConversationTitleView(APIView):
         tags=TAGS,
         summary="Generate and save a short title",
         description=(
-            "Asks the conversation's first agent for a title of the first messages; when the provider "
-            "fails, the title is the first words of the first user message."
+            "`mode: provider` (the default) asks the conversation's first agent for a title of the "
+            "first messages and replaces the title; when the provider fails, the title is the first "
+            "sentence of the first user message (source `fallback`). `mode: untitled` (what the web "
+            "page sends after a conversation's first reply) titles an untitled conversation with "
+            "that first sentence at once, without asking a provider (source `first_message`), and "
+            "keeps any title already there (source `kept`)."
         ),
-        request=None,
+        request=TitleRequestSerializer,
         responses={200: TitleSerializer},
     )
     def post(self, request: Request, conversation_id: Any) -> Response:
         conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id)
+        options = TitleRequestSerializer(data=request.data)
+        options.is_valid(raise_exception=True)
+        if options.validated_data["mode"] == "untitled":
+            title, source = services.conversation_title_untitled(conversation=conversation)
+            return Response({"id": conversation.id, "title": title, "source": source})
         # It asks a provider: a run start for the per-minute quota, like every other path.
         async_to_sync(run_rate_admit)(user=request.user)
         title, source = services.conversation_generate_title(
             conversation=conversation, complete=_complete_with_provider
         )
         return Response({"id": conversation.id, "title": title, "source": source})
+
+
+def _filename(conversation: Any, extension: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", (conversation.title or "conversation").lower()).strip("-")[:50]
+    return f"{slug or 'conversation'}-{str(conversation.id)[:8]}.{extension}"
+
+
+class ConversationExportView(APIView):
+    throttle_classes = (ConversationReadThrottle,)
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # ``?format=`` names the export here, not a DRF renderer: errors stay JSON.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Export a conversation (a download)",
+        description=(
+            "`format=md`: a Markdown transcript, each message under its speaker and time (UTC); "
+            "`format=json`: the conversation and all its messages, as the API shows them. Sent as "
+            "an attachment (`Content-Disposition`)."
+        ),
+        parameters=[ExportQuerySerializer],
+        responses={
+            (200, "text/markdown"): OpenApiTypes.STR,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+        },
+    )
+    def get(self, request: Request, conversation_id: Any) -> HttpResponse:
+        query = ExportQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        conversation = selectors.conversation_get_with_activity(
+            user=request.user, conversation_id=conversation_id
+        )
+        messages = selectors.message_list(conversation=conversation)
+        agents = selectors.conversation_participants(conversation=conversation)
+        now = timezone.now()
+        if query.validated_data["format"] == "json":
+            data = {
+                "conversation": ConversationSerializer(conversation).data,
+                "messages": MessageSerializer(messages, many=True).data,
+                "exported_at": now,
+            }
+            body, content_type, extension = transcript_json(data), "application/json", "json"
+        else:
+            body = transcript_markdown(
+                conversation=conversation, agents=agents, messages=messages, exported_at=now
+            )
+            content_type, extension = "text/markdown; charset=utf-8", "md"
+        response = HttpResponse(body, content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="{_filename(conversation, extension)}"'
+        return response
 
 
 class MessageFeedbackView(APIView):

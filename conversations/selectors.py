@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce, Left
 
-from conversations.models import Conversation, Message, Participant
+from conversations.models import Conversation, Message, MessageRole, MessageType, Participant
 from core.errors import NotFound, parse_uuid
 
 
@@ -75,17 +76,21 @@ def conversation_participants(*, conversation: Conversation) -> list[Any]:
 
 
 def message_list(
-    *, conversation: Conversation, after_seq: int | None = None, limit: int | None = None
+    *,
+    conversation: Conversation,
+    after_seq: int | None = None,
+    limit: int | None = None,
+    all_branches: bool = False,
 ) -> list[Message]:
-    """Messages in conversation order (by seq, then creation)."""
-    qs = conversation.messages.select_related("agent").order_by("seq", "created_at")
+    """Messages in conversation order (by seq, then creation): the active path (the branches the
+    person chose, ``conversations.branches``), or every branch with ``all_branches``."""
+    messages = conversation.messages.all() if all_branches else conversation.messages.filter(hidden=False)
+    qs = messages.select_related("agent").order_by("seq", "created_at")
     if after_seq is not None:
         qs = qs.filter(seq__gt=after_seq)
     if limit is not None:
         # the most recent `limit`, still returned oldest first
-        recent = list(
-            conversation.messages.order_by("-seq", "-created_at").values_list("pk", flat=True)[:limit]
-        )
+        recent = list(messages.order_by("-seq", "-created_at").values_list("pk", flat=True)[:limit])
         qs = qs.filter(pk__in=recent)
     return list(qs)
 
@@ -100,7 +105,53 @@ def message_get_for_user(*, user: Any, message_id: Any) -> Message:
         raise NotFound("Message not found.") from None
 
 
-def conversation_list_with_agents(*, user: Any) -> QuerySet[Conversation]:
-    """``conversation_list`` with each conversation's participants and agents prefetched."""
+# What the sidebar summarises: what the person and the agents said (not tool calls, not notes).
+_SPOKEN = Q(role__in=[MessageRole.USER, MessageRole.AGENT], type=MessageType.MESSAGE)
+# The preview is cut to 100 characters of plain text; the database hands over no more than this.
+_PREVIEW_SOURCE_CHARS = 400
+SEARCH_MAX_CHARS = 200
+
+
+def with_activity(qs: QuerySet[Conversation]) -> QuerySet[Conversation]:
+    """Annotate ``last_message_at`` (the newest spoken message's time, None before the first) and
+    ``preview_source`` (the start of the newest spoken message with text), one subquery each."""
+    spoken = Message.objects.filter(_SPOKEN, conversation=OuterRef("pk")).order_by("-created_at")
+    return qs.annotate(
+        last_message_at=Subquery(spoken.values("created_at")[:1]),
+        preview_source=Subquery(
+            spoken.exclude(content="")
+            .annotate(start=Left("content", _PREVIEW_SOURCE_CHARS))
+            .values("start")[:1]
+        ),
+    )
+
+
+def conversation_list_with_agents(
+    *, user: Any, search: str = "", archived: bool = False
+) -> QuerySet[Conversation]:
+    """The sidebar's list: pinned first, then by last activity (the newest message, or creation
+    when there is none yet), with each conversation's participants prefetched.
+
+    ``archived`` lists the archived ones instead of the others. ``search`` keeps conversations whose
+    title or any message contains it, case-insensitively (``icontains``: ``UPPER() LIKE`` on
+    PostgreSQL; on SQLite ``LIKE``, which folds ASCII letters only). A scan, fine for one person's
+    conversations; a full-text index would be the next step at a larger scale.
+    """
     participants = Participant.objects.select_related("agent").order_by("position")
-    return conversation_list(user=user).prefetch_related(Prefetch("participants", queryset=participants))
+    qs = with_activity(conversation_queryset_for_user(user).filter(archived=archived))
+    search = (search or "").strip()[:SEARCH_MAX_CHARS]
+    if search:
+        in_messages = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=search)
+        qs = qs.filter(Q(title__icontains=search) | Exists(in_messages))
+    return qs.order_by(
+        F("pinned").desc(), Coalesce("last_message_at", "created_at").desc(), "-created_at"
+    ).prefetch_related(Prefetch("participants", queryset=participants))
+
+
+def conversation_get_with_activity(*, user: Any, conversation_id: Any) -> Conversation:
+    """``conversation_get_for_user`` with ``last_message_at`` and ``preview_source`` annotated."""
+    pk = parse_uuid(conversation_id, what="Conversation")
+    try:
+        return with_activity(conversation_queryset_for_user(user)).get(pk=pk)
+    except Conversation.DoesNotExist:
+        raise NotFound("Conversation not found.") from None

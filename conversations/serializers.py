@@ -7,7 +7,10 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from conversations.branches import siblings_for
 from conversations.models import Conversation, Message, Opinion, Participant, SessionType
+from conversations.selectors import SEARCH_MAX_CHARS
+from conversations.text import preview
 from core.fields import StrictCharField
 
 _AGENT_REF_SCHEMA: dict[str, Any] = {
@@ -106,6 +109,14 @@ class ConversationSerializer(serializers.ModelSerializer):
     agents = ParticipantSerializer(source="participants", many=True, read_only=True)
     context = serializers.DictField(read_only=True)
     settings = serializers.DictField(read_only=True)
+    last_message_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When the newest message was written; null before the first.",
+    )
+    preview = serializers.SerializerMethodField(
+        help_text="The newest message with text, as plain text, cut to 100 characters."
+    )
 
     class Meta:
         model = Conversation
@@ -118,12 +129,19 @@ class ConversationSerializer(serializers.ModelSerializer):
             "agents",
             "context",
             "settings",
+            "pinned",
+            "archived",
             "last_seq",
             "created_at",
             "updated_at",
             "expires_at",
+            "last_message_at",
+            "preview",
         )
         read_only_fields = fields
+
+    def get_preview(self, conversation: Conversation) -> str:
+        return preview(getattr(conversation, "preview_source", None) or "")
 
 
 class MessageSerializer(serializers.ModelSerializer):
@@ -131,6 +149,8 @@ class MessageSerializer(serializers.ModelSerializer):
     agent_id = serializers.UUIDField(read_only=True, allow_null=True)
     agent_name = serializers.SerializerMethodField()
     metadata = serializers.DictField(read_only=True)
+    parent_id = serializers.UUIDField(read_only=True, allow_null=True)
+    sibling_ids = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
@@ -148,10 +168,21 @@ class MessageSerializer(serializers.ModelSerializer):
             "opinion",
             "feedback_comment",
             "client_message_id",
+            "parent_id",
+            "sibling_ids",
+            "hidden",
             "created_at",
             "updated_at",
         )
         read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.UUIDField()))
+    def get_sibling_ids(self, message: Message) -> list[str]:
+        """The message's siblings, oldest first, itself included (``< 2/3 >``): other replies to
+        the same message (regenerate), other versions of the same message (edit)."""
+        siblings = self.context.get("siblings") or {}
+        found = siblings.get(message.pk)
+        return found.ids if found is not None else [str(message.pk)]
 
     def get_agent_name(self, message: Message) -> str | None:
         return message.agent.name if message.agent_id and message.agent else None
@@ -168,7 +199,8 @@ class ConversationDetailSerializer(ConversationSerializer):
 
     @extend_schema_field(MessageSerializer(many=True))
     def get_messages(self, conversation: Conversation) -> list[dict[str, Any]]:
-        return MessageSerializer(self.context.get("messages", []), many=True).data
+        messages = self.context.get("messages", [])
+        return MessageSerializer(messages, many=True, context={"siblings": siblings_for(messages)}).data
 
 
 class ConversationCreateSerializer(serializers.Serializer):
@@ -186,8 +218,44 @@ class ConversationCreateSerializer(serializers.Serializer):
     )
 
 
+class ConversationAgentSerializer(serializers.Serializer):
+    agent_id = serializers.UUIDField(help_text="The agent who answers from now on (one you may use).")
+
+
 class ConversationUpdateSerializer(serializers.Serializer):
-    title = StrictCharField(max_length=200)
+    """Any of the three; at least one."""
+
+    title = StrictCharField(max_length=200, required=False, help_text="A title of your own: never replaced.")
+    pinned = serializers.BooleanField(required=False, help_text="Pinned conversations lead the list.")
+    archived = serializers.BooleanField(
+        required=False, help_text="Archived ones leave the list (`?archived=1`)."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError("Send title, pinned or archived.")
+        return attrs
+
+
+class ConversationListQuerySerializer(serializers.Serializer):
+    search = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=SEARCH_MAX_CHARS,
+        help_text="Only conversations whose title or any message contains this (case-insensitive).",
+    )
+    archived = serializers.BooleanField(
+        required=False, default=False, help_text="1: the archived conversations instead of the others."
+    )
+
+
+class ExportQuerySerializer(serializers.Serializer):
+    format = serializers.ChoiceField(
+        choices=["md", "json"],
+        required=False,
+        default="md",
+        help_text="md: a Markdown transcript; json: data.",
+    )
 
 
 class HistoryQuerySerializer(serializers.Serializer):
@@ -199,11 +267,23 @@ class HistoryQuerySerializer(serializers.Serializer):
     )
 
 
+class TitleRequestSerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(
+        choices=["provider", "untitled"],
+        required=False,
+        default="provider",
+        help_text="provider: ask the agent, replace the title; untitled: the first sentence of the "
+        "first user message, only when there is no title yet.",
+    )
+
+
 class TitleSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     title = serializers.CharField()
     source = serializers.ChoiceField(
-        choices=["provider", "fallback"], help_text="fallback: the first words of the first user message."
+        choices=["provider", "fallback", "first_message", "kept"],
+        help_text="fallback and first_message: the first sentence of the first user message; "
+        "kept: the conversation already had a title.",
     )
 
 

@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents.models import AGENT_EDITABLE_FIELDS, Agent
+from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
 from agents.selectors import agent_get_for_user
 from agents.services import _SECRET_HINTS, agent_create_for_user, storable_json_validate
 from conversations.models import (
@@ -24,7 +24,8 @@ from conversations.models import (
     SessionType,
 )
 from conversations.selectors import conversation_participants
-from core.errors import NotFound, TooLarge, ValidationFailed
+from conversations.text import title_from_message
+from core.errors import AgentUnavailable, NotFound, TooLarge, ValidationFailed
 
 logger = logging.getLogger("nexus.conversations")
 
@@ -157,6 +158,73 @@ def conversation_rename(*, conversation: Conversation, title: str) -> Conversati
         raise ValidationFailed("Invalid title.", details={"title": ["1 to 200 characters."]})
     conversation.title = title
     conversation.save(update_fields=["title", "updated_at"])
+    return conversation
+
+
+def conversation_update(
+    *,
+    conversation: Conversation,
+    title: str | None = None,
+    pinned: bool | None = None,
+    archived: bool | None = None,
+) -> Conversation:
+    """A person's changes: a title of their own, pinned, archived (None: unchanged)."""
+    fields = ["updated_at"]
+    if title is not None:
+        title = title.strip()
+        if not title or len(title) > 200:
+            raise ValidationFailed("Invalid title.", details={"title": ["1 to 200 characters."]})
+        conversation.title = title
+        fields.append("title")
+    if pinned is not None:
+        conversation.pinned = bool(pinned)
+        fields.append("pinned")
+    if archived is not None:
+        conversation.archived = bool(archived)
+        fields.append("archived")
+    conversation.save(update_fields=fields)
+    return conversation
+
+
+@transaction.atomic
+def conversation_agent_set(*, conversation: Conversation, agent: Agent) -> Conversation:
+    """Make ``agent`` the one who answers a person's messages from now on: the conversation's primary
+    participant (position 0). The history stays; each stored reply keeps the agent that wrote it.
+
+    An agent already in the conversation swaps places with the primary; any other takes the
+    primary's place (the old primary leaves the conversation). The caller checks that the user may
+    use ``agent``. Agent-to-agent sessions keep their agents; a paused or failing agent cannot answer.
+    """
+    if conversation.session_type != SessionType.HUMAN_AGENT:
+        raise ValidationFailed(
+            "An agent-to-agent session keeps its agents.",
+            details={"agent_id": ["Only a person-to-agent conversation changes who answers."]},
+        )
+    if agent.status in (AgentStatus.PAUSED, AgentStatus.ERROR):
+        raise AgentUnavailable(f"{agent.name} is {agent.status}.")
+    # Locked like a send (runs.selectors.conversation_for_send), so a send sees the old or the new one.
+    Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
+    rows = list(Participant.objects.filter(conversation=conversation).order_by("position"))
+    if not rows:  # a conversation always has an agent; this one lost its only one (deleted)
+        Participant.objects.create(conversation=conversation, agent=agent, role="primary", position=0)
+        return conversation
+    primary = rows[0]
+    if primary.agent_id == agent.pk:
+        return conversation
+    other = next((row for row in rows if row.agent_id == agent.pk), None)
+    old_agent_id = primary.agent_id
+    if other is not None:  # swap: each keeps its position's role
+        position, role = other.position, other.role
+        other.delete()
+        primary.agent = agent
+        primary.save(update_fields=["agent"])
+        Participant.objects.create(
+            conversation=conversation, agent_id=old_agent_id, role=role, position=position
+        )
+    else:
+        primary.agent = agent
+        primary.save(update_fields=["agent"])
+    logger.info("conversation %s: agent %s answers instead of %s", conversation.pk, agent.pk, old_agent_id)
     return conversation
 
 
@@ -343,16 +411,47 @@ def title_clean(raw: str) -> str:
 
 
 def title_fallback(messages: Sequence[Message]) -> str:
-    """The first words of the first user message (or of the first message at all)."""
-    first = next((m for m in messages if m.role == "user" and m.content.strip()), None)
-    first = first or next((m for m in messages if m.content.strip()), None)
-    if first is None:
-        return ""
-    words = first.content.split()
-    title = " ".join(words[:TITLE_MAX_WORDS])
-    if len(words) > TITLE_MAX_WORDS or len(title) > TITLE_MAX_CHARS:
-        title = title[: TITLE_MAX_CHARS - 1].rstrip() + "…"
-    return title
+    """The first sentence of the first user message with text (``title_from_message``), or of
+    the first message with text at all."""
+    for candidates in (
+        (m for m in messages if m.role == "user"),
+        iter(messages),
+    ):
+        for message in candidates:
+            title = title_from_message(message.content)
+            if title:
+                return title
+    return ""
+
+
+def conversation_title_untitled(*, conversation: Conversation) -> tuple[str, str]:
+    """The automatic title after the first exchange: an untitled conversation gets the first
+    sentence of its first user message (``title_from_message``; no provider is asked, so it is
+    instant and costs no run). A title already there, the person's own or an earlier automatic one,
+    is kept. Returns ``(title, source)``, source ``"first_message"`` or ``"kept"``.
+
+    The write is conditional (``WHERE title = ''``): a rename that lands meanwhile wins.
+    """
+    if conversation.title:
+        return conversation.title, "kept"
+    messages = list(
+        conversation.messages.filter(role="user", type="message")
+        .exclude(content="")
+        .order_by("seq", "created_at")[:5]
+    )
+    title = title_fallback(messages)
+    if not title:
+        raise ValidationFailed(
+            "Nothing to title yet.", details={"conversation": ["No message of yours with text yet."]}
+        )
+    written = Conversation.objects.filter(pk=conversation.pk, title="").update(
+        title=title, updated_at=timezone.now()
+    )
+    if not written:
+        conversation.refresh_from_db(fields=["title"])
+        return conversation.title, "kept"
+    conversation.title = title
+    return title, "first_message"
 
 
 def title_prompt(messages: Sequence[Message]) -> list[tuple[str, str]]:
@@ -368,7 +467,8 @@ def title_prompt(messages: Sequence[Message]) -> list[tuple[str, str]]:
 def conversation_generate_title(
     *, conversation: Conversation, complete: Callable[[Agent, list[tuple[str, str]]], str] | None
 ) -> tuple[str, str]:
-    """Title a conversation from its first messages and save it. Returns ``(title, source)``.
+    """Title a conversation from its first messages (on the active branch) and save it. Returns
+    ``(title, source)``.
 
     ``complete(agent, prompt)`` asks the conversation's first agent (the caller wires the provider
     in, so this module never talks to one); when it fails (raises) or answers nothing usable, the
@@ -376,7 +476,7 @@ def conversation_generate_title(
     """
     messages = [
         m
-        for m in conversation.messages.order_by("seq", "created_at")[:50]
+        for m in conversation.messages.filter(hidden=False).order_by("seq", "created_at")[:50]
         if m.role in {"user", "agent"} and m.type == "message" and m.content.strip()
     ][:TITLE_SOURCE_MESSAGES]
     if not messages:

@@ -180,23 +180,45 @@ class RefreshThrottle(SharedRateThrottle):
 
 
 class ConversationCreateThrottle(SharedRateThrottle):
-    """Creating conversations: per user (seed 001: 5/min)."""
+    """Creating conversations (the native API, the web page): per user (30/min)."""
 
     scope = "conversation_create"
     methods = frozenset({"POST"})
 
 
 class ConversationReadThrottle(SharedRateThrottle):
-    """Reading conversations (list, detail with history): per user (seed 001: 10/min)."""
+    """Reading conversations (list, search, detail with history, export): per user (120/min)."""
 
     scope = "conversation_read"
     methods = frozenset({"GET", "HEAD"})
 
 
 class AgentOpsThrottle(SharedRateThrottle):
-    """Every agent operation: per user (seed 001: 20/min)."""
+    """Every agent operation of the native API: per user (120/min)."""
 
     scope = "agent_ops"
+
+
+# Seed 001's own numbers belong to seed 001's own paths (SPEC sections 3 and 9), not to the
+# native API or the web page: a person reloading a page or starting chats is not a seed-001 client.
+
+
+class Seed001SessionCreateThrottle(ConversationCreateThrottle):
+    """Seed 001 ``POST /chat/sessions/create``: per user (5/min)."""
+
+    scope = "seed001_session_create"
+
+
+class Seed001SessionReadThrottle(ConversationReadThrottle):
+    """Seed 001 ``GET /chat/sessions/{id}``: per user (10/min)."""
+
+    scope = "seed001_session_read"
+
+
+class Seed001AgentOpsThrottle(AgentOpsThrottle):
+    """Seed 001 ``/agents/...``: per user (20/min)."""
+
+    scope = "seed001_agent_ops"
 
 
 class ProvidersThrottle(SharedRateThrottle):

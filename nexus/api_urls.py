@@ -33,9 +33,19 @@ urlpatterns = [
         name="conversation-detail",
     ),
     path(
+        "conversations/<uuid:conversation_id>/agent/",
+        conversation_apis.ConversationAgentView.as_view(),
+        name="conversation-agent",
+    ),
+    path(
         "conversations/<uuid:conversation_id>/generate-title/",
         conversation_apis.ConversationTitleView.as_view(),
         name="conversation-generate-title",
+    ),
+    path(
+        "conversations/<uuid:conversation_id>/export/",
+        conversation_apis.ConversationExportView.as_view(),
+        name="conversation-export",
     ),
     path(
         "messages/<uuid:message_id>/feedback/",

@@ -391,9 +391,16 @@ REST_FRAMEWORK = {
         "login": env_rate("NEXUS_THROTTLE_LOGIN", "10/min"),
         "verify": env_rate("NEXUS_THROTTLE_VERIFY", "50/min"),
         "refresh": env_rate("NEXUS_THROTTLE_REFRESH", "50/min"),
-        "conversation_create": env_rate("NEXUS_THROTTLE_CONVERSATION_CREATE", "5/min"),
-        "conversation_read": env_rate("NEXUS_THROTTLE_CONVERSATION_READ", "10/min"),
-        "agent_ops": env_rate("NEXUS_THROTTLE_AGENT_OPS", "20/min"),
+        # The native API and the web page: sized for a person (page loads, new chats, searches).
+        "conversation_create": env_rate("NEXUS_THROTTLE_CONVERSATION_CREATE", "30/min"),
+        "conversation_read": env_rate("NEXUS_THROTTLE_CONVERSATION_READ", "120/min"),
+        "agent_ops": env_rate("NEXUS_THROTTLE_AGENT_OPS", "120/min"),
+        # Seed 001's own numbers, for seed 001's own paths only (/chat/sessions/*, /agents/*:
+        # SPEC section 9; core.throttles.Seed001* are their throttles). No such path is routed
+        # yet: the seed-001 dialect uses these scopes when it lands.
+        "seed001_session_create": env_rate("NEXUS_THROTTLE_SEED001_SESSION_CREATE", "5/min"),
+        "seed001_session_read": env_rate("NEXUS_THROTTLE_SEED001_SESSION_READ", "10/min"),
+        "seed001_agent_ops": env_rate("NEXUS_THROTTLE_SEED001_AGENT_OPS", "20/min"),
         # GET /api/providers/ asks every provider (network calls): per user
         "providers": env_rate("NEXUS_THROTTLE_PROVIDERS", "10/min"),
     },

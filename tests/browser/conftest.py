@@ -116,7 +116,14 @@ class Nexus:
 @pytest.fixture(scope="package")
 def nexus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nexus]:
     require_chromium()
-    var_dir = tmp_path_factory.mktemp("nexus-browser")
+    with serve_nexus(tmp_path_factory.mktemp("nexus-browser")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve_nexus(var_dir: Path, **overrides: str) -> Iterator[Nexus]:
+    """A daphne and its fake OpenAI upstream, with the browser tests' environment plus
+    ``overrides`` (e.g. a short ``NEXUS_CONVERSATION_IDLE_SECONDS`` for one module's own server)."""
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     fake = FakeServerProcess("openai").start()
@@ -143,6 +150,7 @@ def nexus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nexus]:
             NEXUS_RUNS_PER_MINUTE_PER_USER="1000",
             NEXUS_WS_MAX_SOCKETS_PER_USER="20",
         )
+        env.update(overrides)
         for args in (("migrate", "--noinput"), ("shell", "-c", CREATE_USERS)):
             result = manage(*args, env=env)
             assert result.returncode == 0, result.stdout + result.stderr
@@ -231,10 +239,18 @@ def screenshot(page: Any, name: str, *, full_page: bool = False) -> Path:
     return path
 
 
-def start_chat(page: Any, agent: dict[str, Any]) -> str:
-    """Pick ``agent`` in the sidebar, start a new chat with it; the conversation id."""
+def start_chat(page: Any, agent: dict[str, Any]) -> None:
+    """Pick ``agent`` in the sidebar and press New chat: an empty composer bound to it. Nothing is
+    stored until the first message (``send``); ``current_conversation_id`` then names it."""
     page.click(f'#agent-list [data-agent-id="{agent["id"]}"]')
     page.click("#new-chat")
+    page.wait_for_selector(f'#chat-head[data-draft="true"] [data-agent-id="{agent["id"]}"]')
+    page.locator("#composer-input").wait_for()
+
+
+def current_conversation_id(page: Any) -> str:
+    """The open conversation's id, once it exists (a new chat's first message creates it), with
+    its socket connected."""
     page.wait_for_url(re.compile(r"#c=[0-9a-f-]{36}$"))
     page.wait_for_selector('#conn-state[data-state="connected"]')
     return page.url.rsplit("#c=", 1)[1]

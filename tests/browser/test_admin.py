@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import PASSWORDS, reply_locator, screenshot, send, sign_in, start_chat
+from tests.browser.conftest import (
+    PASSWORDS,
+    current_conversation_id,
+    reply_locator,
+    screenshot,
+    send,
+    sign_in,
+    start_chat,
+)
 from tests.fakes.script import Reply
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -38,8 +46,9 @@ def test_the_live_view_shows_the_run_and_the_socket_and_the_stop_action_ends_the
     agent = nexus.create_agent("Filibuster")
     nexus.fake.script(Reply.words(300, tokens_per_s=10))
     sign_in(page)
-    conversation_id = start_chat(page, agent)
+    start_chat(page, agent)
     send(page, "Never stop talking.")
+    conversation_id = current_conversation_id(page)
     reply_locator(page).locator(".msg-text").filter(has_text="w3").wait_for()
     run_id = nexus.agent_messages(conversation_id)[0]["metadata"]["run_id"]
 
@@ -74,8 +83,9 @@ def test_the_live_view_stop_button_ends_a_run(nexus, page, operator_page):
     agent = nexus.create_agent("Rambler")
     nexus.fake.script(Reply.words(300, tokens_per_s=10))
     sign_in(page)
-    conversation_id = start_chat(page, agent)
+    start_chat(page, agent)
     send(page, "Ramble on.")
+    conversation_id = current_conversation_id(page)
     reply_locator(page).locator(".msg-text").filter(has_text="w3").wait_for()
     run_id = nexus.agent_messages(conversation_id)[0]["metadata"]["run_id"]
 

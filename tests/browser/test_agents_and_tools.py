@@ -8,6 +8,7 @@ import pytest
 
 from tests.browser.conftest import (
     COUNT_TEXT_UPDATES,
+    current_conversation_id,
     no_dialogs,
     reply_locator,
     screenshot,
@@ -27,8 +28,9 @@ def test_markup_in_a_reply_is_shown_literally_and_never_runs(nexus, page):
     nexus.fake.script(Reply(text=HOSTILE, tokens_per_s=20))
     with no_dialogs(page) as dialogs:
         sign_in(page)
-        conversation_id = start_chat(page, agent)
+        start_chat(page, agent)
         send(page, "Say something dangerous.")
+        conversation_id = current_conversation_id(page)
         page.wait_for_selector('#messages .msg-agent[data-status="complete"]')
         reply = reply_locator(page)
         assert reply.locator(".msg-text").text_content() == HOSTILE

@@ -10,6 +10,7 @@ import pytest
 from tests.browser.conftest import (
     COUNT_TEXT_UPDATES,
     MODEL,
+    current_conversation_id,
     reply_locator,
     screenshot,
     send,
@@ -50,10 +51,11 @@ def test_a_reply_streams_in_token_by_token_and_shows_who_answered(nexus, page):
     words = [f"word{i}" for i in range(30)]
     nexus.fake.script(Reply(text=" ".join(words), tokens_per_s=15))
     sign_in(page)
-    conversation_id = start_chat(page, agent)
+    start_chat(page, agent)
     page.evaluate(COUNT_TEXT_UPDATES)
 
     send(page, "Count to thirty, please.")
+    conversation_id = current_conversation_id(page)
     reply = reply_locator(page)
     reply.locator(".msg-text").filter(has_text="word3").wait_for()
     screenshot(page, "03-streaming")
@@ -78,9 +80,10 @@ def test_stop_ends_the_reply_mid_stream_and_keeps_the_partial_text(nexus, page):
     agent = nexus.create_agent("Long talker")
     nexus.fake.script(Reply.words(200, tokens_per_s=10))
     sign_in(page)
-    conversation_id = start_chat(page, agent)
+    start_chat(page, agent)
 
     send(page, "Talk for a long time.")
+    conversation_id = current_conversation_id(page)
     reply = reply_locator(page)
     reply.locator(".msg-text").filter(has_text="w5").wait_for()
     page.click("#stop-btn")
@@ -101,8 +104,9 @@ def test_feedback_rename_and_delete(nexus, page):
     agent = nexus.create_agent("Helpful")
     nexus.fake.script(Reply(text="Glad to help."))
     sign_in(page)
-    conversation_id = start_chat(page, agent)
+    start_chat(page, agent)
     send(page, "Help me.")
+    conversation_id = current_conversation_id(page)
     page.wait_for_selector('#messages .msg-agent[data-status="complete"]')
 
     reply = reply_locator(page)
@@ -165,7 +169,8 @@ def test_an_agent_created_on_the_page_can_be_chatted_with(nexus, page):
     form.wait_for(state="hidden")
     page.locator("#agent-list .pick.is-selected .pick-name", has_text="Fresh").wait_for()
     page.click("#new-chat")
-    page.wait_for_selector('#conn-state[data-state="connected"]')
+    page.wait_for_selector('#chat-head[data-draft="true"]')
     send(page, "Who are you?")
+    page.wait_for_selector('#conn-state[data-state="connected"]')
     page.wait_for_selector('#messages .msg-agent[data-status="complete"]')
     assert reply_locator(page).locator(".msg-text").text_content() == "Hello, I was made a moment ago."

@@ -45,8 +45,8 @@ def test_the_chat_works_on_a_phone(nexus, phone):
     screenshot(phone, "16-phone-drawer")
     phone.tap(f'#agent-list [data-agent-id="{agent["id"]}"]')
     phone.tap("#new-chat")
-    phone.wait_for_selector('#conn-state[data-state="connected"]')
-    phone.locator("#sidebar").wait_for(state="hidden")  # picking a chat closes the drawer
+    phone.wait_for_selector('#chat-head[data-draft="true"]')
+    phone.locator("#sidebar").wait_for(state="hidden")  # a new chat closes the drawer
 
     send(phone, "Hello from my phone, with a long message that has to wrap as well.")
     phone.wait_for_selector('#messages .msg-agent[data-status="complete"]')

@@ -176,12 +176,40 @@ async def test_answering_pings_keeps_the_socket_open(connect, user, conversation
     await client.close()
 
 
-async def test_an_expired_conversation_is_closed_4002(connect, user, conversation):
-    from conversations.models import Conversation
+async def test_an_expired_conversation_opens_with_its_history_and_a_message_revives_it(
+    connect, user, conversation
+):
+    from django.utils import timezone
 
-    await database_sync_to_async(Conversation.objects.filter(pk=conversation.pk).update)(status="expired")
+    from conversations.models import Conversation, Message
+
+    first = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    await first.until("session_state")
+    await first.send({"type": "user_message", "data": {"content": "before the break"}})
+    await first.until("run_finished")
+    await first.close()
+    await database_sync_to_async(Conversation.objects.filter(pk=conversation.pk).update)(
+        status="expired", expires_at=timezone.now()
+    )
+
     client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
-    assert await client.closed() == 4002
+    state = (await client.until("session_state"))["data"]
+    assert state["status"] == "expired"
+    assert [m["content"] for m in state["messages"]] == ["before the break", "ok"]
+    await client.send({"type": "user_message", "data": {"content": "I am back", "client_message_id": "b1"}})
+    ack = await client.until("ack")
+    assert ack["data"]["run_id"]
+    finished = await client.until("run_finished")
+    assert finished["data"]["status"] == "completed"
+
+    revived = await database_sync_to_async(Conversation.objects.get)(pk=conversation.pk)
+    assert revived.status == "active"
+    assert revived.expires_at > timezone.now()
+    contents = await database_sync_to_async(
+        lambda: list(Message.objects.filter(conversation=conversation).values_list("content", flat=True))
+    )()
+    assert contents == ["before the break", "ok", "I am back", "ok"]
+    await client.close()
 
 
 async def test_the_agent_endpoint_needs_initialize_first(connect, user, conversation):

@@ -57,11 +57,23 @@ export function createApi({ base, csrfToken, onSignedOut }) {
     listAgents: async () => results(await request("GET", "agents/?page_size=100")),
     createAgent: (fields) => request("POST", "agents/", fields),
     listProviders: () => request("GET", "providers/"),
-    listConversations: async () => results(await request("GET", "conversations/?page_size=50")),
+    /** The sidebar's list: pinned first, then by last activity; `search` over titles and messages. */
+    listConversations: async ({ search = "", archived = false } = {}) => {
+      const query = new URLSearchParams({ page_size: "50" });
+      if (search) query.set("search", search);
+      if (archived) query.set("archived", "1");
+      return results(await request("GET", `conversations/?${query}`));
+    },
     createConversation: (fields) => request("POST", "conversations/", fields),
+    getConversation: (id) => request("GET", `conversations/${id}/`),
     renameConversation: (id, title) => request("PATCH", `conversations/${id}/`, { title }),
+    updateConversation: (id, fields) => request("PATCH", `conversations/${id}/`, fields),
     deleteConversation: (id) => request("DELETE", `conversations/${id}/`),
+    setConversationAgent: (id, agentId) => request("POST", `conversations/${id}/agent/`, { agent_id: agentId }),
     generateTitle: (id) => request("POST", `conversations/${id}/generate-title/`),
+    /** The automatic title after the first exchange: kept if the conversation has one already. */
+    titleIfUntitled: (id) => request("POST", `conversations/${id}/generate-title/`, { mode: "untitled" }),
+    exportUrl: (id, format) => `${base}conversations/${id}/export/?format=${format}`,
     stopConversation: (id) => request("POST", `conversations/${id}/stop/`, {}),
     feedback: (messageId, rating) => request("POST", `messages/${messageId}/feedback/`, { rating }),
   };
@@ -78,6 +90,9 @@ export function describeError(error) {
     else if (value) parts.push(prefix ? `${prefix}: ${value}` : String(value));
   };
   if (error.errors) collect(error.errors, "");
-  if (error.status === 429 && error.retryAfter) parts.push(`Try again in ${error.retryAfter} s.`);
+  // The server's own message usually says when already ("Try again in 56 s."): say it once.
+  if (error.status === 429 && error.retryAfter && !/try again/i.test(error.message)) {
+    parts.push(`Try again in ${error.retryAfter} s.`);
+  }
   return parts.join(" ");
 }

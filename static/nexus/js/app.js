@@ -2,7 +2,7 @@
 
 import { createApi, describeError } from "./api.js";
 import { ChatSession } from "./chat.js";
-import { $, avatar, h } from "./dom.js";
+import { $, avatar, emojiSupported, formatWhen, h, icon } from "./dom.js";
 
 const config = JSON.parse(document.getElementById("nexus-config").textContent);
 const FALLBACK_PROVIDERS = ["local", "ollama", "openai", "gemini"];
@@ -25,6 +25,8 @@ const els = {
   agentToggle: $("#new-agent-toggle"),
   providerSelect: $("#agent-provider"),
   conversationList: $("#conversation-list"),
+  search: $("#conversation-search"),
+  archivedToggle: $("#archived-toggle"),
   newChat: $("#new-chat"),
   sessionForm: $("#session-form"),
   sessionToggle: $("#new-session-toggle"),
@@ -33,10 +35,16 @@ const els = {
   title: $("#chat-title"),
   status: $("#chat-status"),
   chatAgents: $("#chat-agents"),
+  agentPicker: $("#agent-picker"),
+  agentPickerSelect: $("#agent-picker-select"),
   goal: $("#chat-goal"),
   renameBtn: $("#rename-btn"),
   renameForm: $("#rename-form"),
   titleBtn: $("#title-btn"),
+  pinBtn: $("#pin-btn"),
+  archiveBtn: $("#archive-btn"),
+  exportMd: $("#export-md"),
+  exportJson: $("#export-json"),
   deleteBtn: $("#delete-btn"),
   messages: $("#messages"),
   composer: $("#composer"),
@@ -51,6 +59,10 @@ const state = {
   conversations: [],
   selectedAgentId: localStorage.getItem("nexus.agent") || null,
   session: null,
+  draft: null, // a new chat not stored yet: {agentId}; it becomes a conversation with its first message
+  creating: false,
+  search: "",
+  showArchived: false,
 };
 
 const api = createApi({
@@ -63,10 +75,24 @@ const api = createApi({
 
 // --- feedback to the person ----------------------------------------------------------------------
 
+// One toast per distinct message: the same message again replaces the one shown (its timer starts
+// over), it never stacks.
+const liveToasts = new Map(); // `${kind}:${message}` -> {el, timer}
+
 function toast(message, kind = "info") {
+  const key = `${kind}:${message}`;
+  const shown = liveToasts.get(key);
+  if (shown) {
+    clearTimeout(shown.timer);
+    shown.el.remove();
+  }
   const el = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" }, message);
   els.toasts.append(el);
-  setTimeout(() => el.remove(), kind === "error" ? 7000 : 4000);
+  const timer = setTimeout(() => {
+    el.remove();
+    if (liveToasts.get(key)?.el === el) liveToasts.delete(key);
+  }, kind === "error" ? 7000 : 4000);
+  liveToasts.set(key, { el, timer });
 }
 
 function setConnection(status, detail = {}) {
@@ -74,6 +100,9 @@ function setConnection(status, detail = {}) {
   if (status === "waiting") text = `Reconnecting in ${Math.ceil((detail.retryInMs || 0) / 1000)} s`;
   if (status === "closed" && detail.code === 4003) text = "Signed out";
   if (status === "closed" && detail.code === 4001) text = "Conversation unavailable";
+  else if (status === "closed" && detail.code !== 4003 && detail.error && detail.error.message) {
+    text = `Disconnected: ${detail.error.message}`; // refused for good: say why, stop retrying
+  }
   els.conn.dataset.state = status;
   els.conn.textContent = text;
   els.conn.title = detail.attempt ? `attempt ${detail.attempt}` : "";
@@ -142,6 +171,7 @@ function selectAgent(id) {
   state.selectedAgentId = id;
   localStorage.setItem("nexus.agent", id);
   renderAgents();
+  if (state.draft) showDraft(); // the unsent new chat goes to the agent just picked
 }
 
 async function loadAgents() {
@@ -215,6 +245,17 @@ function conversationLabel(conversation) {
   return names ? `Chat with ${names}` : "New conversation";
 }
 
+/** When a conversation last saw a message (its creation before the first). */
+function lastActivity(conversation) {
+  return conversation.last_message_at || conversation.created_at || "";
+}
+
+/** The server's order: pinned first, then the most recent activity. */
+function sortConversations() {
+  const when = (conversation) => Date.parse(lastActivity(conversation)) || 0;
+  state.conversations.sort((a, b) => Number(!!b.pinned) - Number(!!a.pinned) || when(b) - when(a));
+}
+
 function renderConversations() {
   const current = state.session && state.session.id;
   els.conversationList.replaceChildren(
@@ -234,11 +275,28 @@ function renderConversations() {
           h(
             "span",
             { class: "pick-body" },
-            h("span", { class: "conv-title" }, conversationLabel(conversation)),
             h(
               "span",
-              { class: "pick-sub" },
-              conversation.session_type === "agent_agent" ? `agents · ${conversation.status}` : conversation.status,
+              { class: "conv-line" },
+              conversation.pinned ? h("span", { class: "conv-pin", title: "Pinned", role: "img", "aria-label": "Pinned" }, icon("pin", 12)) : null,
+              h("span", { class: "conv-title" }, conversationLabel(conversation)),
+              lastActivity(conversation)
+                ? h(
+                    "time",
+                    {
+                      class: "conv-when",
+                      datetime: lastActivity(conversation),
+                      title: new Date(lastActivity(conversation)).toLocaleString(),
+                    },
+                    formatWhen(lastActivity(conversation)),
+                  )
+                : null,
+            ),
+            h(
+              "span",
+              { class: "pick-sub conv-preview" },
+              conversation.preview ||
+                (conversation.session_type === "agent_agent" ? `agents · ${conversation.status}` : conversation.status),
             ),
           ),
         ),
@@ -246,14 +304,24 @@ function renderConversations() {
     ),
   );
   if (!state.conversations.length) {
-    els.conversationList.append(h("li", { class: "muted" }, "No conversations yet."));
+    const empty = state.search
+      ? "No conversation matches."
+      : state.showArchived
+        ? "No archived conversations."
+        : "No conversations yet.";
+    els.conversationList.append(h("li", { class: "muted" }, empty));
   }
 }
 
+let listRequest = 0;
 async function loadConversations() {
+  const ticket = ++listRequest; // typing fast: only the newest answer is shown
   try {
-    state.conversations = await api.listConversations();
+    const conversations = await api.listConversations({ search: state.search, archived: state.showArchived });
+    if (ticket !== listRequest) return;
+    state.conversations = conversations;
   } catch (err) {
+    if (ticket !== listRequest) return;
     toast(`Conversations: ${describeError(err)}`, "error");
   }
   renderConversations();
@@ -262,24 +330,86 @@ async function loadConversations() {
 function upsertConversation(conversation) {
   const index = state.conversations.findIndex((c) => c.id === conversation.id);
   if (index >= 0) state.conversations[index] = { ...state.conversations[index], ...conversation };
+  else if (state.search || state.showArchived || conversation.archived) return; // not in the list shown
   else state.conversations.unshift(conversation);
+  sortConversations();
   renderConversations();
 }
 
-async function newChat() {
+/** A message just went by in conversation ``id``: it moves up the list with its preview. */
+function noteActivity(id, text) {
+  const known = state.conversations.find((c) => c.id === id);
+  if (!known) return;
+  const preview = text.replace(/\s+/g, " ").trim();
+  const fields = { id, last_message_at: new Date().toISOString() };
+  if (preview) fields.preview = preview.length > 100 ? `${preview.slice(0, 99)}…` : preview;
+  upsertConversation(fields);
+}
+
+/** "New chat": an empty composer bound to the chosen agent; nothing is stored until it is used. */
+function newChat() {
   const agent = agentInfo(state.selectedAgentId);
   if (!agent) {
     toast("Create or pick an agent first.", "error");
-    return null;
+    return;
   }
+  if (state.session) state.session.close();
+  state.session = null;
+  state.draft = { agentId: agent.id };
+  showDraft();
+  closeSidebar();
+  els.input.focus();
+}
+
+function showDraft() {
+  const agent = agentInfo(state.selectedAgentId);
+  if (!agent || !state.draft) return;
+  state.draft.agentId = agent.id;
+  cancelRename();
+  if (location.hash) history.replaceState(null, "", location.pathname);
+  els.title.textContent = "New chat";
+  els.chatAgents.replaceChildren(
+    h(
+      "span",
+      { class: "chip", title: `${agent.provider} · ${agent.model}`, dataset: { agentId: agent.id } },
+      avatar(agent, "avatar-small"),
+      h("span", { class: "chip-name" }, agent.name),
+      h("span", { class: "chip-sub" }, `${agent.provider} · ${agent.model}`),
+    ),
+  );
+  els.goal.hidden = true;
+  els.status.hidden = true;
+  els.empty.hidden = true;
+  els.head.hidden = false;
+  els.head.dataset.draft = "true";
+  els.composer.hidden = false;
+  els.composer.dataset.agentId = agent.id;
+  els.stopBtn.hidden = true;
+  els.input.placeholder = `Message ${agent.name}…`;
+  els.messages.replaceChildren();
+  setConnection("idle");
+  renderConversations();
+}
+
+/** The first message of a new chat: the conversation is created now, then the message is sent. */
+async function createFromDraft(content) {
+  const agentId = state.draft.agentId;
+  state.creating = true;
+  els.sendBtn.disabled = true;
   try {
-    const conversation = await api.createConversation({ session_type: "human_agent", agents: [agent.id] });
+    const conversation = await api.createConversation({ session_type: "human_agent", agents: [agentId] });
+    state.draft = null;
     upsertConversation(conversation);
-    openConversation(conversation.id);
-    return conversation;
+    const session = openConversation(conversation.id);
+    session.send(content);
+    noteActivity(conversation.id, content);
+    return true;
   } catch (err) {
-    toast(describeError(err), "error");
-    return null;
+    toast(describeError(err), "error"); // the draft and its text stay: sending again retries
+    return false;
+  } finally {
+    state.creating = false;
+    els.sendBtn.disabled = false;
   }
 }
 
@@ -321,7 +451,8 @@ const view = {
   onConversationChanged(conversation, agents) {
     if (!conversation) return;
     els.title.textContent = conversationLabel({ ...conversation, agents: [...agents.values()] });
-    els.status.textContent = conversation.status;
+    els.status.textContent = conversation.status === "expired" ? "idle" : conversation.status;
+    els.status.title = conversation.status === "expired" ? "Expired after inactivity: a new message revives it." : "";
     els.status.dataset.status = conversation.status;
     els.status.hidden = conversation.status === "active" && conversation.session_type !== "agent_agent";
     const separator = conversation.session_type === "agent_agent" ? " ⇄ " : ", ";
@@ -337,11 +468,24 @@ const view = {
         ),
       ]),
     );
+    renderAgentPicker(conversation, agents);
     const goal = conversation.settings && conversation.settings.goal;
     els.goal.hidden = !goal;
     els.goal.textContent = goal ? `Goal: ${goal}` : "";
-    els.input.placeholder = conversation.session_type === "agent_agent" ? "Interject, or resume the session…" : "Message…";
+    els.input.placeholder =
+      conversation.session_type === "agent_agent"
+        ? "Interject, or resume the session…"
+        : conversation.status === "expired"
+          ? "This chat went idle: send a message to continue it…"
+          : "Message…";
     upsertConversation({ id: conversation.id, title: conversation.title, status: conversation.status });
+    showFiling(conversation);
+  },
+  onRunFinished(data, record) {
+    const session = state.session;
+    if (!session || !record) return;
+    noteActivity(session.id, record.textEl.textContent || ""); // the rendered reply: plain text
+    autoTitle(session);
   },
   setRunning(running, agentSession) {
     els.stopBtn.hidden = !running;
@@ -349,9 +493,52 @@ const view = {
   },
 };
 
+// --- who answers the open chat ---------------------------------------------------------------------
+
+/** "Answered by": a person's chat only; the conversation's primary agent, and the agents that can
+ * take over (the sidebar's pick is for new chats). */
+function renderAgentPicker(conversation, agents) {
+  const human = conversation.session_type !== "agent_agent";
+  els.agentPicker.hidden = !human;
+  if (!human) return;
+  const primary = [...agents.values()][0] || null;
+  const choices = agentsInOrder().filter(
+    (agent) => (agent.status !== "paused" && agent.status !== "error") || (primary && agent.id === primary.id),
+  );
+  if (primary && !choices.some((agent) => agent.id === primary.id)) choices.unshift(primary);
+  els.agentPickerSelect.replaceChildren(
+    ...choices.map((agent) =>
+      h("option", { value: agent.id }, `${(emojiSupported() && agent.emoji) || ""} ${agent.name}`.trim()),
+    ),
+  );
+  els.agentPickerSelect.value = primary ? primary.id : "";
+}
+
+async function switchAgent() {
+  const session = state.session;
+  const agentId = els.agentPickerSelect.value;
+  if (!session || !session.conversation || !agentId) return;
+  els.agentPickerSelect.disabled = true;
+  try {
+    const conversation = await api.setConversationAgent(session.id, agentId);
+    if (state.session !== session) return;
+    session.setAgents(conversation.agents.map((agent) => ({ ...agent, id: agent.agent_id })));
+    // Every tab (this one too) notes the change from its system event agent_changed.
+    upsertConversation(conversation);
+  } catch (err) {
+    toast(describeError(err), "error");
+    if (state.session === session && session.conversation) renderAgentPicker(session.conversation, session.agents);
+  } finally {
+    els.agentPickerSelect.disabled = false;
+  }
+}
+
 function openConversation(id) {
   if (state.session && state.session.id === id) return state.session;
   if (state.session) state.session.close();
+  state.draft = null;
+  delete els.head.dataset.draft;
+  delete els.composer.dataset.agentId;
   cancelRename();
   const session = new ChatSession({ id, config, api, view });
   state.session = session;
@@ -359,12 +546,16 @@ function openConversation(id) {
   const known = state.conversations.find((c) => c.id === id);
   els.title.textContent = known ? conversationLabel(known) : "…";
   els.chatAgents.replaceChildren();
+  els.agentPicker.hidden = true;
   els.goal.hidden = true;
   els.status.hidden = true;
   els.empty.hidden = true;
   els.head.hidden = false;
   els.composer.hidden = false;
   els.stopBtn.hidden = true;
+  els.exportMd.href = api.exportUrl(id, "md");
+  els.exportJson.href = api.exportUrl(id, "json");
+  if (known) showFiling(known);
   session.start();
   renderConversations();
   closeSidebar();
@@ -375,6 +566,8 @@ function openConversation(id) {
 function closeConversation() {
   if (state.session) state.session.close();
   state.session = null;
+  state.draft = null;
+  delete els.head.dataset.draft;
   history.replaceState(null, "", location.pathname);
   els.empty.hidden = false;
   els.head.hidden = true;
@@ -387,15 +580,86 @@ function closeConversation() {
 async function sendMessage(event) {
   event.preventDefault();
   const content = els.input.value.trim();
-  if (!content) return;
-  let session = state.session;
+  if (!content || state.creating) return;
+  const session = state.session;
   if (!session) {
-    if (!(await newChat())) return;
-    session = state.session;
+    if (!state.draft) newChat();
+    if (!state.draft || !(await createFromDraft(content))) return;
+  } else {
+    session.send(content);
+    noteActivity(session.id, content);
   }
   els.input.value = "";
   autosize();
-  session.send(content);
+}
+
+// --- titles, pins, the archive -------------------------------------------------------------------
+
+const titled = new Set(); // conversations whose automatic title was already asked for
+
+/** After a reply in an untitled chat: its title from the first message (the server keeps any title). */
+async function autoTitle(session) {
+  const conversation = session.conversation;
+  if (!conversation || conversation.title || conversation.session_type !== "human_agent") return;
+  if (titled.has(session.id)) return;
+  titled.add(session.id);
+  try {
+    const result = await api.titleIfUntitled(session.id);
+    if (!result.title) return;
+    conversation.title = result.title;
+    if (state.session === session && els.renameForm.hidden) els.title.textContent = result.title;
+    upsertConversation({ id: session.id, title: result.title });
+  } catch (err) {
+    /* the title can wait: the list shows the agent's name meanwhile */
+  }
+}
+
+/** The pin and archive buttons for the open conversation. */
+function showFiling(conversation) {
+  const known = state.conversations.find((c) => c.id === conversation.id) || {};
+  const pinned = conversation.pinned ?? known.pinned ?? false;
+  const archived = conversation.archived ?? known.archived ?? false;
+  els.pinBtn.textContent = pinned ? "Unpin" : "Pin";
+  els.pinBtn.setAttribute("aria-pressed", String(!!pinned));
+  els.archiveBtn.textContent = archived ? "Unarchive" : "Archive";
+  els.archiveBtn.setAttribute("aria-pressed", String(!!archived));
+}
+
+async function fileConversation(fields) {
+  const session = state.session;
+  if (!session) return;
+  try {
+    const conversation = await api.updateConversation(session.id, fields);
+    if (session.conversation) Object.assign(session.conversation, { pinned: conversation.pinned, archived: conversation.archived });
+    showFiling(conversation);
+    if ("archived" in fields) {
+      // It leaves the list it was in (or joins it): the list is asked again.
+      toast(conversation.archived ? "Conversation archived." : "Conversation back in the list.");
+      await loadConversations();
+    } else {
+      upsertConversation(conversation);
+    }
+  } catch (err) {
+    toast(describeError(err), "error");
+  }
+}
+
+let searchTimer = null;
+function onSearch() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => {
+    const search = els.search.value.trim();
+    if (search === state.search) return;
+    state.search = search;
+    loadConversations();
+  }, 250);
+}
+
+function toggleArchived() {
+  state.showArchived = !state.showArchived;
+  els.archivedToggle.setAttribute("aria-pressed", String(state.showArchived));
+  els.archivedToggle.classList.toggle("is-on", state.showArchived);
+  loadConversations();
 }
 
 function startRename() {
@@ -530,10 +794,17 @@ function bind() {
     }
   });
   els.stopBtn.addEventListener("click", () => state.session && state.session.stop());
+  els.agentPickerSelect.addEventListener("change", switchAgent);
   els.renameBtn.addEventListener("click", startRename);
   els.renameForm.addEventListener("submit", saveRename);
   els.renameForm.querySelector("[data-action=cancel]").addEventListener("click", cancelRename);
   els.titleBtn.addEventListener("click", suggestTitle);
+  els.pinBtn.addEventListener("click", () => fileConversation({ pinned: els.pinBtn.getAttribute("aria-pressed") !== "true" }));
+  els.archiveBtn.addEventListener("click", () =>
+    fileConversation({ archived: els.archiveBtn.getAttribute("aria-pressed") !== "true" }),
+  );
+  els.search.addEventListener("input", onSearch);
+  els.archivedToggle.addEventListener("click", toggleArchived);
   els.deleteBtn.addEventListener("click", deleteConversation);
   window.addEventListener("hashchange", routeFromHash);
   window.addEventListener("pagehide", () => state.session && state.session.close());

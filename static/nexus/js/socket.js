@@ -2,7 +2,13 @@
 // exponential backoff and jitter, resume from the last seen seq, and dedupe by seq, so the page
 // sees every conversation event exactly once and in order.
 
+// Close codes (docs/protocol.md, "Close codes"). Permanent: retrying cannot help, so the page stops
+// and says why. Every other code is transient: reconnect with backoff and resume.
 const NO_RETRY_CODES = new Set([4001, 4003]); // invalid session, authentication failed
+// A socket refused before it was ever bound (no session_state) with the same 4xxx code this many
+// times in a row is refused for good (4004, too many sockets, excepted: another tab may close): no
+// endless "Reconnecting in N s".
+const MAX_REFUSALS = 3;
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
 const RATE_LIMITED_MIN_MS = 10000;
@@ -35,6 +41,10 @@ export class ConversationSocket {
     this.heartbeatTimer = null;
     this.lastFrameAt = 0;
     this.status = "idle";
+    this.bound = false; // the current socket got its session_state
+    this.lastError = null; // the server's last error frame outside the sequence (why it closes)
+    this.refusals = { code: null, count: 0 };
+    this.quietClose = false; // the next close is expected: reopen at once, without "Reconnecting"
     this._onOnline = () => this.reconnectNow();
     this._onOffline = () => this._drop("offline");
     window.addEventListener("online", this._onOnline);
@@ -76,10 +86,35 @@ export class ConversationSocket {
     return true;
   }
 
-  /** Ask the server to replay every event after ``seq`` (used to rebuild a reply mid-stream). */
+  /**
+   * Deliver every event after ``seq`` again, on a fresh socket opened with ``?last_seq=`` (used to
+   * rebuild a reply mid-stream). Not a ``resume`` on this socket: it may already have sent live
+   * events after its session_state, and a socket never goes back (the server would answer with a
+   * resync, whose stored text lags the log). A socket that has sent nothing honours any position.
+   */
   replayFrom(seq) {
     this.lastSeq = seq;
-    return this.send("resume", { last_seq: seq });
+    this.resyncing = false;
+    const ws = this.ws;
+    this.ws = null;
+    this._stopHeartbeat();
+    if (ws) {
+      ws.onclose = ws.onmessage = ws.onerror = ws.onopen = null;
+      try {
+        ws.close(1000, "replay");
+      } catch (err) {
+        /* already closed */
+      }
+    }
+    if (this.stopped) return;
+    this.attempt = 0;
+    this._open({ quiet: true });
+  }
+
+  /** The server is about to close this socket on purpose (e.g. the conversation went idle): reopen
+   * at once when it does, without showing a reconnection. */
+  expectClose() {
+    this.quietClose = true;
   }
 
   /** Reconnect at once (the network came back, or the user asked). */
@@ -96,7 +131,7 @@ export class ConversationSocket {
     this.onStatus(status, detail);
   }
 
-  _open() {
+  _open({ quiet = false } = {}) {
     clearTimeout(this.retryTimer);
     if (this.stopped) return;
     if (!navigator.onLine) {
@@ -116,9 +151,13 @@ export class ConversationSocket {
       return;
     }
     this.ws = ws;
-    this._setStatus(this.attempt === 0 && this.lastSeq === null ? "connecting" : "reconnecting", {
-      attempt: this.attempt,
-    });
+    this.bound = false;
+    this.lastError = null;
+    if (!quiet) {
+      this._setStatus(this.attempt === 0 && this.lastSeq === null ? "connecting" : "reconnecting", {
+        attempt: this.attempt,
+      });
+    }
     ws.onopen = () => {
       this.lastFrameAt = Date.now();
       this._startHeartbeat();
@@ -157,12 +196,17 @@ export class ConversationSocket {
         if (fresh) this.lastSeq = (frame.data && frame.data.last_seq) || 0;
         this.resyncing = false;
         this.attempt = 0;
+        this.bound = true;
+        this.refusals = { code: null, count: 0 };
         this._setStatus("connected");
         this.onFrame(frame, { fresh });
         return;
       }
       case "info":
         if (frame.data && frame.data.code === "resync") this.resyncing = true;
+        break;
+      case "error":
+        if (typeof frame.seq !== "number") this.lastError = frame.data || null;
         break;
       default:
         break;
@@ -183,10 +227,27 @@ export class ConversationSocket {
     this.ws = null;
     this._stopHeartbeat();
     if (this.stopped) return;
+    const detail = { code: event.code, reason: event.reason, error: this.lastError };
     if (NO_RETRY_CODES.has(event.code)) {
-      this._setStatus("closed", { code: event.code, reason: event.reason });
+      this._setStatus("closed", detail);
       return;
     }
+    if (!this.bound && event.code >= 4000 && event.code !== 4004) {
+      // Refused before it was bound: the same refusal again and again is a permanent one.
+      const same = this.refusals.code === event.code;
+      this.refusals = { code: event.code, count: same ? this.refusals.count + 1 : 1 };
+      if (this.refusals.count >= MAX_REFUSALS) {
+        this._setStatus("closed", detail);
+        return;
+      }
+    }
+    if (this.quietClose && this.bound) {
+      this.quietClose = false;
+      this.attempt = 0;
+      this._open({ quiet: true });
+      return;
+    }
+    this.quietClose = false;
     this._scheduleRetry(event.code === 4004 ? RATE_LIMITED_MIN_MS : 0);
   }
 
