@@ -24,6 +24,7 @@ from conversations.services import message_feedback
 from core.errors import NexusError, NotFound, ValidationFailed
 from realtime import protocol
 from realtime.connections import Credentials
+from realtime.dialects.native import NATIVE
 from realtime.limits import get_limits
 from realtime.middleware import SUBPROTOCOL
 from realtime.presence import presence
@@ -478,14 +479,14 @@ class ConversationSocket(BaseSocket):
     async def _forward(self, evt: LoggedEvent) -> None:
         if evt.seq <= self._cursor:  # sent already (the cursor is never below _sent_to)
             return
-        # Events are logged fitted to the frame limit; one logged before that rule is fitted here,
-        # so no resume can meet a frame the server cannot send.
-        payload = protocol.fit_logged(evt.payload, settings.NEXUS_WS_MAX_MESSAGE_BYTES)
-        await self.send(text_data=protocol.frame_with_seq(evt.seq, payload))
+        # The native codec fits an event logged before the frame limit rule, so no resume can meet
+        # a frame the server cannot send.
+        for frame in NATIVE.render(evt, frame_bytes=settings.NEXUS_WS_MAX_MESSAGE_BYTES):
+            await self.send(text_data=frame)
         if self._sent_from is None or evt.seq != self._sent_to + 1:
             self._sent_from = evt.seq - 1
         self._cursor = self._sent_to = evt.seq
-        ending = protocol.conversation_ending(evt.payload)
+        ending = protocol.conversation_ending(evt)
         if ending == "session_expired":
             await self.close_with("forbidden", "The conversation expired after inactivity.", CLOSE_EXPIRED)
         elif ending == "conversation_deleted":

@@ -32,6 +32,7 @@ from core.errors import NexusError, TooLarge, ValidationFailed
 from core.exceptions import error_body, retry_after_seconds
 from realtime import protocol
 from realtime.connections import StreamGuard
+from realtime.dialects.native import NATIVE
 from runs.eventlog import get_event_log
 from runs.eventlog.base import LoggedEvent
 from runs.models import Run
@@ -221,16 +222,16 @@ class _Follower:
 
 def _sse(evt: LoggedEvent) -> bytes:
     # The same frame as the WebSocket's, within the same limit (docs/protocol.md, "Frame size").
-    payload = protocol.fit_logged(evt.payload, settings.NEXUS_WS_MAX_MESSAGE_BYTES)
-    return protocol.sse_event(protocol.frame_with_seq(evt.seq, payload), event_id=evt.seq)
+    (frame,) = NATIVE.render(evt, frame_bytes=settings.NEXUS_WS_MAX_MESSAGE_BYTES)
+    return protocol.sse_event(frame, event_id=evt.seq)
 
 
 def _ends_stream(evt: LoggedEvent, until_run: str | None) -> bool:
     """Whether ``evt`` is a stream's last: its conversation was deleted (nothing more will come),
     or it is the ``run_finished`` of the run the stream follows."""
-    if protocol.conversation_ending(evt.payload) == "conversation_deleted":
+    if protocol.conversation_ending(evt) == "conversation_deleted":
         return True
-    if until_run is None or protocol.event_type(evt.payload) != "run_finished":
+    if until_run is None or evt.kind != "run_finished":
         return False
     return protocol.event_fields(evt.payload)[1].get("run_id") == until_run
 
@@ -434,7 +435,7 @@ async def invoke(request: HttpRequest, *, user: Any) -> HttpResponse:
             try:
                 async with asyncio.timeout(INVOKE_TIMEOUT):
                     async for evt in follower.events(keepalive=None):
-                        if evt is None or protocol.event_type(evt.payload) not in _INVOKE_READS:
+                        if evt is None or evt.kind not in _INVOKE_READS:
                             continue
                         kind, fields = protocol.event_fields(evt.payload)
                         if kind == "run_started" and fields.get("run_id") == result.run_id:

@@ -10,7 +10,7 @@ Conversation events are stored in the event log already rendered as JSON without
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -22,11 +22,16 @@ from runs.event_encoding import (  # noqa: F401  (re-exported: the faces read th
     encode_event,
     encode_event_fitted,
     event,
+    event_data,
+    event_kind,
     fit_fields,
     fit_logged,
     frame_with_seq,
     now_iso,
 )
+
+if TYPE_CHECKING:
+    from runs.eventlog.base import LoggedEvent
 
 PROTOCOL_VERSION = "1.0"
 
@@ -385,26 +390,9 @@ def sse_comment(text: str) -> bytes:
 # --- Logged events, read back ------------------------------------------------------------------
 #
 # A face needs an event's type to act on it (close a socket when its conversation was deleted or
-# expired, end a stream at its run's ``run_finished``). It reads it here, never by looking for a
-# name anywhere in the bytes: a tool result or a context can hold "conversation_deleted" too.
-
-_TYPE_FIRST = b'{"type":"'  # runs.event_encoding.event() puts the type first; encode_event keeps it
-
-
-def event_type(payload: bytes) -> str:
-    """The type of a logged event (its stored JSON, see ``frame_with_seq``).
-
-    The type is read from its place at the start, where ``encode_event`` writes it, without
-    decoding the rest: a socket reads it for every event it forwards, and a long reply's final
-    ``agent_message`` is a megabyte. A payload laid out otherwise is decoded whole."""
-    start = len(_TYPE_FIRST)
-    if payload.startswith(_TYPE_FIRST):
-        end = payload.find(b'"', start)
-        kind = payload[start:end]
-        if end > start and b"\\" not in kind:
-            return kind.decode()
-    kind = orjson.loads(payload).get("type")
-    return kind if isinstance(kind, str) else ""
+# expired, end a stream at its run's ``run_finished``). The log keeps it beside the payload
+# (``LoggedEvent.kind``); nothing looks for a name in the bytes: a tool result or a context can
+# hold "conversation_deleted" too.
 
 
 def event_fields(payload: bytes) -> tuple[str, dict[str, Any]]:
@@ -417,12 +405,12 @@ def event_fields(payload: bytes) -> tuple[str, dict[str, Any]]:
 CONVERSATION_ENDINGS = frozenset({"session_expired", "conversation_deleted"})
 
 
-def conversation_ending(payload: bytes) -> str | None:
+def conversation_ending(evt: LoggedEvent) -> str | None:
     """``session_expired`` or ``conversation_deleted`` when a logged event says its conversation
     ended (a ``system`` event with that code), else None. Only a ``system`` event is decoded."""
-    if event_type(payload) != "system":
+    if evt.kind != "system":
         return None
-    code = event_fields(payload)[1].get("code")
+    code = event_fields(evt.payload)[1].get("code")
     return code if code in CONVERSATION_ENDINGS else None
 
 

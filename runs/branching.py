@@ -32,6 +32,7 @@ from conversations.selectors import conversation_get_for_user
 from conversations.services import conversation_idle_expiry
 from core.errors import AgentUnavailable, Conflict, ValidationFailed
 from runs.dispatch import dispatch_run
+from runs.domain_events import Branched
 from runs.eventlog import get_event_log
 from runs.events import EventWriter
 from runs.models import ACTIVE_RUN_STATUSES, Run
@@ -123,7 +124,7 @@ async def _branch_run(*, user: Any, conversation_id: Any, message_id: Any, actio
     writer = EventWriter(
         get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
     )
-    await writer.emit_now("branch", {"action": action, "message_id": str(message_id), "run_id": str(run.pk)})
+    await writer.emit_now(Branched(action=action, message_id=str(message_id), run_id=str(run.pk)))
     await dispatch_run(str(run.pk))
     return BranchResult(action, str(message_id), str(run.pk), str(conversation.pk))
 
@@ -157,5 +158,5 @@ async def message_choose(*, user: Any, conversation_id: Any, message_id: Any) ->
     writer = EventWriter(
         get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
     )
-    await writer.emit_now("branch", {"action": "select", "message_id": str(message_id), "run_id": None})
+    await writer.emit_now(Branched(action="select", message_id=str(message_id), run_id=None))
     return BranchResult("select", str(message_id), None, str(conversation.pk))

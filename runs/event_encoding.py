@@ -1,27 +1,154 @@
-"""Conversation events as the event log stores them: built, encoded to JSON without their seq,
-and fitted to the frame limit. Pure functions about events, used by the run engine (runs/) and
-by the faces (realtime/) that send them; realtime/protocol.py re-exports them.
+"""Conversation events as the event log stores them: the canonical encoding of a domain event
+(``runs.domain_events``) to JSON without its seq, fitted to the frame limit. Pure functions about
+events, used by the run engine (runs/) and by the faces (realtime/) that send them;
+realtime/protocol.py re-exports them.
+
+The canonical encoding is the native protocol's frame (docs/protocol.md): ``{"type", "timestamp",
+"data"}``, the type first. The log stores it, and the native codec (``realtime.dialects.native``)
+relays the stored bytes as they are; other dialects render from it (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
 
 import orjson
+
+from runs.domain_events import (
+    AgentChanged,
+    AgentMessage,
+    Branched,
+    ConversationEnded,
+    Cooldown,
+    DomainEvent,
+    Info,
+    RunError,
+    RunFinished,
+    RunStarted,
+    StreamingChunk,
+    ToolCallRequested,
+    ToolResultGiven,
+    UserMessage,
+)
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def event(kind: str, data: dict[str, Any]) -> dict[str, Any]:
-    """A conversation event, as stored in the event log (its seq is assigned on append)."""
-    return {"type": kind, "timestamp": now_iso(), "data": data}
+def event(evt: DomainEvent) -> dict[str, Any]:
+    """A domain event as the event log stores it, before encoding (its seq is assigned on append)."""
+    return {"type": evt.kind, "timestamp": now_iso(), "data": event_data(evt)}
+
+
+def event_data(evt: DomainEvent) -> dict[str, Any]:
+    """The ``data`` of a domain event's frame: the wire names, in the wire order (docs/protocol.md)."""
+    match evt:
+        case StreamingChunk():
+            return {
+                "messageId": evt.message_id,
+                "agent_id": evt.agent_id,
+                "chunk": evt.chunk,
+                "isDone": evt.is_done,
+            }
+        case RunStarted():
+            return {"run_id": evt.run_id, "agent_id": evt.agent_id, "message_id": evt.message_id}
+        case AgentMessage():
+            return {
+                "messageId": evt.message_id,
+                "agent_id": evt.agent_id,
+                "agent_name": evt.agent_name,
+                "content": evt.content,
+                "status": evt.status,
+                "metadata": evt.metadata,
+            }
+        case RunFinished():
+            data: dict[str, Any] = {"run_id": evt.run_id, "status": evt.status, "usage": evt.usage}
+            if evt.error:
+                data["error"] = evt.error
+            data["agent_id"] = evt.agent_id
+            if evt.message_id is not None:
+                data["message_id"] = evt.message_id
+            return data
+        case UserMessage():
+            return {
+                "messageId": evt.message_id,
+                "content": evt.content,
+                "role": "user",
+                "client_message_id": evt.client_message_id,
+                "user_id": evt.user_id,
+                "parent_id": evt.parent_id,
+            }
+        case ToolCallRequested():
+            return {
+                "toolCallId": evt.tool_call_id,
+                "tool": evt.tool,
+                "parameters": evt.parameters,
+                "messageId": evt.message_id,
+                "execution": evt.execution,
+                "agent_id": evt.agent_id,
+                "run_id": evt.run_id,
+            }
+        case ToolResultGiven():
+            return {
+                "toolCallId": evt.tool_call_id,
+                "tool": evt.tool,
+                "result": evt.result,
+                "is_error": evt.is_error,
+                "agent_id": evt.agent_id,
+                "run_id": evt.run_id,
+            }
+        case RunError():
+            data = {"code": evt.code, "message": evt.message}
+            details: dict[str, Any] = {"run_id": evt.run_id}
+            if evt.error_kind is not None:
+                data["kind"] = details["kind"] = evt.error_kind
+            data["details"] = details
+            if evt.retry_after is not None:
+                data["retry_after"] = evt.retry_after
+            return data
+        case Info():
+            data = {"code": evt.code, "message": evt.message}
+            if evt.run_id is not None:
+                data["run_id"] = evt.run_id
+            if evt.limit is not None:
+                data["limit"] = evt.limit
+            return data
+        case Cooldown():
+            return {"agent_id": evt.agent_id, "until": evt.until.isoformat()}
+        case ConversationEnded():
+            return {"code": evt.code, "message": evt.message, "status": evt.status}
+        case AgentChanged():
+            return {"code": evt.code, "message": evt.message, "agent_id": evt.agent_id, "agents": evt.agents}
+        case Branched():
+            return {"action": evt.action, "message_id": evt.message_id, "run_id": evt.run_id}
+        case _:
+            assert_never(evt)
 
 
 def encode_event(evt: dict[str, Any]) -> bytes:
     return orjson.dumps(evt)
+
+
+_TYPE_FIRST = b'{"type":"'  # ``event`` puts the type first; ``encode_event`` keeps it
+
+
+def event_kind(payload: bytes) -> str:
+    """The type of an encoded event, for a payload logged without its kind beside it (the log
+    keeps each event's kind: ``LoggedEvent.kind``; entries older than that have none).
+
+    The type is read from its place at the start, where ``encode_event`` writes it, without
+    decoding the rest (a long reply's final ``agent_message`` is a megabyte). A payload laid out
+    otherwise is decoded whole."""
+    start = len(_TYPE_FIRST)
+    if payload.startswith(_TYPE_FIRST):
+        end = payload.find(b'"', start)
+        kind = payload[start:end]
+        if end > start and b"\\" not in kind:
+            return kind.decode()
+    kind = orjson.loads(payload).get("type")
+    return kind if isinstance(kind, str) else ""
 
 
 def frame_with_seq(seq: int, payload: bytes) -> str:

@@ -1,5 +1,8 @@
 """Appending a conversation's events to its log: batched only when the path is busy.
 
+The engine emits typed domain events (``runs.domain_events``); the writer encodes each one the
+canonical way (``runs.event_encoding``) and the log keeps its kind beside the encoded payload.
+
 A run emits many small events (one per token). ``EventWriter`` sends an event at once when no
 append is in flight, and coalesces whatever arrives while one is (consecutive chunks of the same
 message become one chunk), so an idle path adds no delay and a busy one makes few round trips.
@@ -7,7 +10,7 @@ A failed append (Redis restarting) is retried with the same events, in order: no
 
 No event it logs makes a frame larger than ``frame_bytes`` (NEXUS_WS_MAX_MESSAGE_BYTES): a chunk
 is never merged past ``chunk_chars`` characters and a longer delta is split, and any other event
-too large has its largest fields cut to fit (``realtime.protocol.encode_event_fitted``).
+too large has its largest fields cut to fit (``runs.event_encoding.encode_event_fitted``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from django.conf import settings
 
+from runs.domain_events import AgentMessage, DomainEvent, RunFinished, StreamingChunk
 from runs.event_encoding import chunk_chars, encode_event_fitted, event
 from runs.eventlog.base import EventLog, EventLogUnavailable
 
@@ -65,15 +69,16 @@ class EventWriter:
         if self._pending:
             self._kick()
 
-    def emit(self, kind: str, data: dict[str, Any]) -> None:
-        """Queue an event; it is appended at once if the path is idle."""
-        self._pending.append(event(kind, data))
+    def emit(self, evt: DomainEvent) -> None:
+        """Queue an event; it is appended at once if the path is idle. (A reply's text streams
+        through ``emit_chunk``, which merges it into a pending chunk.)"""
+        self._pending.append(event(evt))
         self._kick()
 
-    def emit_tracked(self, kind: str, data: dict[str, Any]) -> asyncio.Future[int]:
+    def emit_tracked(self, evt: DomainEvent) -> asyncio.Future[int]:
         """Queue an event like ``emit``, without waiting; the future gets its seq once it is logged."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append(event(kind, data))
+        self._pending.append(event(evt))
         self._tracked.append((len(self._pending) - 1, future))
         self._kick()
         return future
@@ -92,7 +97,10 @@ class EventWriter:
 
     def emit_chunk(self, *, message_id: str, agent_id: str, chunk: str) -> None:
         """Queue a text chunk, merged into a still-pending chunk of the same message while the
-        merged text stays within ``chunk_chars``; a longer chunk goes out in several."""
+        merged text stays within ``chunk_chars``; a longer chunk goes out in several.
+
+        The hot path (one call per token): a token merged into the pending chunk costs one string
+        concatenation, no event object; a ``StreamingChunk`` is built only for a new chunk."""
         if self._pending:
             last = self._pending[-1]
             data = last["data"]
@@ -103,13 +111,9 @@ class EventWriter:
                     chunk = chunk[room:]
         for start in range(0, len(chunk), self.chunk_chars):
             self.emit(
-                "streaming_chunk",
-                {
-                    "messageId": message_id,
-                    "agent_id": agent_id,
-                    "chunk": chunk[start : start + self.chunk_chars],
-                    "isDone": False,
-                },
+                StreamingChunk(
+                    message_id=message_id, agent_id=agent_id, chunk=chunk[start : start + self.chunk_chars]
+                )
             )
 
     async def flush(self) -> int:
@@ -119,9 +123,9 @@ class EventWriter:
             await asyncio.shield(self._flusher)
         return self.last_seq
 
-    async def emit_now(self, kind: str, data: dict[str, Any]) -> int:
+    async def emit_now(self, evt: DomainEvent) -> int:
         """Append one event after everything before it; its seq."""
-        self.emit(kind, data)
+        self.emit(evt)
         return await self.flush()
 
     def _kick(self) -> None:
@@ -138,11 +142,13 @@ class EventWriter:
             batch, self._pending = self._pending, []
             tracked, self._tracked = self._tracked, []
             payloads = [encode_event_fitted(evt, self.frame_bytes) for evt in batch]
+            kinds = [evt["type"] for evt in batch]
             while True:
                 try:
                     first = await self.log.append(
                         self.conversation_id,
                         payloads,
+                        kinds=kinds,
                         floor=self.last_seq,
                         owner_id=self.owner_id,
                         batch_id=batch_id,
@@ -163,27 +169,6 @@ class EventWriter:
                     future.set_result(self.last_seq)
 
 
-def emit_run_finished(
-    writer: EventWriter,
-    *,
-    run_id: str,
-    status: str,
-    usage: dict[str, int],
-    agent_id: str,
-    message_id: str | None = None,
-    error: dict[str, Any] | None = None,
-) -> None:
-    """``run_finished``: the one way a run's end is told (by its execution, the sweeper, a stop of
-    a queued run, a deleted conversation). ``message_id`` is left out for a run with no reply."""
-    data: dict[str, Any] = {"run_id": run_id, "status": status, "usage": usage}
-    if error:
-        data["error"] = error
-    data["agent_id"] = agent_id
-    if message_id is not None:
-        data["message_id"] = message_id
-    writer.emit("run_finished", data)
-
-
 def emit_reply_finished(
     writer: EventWriter,
     *,
@@ -201,22 +186,17 @@ def emit_reply_finished(
     """A run's reply in its final state (``agent_message``), then the run's end (``run_finished``):
     the pair every run that ends with its reply emits, in this order (its execution, the sweeper)."""
     writer.emit(
-        "agent_message",
-        {
-            "messageId": message_id,
-            "agent_id": agent_id,
-            "agent_name": agent_name,
-            "content": content,
-            "status": message_status,
-            "metadata": metadata,
-        },
+        AgentMessage(
+            message_id=message_id,
+            agent_id=agent_id,
+            agent_name=agent_name,
+            content=content,
+            status=message_status,
+            metadata=metadata,
+        )
     )
-    emit_run_finished(
-        writer,
-        run_id=run_id,
-        status=status,
-        usage=usage,
-        agent_id=agent_id,
-        message_id=message_id,
-        error=error,
+    writer.emit(
+        RunFinished(
+            run_id=run_id, status=status, usage=usage, agent_id=agent_id, message_id=message_id, error=error
+        )
     )

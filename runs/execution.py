@@ -25,8 +25,9 @@ from runs import store
 from runs import tools as run_tools
 from runs.context import fit_request
 from runs.dispatch import Claimed
+from runs.domain_events import Info, RunError, RunFinished, RunStarted, StreamingChunk
 from runs.eventlog import get_event_log
-from runs.events import EventWriter, emit_reply_finished, emit_run_finished
+from runs.events import EventWriter, emit_reply_finished
 from runs.models import RunStatus
 from runs.outcomes import Outcome, provider_failure, reply_too_long
 from runs.store import db
@@ -105,8 +106,7 @@ class Execution:
             # row).
             self.reply = store.new_reply(self.run_row)
             self._run_started = self.writer.emit_tracked(
-                "run_started",
-                {"run_id": self.run_id, "agent_id": str(self.agent.pk), "message_id": self.message_id},
+                RunStarted(run_id=self.run_id, agent_id=str(self.agent.pk), message_id=self.message_id)
             )
             if self.refusal:
                 outcome = Outcome(
@@ -114,7 +114,7 @@ class Execution:
                     message_status=MessageStatus.ERROR,
                     error={"code": "agent_unavailable", "message": self.refusal},
                 )
-                self.writer.emit("error", {**outcome.error, "details": {"run_id": self.run_id}})
+                self.writer.emit(RunError(code="agent_unavailable", message=self.refusal, run_id=self.run_id))
             else:
                 outcome = await self._generate()
         except asyncio.CancelledError:
@@ -144,7 +144,9 @@ class Execution:
                 message_status=MessageStatus.ERROR,
                 error={"code": "internal", "message": "The run failed on the server."},
             )
-            self.writer.emit("error", {**outcome.error, "details": {"run_id": self.run_id}})
+            self.writer.emit(
+                RunError(code="internal", message="The run failed on the server.", run_id=self.run_id)
+            )
         try:
             await asyncio.shield(self._finalise(outcome))
         except asyncio.CancelledError:
@@ -213,7 +215,11 @@ class Execution:
                     "message": "The provider blocked this reply.",
                     "kind": "blocked",
                 }
-                self.writer.emit("error", {**error, "details": {"run_id": self.run_id, "kind": "blocked"}})
+                self.writer.emit(
+                    RunError(
+                        code=error["code"], message=error["message"], run_id=self.run_id, error_kind="blocked"
+                    )
+                )
                 return Outcome(
                     status=RunStatus.FAILED,
                     message_status=MessageStatus.ERROR,
@@ -223,7 +229,7 @@ class Execution:
             if not calls or finished.reason not in ("tool_calls", "stop"):
                 return Outcome(finish_reason=finished.reason)
             if _round >= settings.NEXUS_MAX_TOOL_ROUNDS:
-                self.writer.emit("info", {"code": "tool_round_limit", "message": "Tool round limit reached."})
+                self.writer.emit(Info(code="tool_round_limit", message="Tool round limit reached."))
                 return Outcome(finish_reason="tool_round_limit")
             messages = [*messages, ChatMessage(role="assistant", content="", tool_calls=tuple(calls))]
             if len(calls) > calls_per_round:
@@ -235,12 +241,11 @@ class Execution:
                     calls_per_round,
                 )
                 self.writer.emit(
-                    "info",
-                    {
-                        "code": "tool_call_limit",
-                        "message": f"Only {calls_per_round} tool calls per round run; "
+                    Info(
+                        code="tool_call_limit",
+                        message=f"Only {calls_per_round} tool calls per round run; "
                         f"{len(calls) - calls_per_round} were refused.",
-                    },
+                    )
                 )
             for index, call in enumerate(calls):
                 if index < calls_per_round:
@@ -349,8 +354,7 @@ class Execution:
             return
         agent_id = str(self.agent.pk)
         self.writer.emit(
-            "streaming_chunk",
-            {"messageId": self.message_id, "agent_id": agent_id, "chunk": "", "isDone": True},
+            StreamingChunk(message_id=self.message_id, agent_id=agent_id, chunk="", is_done=True)
         )
         emit_reply_finished(
             self.writer,
@@ -390,13 +394,14 @@ class Execution:
             return True
         if self.reply is not None:
             await db(store.stop_orphan_reply)(self.reply.pk, content)
-        emit_run_finished(
-            self.writer,
-            run_id=self.run_id,
-            status=RunStatus.STOPPED,
-            usage=self.usage,
-            agent_id=str(self.agent.pk),
-            message_id=self.message_id,
+        self.writer.emit(
+            RunFinished(
+                run_id=self.run_id,
+                status=RunStatus.STOPPED,
+                usage=self.usage,
+                agent_id=str(self.agent.pk),
+                message_id=self.message_id,
+            )
         )
         await self.writer.flush()
         return True

@@ -10,6 +10,7 @@ from typing import Any
 
 from conversations.models import MessageStatus
 from providers.base import ProviderError
+from runs.domain_events import Info, RunError
 from runs.events import EventWriter
 from runs.models import RunStatus
 
@@ -41,14 +42,19 @@ def provider_failure(writer: EventWriter, run_id: str, exc: ProviderError) -> Ou
         # Watchers are told why the reply ends here (the `error` frame), and the partial reply
         # is kept as `incomplete`, never passed off as complete.
         error = {"code": "provider_error", "message": message, "kind": exc.kind}
-        writer.emit("error", {**error, "details": {"run_id": run_id, "kind": exc.kind}})
+        writer.emit(RunError(code="provider_error", message=message, run_id=run_id, error_kind=exc.kind))
         return Outcome(status=RunStatus.INCOMPLETE, message_status=MessageStatus.INCOMPLETE, error=error)
     code = PROVIDER_ERROR_CODES.get(exc.kind, "provider_error")
     error = {"code": code, "message": message, "kind": exc.kind}
-    data: dict[str, Any] = {**error, "details": {"run_id": run_id, "kind": exc.kind}}
-    if getattr(exc, "retry_after", None) is not None:
-        data["retry_after"] = exc.retry_after
-    writer.emit("error", data)
+    writer.emit(
+        RunError(
+            code=code,
+            message=message,
+            run_id=run_id,
+            error_kind=exc.kind,
+            retry_after=getattr(exc, "retry_after", None),
+        )
+    )
     return Outcome(status=RunStatus.FAILED, message_status=MessageStatus.ERROR, error=error)
 
 
@@ -57,13 +63,12 @@ def reply_too_long(writer: EventWriter, run_id: str, max_chars: int) -> Outcome:
     ``length`` (as a provider's own token limit), and watchers are told why."""
     logger.warning("run %s: the reply reached %d characters; cut there", run_id, max_chars)
     writer.emit(
-        "info",
-        {
-            "code": "reply_too_long",
-            "message": f"The reply reached the limit of {max_chars} characters and was cut there.",
-            "run_id": run_id,
-            "limit": max_chars,
-        },
+        Info(
+            code="reply_too_long",
+            message=f"The reply reached the limit of {max_chars} characters and was cut there.",
+            run_id=run_id,
+            limit=max_chars,
+        )
     )
     return Outcome(
         status=RunStatus.INCOMPLETE, message_status=MessageStatus.INCOMPLETE, finish_reason="length"

@@ -14,6 +14,7 @@ from conversations.models import Conversation
 from conversations.selectors import conversation_get_for_user, conversation_participants
 from conversations.services import conversation_agent_set
 from core.errors import NotFound, ValidationFailed
+from runs.domain_events import AgentChanged
 from runs.eventlog import get_event_log
 from runs.events import EventWriter
 
@@ -56,12 +57,10 @@ async def _announce(conversation: Conversation, agent: Agent, agents: list[Agent
         get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
     )
     writer.emit(
-        "system",
-        {
-            "code": "agent_changed",
-            "message": f"{agent.name} answers from now on.",
-            "agent_id": str(agent.pk),
-            "agents": [_agent_brief(a) for a in agents],
-        },
+        AgentChanged(
+            message=f"{agent.name} answers from now on.",
+            agent_id=str(agent.pk),
+            agents=[_agent_brief(a) for a in agents],
+        )
     )
     await writer.flush()

@@ -38,6 +38,7 @@ from conversations.services import (
 from core.errors import AgentUnavailable, Conflict, ValidationFailed
 from runs.context import message_admit
 from runs.dispatch import Claimed, Handoff, dispatch_run
+from runs.domain_events import Branched, UserMessage
 from runs.early_start import EarlyStart
 from runs.eventlog import get_event_log
 from runs.events import EventWriter
@@ -333,19 +334,15 @@ async def message_send(
             get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
         )
         if edit_of is not None:
-            writer.emit(
-                "branch", {"action": "edit", "message_id": str(edit_of), "run_id": prepared.result.run_id}
-            )
+            writer.emit(Branched(action="edit", message_id=str(edit_of), run_id=prepared.result.run_id))
         seq = await writer.emit_now(
-            "user_message",
-            {
-                "messageId": prepared.result.message_id,
-                "content": content,
-                "role": "user",
-                "client_message_id": client_message_id,
-                "user_id": user.pk,
-                "parent_id": str(prepared.message.parent_id) if prepared.message.parent_id else None,
-            },
+            UserMessage(
+                message_id=prepared.result.message_id,
+                content=content,
+                client_message_id=client_message_id,
+                user_id=user.pk,
+                parent_id=str(prepared.message.parent_id) if prepared.message.parent_id else None,
+            )
         )
         if prepared.claimed is not None:
             # Committed and announced: the run launched from the transaction may now log its events

@@ -17,6 +17,7 @@ from django.utils import timezone
 from conversations.models import Conversation, ConversationStatus, SessionType
 from conversations.services import MAX_TURNS_DEFAULT
 from runs.dispatch import dispatch_run
+from runs.domain_events import ConversationEnded, Cooldown, Info
 from runs.eventlog import get_event_log
 from runs.events import EventWriter
 from runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus
@@ -75,16 +76,13 @@ async def after_run(*, run_id: str, conversation_id: str) -> bool:
     )
     if "end" in step:
         code, message = step["end"]
-        writer.emit("info", {"code": code, "message": message})
-        writer.emit(
-            "system",
-            {"code": "session_completed", "message": "The session is completed.", "status": "completed"},
-        )
+        writer.emit(Info(code=code, message=message))
+        writer.emit(ConversationEnded.session_completed())
         await writer.flush()
         return True
     if step["cooldown"] > 0:
         until = timezone.now() + timedelta(seconds=step["cooldown"])
-        writer.emit("cooldown", {"agent_id": step["agent_id"], "until": until.isoformat()})
+        writer.emit(Cooldown(agent_id=step["agent_id"], until=until))
         await writer.flush()
         loop = asyncio.get_running_loop()
         loop.call_later(step["cooldown"], lambda: loop.create_task(dispatch_run(step["run_id"])))

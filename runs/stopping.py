@@ -18,8 +18,9 @@ from conversations.selectors import (
     conversation_get_for_user,
 )
 from core.errors import NotFound, parse_uuid
+from runs.domain_events import ConversationEnded, RunFinished
 from runs.eventlog import get_event_log
-from runs.events import EventWriter, emit_run_finished
+from runs.events import EventWriter
 from runs.manager import get_run_manager
 from runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus
 from runs.store import db
@@ -74,13 +75,14 @@ async def signal_stop(run: Run) -> None:
 def _emit_stopped(writer: EventWriter, run: Run, *, message_id: str | None = None) -> None:
     """``run_finished {status: stopped}`` for a run that ends without its owner saying so (a queued
     run stopped, or the runs of a deleted conversation)."""
-    emit_run_finished(
-        writer,
-        run_id=str(run.pk),
-        status=RunStatus.STOPPED,
-        usage={},
-        agent_id=str(run.agent_id),
-        message_id=message_id,
+    writer.emit(
+        RunFinished(
+            run_id=str(run.pk),
+            status=RunStatus.STOPPED,
+            usage={},
+            agent_id=str(run.agent_id),
+            message_id=message_id,
+        )
     )
 
 
@@ -101,10 +103,7 @@ async def run_stop(*, user: Any, conversation_id: Any, run_id: str | None = None
             conversation.session_type == SessionType.AGENT_AGENT
             and conversation.status == ConversationStatus.STOPPED
         ):
-            writer.emit(
-                "system",
-                {"code": "session_stopped", "message": "The session was stopped.", "status": "stopped"},
-            )
+            writer.emit(ConversationEnded.session_stopped())
         await writer.flush()
     return [str(r.pk) for r in [*running, *queued]]
 
@@ -164,12 +163,5 @@ async def _announce_deleted(conversation: Conversation, active: list[Run]) -> No
     )
     for run in active:
         _emit_stopped(writer, run, message_id=str(run.reply_message_id or ""))
-    writer.emit(
-        "system",
-        {
-            "code": "conversation_deleted",
-            "message": "The conversation was deleted.",
-            "status": "deleted",
-        },
-    )
+    writer.emit(ConversationEnded.conversation_deleted())
     await writer.flush()

@@ -18,6 +18,7 @@ from django.utils import timezone
 from conversations.models import Conversation, ConversationStatus, Message, MessageStatus
 from runs import sessions, store
 from runs.dispatch import dispatch_next_queued, dispatch_run
+from runs.domain_events import ConversationEnded
 from runs.eventlog import get_event_log
 from runs.events import EventWriter, emit_reply_finished
 from runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus
@@ -120,14 +121,7 @@ async def sweep_stale_runs(*, housekeeping: bool = True) -> int:
         await dispatch_run(run_id)
     for conversation_id, owner_id, last_seq in await db(_expire_idle_conversations)():
         writer = EventWriter(get_event_log(), conversation_id, owner_id=owner_id, floor=last_seq)
-        writer.emit(
-            "system",
-            {
-                "code": "session_expired",
-                "message": "The conversation expired after inactivity.",
-                "status": "expired",
-            },
-        )
+        writer.emit(ConversationEnded.session_expired())
         await writer.flush()
     return count
 

@@ -29,6 +29,7 @@ from django.db import IntegrityError, transaction
 from agents.tools import ToolContext, execute_server_tool
 from conversations.models import Message, MessageRole, MessageStatus, MessageType
 from providers.base import ToolCall
+from runs.domain_events import ToolCallRequested, ToolResultGiven
 
 if TYPE_CHECKING:
     from runs.execution import Execution
@@ -174,16 +175,15 @@ async def run_tool_call(ex: Execution, call: ToolCall, execution: str | None) ->
         # answer finds the call by this row (runs.services._prepare_tool_result), in any process.
         call_row = await sync_to_async(_store_call)(ex, call, execution)
         seq = await ex.writer.emit_now(
-            "tool_call",
-            {
-                "toolCallId": call.id,
-                "tool": call.name,
-                "parameters": call.arguments,
-                "messageId": ex.message_id,
-                "execution": execution,
-                "agent_id": agent_id,
-                "run_id": ex.run_id,
-            },
+            ToolCallRequested(
+                tool_call_id=call.id,
+                tool=call.name,
+                parameters=call.arguments,
+                message_id=ex.message_id,
+                execution=execution,
+                agent_id=agent_id,
+                run_id=ex.run_id,
+            )
         )
         await sync_to_async(_set_call_seq)(call_row, seq)
         if waiter is None:
@@ -203,15 +203,14 @@ async def run_tool_call(ex: Execution, call: ToolCall, execution: str | None) ->
         if waiter is not None and ex.manager.tool_waiters.get(waiter_key) is waiter:
             del ex.manager.tool_waiters[waiter_key]
     seq = await ex.writer.emit_now(
-        "tool_result",
-        {
-            "toolCallId": call.id,
-            "tool": call.name,
-            "result": outcome["result"],
-            "is_error": outcome["is_error"],
-            "agent_id": agent_id,
-            "run_id": ex.run_id,
-        },
+        ToolResultGiven(
+            tool_call_id=call.id,
+            tool=call.name,
+            result=outcome["result"],
+            is_error=outcome["is_error"],
+            agent_id=agent_id,
+            run_id=ex.run_id,
+        )
     )
     await sync_to_async(_set_result_seq)(conversation_id, ex.run_id, call.id, seq)
     return outcome

@@ -21,6 +21,7 @@ BatchId = tuple[str, int]
 class LoggedEvent:
     seq: int
     payload: bytes  # the event's JSON without its seq (see runs.event_encoding.frame_with_seq)
+    kind: str  # its type, kept beside it so a reader need not parse the payload to learn it
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +61,13 @@ class EventLog:
         conversation_id: str,
         payloads: Sequence[bytes],
         *,
+        kinds: Sequence[str] | None = None,
         floor: int = 0,
         owner_id: int | None = None,
         batch_id: BatchId | None = None,
     ) -> int:
         """Append events; returns the seq of the first. ``floor``: the highest seq the caller knows.
+        ``kinds``: each event's type (read from its payload when not given).
 
         With ``batch_id``, appending a batch the log already holds (a retry) appends nothing and
         returns the seq of its first event; one older than its writer's last raises ``StaleBatch``.

@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from runs.event_encoding import event_kind
 from runs.eventlog.base import (
     BATCH_WRITERS,
     READ_PAGE,
@@ -65,6 +66,7 @@ class MemoryEventLog(EventLog):
         conversation_id: str,
         payloads: Sequence[bytes],
         *,
+        kinds: Sequence[str] | None = None,
         floor: int = 0,
         owner_id: int | None = None,
         batch_id: BatchId | None = None,
@@ -85,10 +87,12 @@ class MemoryEventLog(EventLog):
                 RESTART_GAP if not stream.events and stream.counter == 0 and floor else 0
             )
         first = stream.counter + 1
+        if kinds is None:
+            kinds = [event_kind(payload) for payload in payloads]
         batch = []
-        for payload in payloads:
+        for payload, kind in zip(payloads, kinds, strict=True):
             stream.counter += 1
-            logged = LoggedEvent(stream.counter, payload)
+            logged = LoggedEvent(stream.counter, payload, kind)
             stream.events.append(logged)
             stream.bytes += len(payload)
             batch.append(logged)

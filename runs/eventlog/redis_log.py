@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from core.redis import redis_client
 from core.tasks import process_task
+from runs.event_encoding import event_kind
 from runs.eventlog.base import (
     BATCH_WRITERS,
     READ_PAGE,
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 _APPEND_SCRIPT = """
 -- KEYS: stream, counter, firehose, bytes, batches, older batches. ARGV: floor, maxlen, ttl,
 -- firehose maxlen, restart gap, "<conversation>|<owner>", max bytes (0: no cap), writer ('': no
--- batch id), batch number, batch writers kept, payload...
+-- batch id), batch number, batch writers kept, then each event's kind and payload.
 -- Each entry carries `b`: the conversation's payload bytes up to and including it (a running
 -- total, kept in KEYS[4]), so the bytes the stream holds are known without reading it.
 -- Idempotence: KEYS[5] maps a writer to "<its last batch number>:<that batch's first seq>"; a batch
@@ -77,11 +78,11 @@ if total < 0 then
     end
   end
 end
-for i = 11, #ARGV do
+for i = 11, #ARGV, 2 do
   cur = cur + 1
-  total = total + string.len(ARGV[i])
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], cur .. '-0', 'e', ARGV[i], 'b', total)
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'c', ARGV[6], 's', cur, 'e', ARGV[i])
+  total = total + string.len(ARGV[i + 1])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], cur .. '-0', 'e', ARGV[i + 1], 'b', total, 'k', ARGV[i])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'c', ARGV[6], 's', cur, 'e', ARGV[i + 1], 'k', ARGV[i])
 end
 local cap = tonumber(ARGV[7])
 if cap > 0 then
@@ -112,6 +113,14 @@ if writer ~= '' then
 end
 return first
 """
+
+
+def _logged(seq: int, fields: dict[bytes, bytes]) -> LoggedEvent:
+    """A stream entry as a logged event: its kind from its ``k`` field (an entry appended before
+    the log kept kinds has none: read from the payload)."""
+    payload = fields[b"e"]
+    kind = fields.get(b"k")
+    return LoggedEvent(seq, payload, kind.decode() if kind is not None else event_kind(payload))
 
 
 class RedisEventLog(EventLog):
@@ -163,12 +172,18 @@ class RedisEventLog(EventLog):
         conversation_id: str,
         payloads: Sequence[bytes],
         *,
+        kinds: Sequence[str] | None = None,
         floor: int = 0,
         owner_id: int | None = None,
         batch_id: BatchId | None = None,
     ) -> int:
         if not payloads:
             return await self.last_seq(conversation_id) + 1
+        if kinds is None:
+            kinds = [event_kind(payload) for payload in payloads]
+        pairs: list[str | bytes] = []
+        for kind, payload in zip(kinds, payloads, strict=True):
+            pairs += (kind, payload)
         try:
             first = await self._append(
                 keys=[
@@ -189,7 +204,7 @@ class RedisEventLog(EventLog):
                     batch_id[0] if batch_id else "",
                     batch_id[1] if batch_id else 0,
                     BATCH_WRITERS,
-                    *payloads,
+                    *pairs,
                 ],
             )
         except Exception as exc:
@@ -212,7 +227,7 @@ class RedisEventLog(EventLog):
         except Exception as exc:
             raise EventLogUnavailable(str(exc)) from exc
         last = int(counter) if counter is not None else 0
-        events = [LoggedEvent(int(entry_id.split(b"-")[0]), fields[b"e"]) for entry_id, fields in rows]
+        events = [_logged(int(entry_id.split(b"-")[0]), fields) for entry_id, fields in rows]
         if after_seq > last:
             return Replay(covered=False, events=[], last_seq=last)
         if after_seq == last:
@@ -341,9 +356,7 @@ class RedisEventLog(EventLog):
                         self._dispatch_firehose(entries)
                     else:
                         cid = key.rsplit(":", 1)[1]
-                        events = [
-                            LoggedEvent(int(eid.split(b"-")[0]), fields[b"e"]) for eid, fields in entries
-                        ]
+                        events = [_logged(int(eid.split(b"-")[0]), fields) for eid, fields in entries]
                         if cid in self._cursors and events:
                             self._cursors[cid] = events[-1].seq
                             for listener in tuple(self._listeners.get(cid, ())):
@@ -362,7 +375,7 @@ class RedisEventLog(EventLog):
     def _dispatch_firehose(self, entries: list[Any]) -> None:
         for _, fields in entries:
             cid, _, owner = fields[b"c"].decode().partition("|")
-            batch = [LoggedEvent(int(fields[b"s"]), fields[b"e"])]
+            batch = [_logged(int(fields[b"s"]), fields)]
             for listener in tuple(self._firehose):
                 try:
                     listener(cid, int(owner) if owner else None, batch)

@@ -319,6 +319,7 @@ async def test_a_run_started_while_it_is_claimed_holds_until_the_claim_and_vanis
     """Workers: a run its sender saw start at once asks its provider while the claim commits."""
     from conversations.models import Message
     from runs.dispatch import Handoff
+    from runs.domain_events import UserMessage
     from runs.eventlog import get_event_log
     from runs.events import EventWriter
     from runs.manager import execute_run, get_run_manager
@@ -332,13 +333,15 @@ async def test_a_run_started_while_it_is_claimed_holds_until_the_claim_and_vanis
 
     run_id, message_id = await database_sync_to_async(_queued_run)(conversation, agent, "First")
     writer = EventWriter(log, str(conversation.pk), owner_id=user.pk, floor=0)
-    seq = await writer.emit_now("user_message", {"messageId": message_id, "content": "First"})
+    seq = await writer.emit_now(
+        UserMessage(message_id=message_id, content="First", client_message_id=None, user_id=user.pk)
+    )
     await execute_run(manager, run_id, Handoff(trigger_seq=(message_id, seq), start=True))
     run = await database_sync_to_async(Run.objects.select_related("reply_message").get)(pk=run_id)
     assert run.status == "completed" and run.owner == manager.owner_name
     assert run.reply_message.content == "Claimed and answered."
     events = (await log.read_after(str(conversation.pk), 0)).events
-    kinds = [e.payload.split(b'"type":"')[1].split(b'"')[0].decode() for e in events]
+    kinds = [e.kind for e in events]
     assert kinds[:2] == ["user_message", "run_started"] and kinds[-1] == "run_finished"
     stored = await database_sync_to_async(Message.objects.get)(pk=message_id)
     assert stored.seq == seq  # stored with the reply's row

@@ -105,12 +105,22 @@ async def test_an_event_logged_over_the_limit_is_cut_to_fit_when_delivered(conne
     with a larger limit) is cut on its way out, not sent whole: a resume never meets a frame the
     server cannot send."""
     from realtime.protocol import encode_event, event
+    from runs.domain_events import ToolResultGiven
     from runs.eventlog import get_event_log
 
     settings.NEXUS_WS_MAX_MESSAGE_BYTES = LIMIT
     agent = await database_sync_to_async(make_agent)(reply="short")
     conversation = await database_sync_to_async(make_conversation)(user, agent)
-    big = event("tool_result", {"toolCallId": "t1", "result": {"rows": ["x" * 100] * 100}, "is_error": False})
+    big = event(
+        ToolResultGiven(
+            tool_call_id="t1",
+            tool="lookup",
+            result={"rows": ["x" * 100] * 100},
+            is_error=False,
+            agent_id="a1",
+            run_id="r1",
+        )
+    )
     await get_event_log().append(str(conversation.pk), [encode_event(big)], floor=0, owner_id=user.pk)
     client = await connect(f"/ws/conversations/{conversation.pk}/?last_seq=0", user=user)
     while True:

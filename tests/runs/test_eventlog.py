@@ -6,9 +6,12 @@ import asyncio
 
 import pytest
 
+from runs.domain_events import Info, RunStarted, StreamingChunk
+from runs.event_encoding import encode_event, event
 from runs.eventlog.base import BATCH_WRITERS, RESTART_GAP, StaleBatch
 from runs.eventlog.memory_log import MemoryEventLog
 from runs.eventlog.redis_log import RedisEventLog
+from runs.events import EventWriter
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -42,6 +45,50 @@ async def test_seqs_are_strictly_increasing_and_replay_is_exact(log):
     assert (await log.read_after("c1", 3)).events == []
     assert await log.last_seq("c1") == 3
     assert (await log.append("c2", [payload(1)])) == 1  # per conversation
+
+
+async def test_each_logged_event_keeps_its_kind_beside_its_payload(log):
+    """Readers (replay, live listeners, the firehose) learn an event's kind without its payload."""
+    live: list[tuple[int, str]] = []
+    log.watch("k1", lambda _cid, events: live.extend((e.seq, e.kind) for e in events))
+    firehose: list[tuple[int, str]] = []
+    log.watch_all(lambda cid, _owner, events: firehose.extend((e.seq, e.kind) for e in events if cid == "k1"))
+    writer = EventWriter(log, "k1", owner_id=None, floor=0)
+    writer.emit(RunStarted(run_id="r1", agent_id="a1", message_id="m1"))
+    writer.emit_chunk(message_id="m1", agent_id="a1", chunk="Hello")
+    writer.emit(Info(code="tool_round_limit", message="Tool round limit reached."))
+    await writer.flush()
+    # Given kinds win over the payload's; without them the kind is read from the payload.
+    await log.append("k1", [payload(4)], kinds=["agent_message"])
+    await log.append("k1", [payload(5)])
+    expected = [
+        (1, "run_started"),
+        (2, "streaming_chunk"),
+        (3, "info"),
+        (4, "agent_message"),
+        (5, "streaming_chunk"),
+    ]
+    assert [(e.seq, e.kind) for e in (await log.read_after("k1", 0)).events] == expected
+    async with asyncio.timeout(5):
+        while len(live) < 5 or len(firehose) < 5:
+            await asyncio.sleep(0.01)
+    assert live == expected and firehose == expected
+
+
+async def test_a_legacy_redis_entry_without_a_kind_is_read_from_its_payload(redis_url, redis_prefix):
+    """An entry appended before the log kept kinds (no ``k`` field) still has its kind."""
+    log = RedisEventLog(url=redis_url, prefix=redis_prefix, maxlen=50, ttl=3600)
+    try:
+        chunk = encode_event(event(StreamingChunk(message_id="m", agent_id="a", chunk='"run_finished"')))
+        await log._redis.xadd(log._stream_key("old"), {"e": chunk, "b": len(chunk)}, id="1-0")
+        await log._redis.set(log._counter_key("old"), 1)
+        [logged] = (await log.read_after("old", 0)).events
+        assert (logged.seq, logged.kind, logged.payload) == (1, "streaming_chunk", chunk)
+    finally:
+        keys = await log._redis.keys(f"{redis_prefix}:*")
+        if keys:
+            await log._redis.delete(*keys)
+        await log.close()
 
 
 async def test_a_seq_beyond_the_log_or_trimmed_away_is_not_covered(log):
@@ -144,21 +191,19 @@ async def test_the_redis_tail_survives_idling_longer_than_five_seconds(redis_url
 
 
 async def test_the_writer_tells_when_what_was_emitted_so_far_is_logged(log):
-    from runs.events import EventWriter
-
     writer = EventWriter(log, "w1", owner_id=None, floor=0)
-    writer.emit("info", {"n": 1})
-    writer.emit("info", {"n": 2})
+    writer.emit(Info(code="n", message="1"))
+    writer.emit(Info(code="n", message="2"))
     both = writer.logged()
-    writer.emit("info", {"n": 3})  # after the call: not waited for
+    writer.emit(Info(code="n", message="3"))  # after the call: not waited for
     assert await both == 2
     await writer.flush()
     assert writer.last_seq == 3
     # With an append in flight and nothing queued: the append under way is what it waits for.
-    writer.emit("info", {"n": 4})
+    writer.emit(Info(code="n", message="4"))
     await asyncio.sleep(0)
     in_flight = writer.logged()
-    writer.emit("info", {"n": 5})
+    writer.emit(Info(code="n", message="5"))
     assert await in_flight == 4
     assert await writer.flush() == 5
     # Nothing emitted since: at once, with the last seq.

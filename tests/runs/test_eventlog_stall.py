@@ -14,6 +14,7 @@ import signal
 import pytest
 import redis.asyncio as aioredis
 
+from runs.domain_events import Info
 from runs.eventlog.redis_log import RedisEventLog
 from runs.events import EventWriter
 from tests.conftest import IN_CI
@@ -56,11 +57,13 @@ async def test_a_batch_retried_after_a_stalled_redis_ran_it_is_logged_once(priva
     writer = EventWriter(log, "c1", owner_id=None, floor=0)
     caplog.set_level(logging.WARNING, logger="runs.events")
     try:
-        assert await writer.emit_now("info", {"n": 0}) == 1
+        assert await writer.emit_now(Info(code="n", message="0")) == 1
         server.kill(signal.SIGSTOP)
         try:
             for n in range(1, 4):
-                writer.emit("info", {"n": n})  # the first goes out at once, the rest queue behind it
+                writer.emit(
+                    Info(code="n", message=str(n))
+                )  # the first goes out at once, the rest queue behind it
             async with asyncio.timeout(20):  # the append timed out on the client: Redis holds it
                 while not any("retrying" in r.getMessage() for r in caplog.records):
                     await asyncio.sleep(0.05)
@@ -70,6 +73,6 @@ async def test_a_batch_retried_after_a_stalled_redis_ran_it_is_logged_once(priva
         replay = await log.read_after("c1", 0)
     finally:
         await log.close()
-    logged = [(e.seq, json.loads(e.payload)["data"]["n"]) for e in replay.events]
+    logged = [(e.seq, int(json.loads(e.payload)["data"]["message"])) for e in replay.events]
     assert logged == [(1, 0), (2, 1), (3, 2), (4, 3)]  # each event once, in order
     assert last == replay.last_seq == 4
