@@ -14,7 +14,7 @@ import contextlib
 import importlib.resources
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,20 +161,20 @@ class LocalProvider:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec] = (),
         options: GenerationOptions,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Yield TextDelta/UsageReport, then exactly one Finished; raise ProviderError.
 
         ``model`` is informational: the model is the configured file.
         """
 
-        def attempt(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
+        def attempt(watch: StreamWatch) -> AsyncGenerator[list[StreamEvent], None]:
             return self._attempt(watch, messages=messages, options=options)
 
         return resilient_stream(attempt, provider=NAME, timeouts=options.timeouts, policy=self.retry)
 
     async def _attempt(
         self, watch: StreamWatch, *, messages: Sequence[ChatMessage], options: GenerationOptions
-    ) -> AsyncIterator[list[StreamEvent]]:
+    ) -> AsyncGenerator[list[StreamEvent], None]:
         job = _Job(asyncio.get_running_loop())
         request: dict[str, Any] = {
             "messages": to_llama_messages(messages),
