@@ -79,7 +79,9 @@ async def dispatch_run(run_id: Any, handoff: Handoff = NO_HANDOFF) -> None:
         # sweeper dispatches it again (_lost_queued_runs): the message is stored either way.
         for attempt in range(DISPATCH_ATTEMPTS):
             try:
-                await get_channel_layer().send(settings.NEXUS_RUN_CHANNEL, message)
+                layer = get_channel_layer()
+                assert layer is not None  # settings.CHANNEL_LAYERS always has a default
+                await layer.send(settings.NEXUS_RUN_CHANNEL, message)
                 return
             except Exception as exc:
                 if attempt + 1 == DISPATCH_ATTEMPTS:
@@ -143,6 +145,7 @@ def claim_run(run_id: str, owner: str, handoff: Handoff = NO_HANDOFF) -> Claimed
     if not take_run(run_id, owner, touch=handoff.touch):
         return None
     run = _run_with_input(run_id)
+    assert run is not None  # taken just now, by this process
     refusal = _refusal(run.agent)
     if refusal is None and turn_refusal(run) is not None:
         return None  # a session past its limits takes no more turns, whoever dispatched this one

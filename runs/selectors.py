@@ -42,7 +42,8 @@ def conversation_for_send(*, user: Any, conversation_id: Any) -> tuple[Conversat
     if not rows:
         raise NotFound("Conversation not found.")
     conversation = rows[0]
-    conversation.has_active_run = bool(conversation.has_active_run)
+    # a column of the raw query, not a field of the model
+    conversation.has_active_run = bool(conversation.has_active_run)  # type: ignore[attr-defined]
     agents = list(Agent.objects.raw(participants_sql, [pk_param]))
     return conversation, agents
 

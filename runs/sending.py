@@ -132,7 +132,7 @@ def _store_send(
     agent_id: str | None,
     context: Any,
     owner: str | None,
-    launch: Callable[[Any], None] | None,
+    launch: Callable[[Claimed], None] | None,
 ) -> _Prepared:
     with transaction.atomic():
         # The conversation locked (serialises sends to one conversation; SQLite's IMMEDIATE
@@ -151,7 +151,7 @@ def _store_send(
                 .order_by("created_at")
                 .only("pk")
             )
-            if conversation.has_active_run
+            if conversation.has_active_run  # type: ignore[attr-defined]  # a column of the raw query
             else []
         )
         interrupt: list[Run] = []
@@ -199,6 +199,7 @@ def _store_send(
         run = None
         claimed = None
         if fast:
+            assert owner and launch is not None  # as fast says
             now = timezone.now()
             run = Run(
                 conversation=conversation,
@@ -306,6 +307,7 @@ async def message_send(
             # (after this one) and write; the message's seq is stored with the reply's row. Nothing
             # is awaited from here on, so the sender's `ack` goes out before the run's first event.
             prepared.claimed.trigger_seq = (prepared.result.message_id, seq)
+            assert early is not None  # a run is launched early only inline, with its EarlyStart
             early.confirm()
             return prepared.result
     finally:

@@ -124,6 +124,7 @@ def _bind(*, user: Any, conversation_id: Any, agent_id: Any, context: Any) -> Co
             conversation.context = conversation_context_validate({**(conversation.context or {}), **context})
             conversation.save(update_fields=["context", "updated_at"])
         return conversation
+    agent: Agent | None
     if agent_id:
         agent = agent_get_for_user(user=user, agent_id=agent_id)
     else:

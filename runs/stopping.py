@@ -32,13 +32,13 @@ def _prepare_stop(
 ) -> tuple[Conversation, list[Run], list[Run]]:
     with transaction.atomic():
         conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
-        runs = Run.objects.select_for_update().filter(
+        active = Run.objects.select_for_update().filter(
             conversation=conversation, status__in=ACTIVE_RUN_STATUSES
         )
         if run_id:
             # a malformed id is an id that does not exist (it reached the query as a 500 before)
-            runs = runs.filter(pk=parse_uuid(run_id, what="Active run"))
-        runs = list(runs.select_related("agent"))
+            active = active.filter(pk=parse_uuid(run_id, what="Active run"))
+        runs = list(active.select_related("agent"))
         if run_id and not runs:
             raise NotFound("Active run not found.")
         queued = [r for r in runs if r.status == RunStatus.QUEUED]
@@ -66,7 +66,9 @@ async def signal_stop(run: Run) -> None:
     _, _, channel = (run.owner or "").partition("|")
     if channel:
         try:
-            await get_channel_layer().send(channel, {"type": "run.stop", "run_id": str(run.pk)})
+            layer = get_channel_layer()
+            assert layer is not None  # settings.CHANNEL_LAYERS always has a default
+            await layer.send(channel, {"type": "run.stop", "run_id": str(run.pk)})
         except Exception:  # the database flag is the fallback the owner checks every second
             pass
 

@@ -93,7 +93,9 @@ async def tool_result_submit(
     _, _, channel = owner.partition("|")
     if channel:
         try:
-            await get_channel_layer().send(
+            layer = get_channel_layer()
+            assert layer is not None  # settings.CHANNEL_LAYERS always has a default
+            await layer.send(
                 channel,
                 {
                     "type": "run.tool_result",

@@ -71,7 +71,7 @@ def over_cap_outcome(cap: int) -> dict[str, Any]:
     }
 
 
-def _store_call(ex: Execution, call: ToolCall, execution: str, seq: int) -> None:
+def _store_call(ex: Execution, call: ToolCall, execution: str | None, seq: int) -> None:
     Message.objects.create(
         conversation_id=ex.conversation.pk,
         agent=ex.agent,
@@ -239,7 +239,7 @@ async def _client_tool(
     timeout_result = {
         "error": f"The client did not answer {call.name} within {settings.NEXUS_CLIENT_TOOL_TIMEOUT:g} s."
     }
-    stored = await sync_to_async(store_tool_result)(
+    stored_timeout = await sync_to_async(store_tool_result)(
         conversation_id=ex.conversation.pk,
         run_id=ex.run_id,
         tool_call_id=call.id,
@@ -248,7 +248,7 @@ async def _client_tool(
         result=timeout_result,
         is_error=True,
     )
-    if stored is None:  # an answer landed at the last moment: it wins
+    if stored_timeout is None:  # an answer landed at the last moment: it wins
         return await sync_to_async(_stored_result)(ex.conversation.pk, ex.run_id, call.id) or {
             "result": timeout_result,
             "is_error": True,
