@@ -105,7 +105,7 @@ async def authenticate(scope: dict[str, Any]) -> dict[str, Any]:
         }
     if origin is None:
         return {"user": AnonymousUser(), "method": None, "error": "No credentials: send a token or a ticket."}
-    user = await get_user(scope)
+    user = await get_user(scope)  # type: ignore[arg-type]  # our copy of the scope is a plain dict
     if user is None or not user.is_authenticated or not user.is_active:
         return {"user": AnonymousUser(), "method": "cookie", "error": "Not logged in."}
     # The session is re-read while the socket is open: logging out (or its expiry) closes it.
