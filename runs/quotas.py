@@ -23,6 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from core.auth import User
 from core.errors import RateLimited, TooLarge
 from core.ratelimit import get_rate_limiter
 from runs.models import ACTIVE_RUN_STATUSES, Run
@@ -41,7 +42,7 @@ def content_admit(content: str, *, field: str = "content") -> None:
         )
 
 
-async def run_rate_admit(*, user: Any) -> None:
+async def run_rate_admit(*, user: User) -> None:
     """Count one run start of ``user`` against the per-minute quota, or raise RateLimited."""
     limit = settings.NEXUS_RUNS_PER_MINUTE_PER_USER
     decision = await get_rate_limiter().hit(f"runs:rate:{user.pk}", limit=limit, window=60)

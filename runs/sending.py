@@ -34,6 +34,7 @@ from conversations.services import (
     conversation_context_validate,
     conversation_idle_expiry,
 )
+from core.auth import User
 from core.errors import AgentUnavailable, Conflict, ValidationFailed
 from runs.dispatch import Claimed, Handoff, dispatch_run
 from runs.early_start import EarlyStart
@@ -87,7 +88,7 @@ def _choose_agent(conversation: Conversation, agent_id: str | None, agents: list
 
 
 def _prepare_send(
-    *, user: Any, conversation_id: Any, client_message_id: str | None, **send: Any
+    *, user: User, conversation_id: Any, client_message_id: str | None, **send: Any
 ) -> _Prepared:
     """Store the message and its run in one transaction (``_store_send``); a repeated
     ``client_message_id`` answers with the first send. ``owner`` (inline mode): when nothing else
@@ -107,7 +108,7 @@ class _AlreadySent(Exception):
     pass
 
 
-def _already_sent(*, user: Any, conversation_id: Any, client_message_id: str | None) -> _Prepared:
+def _already_sent(*, user: User, conversation_id: Any, client_message_id: str | None) -> _Prepared:
     conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
     existing = Message.objects.filter(conversation=conversation, client_message_id=client_message_id).first()
     if existing is None:  # the other send rolled back meanwhile
@@ -125,7 +126,7 @@ def _already_sent(*, user: Any, conversation_id: Any, client_message_id: str | N
 
 def _store_send(
     *,
-    user: Any,
+    user: User,
     conversation_id: Any,
     content: str,
     client_message_id: str | None,
@@ -245,7 +246,7 @@ def _set_message_seq(message_id: Any, conversation_id: Any, seq: int) -> None:
 
 async def message_send(
     *,
-    user: Any,
+    user: User,
     conversation_id: Any,
     content: str,
     client_message_id: str | None = None,
@@ -332,7 +333,7 @@ async def message_send(
     return prepared.result
 
 
-def session_open(*, user: Any, conversation: Conversation) -> None:
+def session_open(*, user: User, conversation: Conversation) -> None:
     """Sync callers (the REST create view): an ``agent_agent`` session created with
     ``settings.opening_message`` starts at once. The opening is posted as the creator's message (as
     if sent on the socket) and the first agent takes its turn; idempotent by its client_message_id,

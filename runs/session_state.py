@@ -16,6 +16,7 @@ from conversations.services import (
     conversation_context_validate,
     conversation_create,
 )
+from core.auth import User
 from core.errors import NotFound
 from runs.eventlog import get_event_log
 from runs.manager import get_run_manager
@@ -117,7 +118,7 @@ async def session_state(*, conversation: Conversation, recent: int = 50) -> dict
     return await db(_session_state)(conversation, last_seq, recent)
 
 
-def _bind(*, user: Any, conversation_id: Any, agent_id: Any, context: Any) -> Conversation:
+def _bind(*, user: User, conversation_id: Any, agent_id: Any, context: Any) -> Conversation:
     if conversation_id:
         conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
         if isinstance(context, dict) and context:
@@ -137,7 +138,7 @@ def _bind(*, user: Any, conversation_id: Any, agent_id: Any, context: Any) -> Co
 
 
 async def conversation_bind(
-    *, user: Any, conversation_id: Any = None, agent_id: Any = None, context: Any = None
+    *, user: User, conversation_id: Any = None, agent_id: Any = None, context: Any = None
 ) -> Conversation:
     """``initialize``: the user's conversation, or a new one with the given (or first active) agent."""
     return await db(_bind)(user=user, conversation_id=conversation_id, agent_id=agent_id, context=context)

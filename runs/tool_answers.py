@@ -10,6 +10,7 @@ from conversations.models import Message, MessageType
 from conversations.selectors import (
     conversation_get_for_user,
 )
+from core.auth import User
 from core.errors import Conflict, NotFound, ValidationFailed
 from runs.manager import get_run_manager
 from runs.models import Run
@@ -20,7 +21,7 @@ from runs.tools import store_tool_result, tool_result_key
 
 
 def _prepare_tool_result(
-    *, user: Any, conversation_id: Any, tool_call_id: str, result: Any, is_error: bool
+    *, user: User, conversation_id: Any, tool_call_id: str, result: Any, is_error: bool
 ) -> tuple[str, str, dict[str, Any]]:
     """Store a client's answer to a client tool call of a run of this conversation, which ``user``
     may access; (the run's owner, the run's id, the outcome). The call is found in this
@@ -75,7 +76,7 @@ def _prepare_tool_result(
 
 
 async def tool_result_submit(
-    *, user: Any, conversation_id: Any, tool_call_id: str, result: Any, is_error: bool
+    *, user: User, conversation_id: Any, tool_call_id: str, result: Any, is_error: bool
 ) -> None:
     """A client's answer to a client tool call. The first valid answer wins; later ones get Conflict.
 
