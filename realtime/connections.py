@@ -131,7 +131,7 @@ class StreamGuard:
         self.place = _Place(credentials.user_id, f"sse-{uuid.uuid4().hex}")
 
     @classmethod
-    async def open(cls, request: Any, user: Any) -> StreamGuard:
+    async def open(cls, request: HttpRequest, user: User) -> StreamGuard:
         guard = cls(Credentials.from_request(request, user))
         if not await get_limits().socket_open(user.pk, guard.place.stream_id):
             guard.place.released = True

@@ -19,7 +19,16 @@ from django.conf import settings
 
 from agents.provider_config import generation_options_for
 from conversations.models import Message, MessageStatus
-from providers.base import ChatMessage, Finished, ProviderError, TextDelta, ToolCall, ToolSpec, UsageReport
+from providers.base import (
+    ChatMessage,
+    Finished,
+    ProviderError,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    UsageReport,
+)
 from providers.registry import get_provider
 from runs import store
 from runs import tools as run_tools
@@ -262,7 +271,7 @@ class Execution:
 
         return await run_tools.run_tool_call(self, call, execution)
 
-    def _add_usage(self, usage: Any) -> None:
+    def _add_usage(self, usage: Usage | None) -> None:
         if usage is None:
             return
         self.usage["input_tokens"] = max(self.usage["input_tokens"], getattr(usage, "input_tokens", 0) or 0)

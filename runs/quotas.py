@@ -18,8 +18,6 @@ running session holds one active run; only its opening and a person's messages t
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
@@ -53,7 +51,7 @@ async def run_rate_admit(*, user: User) -> None:
         )
 
 
-def active_runs_admit(*, owner_id: Any) -> None:
+def active_runs_admit(*, owner_id: int) -> None:
     """Inside the send's transaction, before its run is created: refuse a run past the owner's
     quota of active runs. The owner's row is locked first so that concurrent sends to different
     conversations of one owner are counted one after the other (PostgreSQL; SQLite's writes are

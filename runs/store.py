@@ -11,6 +11,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async as sync_to_async
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents.models import Agent
@@ -99,7 +100,7 @@ def store_reply(
         Conversation.objects.filter(pk=message.conversation_id, last_seq__lt=seq).update(last_seq=seq)
 
 
-def mark_activity(conversations: Any) -> None:
+def mark_activity(conversations: QuerySet[Conversation]) -> None:
     """A person's message was sent: ``updated_at``, and the idle expiry pushed on (active ones)."""
     conversations.filter(status=ConversationStatus.ACTIVE).update(
         updated_at=timezone.now(), expires_at=conversation_idle_expiry()
@@ -111,7 +112,7 @@ def checkpoint(message_id: Any, content: str, conversation_id: Any, last_seq: in
     Conversation.objects.filter(pk=conversation_id, last_seq__lt=last_seq).update(last_seq=last_seq)
 
 
-def reply_history(conversation: Conversation, agent: Agent, reply_id: Any) -> list[ChatMessage]:
+def reply_history(conversation: Conversation, agent: Agent, reply_id: uuid.UUID) -> list[ChatMessage]:
     return chat_history(conversation=conversation, agent=agent, exclude_message_id=reply_id)
 
 
