@@ -17,7 +17,7 @@ import threading
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from providers.base import (
     ChatMessage,
@@ -34,6 +34,9 @@ from providers.base import (
     UsageReport,
 )
 from providers.resilience import RetryPolicy, StreamWatch, resilient_stream, retry_policy
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama  # for annotations only: importing it takes 2 s
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ class _Loaded:
     """A process-wide model: the Llama object and the lock generations take turns on."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    llama: Any = None
+    llama: Llama | None = None
 
 
 _MODELS: dict[tuple[str, int, int], _Loaded] = {}
@@ -140,7 +143,7 @@ class LocalProvider:
     def model_name(self) -> str:
         return self.path.stem
 
-    def _llama(self, loaded: _Loaded) -> Any:
+    def _llama(self, loaded: _Loaded) -> Llama:
         """The shared Llama, loaded on first use (called with ``loaded.lock`` held)."""
         if loaded.llama is None:
             from llama_cpp import Llama  # imported here: a 2 s import nobody else should pay for

@@ -343,7 +343,7 @@ class OpenAIProvider:
         yield [reader.finished()]
 
     def _map_error(
-        self, exc: BaseException, watch: StreamWatch, options: GenerationOptions
+        self, exc: BaseException, watch: StreamWatch | _NoWatch, options: GenerationOptions
     ) -> ProviderError | None:
         if isinstance(exc, openai.APIStatusError):
             body = exc.body
@@ -398,4 +398,4 @@ class _NoWatch:
     started = False
 
 
-_NO_WATCH: Any = _NoWatch()
+_NO_WATCH = _NoWatch()
