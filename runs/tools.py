@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import re
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async as sync_to_async
@@ -41,7 +42,7 @@ _MAX_KEY_CHARS = 128
 _LOGGABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-def tool_result_key(run_id: Any, tool_call_id: str) -> str:
+def tool_result_key(run_id: uuid.UUID | str, tool_call_id: str) -> str:
     """The unique key (``Message.client_message_id``) of the result of one call of one run."""
     key = f"tool:{run_id}:{tool_call_id}"
     if len(key) <= _MAX_KEY_CHARS:
@@ -93,8 +94,8 @@ def _store_call(ex: Execution, call: ToolCall, execution: str | None, seq: int) 
 
 def store_tool_result(
     *,
-    conversation_id: Any,
-    run_id: Any,
+    conversation_id: uuid.UUID | str,
+    run_id: uuid.UUID | str,
     tool_call_id: str,
     tool: str,
     agent_id: str,
@@ -124,7 +125,9 @@ def store_tool_result(
         return None
 
 
-def _stored_result(conversation_id: Any, run_id: Any, tool_call_id: str) -> dict[str, Any] | None:
+def _stored_result(
+    conversation_id: uuid.UUID | str, run_id: uuid.UUID | str, tool_call_id: str
+) -> dict[str, Any] | None:
     row = Message.objects.filter(
         conversation_id=conversation_id, client_message_id=tool_result_key(run_id, tool_call_id)
     ).first()
@@ -137,7 +140,9 @@ def _stored_result(conversation_id: Any, run_id: Any, tool_call_id: str) -> dict
     return {"result": result, "is_error": bool(row.metadata.get("is_error"))}
 
 
-def _set_result_seq(conversation_id: Any, run_id: Any, tool_call_id: str, seq: int) -> None:
+def _set_result_seq(
+    conversation_id: uuid.UUID | str, run_id: uuid.UUID | str, tool_call_id: str, seq: int
+) -> None:
     Message.objects.filter(
         conversation_id=conversation_id, client_message_id=tool_result_key(run_id, tool_call_id)
     ).update(seq=seq)
