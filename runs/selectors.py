@@ -5,6 +5,7 @@ Here rather than in conversations/selectors.py: conversations/ does not import r
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.db import connection
@@ -18,7 +19,9 @@ from core.errors import NotFound, parse_uuid
 from runs.models import ACTIVE_RUN_STATUSES, Run
 
 
-def conversation_for_send(*, user: User, conversation_id: Any) -> tuple[Conversation, list[Agent]]:
+def conversation_for_send(
+    *, user: User, conversation_id: uuid.UUID | str
+) -> tuple[Conversation, list[Agent]]:
     """The reads that open a send, on the way to the provider's request (time to first token): the
     conversation if the user may see it (NotFound otherwise), locked until the caller's transaction
     ends where the database can lock a row (SQLite's writers are serialised anyway), with

@@ -8,6 +8,7 @@ transaction each); events are appended after the transaction commits.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -88,7 +89,7 @@ def _choose_agent(conversation: Conversation, agent_id: str | None, agents: list
 
 
 def _prepare_send(
-    *, user: User, conversation_id: Any, client_message_id: str | None, **send: Any
+    *, user: User, conversation_id: uuid.UUID | str, client_message_id: str | None, **send: Any
 ) -> _Prepared:
     """Store the message and its run in one transaction (``_store_send``); a repeated
     ``client_message_id`` answers with the first send. ``owner`` (inline mode): when nothing else
@@ -108,7 +109,9 @@ class _AlreadySent(Exception):
     pass
 
 
-def _already_sent(*, user: User, conversation_id: Any, client_message_id: str | None) -> _Prepared:
+def _already_sent(
+    *, user: User, conversation_id: uuid.UUID | str, client_message_id: str | None
+) -> _Prepared:
     conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
     existing = Message.objects.filter(conversation=conversation, client_message_id=client_message_id).first()
     if existing is None:  # the other send rolled back meanwhile
@@ -127,7 +130,7 @@ def _already_sent(*, user: User, conversation_id: Any, client_message_id: str | 
 def _store_send(
     *,
     user: User,
-    conversation_id: Any,
+    conversation_id: uuid.UUID | str,
     content: str,
     client_message_id: str | None,
     agent_id: str | None,
@@ -239,7 +242,7 @@ def _store_send(
     )
 
 
-def _set_message_seq(message_id: Any, conversation_id: Any, seq: int) -> None:
+def _set_message_seq(message_id: uuid.UUID | str, conversation_id: uuid.UUID | str, seq: int) -> None:
     Message.objects.filter(pk=message_id).update(seq=seq)
     Conversation.objects.filter(pk=conversation_id, last_seq__lt=seq).update(last_seq=seq)
 
@@ -247,7 +250,7 @@ def _set_message_seq(message_id: Any, conversation_id: Any, seq: int) -> None:
 async def message_send(
     *,
     user: User,
-    conversation_id: Any,
+    conversation_id: uuid.UUID | str,
     content: str,
     client_message_id: str | None = None,
     agent_id: str | None = None,

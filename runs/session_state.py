@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from agents.models import Agent, AgentStatus
@@ -118,7 +119,9 @@ async def session_state(*, conversation: Conversation, recent: int = 50) -> dict
     return await db(_session_state)(conversation, last_seq, recent)
 
 
-def _bind(*, user: User, conversation_id: Any, agent_id: Any, context: Any) -> Conversation:
+def _bind(
+    *, user: User, conversation_id: uuid.UUID | str | None, agent_id: Any, context: Any
+) -> Conversation:
     if conversation_id:
         conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
         if isinstance(context, dict) and context:
@@ -138,7 +141,7 @@ def _bind(*, user: User, conversation_id: Any, agent_id: Any, context: Any) -> C
 
 
 async def conversation_bind(
-    *, user: User, conversation_id: Any = None, agent_id: Any = None, context: Any = None
+    *, user: User, conversation_id: uuid.UUID | str | None = None, agent_id: Any = None, context: Any = None
 ) -> Conversation:
     """``initialize``: the user's conversation, or a new one with the given (or first active) agent."""
     return await db(_bind)(user=user, conversation_id=conversation_id, agent_id=agent_id, context=context)

@@ -6,7 +6,7 @@ channel; the database flag is the fallback); a queued run is stopped here and an
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -29,7 +29,7 @@ from runs.store import db
 
 
 def _prepare_stop(
-    *, user: User, conversation_id: Any, run_id: str | None
+    *, user: User, conversation_id: uuid.UUID | str, run_id: str | None
 ) -> tuple[Conversation, list[Run], list[Run]]:
     with transaction.atomic():
         conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
@@ -87,7 +87,7 @@ def _emit_stopped(writer: EventWriter, run: Run, *, message_id: str | None = Non
     )
 
 
-async def run_stop(*, user: User, conversation_id: Any, run_id: str | None = None) -> list[str]:
+async def run_stop(*, user: User, conversation_id: uuid.UUID | str, run_id: str | None = None) -> list[str]:
     """Stop the conversation's active runs (or one). Returns the ids of the runs told to stop."""
     conversation, queued, running = await db(_prepare_stop)(
         user=user, conversation_id=conversation_id, run_id=run_id
@@ -115,7 +115,7 @@ async def run_stop(*, user: User, conversation_id: Any, run_id: str | None = Non
 # --- deleting a conversation ---------------------------------------------------------------------
 
 
-def _delete_conversation(*, user: User, conversation_id: Any) -> tuple[Conversation, list[Run]]:
+def _delete_conversation(*, user: User, conversation_id: uuid.UUID | str) -> tuple[Conversation, list[Run]]:
     """Delete the conversation (which ``user`` may access; None: anyone, the admin) with its
     messages and runs, in one transaction; the runs that were still active, to stop and announce.
 
@@ -141,7 +141,7 @@ def _delete_conversation(*, user: User, conversation_id: Any) -> tuple[Conversat
     return conversation, active
 
 
-def conversation_delete_with_runs(*, user: User, conversation_id: Any) -> list[str]:
+def conversation_delete_with_runs(*, user: User, conversation_id: uuid.UUID | str) -> list[str]:
     """Delete a conversation and stop its replies in flight (the REST ``DELETE`` and the admin;
     sync callers: the database work runs in the caller's thread and transaction).
 

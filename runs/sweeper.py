@@ -8,6 +8,7 @@ dispatched again and active conversations idle past their expiry become ``expire
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -76,7 +77,7 @@ def _lost_queued_runs() -> list[str]:
     return list(first_per_conversation.values())
 
 
-def _reply_content(message_id: Any) -> str:
+def _reply_content(message_id: uuid.UUID | None) -> str:
     if message_id is None:
         return ""
     return Message.objects.filter(pk=message_id).values_list("content", flat=True).first() or ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -21,7 +22,7 @@ from runs.tools import store_tool_result, tool_result_key
 
 
 def _prepare_tool_result(
-    *, user: User, conversation_id: Any, tool_call_id: str, result: Any, is_error: bool
+    *, user: User, conversation_id: uuid.UUID | str, tool_call_id: str, result: Any, is_error: bool
 ) -> tuple[str, str, dict[str, Any]]:
     """Store a client's answer to a client tool call of a run of this conversation, which ``user``
     may access; (the run's owner, the run's id, the outcome). The call is found in this
@@ -76,7 +77,7 @@ def _prepare_tool_result(
 
 
 async def tool_result_submit(
-    *, user: User, conversation_id: Any, tool_call_id: str, result: Any, is_error: bool
+    *, user: User, conversation_id: uuid.UUID | str, tool_call_id: str, result: Any, is_error: bool
 ) -> None:
     """A client's answer to a client tool call. The first valid answer wins; later ones get Conflict.
 
