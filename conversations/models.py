@@ -138,6 +138,17 @@ class Message(models.Model):
     opinion = models.CharField(max_length=8, choices=Opinion.choices, null=True, blank=True)
     feedback_comment = models.TextField(blank=True, default="")
     client_message_id = models.CharField(max_length=128, null=True, blank=True)
+    # The message tree (regenerate, edit and resend, continue): a person's message or a reply
+    # follows its ``parent`` (null: the first message, or a tool call/result, which belongs to its
+    # run's reply through ``metadata.run_id``). Messages with the same parent and role are
+    # siblings; ``selected`` marks the one chosen among them (the newest unless the person flips),
+    # and ``hidden`` (kept by ``conversations.branches``) whether it is off the active path: it or
+    # an ancestor is not selected. The provider's history and the listings follow the active path.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    selected = models.BooleanField(default=True)
+    hidden = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

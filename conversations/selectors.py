@@ -75,17 +75,21 @@ def conversation_participants(*, conversation: Conversation) -> list[Any]:
 
 
 def message_list(
-    *, conversation: Conversation, after_seq: int | None = None, limit: int | None = None
+    *,
+    conversation: Conversation,
+    after_seq: int | None = None,
+    limit: int | None = None,
+    all_branches: bool = False,
 ) -> list[Message]:
-    """Messages in conversation order (by seq, then creation)."""
-    qs = conversation.messages.select_related("agent").order_by("seq", "created_at")
+    """Messages in conversation order (by seq, then creation): the active path (the branches the
+    person chose, ``conversations.branches``), or every branch with ``all_branches``."""
+    messages = conversation.messages.all() if all_branches else conversation.messages.filter(hidden=False)
+    qs = messages.select_related("agent").order_by("seq", "created_at")
     if after_seq is not None:
         qs = qs.filter(seq__gt=after_seq)
     if limit is not None:
         # the most recent `limit`, still returned oldest first
-        recent = list(
-            conversation.messages.order_by("-seq", "-created_at").values_list("pk", flat=True)[:limit]
-        )
+        recent = list(messages.order_by("-seq", "-created_at").values_list("pk", flat=True)[:limit])
         qs = qs.filter(pk__in=recent)
     return list(qs)
 

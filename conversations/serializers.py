@@ -7,6 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from conversations.branches import siblings_for
 from conversations.models import Conversation, Message, Opinion, Participant, SessionType
 from core.fields import StrictCharField
 
@@ -131,6 +132,8 @@ class MessageSerializer(serializers.ModelSerializer):
     agent_id = serializers.UUIDField(read_only=True, allow_null=True)
     agent_name = serializers.SerializerMethodField()
     metadata = serializers.DictField(read_only=True)
+    parent_id = serializers.UUIDField(read_only=True, allow_null=True)
+    sibling_ids = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
@@ -148,10 +151,21 @@ class MessageSerializer(serializers.ModelSerializer):
             "opinion",
             "feedback_comment",
             "client_message_id",
+            "parent_id",
+            "sibling_ids",
+            "hidden",
             "created_at",
             "updated_at",
         )
         read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.UUIDField()))
+    def get_sibling_ids(self, message: Message) -> list[str]:
+        """The message's siblings, oldest first, itself included (``< 2/3 >``): other replies to
+        the same message (regenerate), other versions of the same message (edit)."""
+        siblings = self.context.get("siblings") or {}
+        found = siblings.get(message.pk)
+        return found.ids if found is not None else [str(message.pk)]
 
     def get_agent_name(self, message: Message) -> str | None:
         return message.agent.name if message.agent_id and message.agent else None
@@ -168,7 +182,8 @@ class ConversationDetailSerializer(ConversationSerializer):
 
     @extend_schema_field(MessageSerializer(many=True))
     def get_messages(self, conversation: Conversation) -> list[dict[str, Any]]:
-        return MessageSerializer(self.context.get("messages", []), many=True).data
+        messages = self.context.get("messages", [])
+        return MessageSerializer(messages, many=True, context={"siblings": siblings_for(messages)}).data
 
 
 class ConversationCreateSerializer(serializers.Serializer):

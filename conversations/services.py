@@ -368,7 +368,8 @@ def title_prompt(messages: Sequence[Message]) -> list[tuple[str, str]]:
 def conversation_generate_title(
     *, conversation: Conversation, complete: Callable[[Agent, list[tuple[str, str]]], str] | None
 ) -> tuple[str, str]:
-    """Title a conversation from its first messages and save it. Returns ``(title, source)``.
+    """Title a conversation from its first messages (on the active branch) and save it. Returns
+    ``(title, source)``.
 
     ``complete(agent, prompt)`` asks the conversation's first agent (the caller wires the provider
     in, so this module never talks to one); when it fails (raises) or answers nothing usable, the
@@ -376,7 +377,7 @@ def conversation_generate_title(
     """
     messages = [
         m
-        for m in conversation.messages.order_by("seq", "created_at")[:50]
+        for m in conversation.messages.filter(hidden=False).order_by("seq", "created_at")[:50]
         if m.role in {"user", "agent"} and m.type == "message" and m.content.strip()
     ][:TITLE_SOURCE_MESSAGES]
     if not messages:

@@ -29,6 +29,7 @@ from realtime.connections import Credentials
 from realtime.limits import get_limits
 from realtime.middleware import SUBPROTOCOL
 from realtime.presence import presence
+from runs.branching import message_choose, message_continue, message_regenerate
 from runs.eventlog import get_event_log
 from runs.eventlog.base import EventLogUnavailable, LoggedEvent
 from runs.sending import message_send
@@ -575,6 +576,46 @@ class ConversationSocket(BaseSocket):
                     is_error=frame.is_error,
                 )
                 await self.send(text_data=protocol.control_frame("ack", {"toolCallId": frame.tool_call_id}))
+            case protocol.Branch():
+                act = {
+                    "regenerate": message_regenerate,
+                    "continue": message_continue,
+                    "select": message_choose,
+                }
+                branched = await act[frame.action](
+                    user=self.user, conversation_id=cid, message_id=frame.message_id
+                )
+                await self.send(
+                    text_data=protocol.control_frame(
+                        "ack",
+                        {
+                            "action": branched.action,
+                            "message_id": branched.message_id,
+                            "run_id": branched.run_id,
+                        },
+                    )
+                )
+            case protocol.Edit():
+                result = await message_send(
+                    user=self.user,
+                    conversation_id=cid,
+                    content=frame.content,
+                    client_message_id=frame.client_message_id,
+                    edit_of=frame.message_id,
+                )
+                await self.send(
+                    text_data=protocol.control_frame(
+                        "ack",
+                        {
+                            "action": "edit",
+                            "edited_id": frame.message_id,
+                            "client_message_id": frame.client_message_id,
+                            "message_id": result.message_id,
+                            "run_id": result.run_id,
+                            "duplicate": result.duplicate,
+                        },
+                    )
+                )
             case protocol.Feedback():
 
                 def _feedback() -> str:

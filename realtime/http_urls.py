@@ -2,7 +2,10 @@
 
 from django.urls import path
 
+from realtime import branch_views
 from realtime import http_views as views
+
+_MESSAGE = "conversations/<str:conversation_id>/messages/<str:message_id>"
 
 urlpatterns = [
     path("invoke/", views.invoke, name="invoke"),
@@ -12,4 +15,8 @@ urlpatterns = [
     path(
         "conversations/<str:conversation_id>/events/", views.conversation_events, name="conversation-events"
     ),
+    path(f"{_MESSAGE}/regenerate/", branch_views.message_regenerate_view, name="message-regenerate"),
+    path(f"{_MESSAGE}/edit/", branch_views.message_edit_view, name="message-edit"),
+    path(f"{_MESSAGE}/continue/", branch_views.message_continue_view, name="message-continue"),
+    path(f"{_MESSAGE}/select/", branch_views.message_select_view, name="message-select"),
 ]

@@ -106,6 +106,23 @@ class Feedback:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Branch:
+    """``regenerate``, ``continue`` or ``select`` a reply/message (the message tree)."""
+
+    action: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Edit:
+    """Edit and resend: ``content`` stored beside the person's earlier message ``message_id``."""
+
+    message_id: str
+    content: str
+    client_message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Resume:
     last_seq: int
 
@@ -120,7 +137,7 @@ class Pong:
     pass
 
 
-ClientFrame = Initialize | UserMessage | Stop | ToolResult | Feedback | Resume | Ping | Pong
+ClientFrame = Initialize | UserMessage | Stop | ToolResult | Feedback | Branch | Edit | Resume | Ping | Pong
 
 
 class _Fields:
@@ -273,6 +290,17 @@ def parse_client_frame(raw: str | bytes | None) -> ClientFrame:
                 fields.errors["rating"] = "positive, negative or null."
             comment = fields.string("comment", limit=4000)
             result = Feedback(message_id=message_id or "", rating=rating, comment=comment or "")
+        case "regenerate" | "continue" | "select":
+            message_id = fields.string("message_id", "messageId", required=True)
+            result = Branch(action=kind, message_id=message_id or "")
+        case "edit":
+            message_id = fields.string("message_id", "messageId", required=True)
+            content = _content(fields, "content")
+            result = Edit(
+                message_id=message_id or "",
+                content=content,
+                client_message_id=fields.string("client_message_id", "clientMessageId"),
+            )
         case "resume":
             result = Resume(last_seq=fields.seq("last_seq", "lastSeq", required=True) or 0)
         case "ping":

@@ -14,6 +14,11 @@ from providers.base import ChatMessage, ToolCall
 
 HISTORY_LIMIT = 60
 USABLE_STATUSES = (MessageStatus.COMPLETE, MessageStatus.STOPPED, MessageStatus.INCOMPLETE)
+# What a run that continues a reply cut by length (its trigger is that reply) is asked after it.
+CONTINUE_PROMPT = (
+    "Your previous reply was cut off. Continue it exactly where it stopped, without repeating "
+    "anything and without any preamble."
+)
 
 
 def _system_prompt(agent: Agent, conversation: Conversation, speakers: Sequence[Agent]) -> str:
@@ -66,6 +71,9 @@ def chat_history(
         history.append(ChatMessage(role="system", content=system))
     for message in rows:
         history.extend(_as_chat(message, agent=agent, multi_agent=multi_agent, names=names))
+    if not multi_agent and then is not None and then.role == MessageRole.AGENT and then.agent_id == agent.pk:
+        # A continuation: the cut reply is the last assistant turn, then the instruction.
+        history.append(ChatMessage(role="user", content=CONTINUE_PROMPT))
     return history
 
 
@@ -104,13 +112,15 @@ def _recent_messages(conversation_id: Any, excluded: list[Any]) -> list[Message]
         sql = (
             f"SELECT {', '.join(q(c) for c in _HISTORY_COLUMNS)} FROM {q(Message._meta.db_table)}"
             f" WHERE {q('conversation_id')} = %s AND {q('status')} IN ({usable})"
+            # the active path only: branches the person stepped away from are not sent
+            f" AND {q('hidden')} = %s"
             + "".join(f" AND {q('id')} <> %s" for _ in excluded)
             + f" ORDER BY {q('seq')} DESC, {q('created_at')} DESC LIMIT {HISTORY_LIMIT}"
         )
         _HISTORY_SQL[key] = sql
     prep = Message._meta.pk.get_db_prep_value
     conversation_param = Conversation._meta.pk.get_db_prep_value(conversation_id, connection)
-    params = [conversation_param, *USABLE_STATUSES, *(prep(pk, connection) for pk in excluded)]
+    params = [conversation_param, *USABLE_STATUSES, False, *(prep(pk, connection) for pk in excluded)]
     return list(Message.objects.raw(sql, params))
 
 

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.selectors import agent_unavailability
+from conversations.branches import hidden_recompute, message_get_in, message_tip, siblings_of
 from conversations.models import (
     Conversation,
     ConversationStatus,
@@ -137,6 +138,7 @@ def _store_send(
     context: Any,
     owner: str | None,
     launch: Callable[[Claimed], None] | None,
+    edit_of: uuid.UUID | str | None = None,
 ) -> _Prepared:
     with transaction.atomic():
         # The conversation locked (serialises sends to one conversation; SQLite's IMMEDIATE
@@ -145,6 +147,9 @@ def _store_send(
         conversation, participants = conversation_for_send(user=user, conversation_id=conversation_id)
         if conversation.status == ConversationStatus.EXPIRED:
             raise Conflict("This conversation has expired.")
+        edited = None
+        if edit_of is not None:
+            edited = _edit_target(conversation, edit_of)
         agent = _choose_agent(conversation, agent_id, participants)
         unavailable = agent_unavailability(agent=agent)
         if unavailable is not None:
@@ -166,6 +171,8 @@ def _store_send(
             create_run = not active
             if conversation.status != ConversationStatus.ACTIVE:
                 conversation.status = ConversationStatus.ACTIVE
+        elif active and edited is not None:
+            raise Conflict("A reply is still being generated; wait for it or stop it before editing.")
         elif active:
             policy = conversation.double_text_policy
             if policy == DoubleTextPolicy.REJECT:
@@ -189,6 +196,8 @@ def _store_send(
         try:  # no savepoint: a repeated client_message_id rolls the whole transaction back
             message = Message.objects.create(
                 conversation=conversation,
+                # an edit is a sibling of the message it edits; a message follows the active path
+                parent_id=edited.parent_id if edited else message_tip(conversation_id=conversation.pk),
                 role=MessageRole.USER,
                 type=MessageType.MESSAGE,
                 status=MessageStatus.COMPLETE,
@@ -198,6 +207,9 @@ def _store_send(
             )
         except IntegrityError:
             raise _AlreadySent from None
+        if edited is not None:  # the edited message and what followed it step off the active path
+            siblings_of(edited).exclude(pk=message.pk).update(selected=False)
+            hidden_recompute(conversation_id=conversation.pk)
         if create_run:
             active_runs_admit(owner_id=conversation.owner_id)
         run = None
@@ -242,6 +254,25 @@ def _store_send(
     )
 
 
+def _edit_target(conversation: Conversation, message_id: uuid.UUID | str) -> Message:
+    """The person's message an edit replaces (a sibling is stored beside it)."""
+    if conversation.session_type != SessionType.HUMAN_AGENT:
+        raise ValidationFailed(
+            "Messages are edited in conversations with one agent only.",
+            details={"message_id": ["Not in an agent-to-agent session."]},
+        )
+    target = message_get_in(conversation=conversation, message_id=message_id)
+    if target.role != MessageRole.USER or target.type != MessageType.MESSAGE:
+        raise ValidationFailed(
+            "Only your own messages can be edited.", details={"message_id": ["Not a user message."]}
+        )
+    if target.hidden:
+        raise ValidationFailed(
+            "That message is not on the active branch.", details={"message_id": ["Choose its branch first."]}
+        )
+    return target
+
+
 def _set_message_seq(message_id: uuid.UUID | str, conversation_id: uuid.UUID | str, seq: int) -> None:
     Message.objects.filter(pk=message_id).update(seq=seq)
     Conversation.objects.filter(pk=conversation_id, last_seq__lt=seq).update(last_seq=seq)
@@ -255,9 +286,14 @@ async def message_send(
     client_message_id: str | None = None,
     agent_id: str | None = None,
     context: Any = None,
+    edit_of: uuid.UUID | str | None = None,
 ) -> SendResult:
     """Store a person's message, announce it, and start (or queue) the reply. Idempotent by
     ``client_message_id``: the same id twice gives one message and one run.
+
+    ``edit_of`` (edit and resend): the message is stored as a sibling of that earlier message of
+    the person's, which steps off the active path with everything after it (``conversations.branches``);
+    refused (``conflict``) while a reply is being generated.
 
     Every path that starts a run goes through here, and meets the quotas (``runs.quotas``):
     content length, runs per minute, active runs per owner, context size."""
@@ -289,6 +325,7 @@ async def message_send(
             context=context,
             owner=manager.owner_name if manager else None,
             launch=launch,
+            edit_of=edit_of,
         )
         if prepared.message is None:
             return prepared.result
@@ -296,6 +333,10 @@ async def message_send(
         writer = EventWriter(
             get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
         )
+        if edit_of is not None:
+            writer.emit(
+                "branch", {"action": "edit", "message_id": str(edit_of), "run_id": prepared.result.run_id}
+            )
         seq = await writer.emit_now(
             "user_message",
             {
@@ -304,6 +345,7 @@ async def message_send(
                 "role": "user",
                 "client_message_id": client_message_id,
                 "user_id": user.pk,
+                "parent_id": str(prepared.message.parent_id) if prepared.message.parent_id else None,
             },
         )
         if prepared.claimed is not None:

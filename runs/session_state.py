@@ -7,6 +7,7 @@ from typing import Any
 
 from agents.models import Agent, AgentStatus
 from agents.selectors import agent_get_for_user, agent_list
+from conversations.branches import Siblings, siblings_for
 from conversations.models import Conversation, Message, MessageType
 from conversations.selectors import (
     conversation_get_for_user,
@@ -28,7 +29,8 @@ from runs.tools import tool_result_key
 # --- session state and binding ------------------------------------------------------------------------
 
 
-def message_as_dict(message: Message) -> dict[str, Any]:
+def message_as_dict(message: Message, siblings: dict[Any, Siblings] | None = None) -> dict[str, Any]:
+    found = (siblings or {}).get(message.pk)
     return {
         "id": str(message.pk),
         "seq": message.seq,
@@ -40,6 +42,8 @@ def message_as_dict(message: Message) -> dict[str, Any]:
         "metadata": message.metadata,
         "opinion": message.opinion,
         "client_message_id": message.client_message_id,
+        "parent_id": str(message.parent_id) if message.parent_id else None,
+        "sibling_ids": found.ids if found is not None else [str(message.pk)],
         "created_at": message.created_at.isoformat(),
     }
 
@@ -62,6 +66,7 @@ def agent_as_dict(agent: Agent) -> dict[str, Any]:
 def _session_state(conversation: Conversation, last_seq: int, recent: int) -> dict[str, Any]:
     conversation.refresh_from_db()
     messages = message_list(conversation=conversation, limit=recent)
+    siblings = siblings_for(messages)
     active = list(
         Run.objects.filter(conversation=conversation, status__in=ACTIVE_RUN_STATUSES).order_by("created_at")
     )
@@ -97,7 +102,7 @@ def _session_state(conversation: Conversation, last_seq: int, recent: int) -> di
         "agents": [agent_as_dict(a) for a in conversation_participants(conversation=conversation)],
         "status": conversation.status,
         "last_seq": last_seq,
-        "messages": [message_as_dict(m) for m in messages],
+        "messages": [message_as_dict(m, siblings) for m in messages],
         "active_runs": [
             {"run_id": str(r.pk), "agent_id": str(r.agent_id), "status": r.status} for r in active
         ],

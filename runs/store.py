@@ -74,6 +74,7 @@ def new_reply(run: Run) -> Message:
         id=uuid.uuid4(),
         conversation_id=run.conversation_id,
         agent=run.agent,
+        parent_id=run.trigger_message_id,  # the message it answers (or the cut reply it continues)
         role=MessageRole.AGENT,
         type=MessageType.MESSAGE,
         status=MessageStatus.STREAMING,

@@ -72,15 +72,14 @@ def over_cap_outcome(cap: int) -> dict[str, Any]:
     }
 
 
-def _store_call(ex: Execution, call: ToolCall, execution: str | None, seq: int) -> None:
-    Message.objects.create(
+def _store_call(ex: Execution, call: ToolCall, execution: str | None) -> uuid.UUID:
+    return Message.objects.create(
         conversation_id=ex.conversation.pk,
         agent=ex.agent,
         role=MessageRole.AGENT,
         type=MessageType.TOOL_CALL,
         status=MessageStatus.COMPLETE,
         content=json.dumps(call.arguments, ensure_ascii=False),
-        seq=seq,
         metadata={
             "toolCallId": call.id,
             "tool": call.name,
@@ -89,7 +88,11 @@ def _store_call(ex: Execution, call: ToolCall, execution: str | None, seq: int) 
             "run_id": ex.run_id,
             "agent_id": str(ex.agent.pk),
         },
-    )
+    ).pk
+
+
+def _set_call_seq(message_id: uuid.UUID, seq: int) -> None:
+    Message.objects.filter(pk=message_id).update(seq=seq)
 
 
 def store_tool_result(
@@ -172,6 +175,9 @@ async def run_tool_call(ex: Execution, call: ToolCall, execution: str | None) ->
         waiter = asyncio.get_running_loop().create_future()
         ex.manager.tool_waiters[waiter_key] = waiter
     try:
+        # Stored before it is announced: a client may answer the moment it sees the call, and its
+        # answer finds the call by this row (runs.services._prepare_tool_result), in any process.
+        call_row = await sync_to_async(_store_call)(ex, call, execution)
         seq = await ex.writer.emit_now(
             "tool_call",
             {
@@ -184,7 +190,7 @@ async def run_tool_call(ex: Execution, call: ToolCall, execution: str | None) ->
                 "run_id": ex.run_id,
             },
         )
-        await sync_to_async(_store_call)(ex, call, execution, seq)
+        await sync_to_async(_set_call_seq)(call_row, seq)
         if waiter is None:
             outcome = refused_outcome(call.name) if refused else await _server_tool(ex, call)
             await sync_to_async(store_tool_result)(

@@ -4,7 +4,8 @@ Its behaviour comes from the agent's ``config`` (GenerationOptions.extra):
 ``reply`` (text), ``repeat`` (the reply that many times over: long replies without a long config),
 ``chunks`` (how many pieces), ``delay`` (seconds between pieces),
 ``fail`` (a ProviderError kind raised after ``fail_after`` pieces), ``cut`` (end without a finish),
-``tool_calls`` (a list of {name, arguments} to call on the first round).
+``tool_calls`` (a list of {name, arguments} to call on the first round), ``finish`` (the finish
+reason, "stop" unless given: "length" for a reply cut by the length limit).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class ScriptedProvider:
                 raise IncompleteStream("The stream ended without a finish reason.")
             usage = Usage(input_tokens=len(messages), output_tokens=len(pieces))
             yield UsageReport(usage=usage)
-            yield Finished(reason="stop", usage=usage)
+            yield Finished(reason=script.get("finish", "stop"), usage=usage)
         except (GeneratorExit, asyncio.CancelledError):
             CLOSED.append(asyncio.get_running_loop().time())
             raise

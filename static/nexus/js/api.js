@@ -59,6 +59,7 @@ export function createApi({ base, csrfToken, onSignedOut }) {
     listProviders: () => request("GET", "providers/"),
     listConversations: async () => results(await request("GET", "conversations/?page_size=50")),
     createConversation: (fields) => request("POST", "conversations/", fields),
+    getConversation: (id) => request("GET", `conversations/${id}/`),
     renameConversation: (id, title) => request("PATCH", `conversations/${id}/`, { title }),
     deleteConversation: (id) => request("DELETE", `conversations/${id}/`),
     generateTitle: (id) => request("POST", `conversations/${id}/generate-title/`),

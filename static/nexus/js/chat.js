@@ -63,7 +63,8 @@ export class ChatSession {
     this.unacked = new Map(); // client_message_id -> content, re-sent after a reconnect
     this.agents = new Map();
     this.conversation = null;
-    this.rebuiltFromLog = false;
+    this.replayed = new Set(); // ids of streaming replies rebuilt from the log (once each)
+    this.branchRuns = new Set(); // runs started by regenerate/edit/continue: reloaded when they end
     this.socket = new ConversationSocket({
       path: config.ws_path.replace("{id}", id),
       onFrame: (frame, info) => this.onFrame(frame, info),
@@ -112,6 +113,9 @@ export class ChatSession {
         break;
       case "run_finished":
         this.onRunFinished(data);
+        break;
+      case "branch":
+        this.onBranch(data);
         break;
       case "tool_call":
         this.onToolCall(data);
@@ -179,11 +183,15 @@ export class ChatSession {
       this.renderStored(message);
     }
     for (const [clientId, content] of unsent) this.addUser({ clientId, content, status: "sending" });
-    // A reply still streaming is rebuilt from the log: from its run_started on, every chunk.
+    // A reply still streaming is rebuilt from the log: from its run_started on, every chunk. Its
+    // stored text is a checkpoint that lags the state's last_seq, so it is not shown. Once per
+    // reply: if the log no longer holds its events, the server resyncs and the stored text stays.
     const streaming = messages.filter((m) => m.role === "agent" && m.status === "streaming" && m.seq);
-    if (streaming.length && !this.rebuiltFromLog) {
-      this.rebuiltFromLog = true;
-      for (const message of streaming) this.setText(this.records.get(message.id), "");
+    if (streaming.some((m) => !this.replayed.has(m.id))) {
+      for (const message of streaming) {
+        this.replayed.add(message.id);
+        this.setText(this.records.get(message.id), "");
+      }
       this.socket.replayFrom(Math.min(...streaming.map((m) => m.seq)) - 1);
     }
     this.scrollToEnd(true);
@@ -200,12 +208,13 @@ export class ChatSession {
       return;
     }
     if (message.role === "user") {
-      this.addUser({
+      const record = this.addUser({
         id: message.id,
         clientId: message.client_message_id,
         content: message.content,
         seq: message.seq,
       });
+      this.setSiblings(record, message.sibling_ids);
     } else if (message.role === "agent") {
       const record = this.addAgent({
         id: message.id,
@@ -216,6 +225,7 @@ export class ChatSession {
       this.setText(record, message.content, { now: true });
       this.setMeta(record, meta);
       this.setOpinion(record, message.opinion);
+      this.setSiblings(record, message.sibling_ids);
     } else if (message.content) {
       this.addNote(message.content, message.role);
     }
@@ -274,6 +284,7 @@ export class ChatSession {
 
   onRunFinished(data) {
     this.runs.delete(data.run_id);
+    if (this.branchRuns.delete(data.run_id)) this.reload(); // the new branch's siblings, as stored
     const record = this.records.get(data.message_id) || this.byRunId.get(data.run_id);
     if (!record) return;
     if (record.status === "streaming") {
@@ -351,6 +362,51 @@ export class ChatSession {
     this.updateControls();
   }
 
+  /** Regenerate, continue or choose (``select``) a message: the server answers with a ``branch``
+   * event (and the run's events), which redraws the page from the active path. */
+  branch(action, record) {
+    if (!record.id) return;
+    if (!this.socket.send(action, { message_id: record.id })) {
+      this.view.toast("Not connected; try again in a moment.", "error");
+    }
+  }
+
+  /** Edit and resend: the new text is stored beside the old message and answered. */
+  edit(record, content) {
+    if (!record.id || !content.trim()) return;
+    if (!this.socket.send("edit", { message_id: record.id, content, client_message_id: uuid4() })) {
+      this.view.toast("Not connected; try again in a moment.", "error");
+    }
+  }
+
+  onBranch(data) {
+    if (data.run_id) this.branchRuns.add(data.run_id);
+    if (data.action === "select") {
+      this.reload();
+      return;
+    }
+    if (data.action === "continue") return; // the continuation follows the cut reply
+    // Regenerate, edit: the message and everything after it step off the active path.
+    const record = this.records.get(data.message_id);
+    if (!record) return;
+    let el = record.el;
+    while (el) {
+      const next = el.nextElementSibling;
+      if (el.dataset.messageId) this.records.delete(el.dataset.messageId);
+      el.remove();
+      el = next;
+    }
+  }
+
+  async reload() {
+    try {
+      const detail = await this.api.getConversation(this.id);
+      this.rebuild(detail.messages || []);
+    } catch (err) {
+      this.view.toast(err.message, "error");
+    }
+  }
+
   async stop() {
     if (this.socket.send("stop", {})) return;
     try {
@@ -404,19 +460,74 @@ export class ChatSession {
     // What the person typed is shown as typed (plain text, line breaks kept), not as Markdown.
     const textEl = h("div", { class: "msg-text msg-plain" }, content);
     const statusEl = h("span", { class: "msg-status" });
+    const siblingsEl = h("span", { class: "msg-siblings", hidden: true });
+    const editBtn = h("button", { type: "button", class: "msg-action msg-edit", title: "Edit and resend", "aria-label": "Edit and resend" }, "✎ Edit");
+    editBtn.hidden = this.isAgentSession;
     const el = h(
       "li",
       { class: "msg msg-user", dataset: { role: "user" } },
       h("div", { class: "msg-head" }, h("span", { class: "msg-author" }, "You"), statusEl),
       textEl,
-      h("div", { class: "msg-foot" }, copyButton(() => content, { label: "Copy message", className: "copy-msg" })),
+      h("div", { class: "msg-foot" }, siblingsEl, editBtn, copyButton(() => content, { label: "Copy message", className: "copy-msg" })),
     );
-    const record = { kind: "user", el, textEl, statusEl, id: null, clientId, seq, status: null };
+    const record = { kind: "user", el, textEl, statusEl, siblingsEl, id: null, clientId, seq, status: null, content };
+    editBtn.addEventListener("click", () => this.openEditor(record));
     if (clientId) this.byClientId.set(clientId, record);
     if (id) this.bindUser(record, id);
     this.setStatus(record, status || "complete");
     this.append(el);
     return record;
+  }
+
+  openEditor(record) {
+    if (record.editor) return;
+    const area = h("textarea", { class: "msg-edit-input", rows: "3", "aria-label": "Edited message" });
+    area.value = record.content;
+    const save = h("button", { type: "button", class: "btn btn-primary msg-edit-send" }, "Send");
+    const cancel = h("button", { type: "button", class: "btn msg-edit-cancel" }, "Cancel");
+    record.editor = h("div", { class: "msg-editor" }, area, h("div", { class: "msg-editor-actions" }, cancel, save));
+    const close = () => {
+      record.editor.remove();
+      record.editor = null;
+      record.textEl.hidden = false;
+    };
+    cancel.addEventListener("click", close);
+    save.addEventListener("click", () => {
+      const content = area.value;
+      if (!content.trim()) return;
+      close();
+      this.edit(record, content);
+    });
+    area.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        save.click();
+      } else if (event.key === "Escape") close();
+    });
+    record.textEl.hidden = true;
+    record.textEl.after(record.editor);
+    area.focus();
+  }
+
+  /** "‹ 2/3 ›" on a message with siblings (other replies to the same message, other versions). */
+  setSiblings(record, ids) {
+    record.siblingIds = ids && ids.length ? ids : [record.id];
+    const count = record.siblingIds.length;
+    record.siblingsEl.hidden = count < 2;
+    if (count < 2) return;
+    const index = record.siblingIds.indexOf(record.id);
+    const step = (delta, label, text) => {
+      const target = record.siblingIds[index + delta];
+      const button = h("button", { type: "button", class: `msg-action sib-${delta < 0 ? "prev" : "next"}`, "aria-label": label, title: label }, text);
+      button.disabled = !target;
+      button.addEventListener("click", () => target && this.branch("select", { id: target }));
+      return button;
+    };
+    record.siblingsEl.replaceChildren(
+      step(-1, "Previous version", "‹"),
+      h("span", { class: "sib-count" }, `${index + 1}/${count}`),
+      step(1, "Next version", "›"),
+    );
   }
 
   bindUser(record, id) {
@@ -452,6 +563,9 @@ export class ChatSession {
     up.addEventListener("click", () => this.rate(record, "positive"));
     down.addEventListener("click", () => this.rate(record, "negative"));
     record.feedbackEl = h("span", { class: "msg-feedback", hidden: true }, up, down);
+    record.siblingsEl = h("span", { class: "msg-siblings", hidden: true });
+    record.regenerateEl = h("button", { type: "button", class: "msg-action msg-regenerate", title: "Regenerate", "aria-label": "Regenerate", hidden: true }, "↻ Regenerate");
+    record.regenerateEl.addEventListener("click", () => this.branch("regenerate", record));
     record.upEl = up;
     record.downEl = down;
     record.el = h(
@@ -468,7 +582,7 @@ export class ChatSession {
       textEl,
       cutEl,
       errorEl,
-      h("div", { class: "msg-foot" }, metaEl, copy, record.feedbackEl),
+      h("div", { class: "msg-foot" }, record.siblingsEl, metaEl, copy, record.regenerateEl, record.feedbackEl),
     );
     if (agent.provider) this.setMeta(record, { provider: agent.provider, model: agent.model });
     this.records.set(id, record);
@@ -486,7 +600,10 @@ export class ChatSession {
     record.status = status;
     record.el.dataset.status = status;
     record.statusEl.textContent = STATUS_LABELS[status] || "";
-    if (record.kind === "agent") record.feedbackEl.hidden = !(FINAL.has(status) && status !== "error");
+    if (record.kind === "agent") {
+      record.feedbackEl.hidden = !(FINAL.has(status) && status !== "error");
+      record.regenerateEl.hidden = !FINAL.has(status) || this.isAgentSession;
+    }
   }
 
   /** Replace an agent reply's text (Markdown): now, or at the next animation frame. */
@@ -503,6 +620,11 @@ export class ChatSession {
       record.cutEl.hidden = !FINISH_TEXT[reason];
       record.cutEl.dataset.finish = reason;
       record.cutEl.querySelector(".msg-cut-text").textContent = FINISH_TEXT[reason] || "";
+      if (reason === "length" && !this.isAgentSession && !record.continueEl) {
+        record.continueEl = h("button", { type: "button", class: "btn msg-continue" }, "Continue");
+        record.continueEl.addEventListener("click", () => this.branch("continue", record));
+        record.cutActionsEl.append(record.continueEl);
+      }
       if (FINISH_TEXT[reason]) this.view.onReplyCut?.(record, reason);
     }
   }

@@ -76,10 +76,29 @@ export class ConversationSocket {
     return true;
   }
 
-  /** Ask the server to replay every event after ``seq`` (used to rebuild a reply mid-stream). */
+  /**
+   * Deliver every event after ``seq`` again, on a fresh socket opened with ``?last_seq=`` (used to
+   * rebuild a reply mid-stream). Not a ``resume`` on this socket: it may already have sent live
+   * events after its session_state, and a socket never goes back (the server would answer with a
+   * resync, whose stored text lags the log). A socket that has sent nothing honours any position.
+   */
   replayFrom(seq) {
     this.lastSeq = seq;
-    return this.send("resume", { last_seq: seq });
+    this.resyncing = false;
+    const ws = this.ws;
+    this.ws = null;
+    this._stopHeartbeat();
+    if (ws) {
+      ws.onclose = ws.onmessage = ws.onerror = ws.onopen = null;
+      try {
+        ws.close(1000, "replay");
+      } catch (err) {
+        /* already closed */
+      }
+    }
+    if (this.stopped) return;
+    this.attempt = 0;
+    this._open({ quiet: true });
   }
 
   /** Reconnect at once (the network came back, or the user asked). */
@@ -96,7 +115,7 @@ export class ConversationSocket {
     this.onStatus(status, detail);
   }
 
-  _open() {
+  _open({ quiet = false } = {}) {
     clearTimeout(this.retryTimer);
     if (this.stopped) return;
     if (!navigator.onLine) {
@@ -116,9 +135,11 @@ export class ConversationSocket {
       return;
     }
     this.ws = ws;
-    this._setStatus(this.attempt === 0 && this.lastSeq === null ? "connecting" : "reconnecting", {
-      attempt: this.attempt,
-    });
+    if (!quiet) {
+      this._setStatus(this.attempt === 0 && this.lastSeq === null ? "connecting" : "reconnecting", {
+        attempt: this.attempt,
+      });
+    }
     ws.onopen = () => {
       this.lastFrameAt = Date.now();
       this._startHeartbeat();
