@@ -62,12 +62,14 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
@@ -77,7 +79,7 @@ cluster: $(VENV)/.installed-run
 	$(BIN)/python -m scripts.cluster
 
 clean:
-	rm -rf $(VENV) var/static .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) var/static .pytest_cache .ruff_cache .import_linter_cache .mypy_cache
 
 # The chat page's browser libraries (Markdown, sanitizer, highlighter), pinned in
 # static/vendor/package.json: needs npm; the copies are committed, so `make run` does not.

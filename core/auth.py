@@ -19,11 +19,12 @@ import logging
 import secrets
 import time
 from importlib import import_module
-from typing import Any
+from typing import Any, TypeAlias
 
 from django.conf import settings
 from django.contrib import auth as django_auth
 from django.contrib.auth import get_user_model
+from django.contrib.auth import models as auth_models
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -37,7 +38,7 @@ from rest_framework.request import Request
 from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
-from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 from rest_framework_simplejwt.utils import datetime_from_epoch, get_md5_hash_password
 
 from core.errors import NexusError, ValidationFailed
@@ -45,6 +46,10 @@ from core.errors import NexusError, ValidationFailed
 logger = logging.getLogger("nexus.auth")
 
 TICKET_CACHE_PREFIX = "ws-ticket:"
+
+# The type of a signed-in user wherever code takes one: Django's user model (AUTH_USER_MODEL is
+# not swapped). Instances come from get_user_model(); annotate with this.
+User: TypeAlias = auth_models.User
 
 
 class AuthenticationFailed(NexusError):
@@ -57,7 +62,7 @@ class AuthenticationFailed(NexusError):
 # --- tokens ----------------------------------------------------------------------------------
 
 
-def _active_user(user_id: Any) -> Any:
+def _active_user(user_id: object) -> User:
     User = get_user_model()
     if user_id is None:
         raise AuthenticationFailed("Token names no user.")
@@ -70,7 +75,7 @@ def _active_user(user_id: Any) -> Any:
     return user
 
 
-def _check_not_revoked(token: Any, user: Any) -> None:
+def _check_not_revoked(token: Token, user: User) -> None:
     if jwt_settings.CHECK_REVOKE_TOKEN and token.get(
         jwt_settings.REVOKE_TOKEN_CLAIM
     ) != get_md5_hash_password(user.password):
@@ -82,12 +87,12 @@ def access_token_decode(token: str) -> AccessToken:
     if not isinstance(token, str) or not token.strip():
         raise AuthenticationFailed("No token.")
     try:
-        return AccessToken(token.strip())
+        return AccessToken(token.strip())  # type: ignore[arg-type]  # simplejwt annotates Token; it takes the str
     except TokenError as exc:
         raise AuthenticationFailed(f"Invalid token: {exc}") from None
 
 
-def user_from_access_token(token: str) -> Any:
+def user_from_access_token(token: str) -> User:
     """The active user an access token belongs to; ``AuthenticationFailed`` for every bad case.
 
     Expired, bad signature, ``alg: none``, wrong audience or issuer, a refresh token, an unknown or
@@ -108,12 +113,12 @@ def access_token_claims(token: str) -> tuple[float | None, str | None]:
     return (float(expires) if expires else None), claim
 
 
-def password_hash_claim(user: Any) -> str:
+def password_hash_claim(user: User) -> str:
     """The value a token's ``hash_password`` claim has while ``user``'s password is unchanged."""
     return get_md5_hash_password(user.password)
 
 
-def tokens_issue(user: Any) -> dict[str, Any]:
+def tokens_issue(user: User) -> dict[str, Any]:
     """A fresh refresh/access pair for ``user``, in the seed-001 shape."""
     refresh = RefreshToken.for_user(user)
     return _token_body(refresh)
@@ -133,7 +138,7 @@ def tokens_refresh(raw_refresh: str) -> dict[str, Any]:
     """Rotate a refresh token: the old one is blacklisted (exactly once, even under a race) and a
     new pair is returned. A used, expired or foreign token, or an inactive user: AuthenticationFailed."""
     try:
-        refresh = RefreshToken(raw_refresh)
+        refresh = RefreshToken(raw_refresh)  # type: ignore[arg-type]  # simplejwt annotates Token; it takes the str
     except TokenError as exc:
         raise AuthenticationFailed(f"Invalid refresh token: {exc}") from None
     user = _active_user(refresh.get(jwt_settings.USER_ID_CLAIM))
@@ -155,7 +160,7 @@ def tokens_refresh(raw_refresh: str) -> dict[str, Any]:
 
 
 @transaction.atomic
-def refresh_token_revoke(*, user: Any, raw_refresh: str) -> bool:
+def refresh_token_revoke(*, user: User, raw_refresh: str) -> bool:
     """Blacklist ``user``'s refresh token (logout): it is refused from now on, by every process.
 
     True when it was live until now; False when there was nothing left to revoke (already
@@ -163,7 +168,7 @@ def refresh_token_revoke(*, user: Any, raw_refresh: str) -> bool:
     ``ValidationFailed``, and nothing changes.
     """
     try:
-        refresh = RefreshToken(raw_refresh)
+        refresh = RefreshToken(raw_refresh)  # type: ignore[arg-type]  # simplejwt annotates Token; it takes the str
     except ExpiredTokenError:
         return False
     except TokenError as exc:
@@ -176,13 +181,15 @@ def refresh_token_revoke(*, user: Any, raw_refresh: str) -> bool:
         raise ValidationFailed(
             "refresh_token belongs to another user.", details={"refresh_token": ["Not yours."]}
         )
-    _, created = refresh.blacklist()
+    # simplejwt annotates blacklist() as the row; it returns get_or_create's (row, created)
+    created: bool
+    _, created = refresh.blacklist()  # type: ignore[misc]
     return created
 
 
 def connection_recheck(
     *,
-    user_id: Any,
+    user_id: int,
     password_hash: str | None = None,
     expires_at: float | None = None,
     session_key: str | None = None,
@@ -206,7 +213,7 @@ def connection_recheck(
     return None
 
 
-def _session_signed_in_as(session_key: str, user: Any) -> bool:
+def _session_signed_in_as(session_key: str, user: User) -> bool:
     """Is the session ``session_key`` still signed in as ``user``? Django's own test (user,
     backend, the session's password-derived hash, secret key fallbacks included), read only: unlike
     ``django.contrib.auth.get_user`` it never flushes or re-keys a session, which only an HTTP
@@ -221,7 +228,8 @@ def _session_signed_in_as(session_key: str, user: Any) -> bool:
     if session_user_id != user.pk or backend not in settings.AUTHENTICATION_BACKENDS or not session_hash:
         return False
     hashes = [user.get_session_auth_hash()] + [
-        user._get_session_auth_hash(secret=key) for key in settings.SECRET_KEY_FALLBACKS
+        user._get_session_auth_hash(secret=key)  # type: ignore[attr-defined]  # Django's, not in the stubs
+        for key in settings.SECRET_KEY_FALLBACKS
     ]
     return any(constant_time_compare(session_hash, candidate) for candidate in hashes)
 
@@ -261,7 +269,7 @@ class JWTAuthentication(authentication.BaseAuthentication):
 
     www_authenticate_realm = "api"
 
-    def authenticate(self, request: Request) -> tuple[Any, AccessToken] | None:
+    def authenticate(self, request: Request) -> tuple[User, str] | None:
         try:
             raw = bearer_token(authentication.get_authorization_header(request))
             if raw is None:
@@ -306,7 +314,7 @@ def ws_ticket_issue(user: AbstractBaseUser) -> str:
     return ticket
 
 
-def ws_ticket_redeem(ticket: str) -> Any | None:
+def ws_ticket_redeem(ticket: str) -> User | None:
     """The active user a ticket was issued to, or None (unknown, expired or already used).
 
     Single use across every process: the cache's delete is atomic and reports whether the key

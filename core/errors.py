@@ -59,7 +59,7 @@ class AgentUnavailable(NexusError):
     http_status = 409
 
 
-def parse_uuid(value: Any, *, what: str) -> Any:
+def parse_uuid(value: object, *, what: str) -> uuid.UUID:
     """A UUID from user input, or NotFound: a malformed id is simply an id that does not exist."""
     if isinstance(value, uuid.UUID):
         return value

@@ -120,13 +120,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         code = next((code for cls, code in _DRF_CODES if isinstance(exc, cls)), None)
         if code is None:
             code = str(exc.default_code or "error")
-        headers: dict[str, str] = {}
+        headers = {}
         if isinstance(exc, drf.Throttled):
-            wait = exc.wait if exc.wait is not None else 1.0
+            waited: float | None = exc.wait  # type: ignore[attr-defined]  # set by DRF, not in its stubs
+            wait = waited if waited is not None else 1.0
             headers.update(_retry_after_header(wait))
             detail = "Too many requests."
-            if exc.wait is not None:
-                detail = f"Too many requests. Try again in {retry_after_seconds(exc.wait)} s."
+            if waited is not None:
+                detail = f"Too many requests. Try again in {retry_after_seconds(waited)} s."
             body = error_body(detail, code, retry_after=wait)
         elif isinstance(exc, drf.ValidationError):
             errors = _field_errors(exc.detail)

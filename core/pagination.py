@@ -10,13 +10,15 @@ from typing import Any
 
 from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 
 class PageNumberPagination(pagination.PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 100
 
-    def get_page_size(self, request: Any) -> int:
+    def get_page_size(self, request: Request) -> int | None:
         raw = request.query_params.getlist(self.page_size_query_param)
         if not raw:
             return self.page_size
@@ -27,7 +29,7 @@ class PageNumberPagination(pagination.PageNumberPagination):
             )
         return int(value)
 
-    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+    def get_schema_operation_parameters(self, view: APIView) -> list[dict[str, Any]]:
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
             if parameter["name"] == self.page_size_query_param:

@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 REDIS_MAX_CONNECTIONS = 200  # per client and process; more concurrent commands wait their turn
 
 
-def redis_client(url: str, **kwargs: Any) -> Any:
+def redis_client(url: str, **kwargs: Any) -> aioredis.Redis:
     """An asyncio Redis client for many concurrent sockets.
 
     - Its pool waits (up to 10 s) for a free connection when all are busy: redis-py's default pool

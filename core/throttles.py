@@ -20,12 +20,16 @@ import hashlib
 import math
 import time
 import uuid
-from typing import Any, ClassVar
+from typing import ClassVar
 
+import redis
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
+from django.http import HttpRequest
+from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
+from rest_framework.views import APIView
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -53,7 +57,7 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(count), _PERIODS[period[0]]
 
 
-def _redis_client() -> Any | None:
+def _redis_client() -> redis.Redis | None:
     """The raw client of Django's Redis cache, or None for any other cache backend."""
     backend = caches["default"]
     return backend._cache.get_client(write=True) if isinstance(backend, RedisCache) else None
@@ -93,15 +97,16 @@ class SharedRateThrottle(BaseThrottle):
 
     def rate(self) -> tuple[int, int] | None:
         raw = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
-        return parse_rate(raw) if raw else None
+        # DRF's stubs type the rates as numbers; they are "N/period" strings
+        return parse_rate(raw) if raw else None  # type: ignore[arg-type]
 
-    def identity(self, request: Any) -> str:
+    def identity(self, request: Request) -> str:
         user = getattr(request, "user", None)
         if self.per == "user" and user is not None and user.is_authenticated:
             return f"user:{user.pk}"
         return f"ip:{self.get_ident(request)}"
 
-    def allow_request(self, request: Any, view: Any) -> bool:
+    def allow_request(self, request: Request, view: APIView) -> bool:
         rate = self.rate()
         if rate is None or (self.methods is not None and request.method not in self.methods):
             return True
@@ -131,17 +136,17 @@ class LoginUsernameThrottle(SharedRateThrottle):
 
     scope = "login"
 
-    def identity(self, request: Any) -> str:
+    def identity(self, request: Request) -> str:
         username = request.data.get("username") if hasattr(request.data, "get") else None
         return f"username:{_username_key(username)}" if isinstance(username, str) and username else ""
 
-    def allow_request(self, request: Any, view: Any) -> bool:
+    def allow_request(self, request: Request, view: APIView) -> bool:
         if not self.identity(request):
             return True  # no username: the request fails validation without a credential check
         return super().allow_request(request, view)
 
 
-def login_attempt_hit(request: Any, username: Any) -> float | None:
+def login_attempt_hit(request: HttpRequest | Request, username: object) -> float | None:
     """Count one password attempt of a login form against the budget of the client's IP and of
     the username (``NEXUS_THROTTLE_LOGIN``, shared with ``/api/auth/login``).
 
@@ -152,9 +157,10 @@ def login_attempt_hit(request: Any, username: Any) -> float | None:
     raw = api_settings.DEFAULT_THROTTLE_RATES.get(LoginThrottle.scope)
     if not raw:
         return None
-    limit, period = parse_rate(raw)
+    limit, period = parse_rate(raw)  # type: ignore[arg-type]  # a "N/period" string, as above
     scope = LoginThrottle.scope
-    wait = hit(f"throttle:{scope}:ip:{BaseThrottle().get_ident(request)}", limit=limit, period=period)
+    ip = BaseThrottle().get_ident(request)  # type: ignore[arg-type]  # reads META, which both have
+    wait = hit(f"throttle:{scope}:ip:{ip}", limit=limit, period=period)
     if wait is None and isinstance(username, str) and username:
         wait = hit(f"throttle:{scope}:username:{_username_key(username)}", limit=limit, period=period)
     return wait

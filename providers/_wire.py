@@ -9,14 +9,17 @@ import asyncio
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Generic, TypeVar
 
 import httpx
 
 from core.egress import EgressPolicy
 
 T = TypeVar("T")
+# What keeps a per-loop value's closer alive: the generator parked at its yield, and its task.
+_Guard = tuple[AsyncGenerator[None, None], asyncio.Task[None]]
+
 logger = logging.getLogger(__name__)
 
 
@@ -34,7 +37,7 @@ class PerLoop(Generic[T]):
     def __init__(self, factory: Callable[[], T], close: Callable[[T], Awaitable[None]] | None = None) -> None:
         self._factory = factory
         self._close = close
-        self._values: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[T, Any]] = (
+        self._values: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[T, _Guard | None]] = (
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
@@ -50,12 +53,12 @@ class PerLoop(Generic[T]):
                     entry = self._values[loop] = (value, self._guard(loop, value))
         return entry[0]
 
-    def _guard(self, loop: asyncio.AbstractEventLoop, value: T) -> Any:
+    def _guard(self, loop: asyncio.AbstractEventLoop, value: T) -> _Guard | None:
         if self._close is None:
             return None
         close = self._close
 
-        async def closes_with_the_loop() -> AsyncIterator[None]:
+        async def closes_with_the_loop() -> AsyncGenerator[None, None]:
             try:
                 yield
             finally:

@@ -8,7 +8,7 @@ provider produced them. Nothing here imports Django or reads the environment.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -209,7 +209,7 @@ class ChatProvider(Protocol):
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec] = (),
         options: GenerationOptions,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Yield TextDelta/ToolCall/UsageReport, then exactly one Finished; raise ProviderError.
 
         A stream that ends without a finish raises IncompleteStream (the adapter never invents a finish).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -362,10 +362,10 @@ class GeminiProvider:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec] = (),
         options: GenerationOptions,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Yield TextDelta/ToolCall/UsageReport, then exactly one Finished; raise ProviderError."""
 
-        def attempt(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
+        def attempt(watch: StreamWatch) -> AsyncGenerator[list[StreamEvent], None]:
             return self._attempt(watch, model=model, messages=messages, tools=tools, options=options)
 
         def map_error(exc: BaseException, watch: StreamWatch) -> ProviderError | None:
@@ -383,7 +383,7 @@ class GeminiProvider:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec],
         options: GenerationOptions,
-    ) -> AsyncIterator[list[StreamEvent]]:
+    ) -> AsyncGenerator[list[StreamEvent], None]:
         contents, config = self._config(messages, tools, options)
         client = self._client(options)
         tap = _Tap(httpx_timeout(options.timeouts))
@@ -400,7 +400,8 @@ class GeminiProvider:
                             "protocol", f"{NAME}: the SDK read a chunk meant for us", provider=NAME
                         )
                 finally:
-                    await sdk_stream.aclose()
+                    # typed AsyncIterator by the SDK; it is an async generator
+                    await sdk_stream.aclose()  # type: ignore[attr-defined]
             finally:
                 _TAP.reset(token)
             if tap.response is None:

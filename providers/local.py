@@ -14,10 +14,10 @@ import contextlib
 import importlib.resources
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from providers.base import (
     ChatMessage,
@@ -35,6 +35,9 @@ from providers.base import (
 )
 from providers.resilience import RetryPolicy, StreamWatch, resilient_stream, retry_policy
 from providers.tokens import PROMPT_OVERHEAD
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama  # for annotations only: importing it takes 2 s
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class _Loaded:
     """A process-wide model: the Llama object and the lock generations take turns on."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    llama: Any = None
+    llama: Llama | None = None
 
 
 _MODELS: dict[tuple[str, int, int], _Loaded] = {}
@@ -239,7 +242,7 @@ class LocalProvider:
     def model_name(self) -> str:
         return self.path.stem
 
-    def _llama(self, loaded: _Loaded) -> Any:
+    def _llama(self, loaded: _Loaded) -> Llama:
         """The shared Llama, loaded on first use (called with ``loaded.lock`` held)."""
         if loaded.llama is None:
             from llama_cpp import Llama  # imported here: a 2 s import nobody else should pay for
@@ -267,20 +270,20 @@ class LocalProvider:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec] = (),
         options: GenerationOptions,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Yield TextDelta/UsageReport, then exactly one Finished; raise ProviderError.
 
         ``model`` is informational: the model is the configured file.
         """
 
-        def attempt(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
+        def attempt(watch: StreamWatch) -> AsyncGenerator[list[StreamEvent], None]:
             return self._attempt(watch, messages=messages, options=options)
 
         return resilient_stream(attempt, provider=NAME, timeouts=options.timeouts, policy=self.retry)
 
     async def _attempt(
         self, watch: StreamWatch, *, messages: Sequence[ChatMessage], options: GenerationOptions
-    ) -> AsyncIterator[list[StreamEvent]]:
+    ) -> AsyncGenerator[list[StreamEvent], None]:
         job = _Job(asyncio.get_running_loop())
         request: dict[str, Any] = {
             "messages": to_llama_messages(messages),

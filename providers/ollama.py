@@ -7,7 +7,7 @@ what the ``ollama`` package does underneath.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import httpx
@@ -205,10 +205,10 @@ class OllamaProvider:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec] = (),
         options: GenerationOptions,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Yield TextDelta/ToolCall/UsageReport, then exactly one Finished; raise ProviderError."""
 
-        def attempt(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
+        def attempt(watch: StreamWatch) -> AsyncGenerator[list[StreamEvent], None]:
             return self._attempt(watch, model=model, messages=messages, tools=tools, options=options)
 
         return resilient_stream(attempt, provider=NAME, timeouts=options.timeouts, policy=self.retry)
@@ -221,7 +221,7 @@ class OllamaProvider:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec],
         options: GenerationOptions,
-    ) -> AsyncIterator[list[StreamEvent]]:
+    ) -> AsyncGenerator[list[StreamEvent], None]:
         body = orjson.dumps(self._body(model, messages, tools, options))
         headers = {"content-type": "application/json", **self._headers(options)}
         client = self._http.get()

@@ -10,7 +10,7 @@ pydantic parsing costs about 110 us a chunk, which would cap the realtime relay.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import httpx
@@ -243,7 +243,8 @@ class OpenAIProvider:
                 api_key=api_key,
                 base_url=base_url,
                 max_retries=0,  # ours is the only retry layer
-                http_client=self._http.get(),
+                # the SDK's annotations name httpx2's client; at run time it takes httpx's
+                http_client=self._http.get(),  # type: ignore[arg-type]
             )
         return client
 
@@ -261,10 +262,10 @@ class OpenAIProvider:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec] = (),
         options: GenerationOptions,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Yield TextDelta/ToolCall/UsageReport, then exactly one Finished; raise ProviderError."""
 
-        def attempt(watch: StreamWatch) -> AsyncIterator[list[StreamEvent]]:
+        def attempt(watch: StreamWatch) -> AsyncGenerator[list[StreamEvent], None]:
             return self._attempt(watch, model=model, messages=messages, tools=tools, options=options)
 
         def map_error(exc: BaseException, watch: StreamWatch) -> ProviderError | None:
@@ -302,13 +303,14 @@ class OpenAIProvider:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec],
         options: GenerationOptions,
-    ) -> AsyncIterator[list[StreamEvent]]:
+    ) -> AsyncGenerator[list[StreamEvent], None]:
         client = self._client(options)
         body = self._request(model, messages, tools, options)
         reader = _ChunkReader()
         decoder = SSEDecoder()
         done = False
-        response = await client.post(
+        # cast_to=httpx.Response: the SDK's overloads name httpx2's Response (run time: httpx's)
+        response = await client.post(  # type: ignore[call-overload]
             "/chat/completions",
             cast_to=httpx.Response,
             body=body,
@@ -350,7 +352,7 @@ class OpenAIProvider:
         yield [reader.finished()]
 
     def _map_error(
-        self, exc: BaseException, watch: StreamWatch, options: GenerationOptions
+        self, exc: BaseException, watch: StreamWatch | _NoWatch, options: GenerationOptions
     ) -> ProviderError | None:
         if isinstance(exc, openai.APIStatusError):
             body = exc.body
@@ -359,7 +361,11 @@ class OpenAIProvider:
                 detail = body["error"].get("message")
             text = safe_message(detail or exc.message, secrets=[options.api_key])
             return status_error(
-                exc.status_code, text, provider=NAME, retry_after=parse_retry_after(exc.response.headers)
+                exc.status_code,
+                text,
+                provider=NAME,
+                # the SDK's annotations say httpx2's Headers; at run time they are httpx's
+                retry_after=parse_retry_after(exc.response.headers),  # type: ignore[arg-type]
             )
         if isinstance(exc, openai.APITimeoutError):
             return ProviderError("timeout", f"{NAME}: the provider did not answer in time", provider=NAME)
@@ -401,4 +407,4 @@ class _NoWatch:
     started = False
 
 
-_NO_WATCH: Any = _NoWatch()
+_NO_WATCH = _NoWatch()

@@ -25,7 +25,7 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -177,7 +177,7 @@ class StreamWatch:
         return False
 
 
-Attempt = Callable[[StreamWatch], AsyncIterator[list[StreamEvent]]]
+Attempt = Callable[[StreamWatch], AsyncGenerator[list[StreamEvent], None]]
 ErrorMapper = Callable[[BaseException, StreamWatch], ProviderError | None]
 
 
@@ -195,7 +195,7 @@ async def resilient_stream(
     timeouts: Timeouts,
     policy: RetryPolicy,
     map_error: ErrorMapper | None = None,
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """Run ``attempt`` under the retry policy and deadlines; yield its events, then one Finished.
 
     ``map_error`` turns the adapter's SDK exceptions into ``ProviderError``; transport errors of

@@ -24,8 +24,9 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.http import HttpRequest
 
-from core.auth import AuthenticationFailed, access_token_claims, bearer_token, connection_recheck
+from core.auth import AuthenticationFailed, User, access_token_claims, bearer_token, connection_recheck
 from core.errors import RateLimited
 from core.tasks import process_task
 from realtime import protocol
@@ -41,13 +42,13 @@ CLOSE_AUTH = 4003
 class Credentials:
     """What a connection was authenticated with, kept to re-check it (never the token itself)."""
 
-    user_id: Any
+    user_id: int
     password_hash: str | None = None
     expires_at: float | None = None
     session_key: str | None = None
 
     @classmethod
-    def from_socket_auth(cls, auth: dict[str, Any], user: Any) -> Credentials:
+    def from_socket_auth(cls, auth: dict[str, Any], user: User) -> Credentials:
         """From the ``scope["auth"]`` the WebSocket auth middleware made."""
         return cls(
             user_id=user.pk,
@@ -57,7 +58,7 @@ class Credentials:
         )
 
     @classmethod
-    def from_request(cls, request: Any, user: Any) -> Credentials:
+    def from_request(cls, request: HttpRequest, user: User) -> Credentials:
         """From an HTTP request authenticated by a JWT bearer or, failing that, the session."""
         token = bearer_token(request.headers.get("Authorization"))
         if token:
@@ -98,7 +99,7 @@ class Credentials:
 class _Place:
     """A stream's entry in its user's connection cap."""
 
-    user_id: Any
+    user_id: int
     stream_id: str
     released: bool = False
 
@@ -130,7 +131,7 @@ class StreamGuard:
         self.place = _Place(credentials.user_id, f"sse-{uuid.uuid4().hex}")
 
     @classmethod
-    async def open(cls, request: Any, user: Any) -> StreamGuard:
+    async def open(cls, request: HttpRequest, user: User) -> StreamGuard:
         guard = cls(Credentials.from_request(request, user))
         if not await get_limits().socket_open(user.pk, guard.place.stream_id):
             guard.place.released = True

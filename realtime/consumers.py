@@ -11,8 +11,9 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -21,6 +22,7 @@ from django.conf import settings
 
 from conversations.selectors import message_get_for_user
 from conversations.services import message_feedback
+from core.auth import User
 from core.errors import NexusError, NotFound, ValidationFailed
 from realtime import protocol
 from realtime.connections import Credentials
@@ -57,7 +59,7 @@ class UnknownPathSocket(AsyncWebsocketConsumer):
     """Every WebSocket path Nexus does not serve: accepted, one ``error`` frame ``not_found``, close
     4000 (a close before ``accept`` would reach the client as HTTP 403, a routing error as 500)."""
 
-    channel_layer_alias = None
+    channel_layer_alias = None  # type: ignore[assignment]  # channels takes None (no layer); its stubs say str
 
     async def connect(self) -> None:
         await self.accept()
@@ -72,14 +74,14 @@ class BaseSocket(AsyncWebsocketConsumer):
     requires_staff = False
     # Sockets take nothing from the channel layer (events come from the log), so they do not
     # listen on it: a Redis restart would otherwise end every socket with 1011.
-    channel_layer_alias = None
+    channel_layer_alias = None  # type: ignore[assignment]  # channels takes None (no layer); its stubs say str
     socket_id: str
-    user: Any
+    user: User  # a signed-in user once connect() has checked it
 
     async def connect(self) -> None:
         self.socket_id = uuid.uuid4().hex
-        self.user = self.scope.get("user")
-        self.auth = self.scope.get("auth") or {}
+        self.user = cast(User, self.scope.get("user"))  # the middleware's; checked just below
+        self.auth: dict[str, Any] = cast("dict[str, Any]", self.scope.get("auth")) or {}  # the middleware's
         self._registered = False
         self._closing = False
         self._tasks: list[asyncio.Task[Any]] = []
@@ -463,6 +465,7 @@ class ConversationSocket(BaseSocket):
     async def _read_log_to_end(self, *, resync: bool) -> None:
         log = get_event_log()
         cid = self._watching
+        assert cid is not None  # called once watching
         while not self._superseded():
             replay = await log.read_after(cid, self._cursor)
             if not replay.covered:
@@ -505,9 +508,10 @@ class ConversationSocket(BaseSocket):
         self._cursor = max(state["last_seq"], self._sent_to)
 
     async def on_disconnected(self) -> None:
-        if getattr(self, "_watching", None):
+        watching = getattr(self, "_watching", None)
+        if watching:
             log = get_event_log()
-            log.unwatch(self._watching, self._on_events)
+            log.unwatch(watching, self._on_events)
             log.off_lost(self._on_log_lost)
 
     # -- client frames ---------------------------------------------------------------------------
@@ -652,7 +656,7 @@ class AgentSocket(ConversationSocket):
     bind_on_connect = False
 
 
-def _query_int(scope: dict[str, Any], name: str) -> int | None:
+def _query_int(scope: Mapping[str, Any], name: str) -> int | None:
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
     if not values:
         return None

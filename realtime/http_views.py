@@ -11,14 +11,14 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Literal, overload
 
 import orjson
 from channels.db import database_sync_to_async as sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
@@ -27,7 +27,7 @@ from agents.selectors import agent_get_for_user
 from conversations.models import Conversation, Message, Participant
 from conversations.selectors import conversation_get_for_user, message_get_for_user
 from conversations.services import conversation_create
-from core.auth import AuthenticationFailed, bearer_token, user_from_access_token
+from core.auth import AuthenticationFailed, User, bearer_token, user_from_access_token
 from core.errors import NexusError, TooLarge, ValidationFailed
 from core.exceptions import error_body, retry_after_seconds
 from realtime import protocol
@@ -61,7 +61,7 @@ def _error_response(exc: NexusError) -> JsonResponse:
     return _error(exc.http_status, exc.message, exc.code, errors=details, retry_after=exc.retry_after)
 
 
-async def _caller(request: HttpRequest) -> tuple[Any, str | None]:
+async def _caller(request: HttpRequest) -> tuple[User | None, str | None]:
     """(user, method): the JWT bearer's user, or the session's; (None, None) when neither."""
     token = bearer_token(request.headers.get("Authorization"))
     if token:
@@ -75,7 +75,8 @@ async def _caller(request: HttpRequest) -> tuple[Any, str | None]:
 
 def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
     """Session-authenticated unsafe requests need Django's CSRF token (bearer ones cannot be forged)."""
-    return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
+    # process_view never calls the view it is given (None here): it only decides
+    return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})  # type: ignore[arg-type]
 
 
 def _json_body(request: HttpRequest) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
-AsyncView = Callable[..., Awaitable[HttpResponse]]
+AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 
 def authenticated_endpoint(view: AsyncView) -> AsyncView:
@@ -105,7 +106,7 @@ def authenticated_endpoint(view: AsyncView) -> AsyncView:
     Not DRF's ``APIView``: DRF runs its views synchronously, and these stream for minutes."""
 
     @functools.wraps(view)
-    async def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    async def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         user, method = await _caller(request)
         if user is None:
             return _error(
@@ -125,6 +126,12 @@ def authenticated_endpoint(view: AsyncView) -> AsyncView:
     return csrf_exempt(endpoint)
 
 
+@overload
+def _string(
+    body: dict[str, Any], *names: str, required: Literal[True] = True, limit: int | None = None
+) -> str: ...
+@overload
+def _string(body: dict[str, Any], *names: str, required: bool, limit: int | None = None) -> str | None: ...
 def _string(body: dict[str, Any], *names: str, required: bool = True, limit: int | None = None) -> str | None:
     """The first of ``names`` present, a non-empty string of at most ``limit`` characters (a
     message's content is measured by the run service's quota instead, the same on every path)."""
@@ -262,7 +269,7 @@ def _sse_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
 
 
 def _conversation_for_run(
-    user: Any, agent_id: Any, conversation_id: Any, history: Any
+    user: User, agent_id: Any, conversation_id: Any, history: Any
 ) -> tuple[str, int, bool]:
     """(conversation id, its stored last seq, whether this request created it)."""
     agent = agent_get_for_user(user=user, agent_id=agent_id)
@@ -303,7 +310,7 @@ def _conversation_discard(conversation_id: str) -> None:
     Conversation.objects.filter(pk=conversation_id).delete()
 
 
-async def _send(user: Any, conversation_id: str, created: bool, **send: Any) -> Any:
+async def _send(user: User, conversation_id: str, created: bool, **send: Any) -> Any:
     """``message_send``; a conversation this request created is deleted again when the send is
     refused (a quota, bad input), so a refused request leaves nothing behind."""
     try:
@@ -320,7 +327,7 @@ async def _last_seq(conversation_id: str, stored: int) -> int:
 
 @require_http_methods(["POST"])
 @authenticated_endpoint
-async def agent_run(request: HttpRequest, agent_id: str, *, user: Any) -> HttpResponse:
+async def agent_run(request: HttpRequest, agent_id: str, *, user: User) -> HttpResponseBase:
     """``POST /api/agents/{id}/run/`` (seed 002): send ``query`` and stream the run over SSE."""
     body = _json_body(request)
     query = _string(body, "query", "message")
@@ -350,7 +357,7 @@ async def agent_run(request: HttpRequest, agent_id: str, *, user: Any) -> HttpRe
 
 @require_http_methods(["GET"])
 @authenticated_endpoint
-async def conversation_events(request: HttpRequest, conversation_id: str, *, user: Any) -> HttpResponse:
+async def conversation_events(request: HttpRequest, conversation_id: str, *, user: User) -> HttpResponseBase:
     """``GET /api/conversations/{id}/events/``: every event after ``Last-Event-ID`` / ``?after_seq=``."""
     conversation = await sync_to_async(conversation_get_for_user)(user=user, conversation_id=conversation_id)
     raw = request.headers.get("Last-Event-ID") or request.GET.get("after_seq")
@@ -391,13 +398,13 @@ def _run_reply(run_id: str) -> dict[str, Any]:
     }
 
 
-def _stored_content(user: Any, message_id: str) -> str:
+def _stored_content(user: User, message_id: str) -> str:
     return message_get_for_user(user=user, message_id=message_id).content
 
 
 @require_http_methods(["POST"])
 @authenticated_endpoint
-async def invoke(request: HttpRequest, *, user: Any) -> HttpResponse:
+async def invoke(request: HttpRequest, *, user: User) -> HttpResponse:
     """``POST /api/invoke/`` (seed 000): run the agent and answer with the whole reply. The events
     stream to every socket watching the conversation meanwhile."""
     body = _json_body(request)
@@ -467,7 +474,7 @@ async def invoke(request: HttpRequest, *, user: Any) -> HttpResponse:
 
 @require_http_methods(["POST"])
 @authenticated_endpoint
-async def conversation_stop(request: HttpRequest, conversation_id: str, *, user: Any) -> HttpResponse:
+async def conversation_stop(request: HttpRequest, conversation_id: str, *, user: User) -> HttpResponse:
     """``POST /api/conversations/{id}/stop/``: the REST twin of the ``stop`` frame."""
     body = _json_body(request)
     stopped = await run_stop(

@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 import weakref
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -162,7 +162,7 @@ class RedisLimits(Limits):
         result: dict[str, int] = {}
         now = time.time()
         for raw in users:
-            user = raw.decode()
+            user = cast(bytes, raw).decode()  # the client does not decode
             count = await self._redis.zcount(self._sockets_key(int(user)), now - SOCKET_STALE_SECONDS, "+inf")
             if count:
                 result[user] = int(count)

@@ -21,6 +21,7 @@ from django.contrib.auth.models import AnonymousUser
 
 from core.auth import (
     AuthenticationFailed,
+    User,
     access_token_claims,
     password_hash_claim,
     user_from_access_token,
@@ -38,14 +39,14 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
-def _from_token(token: str) -> tuple[Any, float | None, str | None]:
+def _from_token(token: str) -> tuple[User, float | None, str | None]:
     """(user, expiry, password-hash claim): the socket re-checks the last two while it is open."""
     user = user_from_access_token(token)
     expires_at, password_hash = access_token_claims(token)
     return user, expires_at, password_hash
 
 
-def _from_ticket(ticket: str) -> tuple[Any, str | None]:
+def _from_ticket(ticket: str) -> tuple[User | None, str | None]:
     """(user, the hash a password change would alter) for a ticket, or (None, None)."""
     user = ws_ticket_redeem(ticket)
     return user, (password_hash_claim(user) if user is not None else None)
@@ -105,12 +106,18 @@ async def authenticate(scope: dict[str, Any]) -> dict[str, Any]:
         }
     if origin is None:
         return {"user": AnonymousUser(), "method": None, "error": "No credentials: send a token or a ticket."}
-    user = await get_user(scope)
-    if user is None or not user.is_authenticated or not user.is_active:
+    session_user = await get_user(scope)  # type: ignore[arg-type]  # our copy of the scope is a plain dict
+    if session_user is None or not session_user.is_authenticated or not session_user.is_active:
         return {"user": AnonymousUser(), "method": "cookie", "error": "Not logged in."}
     # The session is re-read while the socket is open: logging out (or its expiry) closes it.
     session_key = getattr(scope.get("session"), "session_key", None)
-    return {"user": user, "method": "cookie", "error": None, "expires_at": None, "session_key": session_key}
+    return {
+        "user": session_user,
+        "method": "cookie",
+        "error": None,
+        "expires_at": None,
+        "session_key": session_key,
+    }
 
 
 class NexusAuthMiddleware:

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from realtime.limits import get_limits
 from runs.eventlog import get_event_log
+
+if TYPE_CHECKING:
+    from realtime.consumers import BaseSocket  # for annotations only: consumers imports this module
 
 
 class Presence:
@@ -16,7 +19,7 @@ class Presence:
         self.started = time.time()
         self._rate_mark = (time.monotonic(), 0)
 
-    def socket_opened(self, consumer: Any) -> None:
+    def socket_opened(self, consumer: BaseSocket) -> None:
         self.sockets[consumer.socket_id] = {
             "socket_id": consumer.socket_id,
             "user_id": consumer.user.pk,
@@ -27,7 +30,7 @@ class Presence:
             "consumer": consumer,
         }
 
-    def socket_closed(self, consumer: Any) -> None:
+    def socket_closed(self, consumer: BaseSocket) -> None:
         self.sockets.pop(getattr(consumer, "socket_id", ""), None)
 
     def local_sockets(self) -> list[dict[str, Any]]:

@@ -60,7 +60,7 @@ def install(limit: int) -> bool:
             return  # dropped for not reading: the application learns of it from the disconnect
         transport = getattr(self, "transport", None)
         waiting = pending_bytes(transport) if transport is not None else 0
-        if waiting > protocol_class._nexus_send_limit:
+        if transport is not None and waiting > protocol_class._nexus_send_limit:
             self._nexus_dropped = True
             logger.warning(
                 "dropping WebSocket %s %s: %d bytes wait unread (limit %d)",

@@ -12,8 +12,8 @@ own events, so pages drop what stepped off the path.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from django.db import transaction
 
@@ -30,6 +30,7 @@ from conversations.models import (
 )
 from conversations.selectors import conversation_get_for_user
 from conversations.services import conversation_idle_expiry
+from core.auth import User
 from core.errors import AgentUnavailable, Conflict, ValidationFailed
 from runs.dispatch import dispatch_run
 from runs.domain_events import Branched
@@ -61,7 +62,7 @@ def _turn_agent(message: Message, participants: list[Agent]) -> Agent:
 
 
 def _store_branch_run(
-    *, user: Any, conversation_id: Any, message_id: Any, action: str
+    *, user: User, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str, action: str
 ) -> tuple[Conversation, Run]:
     with transaction.atomic():
         conversation, participants = conversation_for_send(user=user, conversation_id=conversation_id)
@@ -82,7 +83,7 @@ def _store_branch_run(
                 "That reply is not on the active branch.",
                 details={"message_id": ["Choose its branch first."]},
             )
-        if conversation.has_active_run:
+        if conversation.has_active_run:  # type: ignore[attr-defined]  # a column of the raw query
             raise Conflict("A reply is still being generated; wait for it or stop it.")
         if action == "regenerate":
             trigger = target.parent
@@ -116,7 +117,9 @@ def _store_branch_run(
     return conversation, run
 
 
-async def _branch_run(*, user: Any, conversation_id: Any, message_id: Any, action: str) -> BranchResult:
+async def _branch_run(
+    *, user: User, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str, action: str
+) -> BranchResult:
     await run_rate_admit(user=user)
     conversation, run = await db(_store_branch_run)(
         user=user, conversation_id=conversation_id, message_id=message_id, action=action
@@ -129,21 +132,25 @@ async def _branch_run(*, user: Any, conversation_id: Any, message_id: Any, actio
     return BranchResult(action, str(message_id), str(run.pk), str(conversation.pk))
 
 
-async def message_regenerate(*, user: Any, conversation_id: Any, message_id: Any) -> BranchResult:
+async def message_regenerate(
+    *, user: User, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str
+) -> BranchResult:
     """Answer again the message an agent's reply answered: the new reply is its sibling."""
     return await _branch_run(
         user=user, conversation_id=conversation_id, message_id=message_id, action="regenerate"
     )
 
 
-async def message_continue(*, user: Any, conversation_id: Any, message_id: Any) -> BranchResult:
+async def message_continue(
+    *, user: User, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str
+) -> BranchResult:
     """Go on with a reply cut off at the length limit: a new reply follows it."""
     return await _branch_run(
         user=user, conversation_id=conversation_id, message_id=message_id, action="continue"
     )
 
 
-def _select(*, user: Any, conversation_id: Any, message_id: Any) -> Conversation:
+def _select(*, user: User, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str) -> Conversation:
     conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
     message = message_get_in(conversation=conversation, message_id=message_id)
     if conversation.runs.filter(status__in=ACTIVE_RUN_STATUSES).exists():
@@ -152,7 +159,9 @@ def _select(*, user: Any, conversation_id: Any, message_id: Any) -> Conversation
     return conversation
 
 
-async def message_choose(*, user: Any, conversation_id: Any, message_id: Any) -> BranchResult:
+async def message_choose(
+    *, user: User, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str
+) -> BranchResult:
     """Make a message the chosen one among its siblings: the active path goes through it."""
     conversation = await db(_select)(user=user, conversation_id=conversation_id, message_id=message_id)
     writer = EventWriter(

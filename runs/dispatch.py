@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,7 @@ class Handoff:
     touch: bool = False  # the conversation's activity mark is the run's to write (with its reply's row)
     start: bool = False  # nothing else was running: the run may ask its provider while it is claimed
 
-    def as_message(self, run_id: Any) -> dict[str, Any]:
+    def as_message(self, run_id: uuid.UUID | str) -> dict[str, Any]:
         message: dict[str, Any] = {"type": "run.execute", "run_id": str(run_id)}
         if self.trigger_seq is not None:
             message["trigger_seq"] = list(self.trigger_seq)
@@ -70,7 +71,7 @@ class Handoff:
 NO_HANDOFF = Handoff()
 
 
-async def dispatch_run(run_id: Any, handoff: Handoff = NO_HANDOFF) -> None:
+async def dispatch_run(run_id: uuid.UUID | str, handoff: Handoff = NO_HANDOFF) -> None:
     """Hand a queued run to the executor: this process (inline) or the worker pool."""
     if settings.NEXUS_RUN_MODE == "worker":
         message = handoff.as_message(run_id)
@@ -79,7 +80,9 @@ async def dispatch_run(run_id: Any, handoff: Handoff = NO_HANDOFF) -> None:
         # sweeper dispatches it again (_lost_queued_runs): the message is stored either way.
         for attempt in range(DISPATCH_ATTEMPTS):
             try:
-                await get_channel_layer().send(settings.NEXUS_RUN_CHANNEL, message)
+                layer = get_channel_layer()
+                assert layer is not None  # settings.CHANNEL_LAYERS always has a default
+                await layer.send(settings.NEXUS_RUN_CHANNEL, message)
                 return
             except Exception as exc:
                 if attempt + 1 == DISPATCH_ATTEMPTS:
@@ -96,7 +99,7 @@ async def dispatch_run(run_id: Any, handoff: Handoff = NO_HANDOFF) -> None:
         await get_run_manager().launch(str(run_id), handoff)
 
 
-async def dispatch_next_queued(conversation_id: Any) -> None:
+async def dispatch_next_queued(conversation_id: uuid.UUID | str) -> None:
     run_id = await db(store.next_queued_run_id)(conversation_id)
     if run_id is not None:
         await dispatch_run(run_id)
@@ -143,6 +146,7 @@ def claim_run(run_id: str, owner: str, handoff: Handoff = NO_HANDOFF) -> Claimed
     if not take_run(run_id, owner, touch=handoff.touch):
         return None
     run = _run_with_input(run_id)
+    assert run is not None  # taken just now, by this process
     refusal = _refusal(run.agent)
     if refusal is None and turn_refusal(run) is not None:
         return None  # a session past its limits takes no more turns, whoever dispatched this one

@@ -19,7 +19,16 @@ from django.conf import settings
 
 from agents.provider_config import generation_options_for
 from conversations.models import Message, MessageStatus
-from providers.base import ChatMessage, Finished, ProviderError, TextDelta, ToolCall, ToolSpec, UsageReport
+from providers.base import (
+    ChatMessage,
+    Finished,
+    ProviderError,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    UsageReport,
+)
 from providers.registry import get_provider
 from runs import store
 from runs import tools as run_tools
@@ -168,6 +177,7 @@ class Execution:
         calls_per_round = settings.NEXUS_MAX_TOOL_CALLS_PER_ROUND
         messages = self.history
         if messages is None:
+            assert self.reply is not None  # made by start()
             messages = await db(store.reply_history)(self.conversation, self.agent, self.reply.pk)
         agent_id = str(self.agent.pk)
         max_chars = settings.NEXUS_MAX_REPLY_CHARS
@@ -268,7 +278,7 @@ class Execution:
 
         return await run_tools.run_tool_call(self, call, execution)
 
-    def _add_usage(self, usage: Any) -> None:
+    def _add_usage(self, usage: Usage | None) -> None:
         if usage is None:
             return
         self.usage["input_tokens"] = max(self.usage["input_tokens"], getattr(usage, "input_tokens", 0) or 0)
@@ -293,9 +303,11 @@ class Execution:
             return
         if self._storing_reply is not None:
             await asyncio.shield(self._storing_reply)  # the row first: an update of nothing is lost
+        assert self.reply is not None  # made by start()
         await db(store.checkpoint)(self.reply.pk, content, self.conversation.pk, last_seq)
 
     def _store_reply_soon(self, *, pause: float = 0.0) -> None:
+        assert self._run_started is not None  # emitted by start()
         self._storing_reply = asyncio.get_running_loop().create_task(
             self._record_reply(self._run_started, self.writer.logged(), pause)
         )
@@ -309,6 +321,7 @@ class Execution:
         await logged
         if pause:
             await asyncio.sleep(pause)
+        assert self.reply is not None  # made by start()
         await db(store.store_reply)(
             self.reply, self.run_id, seq, trigger_seq=self.claimed.trigger_seq, touch=self.touch
         )

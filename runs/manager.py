@@ -95,17 +95,17 @@ class RunManager:
             name=f"run-{run_id}",
         )
         self.tasks[run_id] = task
-        task.add_done_callback(lambda _t, rid=run_id: self._forget(rid))
+        task.add_done_callback(lambda _t: self._forget(run_id))
 
     def launch_claimed(self, claimed: Claimed) -> None:
         """Start executing a run this process already claimed (``runs.sending._prepare_send``)."""
         run_id = str(claimed.run.pk)
         if claimed.early is not None and claimed.early.pending:
             self.uncommitted.add(run_id)
-            claimed.early.on_settled(lambda rid=run_id: self.uncommitted.discard(rid))
+            claimed.early.on_settled(lambda: self.uncommitted.discard(run_id))
         task = process_task(_execute(self, claimed), name=f"run-{run_id}")
         self.tasks[run_id] = task
-        task.add_done_callback(lambda _t, rid=run_id: self._forget(rid))
+        task.add_done_callback(lambda _t: self._forget(run_id))
 
     def _forget(self, run_id: str) -> None:
         self.tasks.pop(run_id, None)
@@ -133,6 +133,7 @@ class RunManager:
 
     async def _control_loop(self) -> None:
         layer = get_channel_layer()
+        assert layer is not None  # settings.CHANNEL_LAYERS always has a default
         backoff = 0.1
         while True:
             try:

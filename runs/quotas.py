@@ -18,11 +18,10 @@ running session holds one active run; only its opening and a person's messages t
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from core.auth import User
 from core.errors import RateLimited, TooLarge
 from core.ratelimit import get_rate_limiter
 from runs.models import ACTIVE_RUN_STATUSES, Run
@@ -41,7 +40,7 @@ def content_admit(content: str, *, field: str = "content") -> None:
         )
 
 
-async def run_rate_admit(*, user: Any) -> None:
+async def run_rate_admit(*, user: User) -> None:
     """Count one run start of ``user`` against the per-minute quota, or raise RateLimited."""
     limit = settings.NEXUS_RUNS_PER_MINUTE_PER_USER
     decision = await get_rate_limiter().hit(f"runs:rate:{user.pk}", limit=limit, window=60)
@@ -52,7 +51,7 @@ async def run_rate_admit(*, user: Any) -> None:
         )
 
 
-def active_runs_admit(*, owner_id: Any) -> None:
+def active_runs_admit(*, owner_id: int) -> None:
     """Inside the send's transaction, before its run is created: refuse a run past the owner's
     quota of active runs. The owner's row is locked first so that concurrent sends to different
     conversations of one owner are counted one after the other (PostgreSQL; SQLite's writes are

@@ -5,6 +5,7 @@ Here rather than in conversations/selectors.py: conversations/ does not import r
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.db import connection
@@ -13,11 +14,14 @@ from django.db.models import QuerySet
 from agents.models import Agent
 from conversations.models import Conversation, ConversationStatus, Message, Participant
 from conversations.selectors import conversation_access, conversation_queryset_for_user
+from core.auth import User
 from core.errors import NotFound, parse_uuid
 from runs.models import ACTIVE_RUN_STATUSES, Run
 
 
-def conversation_for_send(*, user: Any, conversation_id: Any) -> tuple[Conversation, list[Agent]]:
+def conversation_for_send(
+    *, user: User, conversation_id: uuid.UUID | str
+) -> tuple[Conversation, list[Agent]]:
     """The reads that open a send, on the way to the provider's request (time to first token): the
     conversation if the user may see it (NotFound otherwise), locked until the caller's transaction
     ends where the database can lock a row (SQLite's writers are serialised anyway), with
@@ -42,7 +46,8 @@ def conversation_for_send(*, user: Any, conversation_id: Any) -> tuple[Conversat
     if not rows:
         raise NotFound("Conversation not found.")
     conversation = rows[0]
-    conversation.has_active_run = bool(conversation.has_active_run)
+    # a column of the raw query, not a field of the model
+    conversation.has_active_run = bool(conversation.has_active_run)  # type: ignore[attr-defined]
     agents = list(Agent.objects.raw(participants_sql, [pk_param]))
     return conversation, agents
 
@@ -79,7 +84,7 @@ def runs_in_flight() -> QuerySet[Run]:
     return Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).select_related("conversation", "agent")
 
 
-def agent_status_for_user(*, user: Any, agent: Agent) -> dict[str, Any]:
+def agent_status_for_user(*, user: User, agent: Agent) -> dict[str, Any]:
     """Seed 001 AgentStatus, counted over the conversations ``user`` may see (staff: all).
     Here, not in agents/ or conversations/, since it reads runs too (the domain apps import no runs/)."""
     visible = conversation_queryset_for_user(user)

@@ -8,6 +8,7 @@ transaction each); events are appended after the transaction commits.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from conversations.services import (
     conversation_context_validate,
     conversation_idle_expiry,
 )
+from core.auth import User
 from core.errors import AgentUnavailable, Conflict, ValidationFailed
 from runs.context import message_admit
 from runs.dispatch import Claimed, Handoff, dispatch_run
@@ -90,7 +92,7 @@ def _choose_agent(conversation: Conversation, agent_id: str | None, agents: list
 
 
 def _prepare_send(
-    *, user: Any, conversation_id: Any, client_message_id: str | None, **send: Any
+    *, user: User, conversation_id: uuid.UUID | str, client_message_id: str | None, **send: Any
 ) -> _Prepared:
     """Store the message and its run in one transaction (``_store_send``); a repeated
     ``client_message_id`` answers with the first send. ``owner`` (inline mode): when nothing else
@@ -110,7 +112,9 @@ class _AlreadySent(Exception):
     pass
 
 
-def _already_sent(*, user: Any, conversation_id: Any, client_message_id: str | None) -> _Prepared:
+def _already_sent(
+    *, user: User, conversation_id: uuid.UUID | str, client_message_id: str | None
+) -> _Prepared:
     conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
     existing = Message.objects.filter(conversation=conversation, client_message_id=client_message_id).first()
     if existing is None:  # the other send rolled back meanwhile
@@ -128,15 +132,15 @@ def _already_sent(*, user: Any, conversation_id: Any, client_message_id: str | N
 
 def _store_send(
     *,
-    user: Any,
-    conversation_id: Any,
+    user: User,
+    conversation_id: uuid.UUID | str,
     content: str,
     client_message_id: str | None,
     agent_id: str | None,
     context: Any,
     owner: str | None,
-    launch: Callable[[Any], None] | None,
-    edit_of: Any = None,
+    launch: Callable[[Claimed], None] | None,
+    edit_of: uuid.UUID | str | None = None,
 ) -> _Prepared:
     with transaction.atomic():
         # The conversation locked (serialises sends to one conversation; SQLite's IMMEDIATE
@@ -160,7 +164,7 @@ def _store_send(
                 .order_by("created_at")
                 .only("pk")
             )
-            if conversation.has_active_run
+            if conversation.has_active_run  # type: ignore[attr-defined]  # a column of the raw query
             else []
         )
         interrupt: list[Run] = []
@@ -216,6 +220,7 @@ def _store_send(
         run = None
         claimed = None
         if fast:
+            assert owner and launch is not None  # as fast says
             now = timezone.now()
             run = Run(
                 conversation=conversation,
@@ -254,7 +259,7 @@ def _store_send(
     )
 
 
-def _edit_target(conversation: Conversation, message_id: Any) -> Message:
+def _edit_target(conversation: Conversation, message_id: uuid.UUID | str) -> Message:
     """The person's message an edit replaces (a sibling is stored beside it)."""
     if conversation.session_type != SessionType.HUMAN_AGENT:
         raise ValidationFailed(
@@ -273,20 +278,20 @@ def _edit_target(conversation: Conversation, message_id: Any) -> Message:
     return target
 
 
-def _set_message_seq(message_id: Any, conversation_id: Any, seq: int) -> None:
+def _set_message_seq(message_id: uuid.UUID | str, conversation_id: uuid.UUID | str, seq: int) -> None:
     Message.objects.filter(pk=message_id).update(seq=seq)
     Conversation.objects.filter(pk=conversation_id, last_seq__lt=seq).update(last_seq=seq)
 
 
 async def message_send(
     *,
-    user: Any,
-    conversation_id: Any,
+    user: User,
+    conversation_id: uuid.UUID | str,
     content: str,
     client_message_id: str | None = None,
     agent_id: str | None = None,
     context: Any = None,
-    edit_of: Any = None,
+    edit_of: uuid.UUID | str | None = None,
 ) -> SendResult:
     """Store a person's message, announce it, and start (or queue) the reply. Idempotent by
     ``client_message_id``: the same id twice gives one message and one run.
@@ -349,6 +354,7 @@ async def message_send(
             # (after this one) and write; the message's seq is stored with the reply's row. Nothing
             # is awaited from here on, so the sender's `ack` goes out before the run's first event.
             prepared.claimed.trigger_seq = (prepared.result.message_id, seq)
+            assert early is not None  # a run is launched early only inline, with its EarlyStart
             early.confirm()
             return prepared.result
     finally:
@@ -373,7 +379,7 @@ async def message_send(
     return prepared.result
 
 
-def session_open(*, user: Any, conversation: Conversation) -> None:
+def session_open(*, user: User, conversation: Conversation) -> None:
     """Sync callers (the REST create view): an ``agent_agent`` session created with
     ``settings.opening_message`` starts at once. The opening is posted as the creator's message (as
     if sent on the socket) and the first agent takes its turn; idempotent by its client_message_id,

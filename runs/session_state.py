@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from agents.models import Agent, AgentStatus
@@ -17,6 +18,7 @@ from conversations.services import (
     conversation_context_validate,
     conversation_create,
 )
+from core.auth import User
 from core.errors import NotFound
 from runs.eventlog import get_event_log
 from runs.manager import get_run_manager
@@ -122,13 +124,16 @@ async def session_state(*, conversation: Conversation, recent: int = 50) -> dict
     return await db(_session_state)(conversation, last_seq, recent)
 
 
-def _bind(*, user: Any, conversation_id: Any, agent_id: Any, context: Any) -> Conversation:
+def _bind(
+    *, user: User, conversation_id: uuid.UUID | str | None, agent_id: Any, context: Any
+) -> Conversation:
     if conversation_id:
         conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
         if isinstance(context, dict) and context:
             conversation.context = conversation_context_validate({**(conversation.context or {}), **context})
             conversation.save(update_fields=["context", "updated_at"])
         return conversation
+    agent: Agent | None
     if agent_id:
         agent = agent_get_for_user(user=user, agent_id=agent_id)
     else:
@@ -141,7 +146,7 @@ def _bind(*, user: Any, conversation_id: Any, agent_id: Any, context: Any) -> Co
 
 
 async def conversation_bind(
-    *, user: Any, conversation_id: Any = None, agent_id: Any = None, context: Any = None
+    *, user: User, conversation_id: uuid.UUID | str | None = None, agent_id: Any = None, context: Any = None
 ) -> Conversation:
     """``initialize``: the user's conversation, or a new one with the given (or first active) agent."""
     return await db(_bind)(user=user, conversation_id=conversation_id, agent_id=agent_id, context=context)

@@ -6,7 +6,7 @@ channel; the database flag is the fallback); a queued run is stopped here and an
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -17,6 +17,7 @@ from conversations.models import Conversation, ConversationStatus, SessionType
 from conversations.selectors import (
     conversation_get_for_user,
 )
+from core.auth import User
 from core.errors import NotFound, parse_uuid
 from runs.domain_events import ConversationEnded, RunFinished
 from runs.eventlog import get_event_log
@@ -29,17 +30,17 @@ from runs.store import db
 
 
 def _prepare_stop(
-    *, user: Any, conversation_id: Any, run_id: str | None
+    *, user: User, conversation_id: uuid.UUID | str, run_id: str | None
 ) -> tuple[Conversation, list[Run], list[Run]]:
     with transaction.atomic():
         conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
-        runs = Run.objects.select_for_update().filter(
+        active = Run.objects.select_for_update().filter(
             conversation=conversation, status__in=ACTIVE_RUN_STATUSES
         )
         if run_id:
             # a malformed id is an id that does not exist (it reached the query as a 500 before)
-            runs = runs.filter(pk=parse_uuid(run_id, what="Active run"))
-        runs = list(runs.select_related("agent"))
+            active = active.filter(pk=parse_uuid(run_id, what="Active run"))
+        runs = list(active.select_related("agent"))
         if run_id and not runs:
             raise NotFound("Active run not found.")
         queued = [r for r in runs if r.status == RunStatus.QUEUED]
@@ -67,7 +68,9 @@ async def signal_stop(run: Run) -> None:
     _, _, channel = (run.owner or "").partition("|")
     if channel:
         try:
-            await get_channel_layer().send(channel, {"type": "run.stop", "run_id": str(run.pk)})
+            layer = get_channel_layer()
+            assert layer is not None  # settings.CHANNEL_LAYERS always has a default
+            await layer.send(channel, {"type": "run.stop", "run_id": str(run.pk)})
         except Exception:  # the database flag is the fallback the owner checks every second
             pass
 
@@ -86,7 +89,7 @@ def _emit_stopped(writer: EventWriter, run: Run, *, message_id: str | None = Non
     )
 
 
-async def run_stop(*, user: Any, conversation_id: Any, run_id: str | None = None) -> list[str]:
+async def run_stop(*, user: User, conversation_id: uuid.UUID | str, run_id: str | None = None) -> list[str]:
     """Stop the conversation's active runs (or one). Returns the ids of the runs told to stop."""
     conversation, queued, running = await db(_prepare_stop)(
         user=user, conversation_id=conversation_id, run_id=run_id
@@ -111,7 +114,7 @@ async def run_stop(*, user: Any, conversation_id: Any, run_id: str | None = None
 # --- deleting a conversation ---------------------------------------------------------------------
 
 
-def _delete_conversation(*, user: Any, conversation_id: Any) -> tuple[Conversation, list[Run]]:
+def _delete_conversation(*, user: User, conversation_id: uuid.UUID | str) -> tuple[Conversation, list[Run]]:
     """Delete the conversation (which ``user`` may access; None: anyone, the admin) with its
     messages and runs, in one transaction; the runs that were still active, to stop and announce.
 
@@ -137,7 +140,7 @@ def _delete_conversation(*, user: Any, conversation_id: Any) -> tuple[Conversati
     return conversation, active
 
 
-def conversation_delete_with_runs(*, user: Any, conversation_id: Any) -> list[str]:
+def conversation_delete_with_runs(*, user: User, conversation_id: uuid.UUID | str) -> list[str]:
     """Delete a conversation and stop its replies in flight (the REST ``DELETE`` and the admin;
     sync callers: the database work runs in the caller's thread and transaction).
 

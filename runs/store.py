@@ -11,6 +11,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async as sync_to_async
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents.models import Agent
@@ -42,21 +43,21 @@ def stop_requested(run_ids: list[str]) -> list[str]:
     return [run_id for run_id in run_ids if present.get(str(run_id), True)]
 
 
-def vanished(run_id: Any, conversation_id: Any) -> tuple[bool, bool]:
+def vanished(run_id: uuid.UUID | str, conversation_id: uuid.UUID | str) -> tuple[bool, bool]:
     """(the run's row is gone, its conversation's too): deleted while the run replied."""
     if Run.objects.filter(pk=run_id).exists():
         return False, False
     return True, not Conversation.objects.filter(pk=conversation_id).exists()
 
 
-def stop_orphan_reply(message_id: Any, content: str) -> None:
+def stop_orphan_reply(message_id: uuid.UUID | str, content: str) -> None:
     """A reply whose run was deleted under it (its conversation stays): keep it as stopped."""
     Message.objects.filter(pk=message_id, status=MessageStatus.STREAMING).update(
         content=content, status=MessageStatus.STOPPED, updated_at=timezone.now()
     )
 
 
-def next_queued_run_id(conversation_id: Any) -> str | None:
+def next_queued_run_id(conversation_id: uuid.UUID | str) -> str | None:
     if Run.objects.filter(conversation_id=conversation_id, status=RunStatus.RUNNING).exists():
         return None
     run = (
@@ -83,7 +84,7 @@ def new_reply(run: Run) -> Message:
 
 def store_reply(
     message: Message,
-    run_id: Any,
+    run_id: uuid.UUID | str,
     seq: int,
     *,
     trigger_seq: tuple[str, int] | None = None,
@@ -100,25 +101,27 @@ def store_reply(
         Conversation.objects.filter(pk=message.conversation_id, last_seq__lt=seq).update(last_seq=seq)
 
 
-def mark_activity(conversations: Any) -> None:
+def mark_activity(conversations: QuerySet[Conversation]) -> None:
     """A person's message was sent: ``updated_at``, and the idle expiry pushed on (active ones)."""
     conversations.filter(status=ConversationStatus.ACTIVE).update(
         updated_at=timezone.now(), expires_at=conversation_idle_expiry()
     )
 
 
-def checkpoint(message_id: Any, content: str, conversation_id: Any, last_seq: int) -> None:
+def checkpoint(
+    message_id: uuid.UUID | str, content: str, conversation_id: uuid.UUID | str, last_seq: int
+) -> None:
     Message.objects.filter(pk=message_id, status=MessageStatus.STREAMING).update(content=content)
     Conversation.objects.filter(pk=conversation_id, last_seq__lt=last_seq).update(last_seq=last_seq)
 
 
-def reply_history(conversation: Conversation, agent: Agent, reply_id: Any) -> list[ChatMessage]:
+def reply_history(conversation: Conversation, agent: Agent, reply_id: uuid.UUID) -> list[ChatMessage]:
     return chat_history(conversation=conversation, agent=agent, exclude_message_id=reply_id)
 
 
 def finish(
-    run_id: Any,
-    message_id: Any | None,
+    run_id: uuid.UUID | str,
+    message_id: uuid.UUID | str | None,
     *,
     content: str,
     outcome: Outcome,
@@ -144,7 +147,7 @@ def finish(
     return True
 
 
-def checkpoint_seq(conversation_id: Any, last_seq: int) -> None:
+def checkpoint_seq(conversation_id: uuid.UUID | str, last_seq: int) -> None:
     Conversation.objects.filter(pk=conversation_id, last_seq__lt=last_seq).update(
         last_seq=last_seq, updated_at=timezone.now()
     )

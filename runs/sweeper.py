@@ -8,7 +8,8 @@ dispatched again and active conversations idle past their expiry become ``expire
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -27,7 +28,7 @@ from runs.store import db
 SWEEP_SECONDS = 1.0
 
 
-def _stale_cutoff() -> Any:
+def _stale_cutoff() -> datetime:
     """Runs whose heartbeat is older than this have lost their owner. NEXUS_RUN_STALE_SECONDS is
     the promise that a dead owner's run is declared within that time of the death; the owner's last
     beat is at most that old when it dies, so leave room for a sweep period and the sweep itself
@@ -77,7 +78,7 @@ def _lost_queued_runs() -> list[str]:
     return list(first_per_conversation.values())
 
 
-def _reply_content(message_id: Any) -> str:
+def _reply_content(message_id: uuid.UUID | None) -> str:
     if message_id is None:
         return ""
     return Message.objects.filter(pk=message_id).values_list("content", flat=True).first() or ""

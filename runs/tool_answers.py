@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -10,6 +11,7 @@ from conversations.models import Message, MessageType
 from conversations.selectors import (
     conversation_get_for_user,
 )
+from core.auth import User
 from core.errors import Conflict, NotFound, ValidationFailed
 from runs.manager import get_run_manager
 from runs.models import Run
@@ -20,7 +22,7 @@ from runs.tools import store_tool_result, tool_result_key
 
 
 def _prepare_tool_result(
-    *, user: Any, conversation_id: Any, tool_call_id: str, result: Any, is_error: bool
+    *, user: User, conversation_id: uuid.UUID | str, tool_call_id: str, result: Any, is_error: bool
 ) -> tuple[str, str, dict[str, Any]]:
     """Store a client's answer to a client tool call of a run of this conversation, which ``user``
     may access; (the run's owner, the run's id, the outcome). The call is found in this
@@ -75,7 +77,7 @@ def _prepare_tool_result(
 
 
 async def tool_result_submit(
-    *, user: Any, conversation_id: Any, tool_call_id: str, result: Any, is_error: bool
+    *, user: User, conversation_id: uuid.UUID | str, tool_call_id: str, result: Any, is_error: bool
 ) -> None:
     """A client's answer to a client tool call. The first valid answer wins; later ones get Conflict.
 
@@ -93,7 +95,9 @@ async def tool_result_submit(
     _, _, channel = owner.partition("|")
     if channel:
         try:
-            await get_channel_layer().send(
+            layer = get_channel_layer()
+            assert layer is not None  # settings.CHANNEL_LAYERS always has a default
+            await layer.send(
                 channel,
                 {
                     "type": "run.tool_result",

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import re
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async as sync_to_async
@@ -42,7 +43,7 @@ _MAX_KEY_CHARS = 128
 _LOGGABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-def tool_result_key(run_id: Any, tool_call_id: str) -> str:
+def tool_result_key(run_id: uuid.UUID | str, tool_call_id: str) -> str:
     """The unique key (``Message.client_message_id``) of the result of one call of one run."""
     key = f"tool:{run_id}:{tool_call_id}"
     if len(key) <= _MAX_KEY_CHARS:
@@ -72,7 +73,7 @@ def over_cap_outcome(cap: int) -> dict[str, Any]:
     }
 
 
-def _store_call(ex: Execution, call: ToolCall, execution: str) -> Any:
+def _store_call(ex: Execution, call: ToolCall, execution: str | None) -> uuid.UUID:
     return Message.objects.create(
         conversation_id=ex.conversation.pk,
         agent=ex.agent,
@@ -91,14 +92,14 @@ def _store_call(ex: Execution, call: ToolCall, execution: str) -> Any:
     ).pk
 
 
-def _set_call_seq(message_id: Any, seq: int) -> None:
+def _set_call_seq(message_id: uuid.UUID, seq: int) -> None:
     Message.objects.filter(pk=message_id).update(seq=seq)
 
 
 def store_tool_result(
     *,
-    conversation_id: Any,
-    run_id: Any,
+    conversation_id: uuid.UUID | str,
+    run_id: uuid.UUID | str,
     tool_call_id: str,
     tool: str,
     agent_id: str,
@@ -128,7 +129,9 @@ def store_tool_result(
         return None
 
 
-def _stored_result(conversation_id: Any, run_id: Any, tool_call_id: str) -> dict[str, Any] | None:
+def _stored_result(
+    conversation_id: uuid.UUID | str, run_id: uuid.UUID | str, tool_call_id: str
+) -> dict[str, Any] | None:
     row = Message.objects.filter(
         conversation_id=conversation_id, client_message_id=tool_result_key(run_id, tool_call_id)
     ).first()
@@ -141,7 +144,9 @@ def _stored_result(conversation_id: Any, run_id: Any, tool_call_id: str) -> dict
     return {"result": result, "is_error": bool(row.metadata.get("is_error"))}
 
 
-def _set_result_seq(conversation_id: Any, run_id: Any, tool_call_id: str, seq: int) -> None:
+def _set_result_seq(
+    conversation_id: uuid.UUID | str, run_id: uuid.UUID | str, tool_call_id: str, seq: int
+) -> None:
     Message.objects.filter(
         conversation_id=conversation_id, client_message_id=tool_result_key(run_id, tool_call_id)
     ).update(seq=seq)
@@ -244,7 +249,7 @@ async def _client_tool(
     timeout_result = {
         "error": f"The client did not answer {call.name} within {settings.NEXUS_CLIENT_TOOL_TIMEOUT:g} s."
     }
-    stored = await sync_to_async(store_tool_result)(
+    stored_timeout = await sync_to_async(store_tool_result)(
         conversation_id=ex.conversation.pk,
         run_id=ex.run_id,
         tool_call_id=call.id,
@@ -253,7 +258,7 @@ async def _client_tool(
         result=timeout_result,
         is_error=True,
     )
-    if stored is None:  # an answer landed at the last moment: it wins
+    if stored_timeout is None:  # an answer landed at the last moment: it wins
         return await sync_to_async(_stored_result)(ex.conversation.pk, ex.run_id, call.id) or {
             "result": timeout_result,
             "is_error": True,

@@ -3,7 +3,7 @@ whether a claimed run may take one more turn (checked inside the claim, ``runs.d
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
 
 from django.utils import timezone
 
@@ -19,7 +19,7 @@ from conversations.services import MAX_TURNS_DEFAULT
 from runs.models import Run, RunStatus
 
 
-def turns_taken(conversation_id: Any) -> int:
+def turns_taken(conversation_id: uuid.UUID | str) -> int:
     """Agent turns that produced a reply (any final status but error)."""
     return (
         Message.objects.filter(
@@ -30,7 +30,7 @@ def turns_taken(conversation_id: Any) -> int:
     )
 
 
-def tokens_used(conversation_id: Any) -> int:
+def tokens_used(conversation_id: uuid.UUID | str) -> int:
     total = 0
     for usage in Run.objects.filter(conversation_id=conversation_id).values_list("usage", flat=True):
         total += int((usage or {}).get("total_tokens") or 0)

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 class RunWorkerConsumer(AsyncConsumer):
     # Messages arrive through the worker's listener, never on a channel of the instance's own.
-    channel_layer_alias = None
+    channel_layer_alias = None  # type: ignore[assignment]  # channels takes None (no layer); its stubs say str
 
     async def run_execute(self, message: dict[str, Any]) -> None:
         await get_run_manager().launch(str(message["run_id"]), Handoff.from_message(message))

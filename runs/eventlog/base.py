@@ -118,9 +118,9 @@ class EventLog:
                 listener(conversation_id, events)
             except Exception:
                 logger.exception("event listener failed")
-        for listener in tuple(self._firehose):
+        for firehose_listener in tuple(self._firehose):
             try:
-                listener(conversation_id, owner_id, events)
+                firehose_listener(conversation_id, owner_id, events)
             except Exception:
                 logger.exception("firehose listener failed")
 

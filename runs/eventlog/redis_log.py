@@ -9,9 +9,10 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.typing import KeyT, StreamIdT
 
 from core.redis import redis_client
 from core.tasks import process_task
@@ -30,6 +31,9 @@ from runs.eventlog.base import (
 )
 
 logger = logging.getLogger(__name__)
+# XREAD's reply on a RESP2 connection that does not decode: [(stream key, [(entry id, fields)])]
+_Entry = tuple[bytes, dict[bytes, bytes]]
+_StreamsReply = list[tuple[bytes, list[_Entry]]] | None
 
 _APPEND_SCRIPT = """
 -- KEYS: stream, counter, firehose, bytes, batches, older batches. ARGV: floor, maxlen, ttl,
@@ -292,7 +296,7 @@ class RedisEventLog(EventLog):
             await self._redis.xadd(self._wake_key, {"w": 1}, maxlen=10, approximate=True)
             await self._redis.expire(self._wake_key, 3600)
 
-    async def _resolve_new_cursors(self, conn: Any) -> None:
+    async def _resolve_new_cursors(self, conn: aioredis.Redis) -> None:
         pending = [cid for cid, cursor in self._cursors.items() if cursor < 0]
         if not pending:
             return
@@ -323,12 +327,13 @@ class RedisEventLog(EventLog):
                     if interrupted:
                         interrupted = False
                         self._dispatch_lost()
-                    streams: dict[str, str] = {self._wake_key: wake_cursor}
+                    streams: dict[KeyT, StreamIdT] = {self._wake_key: wake_cursor}
                     for cid, cursor in self._cursors.items():
                         streams[self._stream_key(cid)] = f"{cursor}-0"
                     if self._firehose:
                         streams[self._firehose_key] = self._firehose_cursor
-                    result = await conn.xread(streams, count=READ_PAGE, block=30_000)
+                    reply = await conn.xread(streams, count=READ_PAGE, block=30_000)
+                    result = cast(_StreamsReply, reply)  # RESP2, not decoded: the list shape
                     backoff = 0.1
                 except asyncio.CancelledError:
                     raise
@@ -368,11 +373,11 @@ class RedisEventLog(EventLog):
             with contextlib.suppress(Exception):
                 await conn.aclose()
 
-    async def _current_id(self, conn: Any, key: str) -> str:
+    async def _current_id(self, conn: aioredis.Redis, key: str) -> str:
         rows = await conn.xrevrange(key, count=1)
-        return rows[0][0].decode() if rows else "0-0"
+        return cast(bytes, rows[0][0]).decode() if rows else "0-0"  # the client does not decode
 
-    def _dispatch_firehose(self, entries: list[Any]) -> None:
+    def _dispatch_firehose(self, entries: list[_Entry]) -> None:
         for _, fields in entries:
             cid, _, owner = fields[b"c"].decode().partition("|")
             batch = [_logged(int(fields[b"s"]), fields)]
