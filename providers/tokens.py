@@ -24,7 +24,10 @@ PROMPT_OVERHEAD = 3  # the estimate's framing outside any message (the reply's o
 class TokenCounter(Protocol):
     """A model's window and a way to count what a prompt takes of it."""
 
-    window: int  # tokens the model sees at once: the prompt and the reply together
+    @property
+    def window(self) -> int:
+        """Tokens the model sees at once: the prompt and the reply together."""
+        ...
 
     def message_tokens(self, message: ChatMessage) -> int:
         """About what one message adds to a prompt (its content and its framing)."""

@@ -81,7 +81,7 @@ class ToolCallRequested:
     tool: str
     parameters: dict[str, Any]
     message_id: str
-    execution: str  # "server" or "client"
+    execution: str | None  # "server" or "client"; None for a call refused before it ran
     agent_id: str
     run_id: str
 
