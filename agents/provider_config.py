@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 
 from core.egress import DEFAULT_KEY_HOSTS, EgressPolicy, url_host_port
 from providers.base import (
@@ -299,8 +300,6 @@ _KEY_REQUIRED_AT_DEFAULT_URL = frozenset({"openai", "gemini"})
 
 def provider_problem(provider: str) -> str | None:
     """Why ``provider`` is not a provider of the registry, or None when it is."""
-    from providers.registry import registry
-
     names = registry.names()
     if provider in names:
         return None
@@ -311,8 +310,6 @@ def agent_problems(agent: Any) -> list[str]:
     """Why ``agent`` cannot answer now, in words (empty: usable). Checked without the network: an
     unknown provider, a key that is missing (or not bound to the agent's URL), a paused or failing
     agent, a cooldown. The admin's "Test the provider" action asks the provider itself."""
-    from django.utils import timezone
-
     problems = []
     if agent.status == "paused":
         problems.append("Paused: activate it to let it answer.")

@@ -135,6 +135,7 @@ class _Vocabulary:
 
     def _load(self) -> Any:
         if self.model is None:
+            # imported here: a 2 s import, paid only by a process that counts local tokens
             import llama_cpp
             from llama_cpp import _internals, llama_chat_format
 
