@@ -17,6 +17,7 @@ from agents.selectors import agent_get_for_user
 from agents.services import _SECRET_HINTS, agent_create_for_user, storable_json_validate
 from conversations.models import (
     Conversation,
+    ConversationStatus,
     DoubleTextPolicy,
     Message,
     Opinion,
@@ -235,6 +236,17 @@ def conversation_delete(*, conversation: Conversation) -> None:
 def conversation_idle_expiry() -> Any:
     """When a conversation active now expires if nothing else happens in it."""
     return timezone.now() + timedelta(seconds=django_settings.NEXUS_CONVERSATION_IDLE_SECONDS)
+
+
+def conversation_revive(conversation: Conversation) -> bool:
+    """A person came back to an expired conversation (a message, a regenerate, a continue): it is
+    active again, with a fresh idle expiry. False when it was not expired."""
+    if conversation.status != ConversationStatus.EXPIRED:
+        return False
+    conversation.status = ConversationStatus.ACTIVE
+    conversation.expires_at = conversation_idle_expiry()
+    conversation.save(update_fields=["status", "updated_at", "expires_at"])
+    return True
 
 
 def message_feedback(*, message: Message, rating: str | None, comment: str = "") -> Message:

@@ -1,7 +1,7 @@
 """Regenerate a reply, continue a reply cut by length, and choose a branch (the message tree).
 
 Each starts a run like a send does (``runs.sending``) and meets the same quotas (runs per minute,
-active runs per owner) and refusals (an expired conversation, an unavailable agent), but never
+active runs per owner) and refusals (an unavailable agent; an expired conversation is revived, as by a send), but never
 while a reply is being generated (``conflict``). A regenerated reply is a sibling of the one it
 replaces (same parent), which steps off the active path with everything after it; a continuation
 is a new reply following the cut one, whose run sees the cut reply as its last turn and is asked to
@@ -22,14 +22,13 @@ from agents.selectors import agent_unavailability
 from conversations.branches import hidden_recompute, message_get_in, message_select, message_tip, siblings_of
 from conversations.models import (
     Conversation,
-    ConversationStatus,
     Message,
     MessageRole,
     MessageType,
     SessionType,
 )
 from conversations.selectors import conversation_get_for_user
-from conversations.services import conversation_idle_expiry
+from conversations.services import conversation_idle_expiry, conversation_revive
 from core.auth import User
 from core.errors import AgentUnavailable, Conflict, ValidationFailed
 from runs.dispatch import dispatch_run
@@ -67,8 +66,7 @@ def _store_branch_run(
     with transaction.atomic():
         conversation, participants = conversation_for_send(user=user, conversation_id=conversation_id)
         target = message_get_in(conversation=conversation, message_id=message_id)
-        if conversation.status == ConversationStatus.EXPIRED:
-            raise Conflict("This conversation has expired.")
+        conversation_revive(conversation)  # as a new message does (rolled back if refused below)
         if conversation.session_type != SessionType.HUMAN_AGENT:
             raise ValidationFailed(
                 f"Replies are {action}d in conversations with one agent only.",

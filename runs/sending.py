@@ -35,6 +35,7 @@ from conversations.selectors import conversation_get_for_user
 from conversations.services import (
     conversation_context_validate,
     conversation_idle_expiry,
+    conversation_revive,
 )
 from core.auth import User
 from core.errors import AgentUnavailable, Conflict, ValidationFailed
@@ -147,10 +148,7 @@ def _store_send(
         # transactions already do) with whether a run is active, and its participants: every query
         # here is on the path to the provider's request.
         conversation, participants = conversation_for_send(user=user, conversation_id=conversation_id)
-        if conversation.status == ConversationStatus.EXPIRED:  # a new message revives it
-            conversation.status = ConversationStatus.ACTIVE
-            conversation.expires_at = conversation_idle_expiry()
-            conversation.save(update_fields=["status", "updated_at", "expires_at"])
+        conversation_revive(conversation)  # a new message revives an expired conversation
         edited = None
         if edit_of is not None:
             edited = _edit_target(conversation, edit_of)

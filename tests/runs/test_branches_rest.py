@@ -152,3 +152,25 @@ async def test_rest_branching_refuses_outsiders_bad_targets_and_busy_conversatio
     assert_refused(await post(user, _path(busy, first.pk, "select")), 409, "conflict")
     await _settled(busy.pk, 2)
     assert len(await db(_runs)(busy.pk)) == 2
+
+
+def _expire(conversation_id: Any) -> None:
+    from conversations.models import Conversation
+
+    Conversation.objects.filter(pk=conversation_id).update(status="expired")
+
+
+def _status(conversation_id: Any) -> str:
+    from conversations.models import Conversation
+
+    return Conversation.objects.get(pk=conversation_id).status
+
+
+async def test_regenerating_in_an_expired_conversation_revives_it_as_a_message_would(user):
+    conversation, _, reply = await _conversation_with_reply(user)
+    await db(_expire)(conversation.pk)
+    answered = await post(user, _path(conversation, reply.pk, "regenerate"))
+    assert answered.status_code == 202, answered.content
+    replies = await _settled(conversation.pk, 2)
+    assert [r.parent_id for r in replies] == [reply.parent_id, reply.parent_id]  # siblings
+    assert await db(_status)(conversation.pk) == "active"
