@@ -217,12 +217,58 @@ class ConversationEventsSchemaView(APIView):
         raise NotImplementedError
 
 
+class BranchResultSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["regenerate", "continue", "select"])
+    message_id = serializers.UUIDField(help_text="The message acted on.")
+    run_id = serializers.UUIDField(allow_null=True, help_text="The run started (null for select).")
+    conversation_id = serializers.UUIDField()
+
+
+class EditSerializer(serializers.Serializer):
+    content = serializers.CharField(help_text="The edited message, stored beside the one it edits.")
+    client_message_id = serializers.CharField(required=False, max_length=MAX_ID_CHARS)
+
+
+class EditResultSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["edit"])
+    message_id = serializers.UUIDField(help_text="The new message.")
+    edited_id = serializers.UUIDField(help_text="The message it edits (its sibling).")
+    run_id = serializers.UUIDField(allow_null=True)
+    conversation_id = serializers.UUIDField()
+    client_message_id = serializers.CharField(allow_null=True)
+    duplicate = serializers.BooleanField()
+
+
+def _branch_stub(action: str, summary: str, status: int) -> type[APIView]:
+    """A schema-only view of one message-tree action (``realtime.branch_views``)."""
+
+    class BranchSchemaView(APIView):
+        @extend_schema(
+            tags=TAGS,
+            operation_id=f"message_{action}",
+            summary=summary,
+            description='docs/api.md, "Branches". Refused with `conflict` while a reply is being generated.',
+            parameters=[_uuid_path("conversation_id", "conversation"), _uuid_path("message_id", "message")],
+            request=EditSerializer if action == "edit" else None,
+            responses={status: EditResultSerializer if action == "edit" else BranchResultSerializer},
+        )
+        def post(self, request: Any, conversation_id: str, message_id: str) -> Any:
+            raise NotImplementedError
+
+    BranchSchemaView.__name__ = BranchSchemaView.__qualname__ = f"Message{action.title()}SchemaView"
+    return BranchSchemaView
+
+
 # URL pattern name (realtime/http_urls.py) -> its schema-only view
 SCHEMA_ONLY_VIEWS: dict[str, type[APIView]] = {
     "invoke": InvokeSchemaView,
     "agent-run": AgentRunSchemaView,
     "conversation-stop": ConversationStopSchemaView,
     "conversation-events": ConversationEventsSchemaView,
+    "message-regenerate": _branch_stub("regenerate", "Regenerate a reply (a new version beside it)", 202),
+    "message-edit": _branch_stub("edit", "Edit a message and resend it (a new branch from it)", 202),
+    "message-continue": _branch_stub("continue", "Continue a reply cut off at the length limit", 202),
+    "message-select": _branch_stub("select", "Choose the version the conversation goes on from", 200),
 }
 
 

@@ -73,6 +73,20 @@ TOKEN: dict[str, str] = {}
 STATUSES: dict[str, Counter] = {}  # operation -> status code -> count, over the whole run
 # Random credentials never log in or refresh; every other operation must succeed sometimes.
 NEVER_SUCCEED = {"POST /api/auth/login", "POST /api/auth/refresh"}
+# The message-tree actions act on a stored reply; the generated ids name none in daphne's database,
+# so here they meet only their refusals (checked against the schema like every answer). Their
+# success paths: tests/runs/test_branches_rest.py and tests/browser/test_branches.py.
+_MESSAGE = "/api/conversations/{conversation_id}/messages/{message_id}"
+BRANCH_ACTIONS = {
+    f"POST {_MESSAGE}/{action}/": status
+    for action, status in (
+        ("regenerate", "202"),
+        ("edit", "202"),
+        ("continue", "202"),
+        ("select", "200"),
+    )
+}
+NEVER_SUCCEED |= set(BRANCH_ACTIONS)
 RNG = random.Random(4)
 
 
@@ -267,6 +281,12 @@ def test_the_schema_documents_the_run_endpoints_with_their_bodies():
         assert operation["responses"]["200"]["content"][media_type]["schema"], path
         if method == "post":
             assert operation["requestBody"]["content"]["application/json"]["schema"], path
+    for label, status in BRANCH_ACTIONS.items():
+        method, path = label.split(" ", 1)
+        operation = paths[path][method.lower()]
+        assert RUN_TAG in operation["tags"] and operation["security"], path
+        assert operation["responses"][status]["content"]["application/json"]["schema"], path
+    assert paths[f"{_MESSAGE}/edit/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {
         p["name"] for p in paths["/api/conversations/{conversation_id}/events/"]["get"]["parameters"]
     } == {
@@ -274,7 +294,7 @@ def test_the_schema_documents_the_run_endpoints_with_their_bodies():
         "after_seq",
         "Last-Event-ID",
     }
-    assert len(list(run_schema.get_all_operations())) == len(expected)
+    assert len(list(run_schema.get_all_operations())) == len(expected) + len(BRANCH_ACTIONS)
 
 
 def test_the_run_endpoints_refuse_what_their_schema_refuses(run_objects):
