@@ -67,6 +67,7 @@ class Seed000AgentsView(APIView):
 
     @extend_schema(
         tags=["seed 000"],
+        operation_id="seed000_agents_list",
         summary="List active agents (seed 000)",
         description="A bare array of the active agents you may use (yours and the shared ones).",
         responses={200: Seed000AgentSerializer(many=True)},
@@ -77,6 +78,7 @@ class Seed000AgentsView(APIView):
 
     @extend_schema(
         tags=["seed 000"],
+        operation_id="seed000_agents_create",
         summary="Create an agent (seed 000)",
         request=AgentCreateSerializer,
         responses={201: Seed000AgentSerializer},

@@ -121,6 +121,18 @@ async def _frame(ws: ClientConnection, timeout: float) -> dict[str, Any]:
     return frame
 
 
+async def _listen(ws: ClientConnection, seconds: float) -> list[dict[str, Any]]:
+    """Every frame that comes in ``seconds``; a close meanwhile fails (ConnectionClosed)."""
+    frames: list[dict[str, Any]] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            frames.append(await _frame(ws, left))
+        except TimeoutError:
+            break
+    return frames
+
+
 async def _invoke_and_watch(
     http: httpx.AsyncClient, ws: ClientConnection, body: dict[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -249,10 +261,10 @@ async def test_the_root_socket_keeps_a_listen_only_client_and_sends_neural_event
             _assert_neural(frames, agent=agent, invoked=invoked)
 
             # listen on, past LISTEN_SECONDS in all, then a second run: the socket still delivers
-            remaining = LISTEN_SECONDS - (time.monotonic() - opened)
-            if remaining > 0:
-                with pytest.raises(TimeoutError):
-                    await _frame(ws, remaining)
+            trailing = await _listen(ws, LISTEN_SECONDS - (time.monotonic() - opened))
+            assert [f["kind"] for f in trailing] == ["agent-run-finished"], trailing
+            assert trailing[0]["data"]["conversationId"] == invoked["conversationId"]
+            assert trailing[0]["data"]["status"] == "completed"
             assert time.monotonic() - opened >= 75
             later, frames = await _invoke_and_watch(
                 http,
