@@ -400,5 +400,5 @@ class SingleUserAuthenticationScheme(OpenApiAuthenticationExtension):
     def get_security_definition(self, auto_schema: Any) -> list[dict[str, Any]]:
         return []
 
-    def get_security_requirement(self, auto_schema: Any) -> dict[str, list[str]] | None:
-        return {} if settings.NEXUS_AUTH_OFF else None
+    def get_security_requirement(self, auto_schema: Any) -> dict[str, list[Any]] | list[dict[str, list[Any]]]:
+        return {} if settings.NEXUS_AUTH_OFF else []

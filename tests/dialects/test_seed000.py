@@ -22,12 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
+from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.fakes import FakeServerProcess, Reply
 from tests.procs import PYTHON, ROOT, Process, base_env, free_port, manage, wait_for_http
+from tests.realtime.conftest import _engine_cleanup  # noqa: F401 - stops the run engine an in-process socket starts
 
 REPLY = "Forty two is the answer the seed expects."
 SEED_AGENT = {
@@ -356,3 +358,51 @@ def test_health_shows_the_mode(client, settings):
     settings.NEXUS_AUTH_OFF = True
     settings.NEXUS_SINGLE_USER = "local"
     assert client.get("/health").json()["auth"] == {"mode": "off", "single_user": "local"}
+
+
+# --- the root socket's authentication, in-process through the real ASGI application ----------------
+
+
+async def _root_socket(
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> tuple[WebsocketCommunicator, dict]:
+    from nexus.asgi import application
+
+    ws = WebsocketCommunicator(application, "/", headers=headers or [])
+    connected, _ = await ws.connect(timeout=5)
+    assert connected
+    return ws, json.loads(await ws.receive_from(timeout=5))
+
+
+async def _closed_with(ws: WebsocketCommunicator) -> int:
+    output = await ws.receive_output(timeout=5)
+    assert output["type"] == "websocket.close", output
+    return int(output["code"])
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_root_socket_greets_the_single_user_as_the_seed_shows(settings):
+    settings.NEXUS_AUTH_OFF = True
+    ws, hello = await _root_socket()
+    try:
+        assert set(hello) == {"type", "status", "timestamp"}
+        assert (hello["type"], hello["status"]) == ("connection", "connected")
+    finally:
+        await ws.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("auth_off", "headers"),
+    [
+        (False, []),  # the mode is off: no credentials, no socket
+        (True, [(b"authorization", b"Bearer not-a-token")]),  # a bad token is never the single user
+        (True, [(b"origin", b"http://evil.example")]),  # another site's page is not the local user
+    ],
+    ids=["auth-on", "bad-token", "foreign-origin"],
+)
+async def test_the_root_socket_refuses_what_single_user_mode_does_not_cover(settings, auth_off, headers):
+    settings.NEXUS_AUTH_OFF = auth_off
+    ws, frame = await _root_socket(headers)
+    assert frame["type"] == "error" and frame["data"]["code"] == "forbidden", frame
+    assert await _closed_with(ws) == 4003
