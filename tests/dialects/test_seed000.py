@@ -22,14 +22,17 @@ from typing import Any
 
 import httpx
 import pytest
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.factories import make_agent, make_conversation
 from tests.fakes import FakeServerProcess, Reply
 from tests.procs import PYTHON, ROOT, Process, base_env, free_port, manage, wait_for_http
 from tests.realtime.conftest import _engine_cleanup  # noqa: F401 - stops the run engine an in-process socket starts
+from tests.realtime.test_revocation import SSE, _signed_in_browser
 
 REPLY = "Forty two is the answer the seed expects."
 SEED_AGENT = {
@@ -406,3 +409,64 @@ async def test_the_root_socket_refuses_what_single_user_mode_does_not_cover(sett
     ws, frame = await _root_socket(headers)
     assert frame["type"] == "error" and frame["data"]["code"] == "forbidden", frame
     assert await _closed_with(ws) == 4003
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_single_user_sse_stream_outlives_a_stale_session_cookie(settings):
+    """The single user's stream is re-checked as that user, not as the (signed-out) cookie's session."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from core.auth import single_user_get
+    from nexus.asgi import application
+
+    settings.NEXUS_AUTH_OFF = True
+    settings.NEXUS_AUTH_RECHECK_SECONDS = 0.2
+    user = await database_sync_to_async(single_user_get)()
+    conversation = await database_sync_to_async(
+        lambda: make_conversation(user, make_agent(owner=user, reply="ok", chunks=1))
+    )()
+
+    def stale_session() -> str:
+        store = SessionStore()
+        store["theme"] = "dark"  # a session, but nobody signed in through it
+        store.create()
+        return str(store.session_key)
+
+    key = await database_sync_to_async(stale_session)()
+    cookie = f"{settings.SESSION_COOKIE_NAME}={key}".encode()
+    stream = SSE(application, f"/api/conversations/{conversation.pk}/events/", [(b"cookie", cookie)])
+    try:
+        assert await stream.start() == 200
+        await stream.read_until(b": connected\n\n")
+        with pytest.raises(TimeoutError):  # several re-checks go by, and nothing ends the stream
+            await stream.read_until(b"event: error", timeout=1.5)
+        assert not stream.ended, stream.body
+    finally:
+        await stream.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_signed_in_sse_stream_still_ends_at_logout_in_single_user_mode(settings, user):
+    """A session is still a session: the mode never turns a signed-out stream into the single user's."""
+    from nexus.asgi import application
+
+    settings.NEXUS_AUTH_OFF = True
+    settings.NEXUS_AUTH_RECHECK_SECONDS = 0.2
+    conversation = await database_sync_to_async(
+        lambda: make_conversation(user, make_agent(owner=user, reply="ok", chunks=1))
+    )()
+    browser = await database_sync_to_async(_signed_in_browser)(user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
+    stream = SSE(application, f"/api/conversations/{conversation.pk}/events/", [(b"cookie", cookie)])
+    try:
+        assert await stream.start() == 200
+        await stream.read_until(b": connected\n\n")
+        logout = await database_sync_to_async(browser.post)(
+            "/api/auth/logout", content_type="application/json"
+        )
+        assert logout.status_code == 200
+        body = await stream.read_to_end()
+        assert b"Signed out." in body and b'"close_code":4003' in body.replace(b" ", b""), body
+    finally:
+        if not stream.ended:
+            await stream.disconnect()
