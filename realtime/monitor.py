@@ -66,7 +66,9 @@ class EventsSocket(BaseSocket):
                 decoded = self._codec.decode(evt, frame_bytes=frame_bytes)
                 unknown = self._codec.agent_ids_unknown([decoded])
                 if unknown:
-                    self._codec.agent_names.update(await database_sync_to_async(_agent_names)(unknown))
+                    names = await database_sync_to_async(_agent_names)(unknown)
+                    # an agent deleted since is remembered as nameless, not asked for at every event
+                    self._codec.agent_names.update({i: names.get(i, "") for i in unknown})
                 for frame in self._codec.render(
                     evt, frame_bytes=frame_bytes, conversation_id=conversation_id, decoded=decoded
                 ):
