@@ -332,3 +332,73 @@ def ws_ticket_redeem(ticket: str) -> User | None:
     except User.DoesNotExist:
         return None
     return user if user.is_active else None
+
+
+# --- single-user mode ------------------------------------------------------------------------
+
+
+def single_user_origin_permitted(origin: str | None, host: str | None) -> bool:
+    """May a request with this ``Origin`` act as the single user? With none (curl, a server, a
+    same-origin GET), yes; a browser page elsewhere only when its origin is allowed or is this
+    very host: another site open in the same browser cannot drive the local user's agents."""
+    if not origin:
+        return True
+    if origin in settings.NEXUS_WS_ALLOWED_ORIGINS:
+        return True
+    return bool(host) and origin.partition("://")[2] == host
+
+
+def single_user_get() -> User | None:
+    """The one local user of single-user mode (``NEXUS_SINGLE_USER``, made on first use, with no
+    usable password); None when the mode is off or that account was deactivated."""
+    if not settings.NEXUS_AUTH_OFF:
+        return None
+    user, created = get_user_model().objects.get_or_create(username=settings.NEXUS_SINGLE_USER)
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+        logger.warning("single-user mode: created the local user %r", user.get_username())
+    return user if user.is_active else None
+
+
+def single_user_for(*, origin: str | None, host: str | None) -> User | None:
+    """The single user for a request or socket that sent no credentials, or None (mode off, or an
+    origin that may not act as it)."""
+    if not settings.NEXUS_AUTH_OFF or not single_user_origin_permitted(origin, host):
+        return None
+    return single_user_get()
+
+
+def single_user_mode_announce() -> None:
+    """Log, loudly, that authentication is off (once per process, at start)."""
+    if settings.NEXUS_AUTH_OFF:
+        logger.warning(
+            "AUTHENTICATION IS OFF (NEXUS_AUTH=off): every request without credentials acts as %r. "
+            "The admin still requires a login. Never expose this server to a network.",
+            settings.NEXUS_SINGLE_USER,
+        )
+
+
+class SingleUserAuthentication(authentication.BaseAuthentication):
+    """DRF: with ``NEXUS_AUTH=off``, a request that sent no ``Authorization`` header and has no
+    session is the single user. Last in the list: a token or a session always wins, and a bad
+    token is still a 401 (the JWT class raises before this one is asked)."""
+
+    def authenticate(self, request: Request) -> tuple[User, None] | None:
+        if not settings.NEXUS_AUTH_OFF or authentication.get_authorization_header(request):
+            return None
+        user = single_user_for(origin=request.headers.get("Origin"), host=request.headers.get("Host"))
+        return (user, None) if user is not None else None
+
+
+class SingleUserAuthenticationScheme(OpenApiAuthenticationExtension):
+    """In the schema: with the mode on, every endpoint also accepts no credentials at all."""
+
+    target_class = "core.auth.SingleUserAuthentication"
+    name: list[str] = []  # no security scheme of its own: only the anonymous requirement
+
+    def get_security_definition(self, auto_schema: Any) -> list[dict[str, Any]]:
+        return []
+
+    def get_security_requirement(self, auto_schema: Any) -> dict[str, list[Any]] | list[dict[str, list[Any]]]:
+        return {} if settings.NEXUS_AUTH_OFF else []

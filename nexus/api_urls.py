@@ -8,6 +8,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from agents import apis as agent_apis
+from agents import apis_seed000
 from conversations import apis as conversation_apis
 from core.exceptions import api_not_found
 from nexus import auth_apis
@@ -22,6 +23,8 @@ urlpatterns = [
     re_path(r"^auth/logout/?$", auth_apis.LogoutView.as_view(), name="auth-logout"),
     # agents and providers
     path("agents/", agent_apis.AgentListView.as_view(), name="agent-list"),
+    # seed 000: the exact no-slash path is its bare-array dialect (docs/dialects.md)
+    path("agents", apis_seed000.Seed000AgentsView.as_view(), name="seed000-agents"),
     path("agents/<uuid:agent_id>/", agent_apis.AgentDetailView.as_view(), name="agent-detail"),
     path("agents/<uuid:agent_id>/status/", conversation_apis.AgentStatusView.as_view(), name="agent-status"),
     path("providers/", agent_apis.ProviderListView.as_view(), name="provider-list"),

@@ -152,6 +152,12 @@ async def health(request) -> JsonResponse:
         "providers": providers,
         "providers_checked_at": checked_at,
         "run_mode": settings.NEXUS_RUN_MODE,
+        # single-user mode (NEXUS_AUTH=off) is shown to anyone who asks: it is the thing to notice
+        "auth": (
+            {"mode": "off", "single_user": settings.NEXUS_SINGLE_USER}
+            if settings.NEXUS_AUTH_OFF
+            else {"mode": "on"}
+        ),
         "version": settings.NEXUS_VERSION,
         "timestamp": timezone.now().isoformat(),
     }

@@ -81,6 +81,8 @@ class InvokeResultSerializer(serializers.Serializer):
     response = serializers.CharField(allow_blank=True, help_text="The whole reply (empty when it failed).")
     conversation_id = serializers.UUIDField()
     message_id = serializers.UUIDField(allow_null=True, help_text="The reply's message.")
+    conversationId = serializers.UUIDField(help_text="`conversation_id` again, as seed 000 names it.")
+    messageId = serializers.UUIDField(allow_null=True, help_text="`message_id` again, as seed 000 names it.")
     run_id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=RUN_STATUSES, allow_null=True)
     error = serializers.JSONField(allow_null=True, help_text="Why the run failed, when it did.")

@@ -337,6 +337,19 @@ if not NEXUS_JWT_AUDIENCE or not NEXUS_JWT_ISSUER:
     raise ImproperlyConfigured("NEXUS_JWT_AUDIENCE and NEXUS_JWT_ISSUER must not be empty")
 NEXUS_WS_TICKET_SECONDS = env_int("NEXUS_WS_TICKET_SECONDS", 30, minimum=1)
 
+# Single-user mode (SPEC section 9, docs/dialects.md "Single-user mode"): NEXUS_AUTH=off makes every
+# request without credentials act as NEXUS_SINGLE_USER (made on first use); never the admin.
+# Refused with DEBUG off unless NEXUS_AUTH_OFF_CONFIRM=yes; logged loudly at start, shown by /health.
+NEXUS_AUTH_OFF = env_choice("NEXUS_AUTH", "on", {"on", "off"}) == "off"
+NEXUS_SINGLE_USER = env_str("NEXUS_SINGLE_USER", "local")
+if NEXUS_AUTH_OFF and not NEXUS_SINGLE_USER:
+    raise ImproperlyConfigured("NEXUS_SINGLE_USER must not be empty when NEXUS_AUTH=off")
+if NEXUS_AUTH_OFF and not DEBUG and env_str("NEXUS_AUTH_OFF_CONFIRM") != "yes":
+    raise ImproperlyConfigured(
+        "NEXUS_AUTH=off with DJANGO_DEBUG off: anyone who reaches this server acts as "
+        f"{NEXUS_SINGLE_USER!r}. Set NEXUS_AUTH_OFF_CONFIRM=yes to run it anyway."
+    )
+
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("NEXUS_JWT_ACCESS_MINUTES", 15, minimum=1)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("NEXUS_JWT_REFRESH_DAYS", 7, minimum=1)),
@@ -377,6 +390,8 @@ REST_FRAMEWORK = {
         "core.auth.JWTAuthentication",
         # The built-in web page: the Django session cookie, with CSRF enforced on unsafe methods.
         "rest_framework.authentication.SessionAuthentication",
+        # Last: with NEXUS_AUTH=off, a request that sent no credentials is the single local user.
+        "core.auth.SingleUserAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # JSON everywhere; the login and refresh endpoints also take form-encoded bodies (seed 001).

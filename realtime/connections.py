@@ -24,6 +24,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib import auth as django_auth
 from django.http import HttpRequest
 
 from core.auth import AuthenticationFailed, User, access_token_claims, bearer_token, connection_recheck
@@ -67,7 +68,7 @@ class Credentials:
             except AuthenticationFailed:  # expired since the view checked it: the first check ends it
                 expires_at, password_hash = time.time(), None
             return cls(user_id=user.pk, expires_at=expires_at, password_hash=password_hash)
-        return cls(user_id=user.pk, session_key=getattr(request.session, "session_key", None))
+        return cls(user_id=user.pk, session_key=_session_key_signed_in_as(request, user))
 
     def seconds_to_next_check(self) -> float:
         """Until the next re-check: the interval (spread a little, so that a thousand sockets
@@ -116,6 +117,17 @@ def _release_soon(place: _Place, loop: asyncio.AbstractEventLoop) -> None:
     if not place.released and not loop.is_closed():
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(lambda: _spawn(place.release()))
+
+
+def _session_key_signed_in_as(request: HttpRequest, user: User) -> str | None:
+    """The request's session key when that session is what signed ``user`` in; None otherwise (the
+    single user of NEXUS_AUTH=off, whose stale cookie must not end the stream as "signed out").
+    The caller authenticated with ``request.auser()``, so the session is loaded: no query here."""
+    session = getattr(request, "session", None)
+    if session is None or session.session_key is None:
+        return None
+    signed_in = str(session.get(django_auth.SESSION_KEY, "")) == str(user.pk)
+    return session.session_key if signed_in else None
 
 
 class StreamGuard:

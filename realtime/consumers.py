@@ -72,6 +72,10 @@ class BaseSocket(AsyncWebsocketConsumer):
     """Authentication, limits, keepalive and the error-frame discipline shared by every endpoint."""
 
     requires_staff = False
+    # Application-level ``ping`` frames, answered by the client (close 4002 on silence). False for a
+    # dialect whose client never sends (seed 000's monitor): daphne's WebSocket protocol pings
+    # (``--ping-interval``/``--ping-timeout``), which clients answer on their own, keep it alive.
+    app_pings = True
     # Sockets take nothing from the channel layer (events come from the log), so they do not
     # listen on it: a Redis restart would otherwise end every socket with 1011.
     channel_layer_alias = None  # type: ignore[assignment]  # channels takes None (no layer); its stubs say str
@@ -108,24 +112,7 @@ class BaseSocket(AsyncWebsocketConsumer):
 
         presence.socket_opened(self)
         await engine_ensure_started()
-        await self.send(
-            text_data=protocol.control_frame(
-                "connection",
-                {
-                    "status": "connected",
-                    "user": {"id": self.user.pk, "username": self.user.get_username()},
-                    "protocol_version": protocol.PROTOCOL_VERSION,
-                    "limits": {
-                        "messages_per_minute": settings.NEXUS_WS_MESSAGES_PER_MINUTE,
-                        "max_sockets": settings.NEXUS_WS_MAX_SOCKETS_PER_USER,
-                        "max_message_bytes": settings.NEXUS_WS_MAX_MESSAGE_BYTES,
-                        "max_age_seconds": settings.NEXUS_WS_MAX_AGE_SECONDS,
-                    },
-                    "heartbeat_interval": settings.NEXUS_WS_PING_INTERVAL,
-                    "socket_id": self.socket_id,
-                },
-            )
-        )
+        await self.send(text_data=self.connection_frame())
         self._tasks.append(asyncio.get_running_loop().create_task(self._keepalive()))
         self._tasks.append(asyncio.get_running_loop().create_task(self._recheck_credentials()))
         try:
@@ -137,6 +124,25 @@ class BaseSocket(AsyncWebsocketConsumer):
         except Exception:
             logger.exception("socket setup failed")
             await self.close_with("internal", "The server could not set up this connection.", CLOSE_INTERNAL)
+
+    def connection_frame(self) -> str:
+        """The first frame once connected (a dialect's socket may greet in its own shape)."""
+        return protocol.control_frame(
+            "connection",
+            {
+                "status": "connected",
+                "user": {"id": self.user.pk, "username": self.user.get_username()},
+                "protocol_version": protocol.PROTOCOL_VERSION,
+                "limits": {
+                    "messages_per_minute": settings.NEXUS_WS_MESSAGES_PER_MINUTE,
+                    "max_sockets": settings.NEXUS_WS_MAX_SOCKETS_PER_USER,
+                    "max_message_bytes": settings.NEXUS_WS_MAX_MESSAGE_BYTES,
+                    "max_age_seconds": settings.NEXUS_WS_MAX_AGE_SECONDS,
+                },
+                "heartbeat_interval": settings.NEXUS_WS_PING_INTERVAL,
+                "socket_id": self.socket_id,
+            },
+        )
 
     async def on_connected(self) -> None:
         """Endpoint-specific setup after authentication and limits."""
@@ -193,7 +199,7 @@ class BaseSocket(AsyncWebsocketConsumer):
             # process's socket, and a busy user's sockets would drop out of the 5-socket limit.
             with contextlib.suppress(Exception):
                 await get_limits().socket_refresh(self.user.pk, self.socket_id)
-            if now - self._last_received < interval:
+            if not self.app_pings or now - self._last_received < interval:
                 continue
             ping_sent = time.monotonic()
             await self.send(text_data=protocol.control_frame("ping"))

@@ -27,7 +27,7 @@ from agents.selectors import agent_get_for_user
 from conversations.models import Conversation, Message, Participant
 from conversations.selectors import conversation_get_for_user, message_get_for_user
 from conversations.services import conversation_create
-from core.auth import AuthenticationFailed, User, bearer_token, user_from_access_token
+from core.auth import AuthenticationFailed, User, bearer_token, single_user_for, user_from_access_token
 from core.errors import NexusError, TooLarge, ValidationFailed
 from core.exceptions import error_body, retry_after_seconds
 from realtime import protocol
@@ -62,7 +62,8 @@ def _error_response(exc: NexusError) -> JsonResponse:
 
 
 async def _caller(request: HttpRequest) -> tuple[User | None, str | None]:
-    """(user, method): the JWT bearer's user, or the session's; (None, None) when neither."""
+    """(user, method): the JWT bearer's user, or the session's, or (NEXUS_AUTH=off) the single
+    user's; (None, None) when none."""
     token = bearer_token(request.headers.get("Authorization"))
     if token:
         try:
@@ -70,7 +71,13 @@ async def _caller(request: HttpRequest) -> tuple[User | None, str | None]:
         except AuthenticationFailed:
             return None, None
     user = await request.auser()
-    return (user, "session") if user.is_authenticated and user.is_active else (None, None)
+    if user.is_authenticated and user.is_active:
+        return user, "session"
+    # NEXUS_AUTH=off: no credentials at all is the single local user (never with a bad token, above).
+    single = await sync_to_async(single_user_for)(
+        origin=request.headers.get("Origin"), host=request.headers.get("Host")
+    )
+    return (single, "single_user") if single is not None else (None, None)
 
 
 def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
@@ -459,12 +466,16 @@ async def invoke(request: HttpRequest, *, user: User) -> HttpResponse:
     if final and final.get("content_truncated"):
         # The event carries what fits in a frame; this answer is HTTP: the stored reply, whole.
         response = await sync_to_async(_stored_content)(user, final["messageId"])
+    message_id = (final or {}).get("messageId") or (finished or {}).get("message_id")
     return JsonResponse(
         {
             "success": status == "completed",
             "response": response,
             "conversation_id": conversation_id,
-            "message_id": (final or {}).get("messageId") or (finished or {}).get("message_id"),
+            "message_id": message_id,
+            # seed 000's names for the same two ids
+            "conversationId": conversation_id,
+            "messageId": message_id,
             "run_id": result.run_id,
             "status": status,
             "error": (finished or {}).get("error"),

@@ -2,7 +2,8 @@
 
 Accepted, in this order: ``Authorization: Bearer <jwt>``; the subprotocol pair
 ``["nexus", "bearer.<jwt>"]``; ``?ticket=`` (single use); ``?token=`` (when allowed by setting);
-the Django session cookie, only with an allowed ``Origin``. A browser ``Origin`` must be in the
+the Django session cookie, only with an allowed ``Origin``; with ``NEXUS_AUTH=off``, none of these:
+the single local user (core.auth, single-user mode). A browser ``Origin`` must be in the
 allow-list. The outcome is put in a copy of the scope (``scope["auth"]``); the consumer accepts
 and then closes with 4003 on failure, so browsers see the code. Tokens never reach a log.
 """
@@ -24,6 +25,7 @@ from core.auth import (
     User,
     access_token_claims,
     password_hash_claim,
+    single_user_for,
     user_from_access_token,
     ws_ticket_redeem,
 )
@@ -50,6 +52,16 @@ def _from_ticket(ticket: str) -> tuple[User | None, str | None]:
     """(user, the hash a password change would alter) for a ticket, or (None, None)."""
     user = ws_ticket_redeem(ticket)
     return user, (password_hash_claim(user) if user is not None else None)
+
+
+async def _single_user(scope: dict[str, Any], origin: str | None) -> dict[str, Any] | None:
+    """Single-user mode (NEXUS_AUTH=off): a socket that brought no credentials is the local user."""
+    if not settings.NEXUS_AUTH_OFF:
+        return None
+    user = await database_sync_to_async(single_user_for)(origin=origin, host=_header(scope, b"host"))
+    if user is None:
+        return None
+    return {"user": user, "method": "single_user", "error": None, "expires_at": None}
 
 
 async def authenticate(scope: dict[str, Any]) -> dict[str, Any]:
@@ -105,10 +117,18 @@ async def authenticate(scope: dict[str, Any]) -> dict[str, Any]:
             "password_hash": password_hash,
         }
     if origin is None:
-        return {"user": AnonymousUser(), "method": None, "error": "No credentials: send a token or a ticket."}
+        return await _single_user(scope, origin) or {
+            "user": AnonymousUser(),
+            "method": None,
+            "error": "No credentials: send a token or a ticket.",
+        }
     session_user = await get_user(scope)  # type: ignore[arg-type]  # our copy of the scope is a plain dict
     if session_user is None or not session_user.is_authenticated or not session_user.is_active:
-        return {"user": AnonymousUser(), "method": "cookie", "error": "Not logged in."}
+        return await _single_user(scope, origin) or {
+            "user": AnonymousUser(),
+            "method": "cookie",
+            "error": "Not logged in.",
+        }
     # The session is re-read while the socket is open: logging out (or its expiry) closes it.
     session_key = getattr(scope.get("session"), "session_key", None)
     return {

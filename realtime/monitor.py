@@ -1,4 +1,4 @@
-"""Read-only sockets: ``/ws/events/`` (seed 000 ``neural-event`` monitor) and ``/ws/stats/``."""
+"""Read-only sockets: seed 000's ``neural-event`` monitor (``/`` and ``/ws/events/``) and ``/ws/stats/``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import logging
 from collections import deque
 from typing import Any
 
-import orjson
 from channels.db import database_sync_to_async
 from django.conf import settings
 
@@ -15,12 +14,12 @@ from agents.models import Agent
 from conversations.selectors import conversation_access
 from realtime import protocol
 from realtime.consumers import CLOSE_INTERNAL, BaseSocket
+from realtime.dialects import seed000
 from realtime.stats_api import stats_snapshot
 from runs.eventlog import get_event_log
 from runs.eventlog.base import LoggedEvent
 
 logger = logging.getLogger(__name__)
-NEURAL_MARGIN = 1024  # bytes a neural-event adds to the event it renders (agent name, ids, kind)
 STATS_INTERVAL = 5.0
 
 
@@ -35,7 +34,7 @@ class EventsSocket(BaseSocket):
         self._access = conversation_access(self.user)  # fixed for the socket's life, as its user
         self._queue: deque[tuple[str, LoggedEvent]] = deque()
         self._wakeup = asyncio.Event()
-        self._context = protocol.NeuralContext()
+        self._codec = seed000.Seed000Codec()
         get_event_log().watch_all(self._on_events)
         self._tasks.append(asyncio.get_running_loop().create_task(self._pump()))
 
@@ -63,20 +62,31 @@ class EventsSocket(BaseSocket):
             self._wakeup.clear()
             while self._queue:
                 conversation_id, evt = self._queue.popleft()
-                # Fitted to the frame limit, less room for the neural-event envelope (names, ids).
-                fitted = protocol.fit_logged(evt.payload, settings.NEXUS_WS_MAX_MESSAGE_BYTES - NEURAL_MARGIN)
-                data = orjson.loads(fitted)
-                agent_id = data.get("data", {}).get("agent_id")
-                if agent_id and str(agent_id) not in self._context.agent_names:
-                    self._context.agent_names.update(
-                        await database_sync_to_async(_agent_names)({str(agent_id)})
-                    )
-                frame = protocol.render_neural(conversation_id, evt.seq, data, self._context)
-                if frame is not None:
+                frame_bytes = settings.NEXUS_WS_MAX_MESSAGE_BYTES
+                decoded = self._codec.decode(evt, frame_bytes=frame_bytes)
+                unknown = self._codec.agent_ids_unknown([decoded])
+                if unknown:
+                    names = await database_sync_to_async(_agent_names)(unknown)
+                    # an agent deleted since is remembered as nameless, not asked for at every event
+                    self._codec.agent_names.update({i: names.get(i, "") for i in unknown})
+                for frame in self._codec.render(
+                    evt, frame_bytes=frame_bytes, conversation_id=conversation_id, decoded=decoded
+                ):
                     await self.send(text_data=frame)
 
     async def on_disconnected(self) -> None:
         get_event_log().unwatch_all(self._on_events)
+
+
+class RootMonitorSocket(EventsSocket):
+    """Seed 000's WebSocket at the server root ``/``: the seed's greeting, then ``neural-event``
+    frames. Its client never sends, so liveness is daphne's WebSocket protocol pings (answered by
+    every client library and browser on its own), not the ``ping`` frames a client must answer."""
+
+    app_pings = False
+
+    def connection_frame(self) -> str:
+        return seed000.connection_frame(protocol.now_iso())
 
 
 class StatsSocket(BaseSocket):

@@ -9,7 +9,7 @@ Conversation events are stored in the event log already rendered as JSON without
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -412,66 +412,3 @@ def conversation_ending(evt: LoggedEvent) -> str | None:
         return None
     code = event_fields(evt.payload)[1].get("code")
     return code if code in CONVERSATION_ENDINGS else None
-
-
-# --- The seed 000 "neural-event" dialect of /ws/events/ -------------------------------------------
-
-
-@dataclass(slots=True)
-class NeuralContext:
-    """What a neural-event needs beyond the event itself: agent names by id."""
-
-    agent_names: dict[str, str] = field(default_factory=dict)
-
-
-def render_neural(conversation_id: str, seq: int, evt: dict[str, Any], ctx: NeuralContext) -> str | None:
-    """Render a conversation event as seed 000's ``neural-event`` frame (its JSON text); None for
-    events it has no kind for."""
-    data = evt.get("data", {})
-    agent_id = data.get("agent_id")
-    base = {
-        "agentId": agent_id,
-        "agentName": ctx.agent_names.get(str(agent_id), "") if agent_id else "",
-        "conversationId": conversation_id,
-        "messageId": data.get("messageId") or data.get("message_id"),
-    }
-    match evt.get("type"):
-        case "streaming_chunk":
-            if data.get("isDone"):
-                return None
-            kind, payload = "agent-response", {**base, "chunk": data.get("chunk", "")}
-        case "agent_message":
-            kind, payload = (
-                "agent-response-complete",
-                {**base, "response": data.get("content", ""), "status": data.get("status")},
-            )
-            if data.get("content_truncated"):
-                payload["response_truncated"] = True
-        case "user_message":
-            kind, payload = "user-message", {**base, "content": data.get("content", "")}
-        case "run_started":
-            kind, payload = "agent-run-started", {**base, "runId": data.get("run_id")}
-        case "run_finished":
-            kind, payload = (
-                "agent-run-finished",
-                {**base, "runId": data.get("run_id"), "status": data.get("status")},
-            )
-        case "tool_call":
-            kind, payload = (
-                "tool-call",
-                {**base, "tool": data.get("tool"), "toolCallId": data.get("toolCallId")},
-            )
-        case "tool_result":
-            kind, payload = "tool-result", {**base, "toolCallId": data.get("toolCallId")}
-        case "error":
-            kind, payload = "agent-error", {**base, "code": data.get("code"), "message": data.get("message")}
-        case _:
-            return None
-    frame = {
-        "type": "neural-event",
-        "kind": kind,
-        "seq": seq,
-        "timestamp": evt.get("timestamp"),
-        "data": payload,
-    }
-    return orjson.dumps(frame).decode()

@@ -5,7 +5,7 @@
 from django.urls import path, re_path
 
 from realtime.consumers import AgentSocket, ConversationSocket, UnknownPathSocket
-from realtime.monitor import EventsSocket, StatsSocket
+from realtime.monitor import EventsSocket, RootMonitorSocket, StatsSocket
 
 websocket_urlpatterns = [
     path("ws/conversations/<uuid:conversation_id>/", ConversationSocket.as_asgi()),
@@ -18,6 +18,8 @@ websocket_urlpatterns = [
     path("ws/stats", StatsSocket.as_asgi()),
     # seed 001: /ws/{session_id}
     re_path(r"^ws/(?P<conversation_id>[0-9a-fA-F-]{36})/?$", ConversationSocket.as_asgi()),
+    # seed 000: the server root, its neural-event monitor
+    path("", RootMonitorSocket.as_asgi()),
     # last: any other path gets error not_found and close 4000, never an HTTP 500 at the handshake
     re_path(r"", UnknownPathSocket.as_asgi()),
 ]
