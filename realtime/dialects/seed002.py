@@ -5,7 +5,8 @@ The seed says only "streaming response with SSE, the agent's responses in real t
 shape is the one its client family reads (a ``type`` naming the unit and its ``content``):
 
 - ``streaming_chunk`` -> ``model_output`` (content: the text delta)
-- ``agent_message`` -> ``final_answer`` (content: the whole reply; ``message_id``)
+- ``agent_message`` -> ``final_answer`` (content: the whole reply; ``message_id``; ``truncated``
+  when the reply was longer than a frame: the model_output deltas and the history hold it whole)
 - ``tool_call`` -> ``tool`` (content: ``{id, name, arguments}``)
 - ``tool_result`` -> ``tool_result`` (content: ``{id, name, result, is_error}``)
 - ``error`` -> ``error`` (content: the message; ``code``)
@@ -38,7 +39,10 @@ def _frames(kind: str, data: dict[str, Any]) -> tuple[str, ...]:
             chunk = data.get("chunk") or ""
             return (message("model_output", chunk),) if chunk else ()
         case "agent_message":
-            return (message("final_answer", data.get("content", ""), message_id=data.get("messageId")),)
+            extra = {"truncated": True} if data.get("content_truncated") else {}
+            return (
+                message("final_answer", data.get("content", ""), message_id=data.get("messageId"), **extra),
+            )
         case "tool_call":
             content = {
                 "id": data.get("toolCallId"),

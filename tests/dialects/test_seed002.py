@@ -122,6 +122,24 @@ async def _history(client: Client, conversation_id: str) -> dict:
     return data
 
 
+async def _native_reply(client: Client, conversation_id: str) -> dict:
+    """The first ``agent_message`` of the conversation's native SSE stream, replayed from its start."""
+    path = f"/api/conversations/{conversation_id}/events/?after_seq=0"
+    async with client.http.stream("GET", path, headers=client.headers) as response:
+        assert response.status_code == 200
+        buffer = ""
+        async for text in response.aiter_text():
+            buffer += text
+            while "\n\n" in buffer:
+                block, buffer = buffer.split("\n\n", 1)
+                for line in block.split("\n"):
+                    if line.startswith("data: "):
+                        frame = json.loads(line[len("data: ") :])
+                        if frame["type"] == "agent_message":
+                            return frame["data"]
+    raise AssertionError("the native stream ended without the reply")
+
+
 async def test_create_list_rename_history_and_delete(cluster, fake):
     _, client = await _user(cluster, fake, ("Helper", "gpt-4o-mini"))
     async with client.http:
@@ -205,6 +223,10 @@ async def test_agent_run_streams_the_reply_which_is_then_in_the_history(cluster,
         assert history[0]["message_id"] == head["content"]["message_id"]
         assert history[1]["message_id"] == final["message_id"]
         assert [m["opinion_flag"] for m in history] == [None, None]
+
+        # an ordinary run: the native stream of the conversation has the same reply
+        native = await _native_reply(client, conversation_id)
+        assert native["messageId"] == final["message_id"] and native["content"] == text
 
         reply_id = final["message_id"]
         for opinion, flag in (("Y", "Y"), ("N", "N"), (None, None)):
@@ -327,6 +349,14 @@ async def test_errors_answer_in_the_envelope(cluster, fake):
             answer = await stranger.call(method, path, body, status=404)
             assert answer["error"] == "not_found", (path, answer)
         assert (await stranger.data("GET", "/api/conversation/list")) == []
+        for bad_id in ("123", str(uuid.uuid4())):
+            await client.call("GET", f"/api/conversation/{bad_id}", status=404)
+            await client.call(
+                "POST",
+                "/api/agent/run",
+                {"query": "hi", "conversation_id": bad_id},
+                status=400 if bad_id == "123" else 404,
+            )
 
         missing = await client.call("POST", "/api/agent/run", {"history": []}, status=400)
         assert missing["error"] == "validation_error" and "query" in missing["details"]
