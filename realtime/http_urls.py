@@ -1,9 +1,10 @@
 """Realtime HTTP endpoints: invoke, stop, and the SSE streams (SPEC section 3)."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from realtime import branch_views
 from realtime import http_views as views
+from realtime import seed002_views as seed002
 
 _MESSAGE = "conversations/<str:conversation_id>/messages/<str:message_id>"
 
@@ -19,4 +20,25 @@ urlpatterns = [
     path(f"{_MESSAGE}/edit/", branch_views.message_edit_view, name="message-edit"),
     path(f"{_MESSAGE}/continue/", branch_views.message_continue_view, name="message-continue"),
     path(f"{_MESSAGE}/select/", branch_views.message_select_view, name="message-select"),
+    # seed 002 (docs/dialects.md): the seed's paths, with or without a trailing slash
+    re_path(r"^agent/run/?$", seed002.agent_run, name="seed002-agent-run"),
+    re_path(r"^conversation/create/?$", seed002.conversation_create, name="seed002-conversation-create"),
+    re_path(r"^conversation/list/?$", seed002.conversation_list, name="seed002-conversation-list"),
+    re_path(r"^conversation/rename/?$", seed002.conversation_rename, name="seed002-conversation-rename"),
+    re_path(r"^conversation/sources/?$", seed002.conversation_sources, name="seed002-conversation-sources"),
+    re_path(
+        r"^conversation/generate_title/?$",
+        seed002.conversation_generate_title,
+        name="seed002-conversation-generate-title",
+    ),
+    re_path(
+        r"^conversation/message/update_opinion/?$",
+        seed002.message_update_opinion,
+        name="seed002-message-update-opinion",
+    ),
+    re_path(
+        r"^conversation/(?P<conversation_id>[^/]+)/?$",
+        seed002.conversation_detail,
+        name="seed002-conversation-detail",
+    ),
 ]

@@ -32,6 +32,7 @@ from core.errors import NexusError, TooLarge, ValidationFailed
 from core.exceptions import error_body, retry_after_seconds
 from realtime import protocol
 from realtime.connections import StreamGuard
+from realtime.dialects import Codec
 from realtime.dialects.native import NATIVE
 from runs.eventlog import get_event_log
 from runs.eventlog.base import LoggedEvent
@@ -234,10 +235,11 @@ class _Follower:
                     break
 
 
-def _sse(evt: LoggedEvent) -> bytes:
-    # The same frame as the WebSocket's, within the same limit (docs/protocol.md, "Frame size").
-    (frame,) = NATIVE.render(evt, frame_bytes=settings.NEXUS_WS_MAX_MESSAGE_BYTES)
-    return protocol.sse_event(frame, event_id=evt.seq)
+def _sse(evt: LoggedEvent, codec: Codec = NATIVE) -> bytes:
+    # The same frames as the WebSocket's, within the same limit (docs/protocol.md, "Frame size");
+    # a dialect's codec may render an event as none or several (each carries the event's seq).
+    frames = codec.render(evt, frame_bytes=settings.NEXUS_WS_MAX_MESSAGE_BYTES)
+    return b"".join(protocol.sse_event(frame, event_id=evt.seq) for frame in frames)
 
 
 def _ends_stream(evt: LoggedEvent, until_run: str | None) -> bool:
@@ -250,7 +252,9 @@ def _ends_stream(evt: LoggedEvent, until_run: str | None) -> bool:
     return protocol.event_fields(evt.payload)[1].get("run_id") == until_run
 
 
-async def _stream(conversation_id: str, after_seq: int, *, until_run: str | None) -> AsyncIterator[bytes]:
+async def _stream(
+    conversation_id: str, after_seq: int, *, until_run: str | None, codec: Codec = NATIVE
+) -> AsyncIterator[bytes]:
     yield protocol.sse_comment("connected")
     try:
         async with _Follower(conversation_id, after_seq) as follower:
@@ -258,11 +262,15 @@ async def _stream(conversation_id: str, after_seq: int, *, until_run: str | None
                 if evt is None:
                     yield protocol.sse_comment("keep-alive")
                     continue
-                yield _sse(evt)
+                data = _sse(evt, codec)
+                if data:
+                    yield data
                 if _ends_stream(evt, until_run):
                     return
     except NexusError as exc:
-        yield protocol.sse_event(protocol.error_frame(exc.code, exc.message), event_name="error")
+        render_error = getattr(codec, "render_error", None)
+        frame = render_error(exc.code, exc.message) if render_error else None
+        yield protocol.sse_event(frame or protocol.error_frame(exc.code, exc.message), event_name="error")
 
 
 def _sse_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
