@@ -286,3 +286,22 @@ def test_json_and_comma_forms_agree():
     comma = env_origins(NAMES, [], {"NEXUS_ALLOWED_ORIGINS": "http://localhost:3000,https://your-domain.com"})
     assert comma == env_origins(NAMES, [], {"ALLOWED_ORIGINS": SEED_ALLOWED_ORIGINS})
     assert json.loads(SEED_ALLOWED_ORIGINS) == comma
+
+
+async def test_a_failed_reply_comes_as_an_error_frame_then_its_data_response(nexus, fake):
+    user, token = await nexus.user()
+    await _agent(nexus, user, fake, model="model-failing", name="Failing")
+    fake.script(Reply(status=400, error_message="bad request from the provider"))
+    sock = await _seed_socket(nexus, token)
+    try:
+        await sock.send(QUERY)
+        error = await sock.until("error", timeout=30)
+        assert error["data"]["code"] == "provider_error"
+        assert error["data"]["kind"] == "bad_request"
+        # The client waiting for its answer still gets one: empty, with the reply's status.
+        response = await sock.until("data_response", timeout=30)
+        assert (response["data_type"], response["data"], response["count"]) == ("text", "", 1)
+        assert response["status"] == "error"
+        _assert_recent(response["timestamp"])
+    finally:
+        await sock.close()
