@@ -12,11 +12,14 @@ import json
 from datetime import UTC, datetime
 
 import httpx
+import orjson
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from websockets.asyncio.client import connect
 
 from nexus.env import env_origins
+from realtime.dialects.seed003 import SEED003
+from runs.eventlog.base import LoggedEvent
 from tests.fakes import FakeServerProcess, Reply
 from tests.fakes.script import FakeToolCall
 from tests.realtime_procs.cluster import Cluster, Socket
@@ -305,3 +308,64 @@ async def test_a_failed_reply_comes_as_an_error_frame_then_its_data_response(nex
         _assert_recent(response["timestamp"])
     finally:
         await sock.close()
+
+
+# --- The codec's frame limit ------------------------------------------------------------------
+
+
+def _logged(kind: str, data: dict, seq: int = 7) -> LoggedEvent:
+    payload = orjson.dumps({"type": kind, "timestamp": "2026-01-02T03:04:05.678Z", "data": data})
+    return LoggedEvent(seq=seq, payload=payload, kind=kind)
+
+
+def test_rows_past_the_frame_limit_are_cut_to_the_first_that_fit_and_flagged():
+    rows = [[i, "x" * 100] for i in range(200)]
+    evt = _logged(
+        "tool_result",
+        {
+            "toolCallId": "c1",
+            "tool": "query_database",
+            "is_error": False,
+            "result": {"columns": ["id", "pad"], "rows": rows, "row_count": 200, "truncated": False},
+        },
+    )
+    (whole,) = SEED003.render(evt, frame_bytes=1_048_576)
+    assert json.loads(whole)["count"] == 200 and json.loads(whole)["truncated"] is False
+    (frame,) = SEED003.render(evt, frame_bytes=4096)
+    assert len(frame.encode()) <= 4096
+    cut = json.loads(frame)
+    assert 0 < cut["count"] == len(cut["data"]) < 200
+    assert cut["data"] == [{"id": i, "pad": "x" * 100} for i in range(cut["count"])]
+    assert cut["truncated"] is True
+    assert cut["timestamp"] == "2026-01-02T03:04:05.678Z"
+
+
+def test_a_reply_past_the_frame_limit_is_cut_and_flagged():
+    evt = _logged("agent_message", {"messageId": "m1", "content": "é" * 5000, "status": "complete"})
+    (frame,) = SEED003.render(evt, frame_bytes=2048)
+    assert len(frame.encode()) <= 2048
+    cut = json.loads(frame)
+    assert cut["data_type"] == "text" and cut["data"] and "é" * len(cut["data"]) == cut["data"]
+    assert cut["data_truncated"] is True and cut["count"] == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [
+        ("streaming_chunk", {"messageId": "m1", "chunk": "Hi", "isDone": False}),
+        ("run_started", {"run_id": "r1"}),
+        ("tool_call", {"toolCallId": "c1", "tool": "query_database", "parameters": {}}),
+        ("tool_result", {"tool": "query_database", "is_error": True, "result": {"error": "no"}}),
+        ("tool_result", {"tool": "weather", "is_error": False, "result": {"temp": 20}}),
+        ("tool_result", {"tool": "t", "is_error": False, "result": {"columns": ["a"], "rows": [[1, 2]]}}),
+        ("user_message", {"messageId": "m0", "content": "Hi"}),
+    ],
+)
+def test_events_with_no_seed003_frame_render_nothing(kind, data):
+    assert SEED003.render(_logged(kind, data), frame_bytes=1_048_576) == ()
+
+
+def test_errors_keep_the_native_frame():
+    evt = _logged("error", {"code": "provider_error", "message": "down"}, seq=9)
+    (frame,) = SEED003.render(evt, frame_bytes=1_048_576)
+    assert json.loads(frame) == {"seq": 9, **json.loads(evt.payload)}
