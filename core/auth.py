@@ -343,7 +343,7 @@ def single_user_origin_permitted(origin: str | None, host: str | None) -> bool:
     very host: another site open in the same browser cannot drive the local user's agents."""
     if not origin:
         return True
-    if origin in settings.NEXUS_WS_ALLOWED_ORIGINS:
+    if origin in settings.NEXUS_ALLOWED_ORIGINS:
         return True
     return bool(host) and origin.partition("://")[2] == host
 

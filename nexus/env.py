@@ -7,6 +7,7 @@ so a typo in a deployment stops the process at start instead of misbehaving late
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -118,3 +119,49 @@ def redis_url(name: str, environ: Mapping[str, str] = os.environ) -> str | None:
 def provider_keys(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """Every ``*_API_KEY`` variable: agents name the variable that holds their key."""
     return {name: value for name, value in environ.items() if name.endswith("_API_KEY") and value}
+
+
+def _origin_items(name: str, raw: str) -> list[str]:
+    """A comma list (``a,b``) or a JSON list (``["a", "b"]``, the seed 003 form) of origins."""
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}={raw!r} is not a JSON list of origins") from None
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ImproperlyConfigured(f"{name}={raw!r} must be a list of strings")
+        return [item.strip() for item in items if item.strip()]
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _origin(name: str, item: str) -> str:
+    """One origin as browsers send it: ``scheme://host[:port]``, lower case, no path."""
+    parts = urlsplit(item.rstrip("/"))
+    if item == "*":
+        raise ImproperlyConfigured(f"{name}: '*' is not accepted; list each origin the browser app runs at")
+    if not parts.scheme or not parts.netloc or parts.path or parts.query or parts.fragment:
+        raise ImproperlyConfigured(f"{name}: {item!r} is not an origin like https://app.example.com")
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def env_origins(
+    names: tuple[str, ...], default: list[str], environ: Mapping[str, str] = os.environ
+) -> list[str]:
+    """The allowed browser origins, from the first of ``names`` set (the others are aliases).
+
+    Each variable takes a comma list or a JSON list. Two of them set to different lists is
+    refused: which one wins would be a guess."""
+    found: dict[str, list[str]] = {}
+    for name in names:
+        raw = environ.get(name)
+        if raw is not None:
+            found[name] = [_origin(name, item) for item in _origin_items(name, raw)]
+    if not found:
+        return list(default)
+    lists = list(found.values())
+    if any(sorted(other) != sorted(lists[0]) for other in lists[1:]):
+        raise ImproperlyConfigured(
+            f"{' and '.join(found)} are all set, to different origins: set one ({names[0]})"
+        )
+    return lists[0]

@@ -21,6 +21,7 @@ from nexus.env import (
     env_float,
     env_int,
     env_list,
+    env_origins,
     env_rate,
     env_str,
     provider_keys,
@@ -65,6 +66,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "corsheaders",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
@@ -77,6 +79,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # first: a preflight is answered before anything else can answer it (docs/security.md, CORS)
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -225,9 +229,14 @@ NEXUS_WS_MAX_AGE_SECONDS = env_int("NEXUS_WS_MAX_AGE_SECONDS", 4 * 3600, minimum
 NEXUS_WS_PING_INTERVAL = env_float("NEXUS_WS_PING_INTERVAL", 30.0, minimum=0.1)
 NEXUS_WS_PONG_TIMEOUT = env_float("NEXUS_WS_PONG_TIMEOUT", 30.0, minimum=0.1)
 NEXUS_WS_ALLOW_QUERY_TOKEN = env_bool("NEXUS_WS_ALLOW_QUERY_TOKEN", True)
-NEXUS_WS_ALLOWED_ORIGINS = env_list(
-    "NEXUS_WS_ALLOWED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"]
+# The browser origins allowed to call Nexus: HTTP CORS (django-cors-headers, below) and the
+# WebSocket Origin check (realtime/middleware.py) read this one list. ALLOWED_ORIGINS (seed 003's
+# name) and NEXUS_WS_ALLOWED_ORIGINS (the older, WebSocket-only name) are read as aliases.
+NEXUS_ALLOWED_ORIGINS = env_origins(
+    ("NEXUS_ALLOWED_ORIGINS", "ALLOWED_ORIGINS", "NEXUS_WS_ALLOWED_ORIGINS"),
+    ["http://127.0.0.1:8000", "http://localhost:8000"],
 )
+NEXUS_WS_ALLOWED_ORIGINS = NEXUS_ALLOWED_ORIGINS  # the older name, for code and tests that read it
 NEXUS_CONVERSATION_IDLE_SECONDS = env_int("NEXUS_CONVERSATION_IDLE_SECONDS", 3600, minimum=1)
 # Open sockets and SSE streams re-check their user this often (at most 60 s, SPEC section 12):
 # deactivated, password changed, logged out (cookie session) -> close 4003; token expired -> 4002.
@@ -237,6 +246,23 @@ if NEXUS_AUTH_RECHECK_SECONDS > 60:
 # An SSE stream ends after this long (clients resume with Last-Event-ID); it counts toward
 # NEXUS_WS_MAX_SOCKETS_PER_USER while open.
 NEXUS_SSE_MAX_AGE_SECONDS = env_int("NEXUS_SSE_MAX_AGE_SECONDS", 4 * 3600, minimum=1)
+
+# --- CORS (SPEC section 9, seed 003; docs/security.md) ----------------------------------------
+# A browser app on a listed origin may call every path but the admin's, with credentials (its
+# cookies, an Authorization header); any other origin gets no Access-Control-* header at all.
+CORS_ALLOWED_ORIGINS = NEXUS_ALLOWED_ORIGINS
+CORS_ALLOW_CREDENTIALS = True
+CORS_URLS_REGEX = r"^(?!/admin/).*$"
+CORS_ALLOW_HEADERS = (
+    "accept",
+    "authorization",
+    "content-type",
+    "last-event-id",  # SSE resume (realtime/http_views.py)
+    "user-agent",
+    "x-csrftoken",
+    "x-requested-with",
+)
+CORS_EXPOSE_HEADERS = ("retry-after",)
 
 # --- Quotas (SPEC section 12; docs/api.md "Quotas") ------------------------------------------
 

@@ -26,7 +26,9 @@ from core.auth import User
 from core.errors import NexusError, NotFound, ValidationFailed
 from realtime import protocol
 from realtime.connections import Credentials
+from realtime.dialects import Codec
 from realtime.dialects.native import NATIVE
+from realtime.dialects.seed003 import SEED003
 from realtime.limits import get_limits
 from realtime.middleware import SUBPROTOCOL
 from realtime.presence import presence
@@ -286,6 +288,7 @@ class ConversationSocket(BaseSocket):
 
     bind_on_connect = True
     conversation: Any = None
+    codec: Codec = NATIVE  # how this socket renders conversation events (realtime/dialects/)
 
     async def on_connected(self) -> None:
         self._cursor = 0  # the next event delivered is the first one after this seq
@@ -490,7 +493,7 @@ class ConversationSocket(BaseSocket):
             return
         # The native codec fits an event logged before the frame limit rule, so no resume can meet
         # a frame the server cannot send.
-        for frame in NATIVE.render(evt, frame_bytes=settings.NEXUS_WS_MAX_MESSAGE_BYTES):
+        for frame in self.codec.render(evt, frame_bytes=settings.NEXUS_WS_MAX_MESSAGE_BYTES):
             await self.send(text_data=frame)
         if self._sent_from is None or evt.seq != self._sent_to + 1:
             self._sent_from = evt.seq - 1
@@ -657,9 +660,35 @@ class _Position:
 
 
 class AgentSocket(ConversationSocket):
-    """``/ws/agent/`` (seeds 003, 004): not bound to a conversation until ``initialize``."""
+    """``/ws/agent/`` (seeds 003, 004): not bound to a conversation until ``initialize``, or until
+    seed 003's ``query``, which needs none."""
 
     bind_on_connect = False
+
+    async def handle(self, frame: protocol.ClientFrame) -> None:
+        if isinstance(frame, protocol.Query) and (self.conversation is None or self.codec is SEED003):
+            await self._seed003_query(frame)
+            return
+        await super().handle(frame)
+
+    async def _seed003_query(self, frame: protocol.Query) -> None:
+        """Seed 003: a ``query`` with no ``initialize`` before it makes this socket speak seed 003
+        (replies as ``data_response``, no ``ack``), bound on first use to a new conversation with
+        the user's default agent (docs/dialects.md, "Seed 003")."""
+        if self.conversation is None:
+            conversation = await conversation_bind(user=self.user, agent_id=frame.agent_id)
+            self.codec, self.conversation = SEED003, conversation
+            state = await session_state(conversation=conversation)
+            self._ask_position(
+                _Position(conversation=conversation, last_seq=state["last_seq"], claimed=False)
+            )
+        await message_send(
+            user=self.user,
+            conversation_id=str(self.conversation.pk),
+            content=frame.content,
+            client_message_id=frame.client_message_id,
+            context=frame.context,
+        )
 
 
 def _query_int(scope: Mapping[str, Any], name: str) -> int | None:

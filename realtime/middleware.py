@@ -4,8 +4,9 @@ Accepted, in this order: ``Authorization: Bearer <jwt>``; the subprotocol pair
 ``["nexus", "bearer.<jwt>"]``; ``?ticket=`` (single use); ``?token=`` (when allowed by setting);
 the Django session cookie, only with an allowed ``Origin``; with ``NEXUS_AUTH=off``, none of these:
 the single local user (core.auth, single-user mode). A browser ``Origin`` must be in the
-allow-list. The outcome is put in a copy of the scope (``scope["auth"]``); the consumer accepts
-and then closes with 4003 on failure, so browsers see the code. Tokens never reach a log.
+allow-list (``NEXUS_ALLOWED_ORIGINS``, the one HTTP CORS uses too). The outcome is put in a copy
+of the scope (``scope["auth"]``); the consumer accepts and then closes with 4003 on failure, so
+browsers see the code. Tokens never reach a log.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ async def _single_user(scope: dict[str, Any], origin: str | None) -> dict[str, A
 async def authenticate(scope: dict[str, Any]) -> dict[str, Any]:
     """Decide who is connecting. Returns the ``auth`` dict: user, method, error, expires_at."""
     origin = _header(scope, b"origin")
-    if origin is not None and origin not in settings.NEXUS_WS_ALLOWED_ORIGINS:
+    if origin is not None and origin not in settings.NEXUS_ALLOWED_ORIGINS:
         return {"user": AnonymousUser(), "method": None, "error": "This origin is not allowed."}
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     subprotocols = scope.get("subprotocols") or []

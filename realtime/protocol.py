@@ -92,6 +92,12 @@ class UserMessage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Query(UserMessage):
+    """Seed 003's ``query``: a user message that, on ``/ws/agent`` before any ``initialize``,
+    opens a conversation with the user's default agent (realtime/dialects/seed003.py)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Stop:
     run_id: str | None = None
 
@@ -260,7 +266,7 @@ def parse_client_frame(raw: str | bytes | None) -> ClientFrame:
             )
         case "query":
             content = _content(fields, "query", "content")
-            result = UserMessage(
+            result = Query(
                 content=content,
                 context=fields.obj("context"),
                 agent_id=fields.string("agent_id", "agentId"),

@@ -91,7 +91,7 @@ async def test_a_ticket_is_single_use(application, user, conversation):
 async def test_cookie_auth_needs_an_allowed_origin(application, client, user, conversation, settings):
     await database_sync_to_async(client.force_login)(user)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    settings.NEXUS_WS_ALLOWED_ORIGINS = ["http://good.example"]
+    settings.NEXUS_ALLOWED_ORIGINS = ["http://good.example"]
     ok = await _raw(
         application,
         f"/ws/conversations/{conversation.pk}/",

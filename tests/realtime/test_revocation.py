@@ -32,7 +32,7 @@ ORIGIN = "http://127.0.0.1:8000"
 def _quick_rechecks(settings):
     # The default is 60 s; the behaviour is the same at any interval.
     settings.NEXUS_AUTH_RECHECK_SECONDS = 0.2
-    settings.NEXUS_WS_ALLOWED_ORIGINS = [ORIGIN]
+    settings.NEXUS_ALLOWED_ORIGINS = [ORIGIN]
 
 
 @pytest.fixture

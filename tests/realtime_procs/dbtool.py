@@ -41,12 +41,28 @@ def _expired_token(user_id: int) -> str:
 
 
 def _agent(
-    owner_id: int, provider: str, model: str, config: dict[str, Any], base_url: str = "", name: str = "Agent"
+    owner_id: int,
+    provider: str,
+    model: str,
+    config: dict[str, Any],
+    base_url: str = "",
+    name: str = "Agent",
+    tools: list[str] | None = None,
+    status: str = "active",
 ) -> str:
+    """An agent; ``tools``: names of built-in tools (agents.tools.builtin_tool_spec)."""
     from agents.models import Agent
+    from agents.tools.registry import builtin_tool_spec
 
     agent = Agent.objects.create(
-        owner_id=owner_id, name=name, provider=provider, model=model, config=config, base_url=base_url
+        owner_id=owner_id,
+        name=name,
+        provider=provider,
+        model=model,
+        config=config,
+        base_url=base_url,
+        tools=[builtin_tool_spec(tool) for tool in tools or ()],
+        status=status,
     )
     return str(agent.pk)
 
