@@ -40,7 +40,9 @@ class Seed004Socket(AgentSocket):
         self._fields: dict[str, Any] = {}
         await super().connect()
 
-    async def send(
+    # channels' stubs give AsyncWebsocketConsumer.send the base consumer's signature; this is the
+    # websocket one (text_data, bytes_data, close), as channels itself defines it.
+    async def send(  # type: ignore[override]
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
     ) -> None:
         if text_data is not None and not isinstance(text_data, Seed004Frame):
