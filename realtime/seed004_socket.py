@@ -10,8 +10,9 @@ What it adds to the native agent socket (docs/dialects.md, "Seed 004"):
   applied to its runs where the agent allows (``agents.preferences``);
 - every frame it sends carries ``sessionId`` (``realtime.dialects.seed004``);
 - a frame naming the ``sessionId`` before any ``initialize`` binds that session first (the seed's
-  client sends its ``sessionId`` on every frame); one naming another session than the bound one
-  is refused (``validation_error``): switching sessions is an ``initialize``.
+  client sends its ``sessionId`` on every frame), and a message naming none starts a new session;
+  a frame naming another session than the bound one is refused (``validation_error``): switching
+  sessions is an ``initialize``.
 
 Everything else (limits, resume, stop, tool results, feedback, delivery) is the native socket's.
 """
@@ -29,14 +30,17 @@ from realtime.consumers import AgentSocket
 from realtime.dialects.seed004 import SESSION_MARGIN, Seed004Codec, Seed004Frame, preferences_of
 from runs.session_state import conversation_bind, conversation_bind_client_session
 
+# Frames that send a message: they bind a new session on a socket that has none yet.
+MESSAGE_TYPES = frozenset({"user_message", "text", "query"})
+
 
 class Seed004Socket(AgentSocket):
     """``/api/agent``: seed 004's client, unchanged."""
 
-    codec: Seed004Codec
+    dialect: Seed004Codec  # also the socket's codec: it renders the events and the control frames
 
     async def connect(self) -> None:
-        self.codec = Seed004Codec()
+        self.codec = self.dialect = Seed004Codec()
         self._fields: dict[str, Any] = {}
         await super().connect()
 
@@ -46,7 +50,7 @@ class Seed004Socket(AgentSocket):
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
     ) -> None:
         if text_data is not None and not isinstance(text_data, Seed004Frame):
-            text_data = self.codec.control(text_data)
+            text_data = self.dialect.control(text_data)
         await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
 
     async def send_state(self, state: dict[str, Any]) -> None:
@@ -65,7 +69,13 @@ class Seed004Socket(AgentSocket):
             await self._initialize(frame)
             return
         named = self._fields.get("sessionId")
-        if named is not None and named != self.codec.session_id:
+        if named is None and self.conversation is None and self._fields.get("type") in MESSAGE_TYPES:
+            # a message before any initialize and without a sessionId: a new session, as an
+            # initialize without one makes (the native socket would ask for initialize first)
+            await self._initialize(protocol.Initialize())
+            if self.conversation is None:
+                return
+        elif named is not None and named != self.dialect.session_id:
             if (
                 not isinstance(named, str)
                 or not named
@@ -79,7 +89,7 @@ class Seed004Socket(AgentSocket):
             if self.conversation is not None:
                 raise ValidationFailed(
                     "This socket is bound to another session; send initialize to switch.",
-                    details={"sessionId": [f"This socket is bound to {self.codec.session_id}."]},
+                    details={"sessionId": [f"This socket is bound to {self.dialect.session_id}."]},
                 )
             await self._initialize(protocol.Initialize(conversation_id=named))
             if self.conversation is None:
@@ -88,12 +98,12 @@ class Seed004Socket(AgentSocket):
 
     async def _initialize(self, frame: protocol.Initialize) -> None:
         preferences = preferences_of(self._fields)
-        session_id = frame.conversation_id or self.codec.session_id
+        session_id = frame.conversation_id or self.dialect.session_id
         if session_id is None:
             # No sessionId: a new conversation, whose UUID is the session's id from now on.
             created = await conversation_bind(user=self.user, agent_id=frame.agent_id, context=frame.context)
             session_id = str(created.pk)
-        bound, self.codec.session_id = self.codec.session_id, session_id
+        bound, self.dialect.session_id = self.dialect.session_id, session_id
         try:
             conversation = await conversation_bind_client_session(
                 user=self.user,
@@ -105,10 +115,10 @@ class Seed004Socket(AgentSocket):
         except NexusError as exc:
             # the error names the session asked for; the socket stays bound to the one it had
             await self.send_error(exc.code, exc.message, exc.details, exc.retry_after)
-            self.codec.session_id = bound
+            self.dialect.session_id = bound
             return
         except BaseException:
-            self.codec.session_id = bound
+            self.dialect.session_id = bound
             raise
         await self._bind(conversation_id=str(conversation.pk), last_seq=frame.last_seq)
 

@@ -321,3 +321,19 @@ async def test_without_a_token_the_socket_closes_4003(nexus):
     assert await socket.close_code() == 4003
     assert socket.frames[-1]["type"] == "error"
     assert "sessionId" in socket.frames[-1]["data"]
+
+
+async def test_a_message_naming_no_session_before_initialize_starts_one_under_its_uuid(nexus, fake_openai):
+    fake_openai.script(Reply(text="A new session."))
+    _, token, _ = await _user_with_agent(nexus, fake_openai)
+    socket = await _open(nexus, token)
+    try:
+        await socket.send({"type": "user_message", "data": {"content": "Hello"}})
+        state = await socket.until("session_state")
+        session_id = state["data"]["sessionId"]
+        assert session_id == state["data"]["conversation"]["id"]
+        final = await socket.until("agent_message", timeout=20)
+        assert final["data"]["content"] == "A new session."
+        assert final["data"]["sessionId"] == session_id
+    finally:
+        await socket.close()
