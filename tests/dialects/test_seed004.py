@@ -34,12 +34,20 @@ def fake_openai():
         yield fake
 
 
-@pytest.fixture(scope="module")
-def nexus(tmp_path_factory):
-    """One daphne, runs inline, a private SQLite database (the embedded topology)."""
-    cluster = Cluster(tmp_path_factory.mktemp("seed004"), None)
+@pytest.fixture(scope="module", params=["embedded", "workers"])
+def nexus(request, tmp_path_factory):
+    """Nexus as it runs: ``embedded`` (one daphne, runs inline, SQLite) and ``workers`` (daphne and
+    a run worker sharing Redis and PostgreSQL, as docker-compose.yml runs it)."""
+    tmp = tmp_path_factory.mktemp(f"seed004-{request.param}")
+    if request.param == "embedded":
+        cluster = Cluster(tmp, None)
+        topology = {"webs": 1, "workers": 0}
+    else:
+        redis_url = request.getfixturevalue("redis_server_url")
+        cluster = Cluster(tmp, redis_url, database_url=request.getfixturevalue("postgres_url"))
+        topology = {"webs": 1, "workers": 1}
     try:
-        cluster.start(webs=1, workers=0)
+        cluster.start(**topology)
         yield cluster
     finally:
         cluster.stop()
