@@ -8,12 +8,13 @@ and ``agent_message`` frames, each carrying the ``sessionId`` (docs/dialects.md,
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
 
 from tests.fakes.process import FakeServerProcess
-from tests.fakes.script import Reply
+from tests.fakes.script import FakeToolCall, Reply
 from tests.realtime_procs.cluster import Cluster, Socket
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -53,7 +54,9 @@ def nexus(request, tmp_path_factory):
         cluster.stop()
 
 
-async def _user_with_agent(nexus: Cluster, fake: FakeServerProcess) -> tuple[int, str, str]:
+async def _user_with_agent(
+    nexus: Cluster, fake: FakeServerProcess, tools: list[dict] | None = None
+) -> tuple[int, str, str]:
     """(user id, token, agent id): a user whose only agent streams from the fake OpenAI server and
     lets sessions choose the seed's models."""
     user, token = await nexus.user()
@@ -64,6 +67,7 @@ async def _user_with_agent(nexus: Cluster, fake: FakeServerProcess) -> tuple[int
         model="gpt-4o-mini",
         config={"allowed_models": ALLOWED},
         base_url=fake.base_url,
+        tools=tools,
     )
     return user, token, agent
 
@@ -343,5 +347,63 @@ async def test_a_message_naming_no_session_before_initialize_starts_one_under_it
         final = await socket.until("agent_message", timeout=20)
         assert final["data"]["content"] == "A new session."
         assert final["data"]["sessionId"] == session_id
+    finally:
+        await socket.close()
+
+
+MODELER = {
+    "name": "data_modeler_control",
+    "description": "Control the visual data modeler.",
+    "parameters": {
+        "type": "object",
+        "properties": {"action": {"type": "string"}, "table": {"type": "string"}},
+        "required": ["action"],
+    },
+    "execution": "client",
+}
+
+
+async def test_a_client_tool_round_tool_call_then_tool_result_with_the_session(nexus, fake_openai):
+    arguments = {"action": "add_table", "table": "investment.securities"}
+    fake_openai.script(
+        Reply(
+            text="", tool_calls=(FakeToolCall(name="data_modeler_control", arguments=arguments, id="call_1"),)
+        ),
+        Reply(text="Added the securities table."),
+    )
+    _, token, _ = await _user_with_agent(nexus, fake_openai, tools=[MODELER])
+    socket = await _open(nexus, token)
+    try:
+        await _initialize(socket, "session-tools")
+        await socket.send(
+            {"type": "user_message", "data": {"sessionId": "session-tools", "content": "Add securities."}}
+        )
+        call = await socket.until("tool_call", timeout=20)
+        # every field the seed documents for a tool_call
+        assert call["data"]["sessionId"] == "session-tools"
+        assert call["data"]["toolCallId"]
+        assert call["data"]["tool"] == "data_modeler_control"
+        assert call["data"]["parameters"] == arguments
+        await socket.send(
+            {
+                "type": "tool_result",
+                "data": {
+                    "sessionId": "session-tools",
+                    "toolCallId": call["data"]["toolCallId"],
+                    "result": {"success": True, "data": [{"table": "investment.securities"}]},
+                },
+            }
+        )
+        ack = await socket.until("ack", toolCallId=call["data"]["toolCallId"])
+        assert ack["data"]["sessionId"] == "session-tools"
+        final = await socket.until("agent_message", timeout=20, content="Added the securities table.")
+        assert final["data"]["sessionId"] == "session-tools"
+        # the model was given the client's result
+        second = _chat_requests(fake_openai)[-1]
+        tool_messages = [m for m in second["messages"] if m["role"] == "tool"]
+        assert json.loads(tool_messages[-1]["content"])["result"] == {
+            "success": True,
+            "data": [{"table": "investment.securities"}],
+        }
     finally:
         await socket.close()

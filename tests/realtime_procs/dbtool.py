@@ -41,12 +41,24 @@ def _expired_token(user_id: int) -> str:
 
 
 def _agent(
-    owner_id: int, provider: str, model: str, config: dict[str, Any], base_url: str = "", name: str = "Agent"
+    owner_id: int,
+    provider: str,
+    model: str,
+    config: dict[str, Any],
+    base_url: str = "",
+    name: str = "Agent",
+    tools: list[dict[str, Any]] | None = None,
 ) -> str:
     from agents.models import Agent
 
     agent = Agent.objects.create(
-        owner_id=owner_id, name=name, provider=provider, model=model, config=config, base_url=base_url
+        owner_id=owner_id,
+        name=name,
+        provider=provider,
+        model=model,
+        config=config,
+        base_url=base_url,
+        tools=tools or [],
     )
     return str(agent.pk)
 
