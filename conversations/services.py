@@ -162,12 +162,15 @@ def conversation_create(
         conversation_context_validate(context)
     if len(title or "") > 200:
         raise ValidationFailed("Title too long.", details={"title": ["At most 200 characters."]})
+    cleaned_settings = conversation_settings_validate(settings, session_type=session_type)
+    if "model" in cleaned_settings:
+        _preferred_model_check(cleaned_settings["model"], [agent for agent, _ in participants])
     conversation = Conversation.objects.create(
         owner=owner,
         session_type=session_type,
         title=(title or "").strip(),
         context=context or {},
-        settings=conversation_settings_validate(settings, session_type=session_type),
+        settings=cleaned_settings,
         expires_at=timezone.now() + timedelta(seconds=django_settings.NEXUS_CONVERSATION_IDLE_SECONDS),
         client_session_id=client_session_id or None,
     )
@@ -190,26 +193,21 @@ def conversation_preferences_set(*, conversation: Conversation, preferences: dic
     merged = conversation_settings_validate(
         {**(conversation.settings or {}), **chosen}, session_type=conversation.session_type
     )
-    model = chosen.get("model")
-    if model is not None:
-        allowed = list(
-            dict.fromkeys(
-                m
-                for agent in conversation_participants(conversation=conversation)
-                for m in agent_allowed_models(agent)
-            )
-        )
-        if merged["model"] not in allowed:
-            raise ValidationFailed(
-                "This model is not allowed for this session's agent.",
-                details={
-                    "preferences": {"model": [f"One of: {', '.join(allowed)}."]},
-                    "allowed_models": allowed,
-                },
-            )
+    if chosen.get("model") is not None:
+        _preferred_model_check(merged["model"], conversation_participants(conversation=conversation))
     conversation.settings = merged
     conversation.save(update_fields=["settings", "updated_at"])
     return conversation
+
+
+def _preferred_model_check(model: str, agents: Sequence[Agent]) -> None:
+    """A session's preferred model must be one at least one of its agents allows."""
+    allowed = list(dict.fromkeys(m for agent in agents for m in agent_allowed_models(agent)))
+    if model not in allowed:
+        raise ValidationFailed(
+            "This model is not allowed for this session's agent.",
+            details={"preferences": {"model": [f"One of: {', '.join(allowed)}."]}, "allowed_models": allowed},
+        )
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:

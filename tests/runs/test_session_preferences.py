@@ -62,3 +62,11 @@ def test_a_claimed_run_answers_with_the_sessions_model_and_temperature(user):
     assert (claimed.agent.model, claimed.agent.temperature) == ("gpt-4", 0.2)
     agent.refresh_from_db()
     assert (agent.model, agent.temperature) == ("scripted-1", None)  # the agent itself is unchanged
+
+
+def test_a_new_conversation_takes_only_a_model_its_agents_allow(user):
+    agent = make_agent(owner=user, allowed_models=["gpt-4"])
+    assert make_conversation(user, agent, settings={"model": "gpt-4"}).settings["model"] == "gpt-4"
+    with pytest.raises(ValidationFailed) as refused:
+        make_conversation(user, agent, settings={"model": "claude-3-opus"})
+    assert refused.value.details["allowed_models"] == ["scripted-1", "gpt-4"]
