@@ -46,7 +46,7 @@ ADAPTER_DEFAULT_URLS = {
     "gemini": "https://generativelanguage.googleapis.com",
 }
 # Options that are ours, not the provider's: never passed on as `extra`.
-_NOT_PROVIDER_OPTIONS = frozenset({"api_key_env", "api_version", "metadata", "timeouts"})
+_NOT_PROVIDER_OPTIONS = frozenset({"allowed_models", "api_key_env", "api_version", "metadata", "timeouts"})
 TIMEOUT_NAMES = ("connect", "first_token", "between_chunks", "total")
 
 _configured: tuple[Any, ...] | None = None

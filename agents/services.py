@@ -11,6 +11,7 @@ from django.db import transaction
 
 from agents.avatars import default_colour
 from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
+from agents.preferences import allowed_models_validate
 from agents.provider_config import TIMEOUT_NAMES, timeout_value_ok
 from agents.selectors import agent_can_edit
 from core.errors import Conflict, Forbidden, ValidationFailed
@@ -74,6 +75,10 @@ def _config_validate(config: Any) -> dict[str, Any]:
                 details={"config": ["api_key_env must name a variable like GROQ_API_KEY."]},
             )
     _timeouts_validate(config.get("timeouts"))
+    try:
+        allowed_models_validate(config.get("allowed_models"))
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), details={"config": [str(exc)]}) from None
     return config
 
 

@@ -53,6 +53,10 @@ class Conversation(models.Model):
     # The person's own filing: pinned ones lead the list; archived ones leave it (``?archived=1``).
     pinned = models.BooleanField(default=False)
     archived = models.BooleanField(default=False)
+    # The id a client chose for this conversation (seed 004's ``sessionId``, e.g. "session-123"):
+    # unique per owner only, so another user's "session-123" is another conversation
+    # (docs/dialects.md, "Seed 004").
+    client_session_id = models.CharField(max_length=128, null=True, blank=True)
 
     class Meta:
         ordering = ["-updated_at"]
@@ -68,6 +72,11 @@ class Conversation(models.Model):
                 condition=Q(status__in=ConversationStatus.values), name="conversation_status_valid"
             ),
             models.CheckConstraint(condition=Q(last_seq__gte=0), name="conversation_last_seq_non_negative"),
+            models.UniqueConstraint(
+                fields=["owner", "client_session_id"],
+                condition=Q(client_session_id__isnull=False),
+                name="conversation_client_session_unique",
+            ),
         ]
 
     def __str__(self) -> str:

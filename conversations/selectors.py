@@ -63,6 +63,16 @@ def conversation_get_for_user(*, user: Any, conversation_id: Any) -> Conversatio
         raise NotFound("Conversation not found.") from None
 
 
+def conversation_for_client_session(*, user: Any, client_session_id: str) -> Conversation | None:
+    """The user's own conversation a client named ``client_session_id`` (seed 004's
+    ``sessionId``), else None. Only the user's: another user's id of the same name is theirs."""
+    return (
+        Conversation.objects.select_related("owner")
+        .filter(owner_id=user.pk, client_session_id=client_session_id)
+        .first()
+    )
+
+
 def conversation_participants(*, conversation: Conversation) -> list[Any]:
     """The conversation's agents in speaking order, each with ``role`` and ``position`` set."""
     rows = conversation.participants.select_related("agent").order_by("position")

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
+from agents.preferences import MAX_MODEL_CHARS, TEMPERATURE_RANGE, agent_allowed_models
 from agents.selectors import agent_get_for_user
 from agents.services import _SECRET_HINTS, agent_create_for_user, storable_json_validate
 from conversations.models import (
@@ -68,6 +69,25 @@ def conversation_settings_validate(raw: Any, *, session_type: str) -> dict[str, 
             errors[name] = [f"A string of at most {limit} characters."]
         elif value.strip():
             cleaned[name] = value.strip()
+    # The session's preferences (seed 004): applied to each run where its agent allows them
+    # (agents.preferences); their values are checked here, whether an agent allows them there.
+    model = raw.get("model")
+    if model is not None:
+        if not isinstance(model, str) or not model.strip() or len(model) > MAX_MODEL_CHARS:
+            errors["model"] = [f"A model name of 1 to {MAX_MODEL_CHARS} characters."]
+        else:
+            cleaned["model"] = model.strip()
+    temperature = raw.get("temperature")
+    if temperature is not None:
+        low, high = TEMPERATURE_RANGE
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, int | float)
+            or not low <= temperature <= high
+        ):
+            errors["temperature"] = [f"A number from {low:g} to {high:g}."]
+        else:
+            cleaned["temperature"] = float(temperature)
     policy = raw.get("double_text", DoubleTextPolicy.ENQUEUE)
     if policy not in DoubleTextPolicy.values:
         errors["double_text"] = [f"One of {', '.join(DoubleTextPolicy.values)}."]
@@ -81,6 +101,8 @@ def conversation_settings_validate(raw: Any, *, session_type: str) -> dict[str, 
         "termination_phrase",
         "opening_message",
         "double_text",
+        "model",
+        "temperature",
     }
     for name in sorted(unknown):
         errors[name] = ["Unknown setting."]
@@ -119,8 +141,10 @@ def conversation_create(
     title: str = "",
     context: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
+    client_session_id: str | None = None,
 ) -> Conversation:
-    """Create a conversation with its agents in speaking order, each with a role."""
+    """Create a conversation with its agents in speaking order, each with a role.
+    ``client_session_id``: the id the client chose for it (unique per owner)."""
     if session_type not in SessionType.values:
         raise ValidationFailed(
             "Invalid session type.", details={"session_type": [f"One of {SessionType.values}."]}
@@ -138,19 +162,52 @@ def conversation_create(
         conversation_context_validate(context)
     if len(title or "") > 200:
         raise ValidationFailed("Title too long.", details={"title": ["At most 200 characters."]})
+    cleaned_settings = conversation_settings_validate(settings, session_type=session_type)
+    if "model" in cleaned_settings:
+        _preferred_model_check(cleaned_settings["model"], [agent for agent, _ in participants])
     conversation = Conversation.objects.create(
         owner=owner,
         session_type=session_type,
         title=(title or "").strip(),
         context=context or {},
-        settings=conversation_settings_validate(settings, session_type=session_type),
+        settings=cleaned_settings,
         expires_at=timezone.now() + timedelta(seconds=django_settings.NEXUS_CONVERSATION_IDLE_SECONDS),
+        client_session_id=client_session_id or None,
     )
     Participant.objects.bulk_create(
         Participant(conversation=conversation, agent=agent, role=role or "primary", position=index)
         for index, (agent, role) in enumerate(participants)
     )
     return conversation
+
+
+def conversation_preferences_set(*, conversation: Conversation, preferences: dict[str, Any]) -> Conversation:
+    """Store a session's ``model``/``temperature`` preferences in its settings (None: unchanged).
+
+    A model none of the conversation's agents allows is refused (``validation_error`` naming the
+    models they allow), never stored to be silently ignored; each run then applies what its own
+    agent allows (``agents.preferences``)."""
+    chosen = {k: preferences[k] for k in ("model", "temperature") if preferences.get(k) is not None}
+    if not chosen:
+        return conversation
+    merged = conversation_settings_validate(
+        {**(conversation.settings or {}), **chosen}, session_type=conversation.session_type
+    )
+    if chosen.get("model") is not None:
+        _preferred_model_check(merged["model"], conversation_participants(conversation=conversation))
+    conversation.settings = merged
+    conversation.save(update_fields=["settings", "updated_at"])
+    return conversation
+
+
+def _preferred_model_check(model: str, agents: Sequence[Agent]) -> None:
+    """A session's preferred model must be one at least one of its agents allows."""
+    allowed = list(dict.fromkeys(m for agent in agents for m in agent_allowed_models(agent)))
+    if model not in allowed:
+        raise ValidationFailed(
+            "This model is not allowed for this session's agent.",
+            details={"preferences": {"model": [f"One of: {', '.join(allowed)}."]}, "allowed_models": allowed},
+        )
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:

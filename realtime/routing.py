@@ -6,12 +6,16 @@ from django.urls import path, re_path
 
 from realtime.consumers import AgentSocket, ConversationSocket, UnknownPathSocket
 from realtime.monitor import EventsSocket, RootMonitorSocket, StatsSocket
+from realtime.seed004_socket import Seed004Socket
 
 websocket_urlpatterns = [
     path("ws/conversations/<uuid:conversation_id>/", ConversationSocket.as_asgi()),
     re_path(r"^ws/conversations/(?P<conversation_id>[0-9a-fA-F-]{36})$", ConversationSocket.as_asgi()),
     path("ws/agent/", AgentSocket.as_asgi()),
     path("ws/agent", AgentSocket.as_asgi()),
+    # seed 004: its agent socket at /api/agent (WebSocket only: HTTP /api/... is another router)
+    path("api/agent", Seed004Socket.as_asgi()),
+    path("api/agent/", Seed004Socket.as_asgi()),
     path("ws/events/", EventsSocket.as_asgi()),
     path("ws/events", EventsSocket.as_asgi()),
     path("ws/stats/", StatsSocket.as_asgi()),

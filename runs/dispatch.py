@@ -21,6 +21,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from agents.models import Agent
+from agents.preferences import agent_apply_preferences
 from agents.selectors import agent_unavailability
 from conversations.models import Conversation, SessionType
 from providers.base import ChatMessage
@@ -184,6 +185,9 @@ def _claimed(run: Run, handoff: Handoff, *, refusal: str | None) -> Claimed:
     # the triggering message's seq: the history places it by the seq it was dispatched with, and
     # the reply's row stores it if the sender has not (no write here).
     trigger_seq = handoff.trigger_seq
+    # The session's model/temperature preferences, where this agent allows them (the run's own
+    # copy of the agent row: its history, options, token counting and stored metadata all see them).
+    agent_apply_preferences(run.agent, run.conversation.settings or {})
     history = None
     if not refusal:
         trigger = run.trigger_message

@@ -8,6 +8,7 @@ transaction each); events are appended after the transaction commits.
 from __future__ import annotations
 
 import asyncio
+import copy
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.models import Agent
+from agents.preferences import agent_apply_preferences
 from agents.selectors import agent_unavailability
 from conversations.branches import hidden_recompute, message_get_in, message_tip, siblings_of
 from conversations.models import (
@@ -220,6 +222,8 @@ def _store_send(
         if fast:
             assert owner and launch is not None  # as fast says
             now = timezone.now()
+            # the session's preferences the agent allows (as runs.dispatch applies them), on a copy
+            agent = agent_apply_preferences(copy.copy(agent), conversation.settings or {})
             run = Run(
                 conversation=conversation,
                 agent=agent,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
+
+from django.db import IntegrityError, transaction
 
 from agents.models import Agent, AgentStatus
 from agents.selectors import agent_get_for_user, agent_list
 from conversations.branches import Siblings, siblings_for
 from conversations.models import Conversation, Message, MessageType
 from conversations.selectors import (
+    conversation_for_client_session,
     conversation_get_for_user,
     conversation_participants,
     message_list,
@@ -17,6 +21,7 @@ from conversations.selectors import (
 from conversations.services import (
     conversation_context_validate,
     conversation_create,
+    conversation_preferences_set,
 )
 from core.auth import User
 from core.errors import NotFound
@@ -133,16 +138,21 @@ def _bind(
             conversation.context = conversation_context_validate({**(conversation.context or {}), **context})
             conversation.save(update_fields=["context", "updated_at"])
         return conversation
-    agent: Agent | None
-    if agent_id:
-        agent = agent_get_for_user(user=user, agent_id=agent_id)
-    else:
-        agent = agent_list(user=user, filters={"status": AgentStatus.ACTIVE}).first()
-        if agent is None:
-            raise NotFound("No active agent is available.")
     return conversation_create(
-        owner=user, participants=[(agent, "primary")], context=context if isinstance(context, dict) else None
+        owner=user,
+        participants=[(_agent_for(user=user, agent_id=agent_id), "primary")],
+        context=context if isinstance(context, dict) else None,
     )
+
+
+def _agent_for(*, user: User, agent_id: Any) -> Agent:
+    """The agent a new conversation starts with: the one named, or the user's first active one."""
+    if agent_id:
+        return agent_get_for_user(user=user, agent_id=agent_id)
+    agent = agent_list(user=user, filters={"status": AgentStatus.ACTIVE}).first()
+    if agent is None:
+        raise NotFound("No active agent is available.")
+    return agent
 
 
 async def conversation_bind(
@@ -150,3 +160,57 @@ async def conversation_bind(
 ) -> Conversation:
     """``initialize``: the user's conversation, or a new one with the given (or first active) agent."""
     return await db(_bind)(user=user, conversation_id=conversation_id, agent_id=agent_id, context=context)
+
+
+def _bind_client_session(
+    *, user: User, session_id: str, agent_id: Any, context: Any, preferences: dict[str, Any]
+) -> Conversation:
+    with transaction.atomic():
+        conversation = conversation_for_client_session(user=user, client_session_id=session_id)
+        if conversation is None and _is_uuid(session_id):
+            with contextlib.suppress(NotFound):
+                conversation = conversation_get_for_user(user=user, conversation_id=session_id)
+        if conversation is None:
+            agent = _agent_for(user=user, agent_id=agent_id)
+            try:
+                with transaction.atomic():  # a savepoint: another socket may create the same id now
+                    conversation = conversation_create(
+                        owner=user,
+                        participants=[(agent, "primary")],
+                        context=context if isinstance(context, dict) else None,
+                        client_session_id=session_id,
+                    )
+            except IntegrityError:
+                conversation = conversation_for_client_session(user=user, client_session_id=session_id)
+                if conversation is None:
+                    raise
+        elif isinstance(context, dict) and context:
+            conversation.context = conversation_context_validate({**(conversation.context or {}), **context})
+            conversation.save(update_fields=["context", "updated_at"])
+        return conversation_preferences_set(conversation=conversation, preferences=preferences)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+async def conversation_bind_client_session(
+    *,
+    user: User,
+    session_id: str,
+    agent_id: Any = None,
+    context: Any = None,
+    preferences: dict[str, Any] | None = None,
+) -> Conversation:
+    """seed 004's ``initialize``: the user's conversation the client named ``session_id`` (its own
+    id, or the conversation's UUID when it is the user's), else a new one under that id, with
+    ``context`` merged and the session's ``preferences`` (model, temperature) stored. Another
+    user's conversation of the same name or UUID is never bound nor revealed: this user gets a
+    conversation of their own under that id."""
+    return await db(_bind_client_session)(
+        user=user, session_id=session_id, agent_id=agent_id, context=context, preferences=preferences or {}
+    )

@@ -47,7 +47,7 @@ def _agent(
     config: dict[str, Any],
     base_url: str = "",
     name: str = "Agent",
-    tools: list[str] | None = None,
+    tools: list[str | dict[str, Any]] | None = None,
     status: str = "active",
 ) -> str:
     """An agent; ``tools``: names of built-in tools (agents.tools.builtin_tool_spec)."""
@@ -61,7 +61,8 @@ def _agent(
         model=model,
         config=config,
         base_url=base_url,
-        tools=[builtin_tool_spec(tool) for tool in tools or ()],
+        # a name: that built-in tool's spec; a dict: a spec as given
+        tools=[builtin_tool_spec(tool) if isinstance(tool, str) else tool for tool in tools or ()],
         status=status,
     )
     return str(agent.pk)
