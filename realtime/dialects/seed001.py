@@ -177,7 +177,7 @@ def _fit(frame: dict[str, Any], frame_bytes: int) -> str:
 def seed_provider(agent: Any) -> str:
     """The provider name the seed's client chose (a preset such as ``groq``), else the agent's."""
     metadata = (agent.config or {}).get("metadata") or {}
-    return str(metadata.get("seed_provider") or agent.provider)
+    return str(metadata.get("provider_preset") or agent.provider)
 
 
 def _codec_for(user: Any, conversation_id: Any) -> Seed001Codec:
