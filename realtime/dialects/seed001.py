@@ -70,7 +70,7 @@ class Seed001Codec:
             case "agent_message":
                 agent_id = str(data.get("agent_id") or "")
                 speaker = self.speakers.get(agent_id)
-                meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+                meta: dict[str, Any] = data["metadata"] if isinstance(data.get("metadata"), dict) else {}
                 return {
                     "type": RESPONSE,
                     "content": data.get("content", ""),
@@ -206,7 +206,7 @@ class Seed001Socket(ConversationSocket):
         self.codec = await database_sync_to_async(_codec_for)(self.user, conversation_id)
         await super().on_connected()
 
-    async def send(
+    async def send(  # type: ignore[override]  # channels' WebsocketConsumer.send; its stubs give AsyncConsumer's
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
     ) -> None:
         """Frames the socket makes itself (native ``{type, timestamp, data}``) go out in the seed's

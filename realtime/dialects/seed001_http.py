@@ -12,7 +12,7 @@ API. docs/dialects.md, "Seed 001".
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import async_to_sync
 from django.db import transaction
@@ -29,6 +29,7 @@ from agents.selectors import agent_get_for_user, agent_list
 from conversations.models import Conversation, SessionType
 from conversations.selectors import conversation_get_for_user, conversation_participants
 from conversations.services import conversation_create_for_user, conversation_delete
+from core.auth import User
 from core.errors import NexusError, NotFound, ValidationFailed
 from core.exceptions import exception_handler
 from core.throttles import Seed001AgentOpsThrottle, Seed001SessionCreateThrottle, Seed001SessionReadThrottle
@@ -162,6 +163,10 @@ def agent_status(*, user: Any, agent: Agent) -> dict[str, Any]:
     return row
 
 
+def _person(request: Request) -> User:
+    return cast(User, request.user)  # authenticated: the API's default permission
+
+
 # --- views --------------------------------------------------------------------------------------
 
 
@@ -185,6 +190,13 @@ def _inline_agent(role: str, spec: dict[str, Any]) -> dict[str, Any]:
         )
     if metadata:
         spec["metadata"] = metadata
+    # named by the provider the client chose (groq), not the adapter behind it
+    spec.setdefault(
+        "name",
+        f"{role.replace('_', ' ').title()} ({metadata.get('provider_preset') or spec['provider']} {spec['model']})"[
+            :120
+        ],
+    )
     return spec
 
 
@@ -216,7 +228,7 @@ class SessionCreateView(Seed001View):
                 settings=_session_settings(data),
             )
         try:
-            session_open(user=request.user, conversation=conversation)
+            session_open(user=_person(request), conversation=conversation)
         except NexusError:  # the opening was refused (a quota): the request leaves nothing behind
             conversation_delete(conversation=conversation)
             raise
@@ -227,11 +239,11 @@ class SessionDetailView(Seed001View):
     throttle_classes = (Seed001SessionReadThrottle,)
 
     def get(self, request: Request, session_id: str) -> Response:
-        conversation = conversation_get_for_user(user=request.user, conversation_id=session_id)
+        conversation = conversation_get_for_user(user=_person(request), conversation_id=session_id)
         return Response(session_response(conversation))
 
     def delete(self, request: Request, session_id: str) -> Response:
-        conversation_delete_with_runs(user=request.user, conversation_id=session_id)
+        conversation_delete_with_runs(user=_person(request), conversation_id=session_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -239,18 +251,18 @@ class AgentStatusView(Seed001View):
     throttle_classes = (Seed001AgentOpsThrottle,)
 
     def get(self, request: Request, agent_id: str) -> Response:
-        agent = agent_get_for_user(user=request.user, agent_id=agent_id)
-        return Response(agent_status(user=request.user, agent=agent))
+        agent = agent_get_for_user(user=_person(request), agent_id=agent_id)
+        return Response(agent_status(user=_person(request), agent=agent))
 
 
 class AgentListView(Seed001View):
     throttle_classes = (Seed001AgentOpsThrottle,)
 
     def get(self, request: Request) -> Response:
-        agents = list(agent_list(user=request.user))
+        agents = list(agent_list(user=_person(request)))
         return Response(
             {
-                "agents": [agent_status(user=request.user, agent=agent) for agent in agents],
+                "agents": [agent_status(user=_person(request), agent=agent) for agent in agents],
                 "timestamp": timezone.now().isoformat(),
                 "total_count": len(agents),
                 "user_owned_count": sum(1 for agent in agents if agent.owner_id == request.user.pk),
@@ -262,16 +274,16 @@ class AgentMessageView(Seed001View):
     throttle_classes = (Seed001AgentOpsThrottle,)
 
     def post(self, request: Request, agent_id: str) -> Response:
-        agent = agent_get_for_user(user=request.user, agent_id=agent_id)
+        agent = agent_get_for_user(user=_person(request), agent_id=agent_id)
         body = AgentMessageSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        conversation = conversation_get_for_user(user=request.user, conversation_id=data["receiver_id"])
+        conversation = conversation_get_for_user(user=_person(request), conversation_id=data["receiver_id"])
         if not conversation.participants.filter(agent=agent).exists():
             raise NotFound("This agent is not in that session.")
         context = {"structured_data": data["structured_data"]} if data.get("structured_data") else None
         result = async_to_sync(message_send)(
-            user=request.user,
+            user=_person(request),
             conversation_id=conversation.pk,
             content=data["content"],
             agent_id=str(agent.pk),
