@@ -18,6 +18,7 @@ from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.urls import re_path
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -42,6 +43,9 @@ DEFAULT_OPENING = "Begin the conversation: introduce yourself and start working 
 MESSAGE_TYPES = ("text", "ping", "error", "info", "system", "response", "stop", "cooldown")
 
 
+OUT_OF_SCHEMA = extend_schema(exclude=True)
+
+
 def _seed001_errors(exc: Exception, context: dict[str, Any]) -> Response:
     """The one error shape ``{detail, code, timestamp}``, with 422 for a validation error."""
     response = exception_handler(exc, context)
@@ -60,9 +64,17 @@ class Seed001View(APIView):
 
 
 def seed001_view(view: type[APIView]) -> type[APIView]:
-    """A native view answering with this dialect's errors (422 for validation)."""
+    """A native view (one that takes POST) answering with this dialect's errors (422 for
+    validation), out of the OpenAPI schema where the native path already is."""
+
+    @OUT_OF_SCHEMA
+    def post(self: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return view.post(self, request, *args, **kwargs)  # type: ignore[attr-defined]  # the views given have post
+
     return type(
-        f"Seed001{view.__name__}", (view,), {"get_exception_handler": Seed001View.get_exception_handler}
+        f"Seed001{view.__name__}",
+        (view,),
+        {"get_exception_handler": Seed001View.get_exception_handler, "post": post},
     )
 
 
@@ -211,6 +223,7 @@ def _session_settings(data: dict[str, Any]) -> dict[str, Any]:
 class SessionCreateView(Seed001View):
     throttle_classes = (Seed001SessionCreateThrottle,)
 
+    @OUT_OF_SCHEMA
     def post(self, request: Request) -> Response:
         body = CreateSessionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -238,10 +251,12 @@ class SessionCreateView(Seed001View):
 class SessionDetailView(Seed001View):
     throttle_classes = (Seed001SessionReadThrottle,)
 
+    @OUT_OF_SCHEMA
     def get(self, request: Request, session_id: str) -> Response:
         conversation = conversation_get_for_user(user=_person(request), conversation_id=session_id)
         return Response(session_response(conversation))
 
+    @OUT_OF_SCHEMA
     def delete(self, request: Request, session_id: str) -> Response:
         conversation_delete_with_runs(user=_person(request), conversation_id=session_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -250,6 +265,7 @@ class SessionDetailView(Seed001View):
 class AgentStatusView(Seed001View):
     throttle_classes = (Seed001AgentOpsThrottle,)
 
+    @OUT_OF_SCHEMA
     def get(self, request: Request, agent_id: str) -> Response:
         agent = agent_get_for_user(user=_person(request), agent_id=agent_id)
         return Response(agent_status(user=_person(request), agent=agent))
@@ -258,6 +274,7 @@ class AgentStatusView(Seed001View):
 class AgentListView(Seed001View):
     throttle_classes = (Seed001AgentOpsThrottle,)
 
+    @OUT_OF_SCHEMA
     def get(self, request: Request) -> Response:
         agents = list(agent_list(user=_person(request)))
         return Response(
@@ -273,6 +290,7 @@ class AgentListView(Seed001View):
 class AgentMessageView(Seed001View):
     throttle_classes = (Seed001AgentOpsThrottle,)
 
+    @OUT_OF_SCHEMA
     def post(self, request: Request, agent_id: str) -> Response:
         agent = agent_get_for_user(user=_person(request), agent_id=agent_id)
         body = AgentMessageSerializer(data=request.data)

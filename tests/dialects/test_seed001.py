@@ -216,6 +216,8 @@ async def test_agents_list_status_message_and_session_delete(cluster, scripted):
     async with _client(cluster, token) as http:
         session = await _create(http, HUMAN_SESSION)
         agent_id = session["agents"]["primary"]["agent_id"]
+        socket = await Socket.open(cluster.ws(f"/ws/{session['session_id']}"), token)
+        await _until(socket, "system", code="session_state")
         sent = await http.post(
             f"/agents/{agent_id}/message",
             json={"receiver_id": session["session_id"], "content": "Hi there", "message_type": "text"},
@@ -232,11 +234,15 @@ async def test_agents_list_status_message_and_session_delete(cluster, scripted):
         )
         assert bad_type.status_code == 422
 
-        for _ in range(100):  # the reply is stored
+        # the agent's answer comes on the session's socket (polling would spend the 20/min budget)
+        response = await _until(socket, "response")
+        assert response["sender"] == agent_id and response["receiver"] == username
+        await socket.close()
+        for _ in range(10):  # the run finishes just after its reply is announced
             status = (await http.get(f"/agents/status/{agent_id}")).json()
-            if status["message_count"] >= 1 and not status["is_running"]:
+            if not status["is_running"]:
                 break
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.2)
         assert status["agent_id"] == agent_id and status["agent_type"] == "openai"
         assert status["status"] == "active" and status["name"]
         assert _iso(status["last_active"]) and status["capabilities"] == ["conversation"]
