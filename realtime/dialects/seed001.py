@@ -97,6 +97,8 @@ class Seed001Codec:
             case "info":
                 return _frame(INFO, data.get("message", ""), stamp, _without(data, "message"))
             case "system":
+                if data.get("code") == "agent_changed":
+                    self._learn(data.get("agents"))
                 return _frame(SYSTEM, data.get("message", ""), stamp, _without(data, "message"))
             case "cooldown":
                 agent_id = str(data.get("agent_id") or "")
@@ -110,6 +112,25 @@ class Seed001Codec:
             case "run_finished" if data.get("status") == "stopped":
                 return _frame(INFO, "The reply was stopped.", stamp, {"code": "stopped", **data})
         return None
+
+    def _learn(self, agents: Any) -> None:
+        """The session's agents after a change of who answers (the ``agent_changed`` event)."""
+        if not isinstance(agents, list):
+            return
+        order = []
+        for brief in agents:
+            if not isinstance(brief, dict) or not brief.get("id"):
+                continue
+            agent_id = str(brief["id"])
+            order.append(agent_id)
+            if agent_id not in self.speakers:
+                self.speakers[agent_id] = Speaker(
+                    agent_id=agent_id,
+                    role=str(brief.get("role") or ""),
+                    provider=str(brief.get("provider") or ""),
+                    model=str(brief.get("model") or ""),
+                )
+        self.order = order
 
     def _receiver(self, agent_id: str) -> str:
         """The person, or in an agent_agent session the agent who speaks next."""

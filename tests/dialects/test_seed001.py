@@ -155,7 +155,7 @@ async def test_an_agent_agent_session_exchanges_turns_on_its_own(cluster, script
             "primary": {"provider": "groq", "model": MODEL},
             "secondary": {"provider": "groq"},  # the preset's default model
         },
-        "settings": {"max_turns": 3},
+        "settings": {"max_turns": 3, "cooldown_seconds": 0.2},
     }
     async with _client(cluster, token) as http:
         session = await _create(http, body)
@@ -171,6 +171,11 @@ async def test_an_agent_agent_session_exchanges_turns_on_its_own(cluster, script
             (second, first),
             (first, second),
         ]
+        cooldowns = [f for f in socket.frames if f["type"] == "cooldown"]
+        assert [c["sender"] for c in cooldowns] == [second, first]  # before each next turn
+        for cooldown in cooldowns:
+            assert cooldown["metadata"]["agent_id"] == cooldown["sender"] and cooldown["content"]
+            assert _iso(cooldown["metadata"]["cooldown_until"]) > _iso(cooldown["timestamp"])
         limit = next(f for f in socket.frames if f["type"] == "info")
         assert limit["metadata"]["code"] == "turn_limit_reached"
         # nobody wrote an opening: the default one started the exchange
@@ -188,6 +193,29 @@ async def test_a_bad_token_is_refused_with_4003_and_the_seed_error_frame(cluster
     error = await socket.recv()
     assert error["type"] == "error" and error["content"] and error["metadata"]["code"] == "forbidden"
     assert await socket.close_code() == 4003
+
+
+async def test_a_failed_reply_is_the_seeds_error_frame(cluster, scripted):
+    _, token = await _user(cluster)
+    async with _client(cluster, token) as http:
+        session = await _create(http, HUMAN_SESSION)
+    scripted.script(Reply(status=400, error_message="model not found"))
+    socket = await Socket.open(cluster.ws(f"/ws/{session['session_id']}"), token)
+    try:
+        await socket.send({"type": "text", "content": "Hello?", "timestamp": "2024-02-23T12:00:00Z"})
+        error = await _until(socket, "error")
+        assert (
+            error["content"] and error["metadata"]["code"] and isinstance(error["metadata"]["details"], dict)
+        )
+        assert _iso(error["timestamp"]) and error["metadata"]["seq"] > 0
+        # a frame the server cannot take is an error frame too, and the socket stays open
+        await socket.send("not json")
+        bad = await _until(socket, "error", code="invalid_json")
+        assert bad["content"] and "seq" not in bad["metadata"]
+        await socket.send({"type": "ping"})
+        assert (await _until(socket, "ping"))["content"] == "pong"
+    finally:
+        await socket.close()
 
 
 async def test_validation_errors_answer_422_in_the_seed_error_shape(cluster):
