@@ -193,6 +193,26 @@ async def test_a_bad_token_is_refused_with_4003_and_the_seed_error_frame(cluster
     error = await socket.recv()
     assert error["type"] == "error" and error["content"] and error["metadata"]["code"] == "forbidden"
     assert await socket.close_code() == 4003
+    # an unknown session (or another person's): 4001, the seed's "Invalid session"
+    unknown = await Socket.open(cluster.ws(f"/ws/{uuid.uuid4()}"), token)
+    error = await _until(unknown, "error")
+    assert error["metadata"]["code"] == "not_found" and error["content"]
+    assert await unknown.close_code() == 4001
+    async with httpx.AsyncClient(base_url=cluster.http()) as http:
+        refused = await http.post("/auth/verify", headers={"Authorization": "Bearer not-a-jwt"})
+    assert refused.status_code == 401 and refused.json()["detail"]
+
+
+async def test_the_seeds_own_rate_limits_hold_on_its_paths(cluster):
+    _, token = await _user(cluster)
+    async with _client(cluster, token) as http:
+        for _ in range(5):
+            await _create(http, HUMAN_SESSION)
+        sixth = await http.post("/chat/sessions/create", json=HUMAN_SESSION)
+        assert sixth.status_code == 429
+        assert sixth.json()["code"] == "rate_limited" and int(sixth.headers["Retry-After"]) >= 1
+        # the native API's own budget is not the seed's
+        assert (await http.get("/api/conversations/")).json()["count"] == 5
 
 
 async def test_a_failed_reply_is_the_seeds_error_frame(cluster, scripted):
