@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any, cast
 
 from asgiref.sync import async_to_sync
-from django.db import transaction
 from django.urls import re_path
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
@@ -203,12 +202,8 @@ def _inline_agent(role: str, spec: dict[str, Any]) -> dict[str, Any]:
     if metadata:
         spec["metadata"] = metadata
     # named by the provider the client chose (groq), not the adapter behind it
-    spec.setdefault(
-        "name",
-        f"{role.replace('_', ' ').title()} ({metadata.get('provider_preset') or spec['provider']} {spec['model']})"[
-            :120
-        ],
-    )
+    chosen = metadata.get("provider_preset") or spec["provider"]
+    spec.setdefault("name", f"{role.replace('_', ' ').title()} ({chosen} {spec['model']})"[:120])
     return spec
 
 
@@ -231,15 +226,13 @@ class SessionCreateView(Seed001View):
         context = {
             key: data[key] for key in ("interaction_modes", "metadata") if data.get(key) not in (None, [], {})
         }
-        with transaction.atomic():
-            presets = {role: _inline_agent(role, spec) for role, spec in data["agents"].items()}
-            conversation = conversation_create_for_user(
-                owner=request.user,
-                agents=presets,
-                session_type=data["session_type"],
-                context=context,
-                settings=_session_settings(data),
-            )
+        conversation = conversation_create_for_user(  # one transaction: agents and session
+            owner=request.user,
+            agents={role: _inline_agent(role, spec) for role, spec in data["agents"].items()},
+            session_type=data["session_type"],
+            context=context,
+            settings=_session_settings(data),
+        )
         try:
             session_open(user=_person(request), conversation=conversation)
         except NexusError:  # the opening was refused (a quota): the request leaves nothing behind
