@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
@@ -50,6 +50,37 @@ _NOT_PROVIDER_OPTIONS = frozenset({"allowed_models", "api_key_env", "api_version
 TIMEOUT_NAMES = ("connect", "first_token", "between_chunks", "total")
 
 _configured: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPreset:
+    """An OpenAI-compatible service by name (``NEXUS_PROVIDER_PRESETS``): where it is, which
+    variable holds its key, and the model a client that names none gets."""
+
+    name: str
+    base_url: str
+    api_key_env: str = ""
+    model: str = ""
+    adapter: str = "openai"
+
+
+def provider_preset(name: str | None) -> ProviderPreset | None:
+    """The operator's preset called ``name`` (groq, together...), or None."""
+    preset = settings.NEXUS_PROVIDER_PRESETS.get(name or "")
+    if preset is None:
+        return None
+    return ProviderPreset(
+        name=str(name),
+        base_url=preset["base_url"],
+        api_key_env=preset.get("api_key_env", ""),
+        model=preset.get("model", ""),
+    )
+
+
+def agent_preset(agent: Any) -> ProviderPreset | None:
+    """The preset an agent was made from (``config.metadata.provider_preset``), if it still exists."""
+    metadata = (agent.config or {}).get("metadata") or {}
+    return provider_preset(metadata.get("provider_preset")) if isinstance(metadata, dict) else None
 
 
 def _host_entry(url: str) -> str | None:
@@ -85,6 +116,9 @@ def egress_policy() -> EgressPolicy:
         tuple(sorted(keys.items())),
         settings.OLLAMA_BASE_URL,
         tuple(sorted(operator_urls.items())),
+        tuple(
+            sorted((name, tuple(sorted(p.items()))) for name, p in settings.NEXUS_PROVIDER_PRESETS.items())
+        ),
     )
     policy = _policies.get(identity)
     if policy is not None:
@@ -95,6 +129,10 @@ def egress_policy() -> EgressPolicy:
         entry = _host_entry(url) if url else None
         if entry:
             bindings.setdefault(variable, []).append(entry)
+    for preset in settings.NEXUS_PROVIDER_PRESETS.values():  # a preset's key goes to its own host
+        entry = _host_entry(preset["base_url"])
+        if entry and preset.get("api_key_env"):
+            bindings.setdefault(preset["api_key_env"], []).append(entry)
     bindings.update(settings.NEXUS_KEY_HOSTS)
     policy = EgressPolicy.build(
         allow=[*settings.NEXUS_EGRESS_ALLOW, *(entry for entry in implicit if entry)],
@@ -172,7 +210,10 @@ def generation_options_for(agent: Any) -> GenerationOptions:
     the rest of its config as provider-specific ``extra``."""
     configure_providers()
     config = dict(agent.config or {})
-    base_url = agent.base_url or _default_base_url(agent.provider)
+    preset = agent_preset(agent)
+    base_url = agent.base_url or (preset.base_url if preset else _default_base_url(agent.provider))
+    if preset is not None and preset.api_key_env and not config.get("api_key_env"):
+        config["api_key_env"] = preset.api_key_env
     return GenerationOptions(
         temperature=agent.temperature,
         max_tokens=agent.max_tokens,
@@ -322,8 +363,11 @@ def agent_problems(agent: Any) -> list[str]:
         problems.append(unknown)
         return problems
     config = dict(agent.config or {})
+    preset = agent_preset(agent)
+    if preset is not None and preset.api_key_env and not config.get("api_key_env"):
+        config["api_key_env"] = preset.api_key_env
     variable = config.get("api_key_env") or DEFAULT_KEY_VARIABLES.get(agent.provider)
-    base_url = agent.base_url or _default_base_url(agent.provider)
+    base_url = agent.base_url or (preset.base_url if preset else _default_base_url(agent.provider))
     named = bool(config.get("api_key_env"))
     needs_key = named or (agent.provider in _KEY_REQUIRED_AT_DEFAULT_URL and not base_url)
     if needs_key and variable and not api_key_for(provider=agent.provider, config=config, base_url=base_url):

@@ -6,6 +6,7 @@ message naming the variable. ``.env.example`` documents every variable.
 
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -312,6 +313,34 @@ def _provider_plugins() -> dict[str, str]:
 
 
 NEXUS_PROVIDER_PLUGINS = _provider_plugins()
+
+
+def _provider_presets() -> dict[str, dict[str, str]]:
+    """OpenAI-compatible services by name (seed 001's ``groq`` and the like), JSON:
+    ``{"groq": {"base_url": "https://api.groq.com/openai/v1", "api_key_env": "GROQ_API_KEY",
+    "model": "llama-3.3-70b-versatile"}}`` (``model``: the default when a client names none).
+    None by default (docs/providers.md lists the well-known ones)."""
+    raw = env_str("NEXUS_PROVIDER_PRESETS", "").strip()
+    if not raw:
+        return {}
+    try:
+        presets = json.loads(raw)
+    except ValueError:
+        raise ImproperlyConfigured("NEXUS_PROVIDER_PRESETS is not JSON") from None
+    if not isinstance(presets, dict):
+        raise ImproperlyConfigured("NEXUS_PROVIDER_PRESETS is a JSON object: {name: {base_url, api_key_env}}")
+    for name, preset in presets.items():
+        if not isinstance(preset, dict) or not str(preset.get("base_url", "")).startswith(
+            ("http://", "https://")
+        ):
+            raise ImproperlyConfigured(f"NEXUS_PROVIDER_PRESETS[{name!r}] needs an http(s) base_url")
+        key = preset.get("api_key_env", "")
+        if not isinstance(key, str) or (key and not key.endswith("_API_KEY")):
+            raise ImproperlyConfigured(f"NEXUS_PROVIDER_PRESETS[{name!r}].api_key_env must end in _API_KEY")
+    return {str(name): {str(k): str(v) for k, v in preset.items()} for name, preset in presets.items()}
+
+
+NEXUS_PROVIDER_PRESETS = _provider_presets()
 
 # --- Egress: where outbound fetches may go (core/egress.py, docs/providers.md) ------------------
 

@@ -1,7 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
+from nexus import auth_apis
 from nexus.health import health
+from realtime.dialects.seed001_http import seed001_view
 from web.views import ThrottledAdminAuthenticationForm, admin_login
 
 # Every login form is throttled per IP and per username (SPEC section 12), the admin's included.
@@ -16,6 +18,10 @@ urlpatterns = [
     # REST API (nexus/api_urls.py) and the realtime HTTP endpoints: invoke, stop, SSE (realtime/http_urls.py).
     path("api/", include("realtime.http_urls")),
     path("api/", include("nexus.api_urls")),
+    # seed 001's REST dialect at the root (realtime/dialects/seed001_http.py, docs/dialects.md)
+    re_path(r"^auth/login/?$", seed001_view(auth_apis.LoginView).as_view(), name="seed001-login"),
+    re_path(r"^auth/verify/?$", seed001_view(auth_apis.VerifyView).as_view(), name="seed001-verify"),
+    path("", include("realtime.dialects.seed001_http")),
     path("", include("web.urls")),
 ]
 

@@ -288,7 +288,7 @@ class ConversationSocket(BaseSocket):
 
     bind_on_connect = True
     conversation: Any = None
-    codec: Codec = NATIVE  # how this socket renders conversation events (a dialect's socket sets its own)
+    codec: Codec = NATIVE  # the dialect conversation events are rendered in (realtime/dialects/)
 
     async def on_connected(self) -> None:
         self._cursor = 0  # the next event delivered is the first one after this seq
@@ -491,8 +491,8 @@ class ConversationSocket(BaseSocket):
     async def _forward(self, evt: LoggedEvent) -> None:
         if evt.seq <= self._cursor:  # sent already (the cursor is never below _sent_to)
             return
-        # The codec fits an event logged before the frame limit rule, so no resume can meet a
-        # frame the server cannot send.
+        # Every codec fits the frame limit (the native one an event logged before that rule too), so
+        # no resume can meet a frame the server cannot send.
         for frame in self.codec.render(evt, frame_bytes=settings.NEXUS_WS_MAX_MESSAGE_BYTES):
             await self.send(text_data=frame)
         if self._sent_from is None or evt.seq != self._sent_to + 1:

@@ -5,6 +5,7 @@
 from django.urls import path, re_path
 
 from realtime.consumers import AgentSocket, ConversationSocket, UnknownPathSocket
+from realtime.dialects.seed001 import Seed001Socket
 from realtime.monitor import EventsSocket, RootMonitorSocket, StatsSocket
 from realtime.seed004_socket import Seed004Socket
 
@@ -20,8 +21,8 @@ websocket_urlpatterns = [
     path("ws/events", EventsSocket.as_asgi()),
     path("ws/stats/", StatsSocket.as_asgi()),
     path("ws/stats", StatsSocket.as_asgi()),
-    # seed 001: /ws/{session_id}
-    re_path(r"^ws/(?P<conversation_id>[0-9a-fA-F-]{36})/?$", ConversationSocket.as_asgi()),
+    # seed 001: /ws/{session_id}, in seed 001's frames (realtime/dialects/seed001.py)
+    re_path(r"^ws/(?P<conversation_id>[0-9a-fA-F-]{36})/?$", Seed001Socket.as_asgi()),
     # seed 000: the server root, its neural-event monitor
     path("", RootMonitorSocket.as_asgi()),
     # last: any other path gets error not_found and close 4000, never an HTTP 500 at the handshake

@@ -210,7 +210,8 @@ async def test_a_binary_frame_is_refused_with_an_error(connect, user, conversati
 
 
 async def test_seed_aliases_text_and_query_start_runs(connect, user, conversation):
-    client = await connect(f"/ws/{conversation.pk}", user=user)
+    # the aliases on the native socket (/ws/{id} speaks seed 001's frames: tests/dialects)
+    client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
     for frame, content in (
         ({"type": "text", "content": "Hello AI!", "timestamp": "2024-01-01T00:00:00Z"}, "Hello AI!"),
         ({"type": "query", "data": {"query": "And again"}}, "And again"),
