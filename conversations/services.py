@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -119,8 +120,10 @@ def conversation_create(
     title: str = "",
     context: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
+    conversation_id: uuid.UUID | None = None,
 ) -> Conversation:
-    """Create a conversation with its agents in speaking order, each with a role."""
+    """Create a conversation with its agents in speaking order, each with a role
+    (``conversation_id``: its id, chosen by the caller, e.g. derived from an AG-UI thread id)."""
     if session_type not in SessionType.values:
         raise ValidationFailed(
             "Invalid session type.", details={"session_type": [f"One of {SessionType.values}."]}
@@ -139,6 +142,7 @@ def conversation_create(
     if len(title or "") > 200:
         raise ValidationFailed("Title too long.", details={"title": ["At most 200 characters."]})
     conversation = Conversation.objects.create(
+        id=conversation_id or uuid.uuid4(),
         owner=owner,
         session_type=session_type,
         title=(title or "").strip(),
