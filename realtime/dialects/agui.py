@@ -108,11 +108,12 @@ def run_input_parse(raw: bytes) -> RunPlan:
                 details={name: ["Invalid id."]},
             )
     plan = RunPlan(agui=agui)
-    messages = list(agui.messages)
+    # system, developer, reasoning and activity messages are not the thread's turns: ignored.
+    messages = [(i, m) for i, m in enumerate(agui.messages) if m.role in ("user", "assistant", "tool")]
     # The tail after the last assistant message is what is new in this run: tool answers and/or
     # the new user message. Earlier turns are the thread's history.
-    last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
-    for index, message in enumerate(messages[last_assistant + 1 :], start=last_assistant + 1):
+    last_assistant = max((n for n, (_, m) in enumerate(messages) if m.role == "assistant"), default=-1)
+    for index, message in messages[last_assistant + 1 :]:
         where = f"messages.{index}"
         if message.role == "tool":
             content = _text(message.content, where)
@@ -124,9 +125,9 @@ def run_input_parse(raw: bytes) -> RunPlan:
         elif message.role == "user":
             plan.send = _text(message.content, where)
             plan.send_id = message.id
-    if messages and messages[-1].role != "user":
+    if messages and messages[-1][1].role != "user":
         plan.send = plan.send_id = None  # the user message is before the tool answers: already sent
-    for index, message in enumerate(messages[: last_assistant + 1]):
+    for index, message in messages[: last_assistant + 1]:
         if message.role in ("user", "assistant"):
             text = _text(message.content, f"messages.{index}")
             if text.strip():
@@ -136,7 +137,7 @@ def run_input_parse(raw: bytes) -> RunPlan:
             "Nothing to run: the last message must be a user message or tool results.",
             details={"messages": ["End with a user message, or with tool messages."]},
         )
-    for tool in agui.tools:
+    for tool in agui.tools or []:
         spec: dict[str, Any] = {
             "name": tool.name,
             "description": tool.description or "",
@@ -146,7 +147,7 @@ def run_input_parse(raw: bytes) -> RunPlan:
         plan.client_tools.append(spec)
     if agui.state not in (None, {}):
         plan.context["state"] = agui.state
-    for item in agui.context:
+    for item in agui.context or []:
         plan.context[item.description or "context"] = item.value
     return plan
 

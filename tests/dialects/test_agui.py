@@ -150,6 +150,53 @@ def test_a_streamed_reply_is_valid_agui_events_and_the_next_run_sends_only_the_n
     assert len(_chats(nexus)) == 2
 
 
+def test_a_server_tool_streams_its_call_and_result_and_the_reply_goes_on_in_a_new_text_message(nexus):
+    nexus.fake.reset()
+    spec = {
+        "name": "current_time",
+        "description": "The current date and time.",
+        "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}},
+        "execution": "server",
+    }
+    agent = nexus.create_agent(tools=[spec])
+    call = FakeToolCall(name="current_time", arguments={"timezone": "Europe/Paris"}, id="call_time_1")
+    nexus.fake.script(Reply(text="Checking the clock.", tool_calls=(call,)), Reply(text="It is now."))
+    response, frames = _post_run(
+        nexus,
+        agent["id"],
+        _run_input(f"t-{uuid.uuid4().hex[:8]}", [{"id": "u1", "role": "user", "content": "Time?"}]),
+    )
+    assert response.status_code == 200
+    types = [t for t in _types(frames) if t != "TEXT_MESSAGE_CONTENT"]
+    assert types == [
+        "RUN_STARTED",
+        "TEXT_MESSAGE_START",
+        "TEXT_MESSAGE_END",
+        "TOOL_CALL_START",
+        "TOOL_CALL_ARGS",
+        "TOOL_CALL_END",
+        "TOOL_CALL_RESULT",
+        "TEXT_MESSAGE_START",
+        "TEXT_MESSAGE_END",
+        "RUN_FINISHED",
+    ]
+    first_text, second_text = (f["messageId"] for f in frames if f["type"] == "TEXT_MESSAGE_START")
+    assert first_text != second_text
+    start = next(f for f in frames if f["type"] == "TOOL_CALL_START")
+    assert start == {
+        "type": "TOOL_CALL_START",
+        "toolCallId": "call_time_1",
+        "toolCallName": "current_time",
+        "parentMessageId": first_text,
+    }
+    args = "".join(f["delta"] for f in frames if f["type"] == "TOOL_CALL_ARGS")
+    assert json.loads(args) == {"timezone": "Europe/Paris"}
+    result = next(f for f in frames if f["type"] == "TOOL_CALL_RESULT")
+    assert result["toolCallId"] == "call_time_1" and result["role"] == "tool"
+    assert json.loads(result["content"])["timezone"] == "Europe/Paris"
+    assert "pendingToolCallIds" not in json.dumps(frames[-1])
+
+
 def test_a_failing_provider_ends_the_run_with_run_error(nexus, agent):
     nexus.fake.script(Reply(status=401, error_message="bad key upstream"))
     response, frames = _post_run(
@@ -161,7 +208,8 @@ def test_a_failing_provider_ends_the_run_with_run_error(nexus, agent):
     assert _types(frames)[0] == "RUN_STARTED"
     assert _types(frames)[-1] == "RUN_ERROR"
     assert "RUN_FINISHED" not in _types(frames)
-    assert frames[-1]["message"] and frames[-1]["code"]
+    assert frames[-1]["code"] == "provider_error", frames[-1]  # the native error frame's code
+    assert frames[-1]["message"]
 
 
 def test_state_and_context_reach_the_model_and_bad_input_is_a_clear_400(nexus, agent):
@@ -208,6 +256,50 @@ def test_a_dropped_stream_does_not_stop_the_run(nexus, agent):
             break
         time.sleep(0.2)
     assert replies[-1]["content"] == " ".join(f"w{i}" for i in range(40))
+
+
+def test_a_stopped_run_finishes_as_cancelled_and_an_unknown_tool_answer_is_a_404(nexus, agent):
+    nexus.fake.script(Reply(text=" ".join(f"w{i}" for i in range(200)), tokens_per_s=20))
+    headers = {"Authorization": f"Bearer {_token(nexus)}"}
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    body = _run_input(thread, [{"id": "u1", "role": "user", "content": "Go on and on"}])
+    frames = []
+    with httpx.stream(
+        "POST", f"{nexus.url}/api/agui/{agent['id']}", json=body, headers=headers, timeout=30
+    ) as r:
+        conversation = r.headers["X-Conversation-Id"]
+        stopped = False
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            frames.append(json.loads(line[len("data: ") :]))
+            if frames[-1]["type"] == "TEXT_MESSAGE_CONTENT" and not stopped:
+                stop = httpx.post(
+                    f"{nexus.url}/api/conversations/{conversation}/stop/", headers=headers, timeout=10
+                )
+                assert stop.status_code == 200 and stop.json()["count"] == 1, stop.text
+                stopped = True
+    for frame in frames:
+        EVENT.validate_python(frame)
+    assert [f["type"] for f in frames[-2:]] == ["TEXT_MESSAGE_END", "RUN_FINISHED"]
+    assert frames[-1]["outcome"] == {"type": "cancelled"}
+
+    answer = _run_input(
+        thread,
+        [
+            {"id": "u1", "role": "user", "content": "Go on and on"},
+            {
+                "id": "a1",
+                "role": "assistant",
+                "toolCalls": [
+                    {"id": "call_nope", "type": "function", "function": {"name": "x", "arguments": "{}"}}
+                ],
+            },
+            {"id": "t1", "role": "tool", "toolCallId": "call_nope", "content": "42"},
+        ],
+    )
+    response, _ = _post_run(nexus, agent["id"], answer)
+    assert response.status_code == 404 and response.json()["code"] == "not_found", response.text
 
 
 # --- the official client --------------------------------------------------------------------------
