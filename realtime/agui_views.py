@@ -16,7 +16,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async as sync_to_async
 from django.core.exceptions import RequestDataTooBig
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponseBase
 from django.views.decorators.http import require_http_methods
 
@@ -54,10 +54,26 @@ from runs.tools import tool_result_key
 HISTORY_LIMIT = 50  # earlier turns stored when a request creates its thread's conversation
 
 
+def _bound(user: User, agent: Any, candidates: list[uuid.UUID]) -> tuple[str, int, bool] | None:
+    """The first of ``candidates`` that is a conversation of the caller's own (a thread is never
+    bound to a conversation someone else owns, even one the caller may see)."""
+    for candidate in candidates:
+        conversation = conversation_queryset_for_user(user).filter(pk=candidate, owner=user).first()
+        if conversation is None:
+            continue
+        if not Participant.objects.filter(conversation=conversation, agent=agent).exists():
+            raise ValidationFailed(
+                "That agent is not in this thread's conversation.",
+                details={"agent_id": ["Not a participant."]},
+            )
+        return str(conversation.pk), conversation.last_seq, False
+    return None
+
+
 def _thread_conversation(user: User, agent_id: str, plan: RunPlan) -> tuple[str, int, bool]:
     """(conversation id, its stored last seq, whether this request created it) for the thread.
 
-    A thread id that is the id of a conversation of the caller's binds to it; any other thread
+    A thread id that is the id of a conversation the caller owns binds to it; any other thread
     id names the caller's conversation ``thread_conversation_id(user, thread)``, created on the
     first run with the earlier turns of ``messages`` as its history."""
     agent = agent_get_for_user(user=user, agent_id=agent_id)
@@ -69,33 +85,32 @@ def _thread_conversation(user: User, agent_id: str, plan: RunPlan) -> tuple[str,
         pass
     derived = thread_conversation_id(user.pk, thread)
     candidates.append(derived)
-    for candidate in candidates:
-        conversation = conversation_queryset_for_user(user).filter(pk=candidate).first()
-        if conversation is None:
-            continue
-        if not Participant.objects.filter(conversation=conversation, agent=agent).exists():
-            raise ValidationFailed(
-                "That agent is not in this thread's conversation.",
-                details={"agent_id": ["Not a participant."]},
-            )
-        return str(conversation.pk), conversation.last_seq, False
+    found = _bound(user, agent, candidates)
+    if found is not None:
+        return found
     if plan.send is None:
         raise NotFound("No conversation for this thread: its tool calls are unknown here.")
     for item in plan.history:
         content_admit(item["content"], field="messages")
-    with transaction.atomic():
-        conversation = conversation_create(
-            owner=user, participants=[(agent, "primary")], conversation_id=derived
-        )
-        Message.objects.bulk_create(
-            Message(
-                conversation=conversation,
-                role="user" if h["role"] == "user" else "agent",
-                agent=agent if h["role"] == "assistant" else None,
-                content=h["content"],
+    try:
+        with transaction.atomic():
+            conversation = conversation_create(
+                owner=user, participants=[(agent, "primary")], conversation_id=derived
             )
-            for h in plan.history[-HISTORY_LIMIT:]
-        )
+            Message.objects.bulk_create(
+                Message(
+                    conversation=conversation,
+                    role="user" if h["role"] == "user" else "agent",
+                    agent=agent if h["role"] == "assistant" else None,
+                    content=h["content"],
+                )
+                for h in plan.history[-HISTORY_LIMIT:]
+            )
+    except IntegrityError:  # the thread's first two runs at once: the other one made it
+        found = _bound(user, agent, [derived])
+        if found is None:
+            raise
+        return found
     return str(conversation.pk), 0, True
 
 

@@ -67,11 +67,11 @@ def _run_input(thread: str, messages: list[dict[str, Any]], **extra: Any) -> dic
 
 
 def _post_run(
-    nexus: Nexus, agent_id: str, body: dict[str, Any]
+    nexus: Nexus, agent_id: str, body: dict[str, Any], username: str = "alice"
 ) -> tuple[httpx.Response, list[dict[str, Any]]]:
     """POST one run and read its SSE body whole: every ``data:`` frame parsed, and checked to be
     LF-framed, JSON, free of nulls and a valid AG-UI event."""
-    headers = {"Authorization": f"Bearer {_token(nexus)}", "Accept": "text/event-stream"}
+    headers = {"Authorization": f"Bearer {_token(nexus, username)}", "Accept": "text/event-stream"}
     with httpx.stream(
         "POST", f"{nexus.url}/api/agui/{agent_id}", json=body, headers=headers, timeout=30
     ) as response:
@@ -195,6 +195,32 @@ def test_a_server_tool_streams_its_call_and_result_and_the_reply_goes_on_in_a_ne
     assert result["toolCallId"] == "call_time_1" and result["role"] == "tool"
     assert json.loads(result["content"])["timezone"] == "Europe/Paris"
     assert "pendingToolCallIds" not in json.dumps(frames[-1])
+
+
+def test_a_thread_is_the_callers_own_conversation(nexus, agent):
+    nexus.fake.script(default=Reply(text="ok"))
+    other_agent = nexus.create_agent(username="operator")
+    thread = f"thread-{uuid.uuid4().hex[:8]}"
+    hello = [{"id": "u1", "role": "user", "content": "Hi"}]
+    alice, _ = _post_run(nexus, agent["id"], _run_input(thread, hello))
+    mine = alice.headers["X-Conversation-Id"]
+    # The same thread id from someone else (here staff, who may see every conversation) is theirs.
+    other, _ = _post_run(nexus, other_agent["id"], _run_input(thread, hello), username="operator")
+    assert other.status_code == 200 and other.headers["X-Conversation-Id"] != mine
+    other, _ = _post_run(nexus, other_agent["id"], _run_input(mine, hello), username="operator")
+    assert other.status_code == 200 and other.headers["X-Conversation-Id"] != mine
+    # A conversation's own id is a thread id for its owner (e.g. one opened in the web page).
+    again, frames = _post_run(
+        nexus, agent["id"], _run_input(mine, [{"id": "u9", "role": "user", "content": "More"}])
+    )
+    assert again.headers["X-Conversation-Id"] == mine and _types(frames)[-1] == "RUN_FINISHED"
+    # Its conversation is with one agent: another agent on the thread is refused.
+    wrong, _ = _post_run(nexus, nexus.create_agent()["id"], _run_input(thread, hello))
+    assert wrong.status_code == 400 and "agent_id" in wrong.json()["errors"], wrong.text
+    assert [m["content"] for m in nexus.conversation(mine)["messages"] if m["role"] == "user"] == [
+        "Hi",
+        "More",
+    ]
 
 
 def test_a_failing_provider_ends_the_run_with_run_error(nexus, agent):
