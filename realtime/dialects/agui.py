@@ -81,7 +81,7 @@ def _text(content: Any, where: str) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
-        return content
+        return _no_nul(content, where)
     texts = []
     for part in content:
         if getattr(part, "type", None) != "text":
@@ -89,7 +89,15 @@ def _text(content: Any, where: str) -> str:
                 "Only text content is supported.", details={where: ["Text parts only (no media)."]}
             )
         texts.append(part.text)
-    return "".join(texts)
+    return _no_nul("".join(texts), where)
+
+
+def _no_nul(text: str, where: str) -> str:
+    if "\x00" in text:  # PostgreSQL stores none: refused here, not a 500 there
+        raise ValidationFailed(
+            "NUL characters are not allowed.", details={where: ["Contains a NUL character."]}
+        )
+    return text
 
 
 def run_input_parse(raw: bytes) -> RunPlan:
@@ -124,7 +132,7 @@ def run_input_parse(raw: bytes) -> RunPlan:
             plan.tool_answers.append((message.tool_call_id, result, bool(message.error)))
         elif message.role == "user":
             plan.send = _text(message.content, where)
-            plan.send_id = message.id
+            plan.send_id = _no_nul(message.id, f"{where}.id")
     if messages and messages[-1][1].role != "user":
         plan.send = plan.send_id = None  # the user message is before the tool answers: already sent
     for index, message in messages[: last_assistant + 1]:

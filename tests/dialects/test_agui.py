@@ -260,6 +260,16 @@ def test_state_and_context_reach_the_model_and_bad_input_is_a_clear_400(nexus, a
         assert response.status_code == 400, response.text
         assert response.json()["code"] == "validation_error", response.text
         assert field in json.dumps(response.json()["errors"]), response.text
+    bad_tool = {**WEATHER_TOOL, "name": "not a name!"}
+    hi = [{"id": "u1", "role": "user", "content": "Hi"}]
+    response, _ = _post_run(nexus, agent["id"], _run_input("t", hi, tools=[bad_tool]))
+    assert response.status_code == 400 and response.json()["code"] == "validation_error", response.text
+    headers = {"Authorization": f"Bearer {_token(nexus)}", "Content-Type": "application/json"}
+    for raw in (b"{not json", b"[]", b"", "\u00e9".encode("latin-1")):
+        response = httpx.post(f"{nexus.url}/api/agui/{agent['id']}", content=raw, headers=headers, timeout=10)
+        assert response.status_code == 400 and response.json()["code"] == "validation_error", response.text
+    response = httpx.post(f"{nexus.url}/api/agui/{uuid.uuid4()}", json=_run_input("t", hi), headers=headers)
+    assert response.status_code == 404, response.text
     response = httpx.post(f"{nexus.url}/api/agui/{agent['id']}", json=_run_input("t", []), timeout=10)
     assert response.status_code == 401
 

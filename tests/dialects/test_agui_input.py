@@ -86,6 +86,8 @@ def test_frontend_tools_state_and_context_are_carried():
             "messages.0",
         ),
         ("not a list", "messages"),
+        ([{"id": "u", "role": "user", "content": "nul \x00 here"}], "messages.0"),
+        ([{"id": "u\x00", "role": "user", "content": "ok"}], "messages.0.id"),
     ],
 )
 def test_bad_input_is_a_validation_error_naming_the_field(messages, field):
