@@ -259,13 +259,14 @@ class AguiRunStream:
         if kind == "streaming_chunk":
             if not self.reply_id or data.get("messageId") != self.reply_id:
                 return []
-            out: list[BaseEvent] = []
             chunk = data.get("chunk") or ""
-            if chunk and self.open_text is None:
+            if not chunk:
+                return []
+            out: list[BaseEvent] = []
+            if self.open_text is None:
                 self.open_text = self.last_text = f"{self.reply_id}.{evt.seq}"
                 out.append(TextMessageStartEvent(message_id=self.open_text, role="assistant"))
-            if chunk:
-                out.append(TextMessageContentEvent(message_id=self.open_text, delta=chunk))
+            out.append(TextMessageContentEvent(message_id=self.open_text, delta=chunk))
             return out
         if kind == "tool_call" and mine:
             call_id = str(data.get("toolCallId"))
