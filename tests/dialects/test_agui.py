@@ -338,6 +338,47 @@ def test_a_stopped_run_finishes_as_cancelled_and_an_unknown_tool_answer_is_a_404
     assert response.status_code == 404 and response.json()["code"] == "not_found", response.text
 
 
+def test_a_frontend_tool_answer_sent_twice_is_taken_once_and_streams_the_rest_again(nexus, agent):
+    call = FakeToolCall(name="get_weather", arguments={"city": "Oslo"}, id="call_oslo")
+    nexus.fake.script(Reply(text="", tool_calls=(call,)), Reply(text="Cold in Oslo."))
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    user = {"id": "u1", "role": "user", "content": "Weather in Oslo?"}
+    _, frames = _post_run(nexus, agent["id"], _run_input(thread, [user], tools=[WEATHER_TOOL]))
+    assert _types(frames) == [
+        "RUN_STARTED",
+        "TOOL_CALL_START",
+        "TOOL_CALL_ARGS",
+        "TOOL_CALL_END",
+        "RUN_FINISHED",
+    ]
+    assert frames[-1]["outcome"]["pendingToolCallIds"] == ["call_oslo"]
+    parent = frames[1]["parentMessageId"]
+    answered = [
+        user,
+        {
+            "id": parent,
+            "role": "assistant",
+            "toolCalls": [
+                {
+                    "id": "call_oslo",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{}"},
+                }
+            ],
+        },
+        {"id": "t1", "role": "tool", "toolCallId": "call_oslo", "content": '{"temp": -3}'},
+    ]
+    for _attempt in range(2):
+        response, frames = _post_run(nexus, agent["id"], _run_input(thread, answered, tools=[WEATHER_TOOL]))
+        assert response.status_code == 200, response.text
+        assert _types(frames)[-1] == "RUN_FINISHED", frames
+        assert "".join(f["delta"] for f in frames if f["type"] == "TEXT_MESSAGE_CONTENT") == "Cold in Oslo."
+        assert "TOOL_CALL_RESULT" not in _types(frames)  # the client's own answer is not echoed
+    assert len(_chats(nexus)) == 2
+    (tool_message,) = [m for m in _chats(nexus)[-1].json["messages"] if m["role"] == "tool"]
+    assert json.loads(tool_message["content"]) == {"result": {"temp": -3}, "is_error": False}
+
+
 # --- the official client --------------------------------------------------------------------------
 
 CLIENT_SCRIPT = r"""
