@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -142,9 +143,11 @@ def conversation_create(
     context: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
     client_session_id: str | None = None,
+    conversation_id: uuid.UUID | None = None,
 ) -> Conversation:
     """Create a conversation with its agents in speaking order, each with a role.
-    ``client_session_id``: the id the client chose for it (unique per owner)."""
+    ``client_session_id``: the id the client chose for it (unique per owner); ``conversation_id``:
+    its id, chosen by the caller (e.g. derived from an AG-UI thread id)."""
     if session_type not in SessionType.values:
         raise ValidationFailed(
             "Invalid session type.", details={"session_type": [f"One of {SessionType.values}."]}
@@ -166,6 +169,7 @@ def conversation_create(
     if "model" in cleaned_settings:
         _preferred_model_check(cleaned_settings["model"], [agent for agent, _ in participants])
     conversation = Conversation.objects.create(
+        id=conversation_id or uuid.uuid4(),
         owner=owner,
         session_type=session_type,
         title=(title or "").strip(),

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from realtime import branch_views
+from realtime import agui_views, branch_views
 from realtime import http_views as views
 from realtime import seed002_views as seed002
 
@@ -12,6 +12,8 @@ urlpatterns = [
     path("invoke/", views.invoke, name="invoke"),
     path("invoke", views.invoke),
     path("agents/<str:agent_id>/run/", views.agent_run, name="agent-run"),
+    path("agui/<str:agent_id>", agui_views.agui_run, name="agui-run"),  # AG-UI 1.0 (docs/dialects.md)
+    path("agui/<str:agent_id>/", agui_views.agui_run),
     path("conversations/<str:conversation_id>/stop/", views.conversation_stop, name="conversation-stop"),
     path(
         "conversations/<str:conversation_id>/events/", views.conversation_events, name="conversation-events"

@@ -37,7 +37,7 @@ from runs.dispatch import Claimed
 from runs.domain_events import Info, RunError, RunFinished, RunStarted, StreamingChunk
 from runs.eventlog import get_event_log
 from runs.events import EventWriter, emit_reply_finished
-from runs.models import RunStatus
+from runs.models import Run, RunStatus
 from runs.outcomes import Outcome, provider_failure, reply_too_long
 from runs.store import db
 
@@ -166,14 +166,15 @@ class Execution:
         # Options first: they configure the registry (egress policy included) before it is asked.
         options = generation_options_for(self.agent)
         provider = get_provider(self.agent.provider)
+        tools = [*(self.agent.tools or []), *self._client_tools()]
         tool_specs = [
             ToolSpec(
                 name=t["name"], description=t.get("description", ""), parameters=t.get("parameters") or {}
             )
-            for t in (self.agent.tools or [])
+            for t in tools
         ]
         # The only tools this run executes: a name the agent does not list is refused.
-        executions = {t["name"]: t.get("execution", "server") for t in (self.agent.tools or [])}
+        executions = {t["name"]: t.get("execution", "server") for t in tools}
         calls_per_round = settings.NEXUS_MAX_TOOL_CALLS_PER_ROUND
         messages = self.history
         if messages is None:
@@ -271,6 +272,17 @@ class Execution:
                     )
                 )
         return Outcome(finish_reason="tool_round_limit")
+
+    def _client_tools(self) -> list[dict[str, Any]]:
+        """The client tools its person offered with the message this run answers (AG-UI's
+        frontend tools, ``message_send(client_tools=...)``), after the agent's own: an agent's
+        tool keeps its name."""
+        run = self.run_row
+        if not Run.trigger_message.is_cached(run) or run.trigger_message is None:
+            return []
+        offered = run.trigger_message.metadata.get("client_tools") or []
+        own = {t["name"] for t in (self.agent.tools or [])}
+        return [{**t, "execution": "client"} for t in offered if t.get("name") not in own]
 
     async def _run_tool(self, call: ToolCall, execution: str | None) -> dict[str, Any]:
         if not await self._start_committed():

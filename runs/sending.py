@@ -144,6 +144,7 @@ def _store_send(
     owner: str | None,
     launch: Callable[[Claimed], None] | None,
     edit_of: uuid.UUID | str | None = None,
+    client_tools: list[dict[str, Any]] | None = None,
 ) -> _Prepared:
     with transaction.atomic():
         # The conversation locked (serialises sends to one conversation; SQLite's IMMEDIATE
@@ -208,7 +209,9 @@ def _store_send(
                 status=MessageStatus.COMPLETE,
                 content=content,
                 client_message_id=client_message_id or None,
-                metadata={"user_id": user.pk},
+                # client_tools: tools the client offers for the reply to this message (AG-UI's
+                # frontend tools), run as the agent's client tools are (runs.execution)
+                metadata={"user_id": user.pk, **({"client_tools": client_tools} if client_tools else {})},
             )
         except IntegrityError:
             raise _AlreadySent from None
@@ -294,6 +297,7 @@ async def message_send(
     agent_id: str | None = None,
     context: Any = None,
     edit_of: uuid.UUID | str | None = None,
+    client_tools: list[dict[str, Any]] | None = None,
 ) -> SendResult:
     """Store a person's message, announce it, and start (or queue) the reply. Idempotent by
     ``client_message_id``: the same id twice gives one message and one run.
@@ -333,6 +337,7 @@ async def message_send(
             owner=manager.owner_name if manager else None,
             launch=launch,
             edit_of=edit_of,
+            client_tools=client_tools,
         )
         if prepared.message is None:
             return prepared.result
