@@ -166,9 +166,16 @@ class BaseSocket(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_GENERIC)
 
     async def send_error(
-        self, code: str, message: str, details: Any = None, retry_after: float | None = None
+        self,
+        code: str,
+        message: str,
+        details: Any = None,
+        retry_after: float | None = None,
+        client_message_id: str | None = None,
     ) -> None:
-        await self.send(text_data=protocol.error_frame(code, message, details, retry_after))
+        await self.send(
+            text_data=protocol.error_frame(code, message, details, retry_after, client_message_id)
+        )
 
     async def disconnect(self, code: int) -> None:
         self._closing = True
@@ -267,7 +274,9 @@ class BaseSocket(AsyncWebsocketConsumer):
         try:
             await self.handle(frame)
         except NexusError as exc:
-            await self.send_error(exc.code, exc.message, exc.details, exc.retry_after)
+            # the refused message named, so the client can give its text back (a paste too long)
+            refused = getattr(frame, "client_message_id", None)
+            await self.send_error(exc.code, exc.message, exc.details, exc.retry_after, refused)
         except Exception:
             logger.exception("frame handling failed")
             await self.send_error("internal", "The server failed to handle this frame.")

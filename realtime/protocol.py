@@ -368,10 +368,20 @@ def _wide_ints_as_floats(value: Any) -> Any:
     return value
 
 
-def error_frame(code: str, message: str, details: Any = None, retry_after: float | None = None) -> str:
+def error_frame(
+    code: str,
+    message: str,
+    details: Any = None,
+    retry_after: float | None = None,
+    client_message_id: str | None = None,
+) -> str:
+    """An ``error`` frame; ``client_message_id``: the refused frame's, so a client knows which of
+    its messages was not taken (docs/protocol.md)."""
     data: dict[str, Any] = {"code": code, "message": message, "details": details}
     if retry_after is not None:
         data["retry_after"] = retry_after
+    if client_message_id is not None:
+        data["client_message_id"] = client_message_id
     return control_frame("error", data)
 
 

@@ -446,6 +446,9 @@ async function startSession(event) {
 const view = {
   messages: els.messages,
   toast,
+  restoreDraft(text) {
+    if (!els.input.value.trim()) els.input.value = text; // never over what was typed since
+  },
   agentInfo,
   onSocketStatus: setConnection,
   onConversationChanged(conversation, agents) {

@@ -176,6 +176,7 @@ export class ChatSession {
         break;
       case "error":
         if (!logged && this.expiring && data.code === "forbidden") return; // the idle close, said above
+        if (!logged && data.client_message_id) this.refused(data.client_message_id);
         if (logged) this.addNote(data.message || data.code, "error");
         else this.view.toast(data.message || data.code, "error");
         break;
@@ -274,6 +275,17 @@ export class ChatSession {
     } else if (message.content) {
       this.addNote(message.content, message.role);
     }
+  }
+
+  /** A message the server did not take (too long, rate limited, ...): it leaves the list and its
+   * text goes back to the composer, so nothing typed is lost; the error's toast says why. */
+  refused(clientId) {
+    const record = this.byClientId.get(clientId);
+    this.unacked.delete(clientId);
+    if (!record || record.id) return;
+    this.byClientId.delete(clientId);
+    record.el.remove();
+    this.view.restoreDraft(record.content);
   }
 
   onAck(data) {
