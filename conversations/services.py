@@ -22,6 +22,7 @@ from conversations.models import (
     ConversationStatus,
     DoubleTextPolicy,
     Message,
+    MessageRole,
     Opinion,
     Participant,
     SessionType,
@@ -288,6 +289,28 @@ def conversation_agent_set(*, conversation: Conversation, agent: Agent) -> Conve
         primary.save(update_fields=["agent"])
     logger.info("conversation %s: agent %s answers instead of %s", conversation.pk, agent.pk, old_agent_id)
     return conversation
+
+
+HISTORY_SEED_LIMIT = 50  # the newest turns a client may bring along into a new conversation
+
+
+def conversation_history_seed(*, conversation: Conversation, agent: Agent, history: Sequence[Any]) -> int:
+    """Earlier turns a client brings along into a conversation it starts (invoke's and seed 002's
+    ``history``, AG-UI's ``messages``): the newest ``HISTORY_SEED_LIMIT``, each ``{role: user |
+    assistant, content}``, stored as its past, each following the one before (the message tree).
+    They carry no seq (they were never events of its log, which begins at the request's own
+    message); the history reads them first. The number stored."""
+    items = list(history)[-HISTORY_SEED_LIMIT:]
+    parent: Message | None = None
+    for item in items:
+        parent = Message.objects.create(
+            conversation=conversation,
+            role=MessageRole.USER if item["role"] == "user" else MessageRole.AGENT,
+            agent=agent if item["role"] == "assistant" else None,
+            content=item["content"],
+            parent=parent,
+        )
+    return len(items)
 
 
 def conversation_delete(*, conversation: Conversation) -> None:

@@ -24,7 +24,7 @@ from agents.selectors import agent_get_for_user
 from agents.services import tool_specs_validate
 from conversations.models import Message, Participant
 from conversations.selectors import conversation_queryset_for_user
-from conversations.services import conversation_create
+from conversations.services import conversation_create, conversation_history_seed
 from core.auth import User
 from core.errors import Conflict, NexusError, NotFound, TooLarge, ValidationFailed
 from realtime import protocol
@@ -50,8 +50,6 @@ from runs.models import Run
 from runs.quotas import content_admit
 from runs.tool_answers import tool_result_submit
 from runs.tools import tool_result_key
-
-HISTORY_LIMIT = 50  # earlier turns stored when a request creates its thread's conversation
 
 
 def _bound(user: User, agent: Any, candidates: list[uuid.UUID]) -> tuple[str, int, bool] | None:
@@ -97,15 +95,7 @@ def _thread_conversation(user: User, agent_id: str, plan: RunPlan) -> tuple[str,
             conversation = conversation_create(
                 owner=user, participants=[(agent, "primary")], conversation_id=derived
             )
-            Message.objects.bulk_create(
-                Message(
-                    conversation=conversation,
-                    role="user" if h["role"] == "user" else "agent",
-                    agent=agent if h["role"] == "assistant" else None,
-                    content=h["content"],
-                )
-                for h in plan.history[-HISTORY_LIMIT:]
-            )
+            conversation_history_seed(conversation=conversation, agent=agent, history=plan.history)
     except IntegrityError:  # the thread's first two runs at once: the other one made it
         found = _bound(user, agent, [derived])
         if found is None:
@@ -222,8 +212,9 @@ async def agui_run(request: HttpRequest, agent_id: str, *, user: User) -> HttpRe
             **send,
         )
         nexus_run_id, reply_id = result.run_id, None
-        if result.duplicate and result.run_id:
-            # The same AG-UI message again (a retried request): its run streams again.
+        if created or (result.duplicate and result.run_id):
+            # The same AG-UI message again (a retried request): its run streams again. A new
+            # conversation with a stored past: its log begins past a gap, at this message.
             after = await sync_to_async(_seq_before)(result.message_id, after)
     stream = AguiRunStream(
         thread_id=plan.agui.thread_id,

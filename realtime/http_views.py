@@ -26,7 +26,7 @@ from django.views.decorators.http import require_http_methods
 from agents.selectors import agent_get_for_user
 from conversations.models import Conversation, Message, Participant
 from conversations.selectors import conversation_get_for_user, message_get_for_user
-from conversations.services import conversation_create
+from conversations.services import conversation_create, conversation_history_seed
 from core.auth import AuthenticationFailed, User, bearer_token, single_user_for, user_from_access_token
 from core.errors import NexusError, TooLarge, ValidationFailed
 from core.exceptions import error_body, retry_after_seconds
@@ -309,15 +309,7 @@ def _conversation_for_run(
             content_admit(item["content"], field="history")
     conversation = conversation_create(owner=user, participants=[(agent, "primary")])
     if history is not None:
-        Message.objects.bulk_create(
-            Message(
-                conversation=conversation,
-                role="user" if h["role"] == "user" else "agent",
-                agent=agent if h["role"] == "assistant" else None,
-                content=h["content"],
-            )
-            for h in history[-50:]
-        )
+        conversation_history_seed(conversation=conversation, agent=agent, history=history)
     return str(conversation.pk), 0, True
 
 
@@ -361,9 +353,10 @@ async def agent_run(request: HttpRequest, agent_id: str, *, user: User) -> HttpR
         client_message_id=client_message_id,
         agent_id=str(agent_id),
     )
-    if result.duplicate and result.run_id:
+    if created or (result.duplicate and result.run_id):
         # A repeated client_message_id streams the first send's run again, from its message on:
-        # its events were logged before this request began.
+        # its events were logged before this request began. A new conversation with a stored past
+        # (``history``): its log begins past a gap, at this message.
         after = await sync_to_async(_seq_before)(result.message_id, after)
     response = _sse_response(guard.wrap(_stream(conversation_id, after, until_run=result.run_id)))
     response["X-Conversation-Id"] = conversation_id

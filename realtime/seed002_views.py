@@ -352,6 +352,8 @@ async def agent_run(request: HttpRequest, *, user: User) -> HttpResponseBase:
     )
     after = await native._last_seq(conversation_id, stored_seq)
     result = await native._send(user, conversation_id, created, content=query, agent_id=agent_id)
+    if created:  # a new conversation with a stored past (history): its log begins at this message
+        after = await sync_to_async(native._seq_before)(result.message_id, after)
     head = stream_message(
         "conversation",
         {"conversation_id": conversation_id, "message_id": result.message_id, "run_id": result.run_id},
