@@ -16,6 +16,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
@@ -26,6 +27,7 @@ from django.urls import reverse, reverse_lazy
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 
+from core.auth import single_user_for
 from core.throttles import login_attempt_hit, retry_after_seconds
 
 LOGIN_URL = reverse_lazy("nexus-login")
@@ -84,11 +86,31 @@ def _page_config(request: HttpRequest) -> dict[str, Any]:
     }
 
 
+def _single_user_signed_in(
+    view: Callable[[HttpRequest], HttpResponse],
+) -> Callable[[HttpRequest], HttpResponse]:
+    """Single-user mode (``NEXUS_AUTH=off``): an anonymous visitor of the page is signed in as the
+    one local user (a session, as after the sign-in form), so the page needs no login, as the mode
+    promises. The admin is not covered: that user is never staff."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest) -> HttpResponse:
+        if not request.user.is_authenticated:
+            user = single_user_for(origin=request.headers.get("Origin"), host=request.get_host())
+            if user is not None:
+                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return view(request)
+
+    return wrapped
+
+
 @never_cache
 @with_csp
+@_single_user_signed_in
 @login_required(login_url=LOGIN_URL)
 def chat_page(request: HttpRequest) -> HttpResponse:
-    """``/``: the chat client. Anonymous visitors go to the sign-in page first."""
+    """``/``: the chat client. Anonymous visitors go to the sign-in page first (in single-user
+    mode they are the local user)."""
     return TemplateResponse(request, "nexus/chat.html", {"nexus_config": _page_config(request)})
 
 

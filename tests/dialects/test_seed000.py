@@ -343,6 +343,21 @@ def test_single_user_mode_acts_as_one_user_made_on_first_use(client, settings):
 
 
 @pytest.mark.django_db
+def test_single_user_mode_opens_the_chat_page_without_a_login_but_never_the_admin(client, settings):
+    settings.NEXUS_AUTH_OFF = False
+    assert client.get("/").status_code == 302  # the mode off: the sign-in page first
+    settings.NEXUS_AUTH_OFF = True
+    settings.NEXUS_SINGLE_USER = "laptop"
+    page = client.get("/")
+    assert page.status_code == 200 and b"composer-input" in page.content
+    assert client.get("/api/conversations/").status_code == 200  # the page's session
+    admin = client.get("/admin/")
+    assert admin.status_code == 302 and admin["Location"].startswith("/admin/login/")
+    other_site = client.__class__().get("/", HTTP_ORIGIN="https://evil.example")
+    assert other_site.status_code == 302  # a page elsewhere does not get the local user
+
+
+@pytest.mark.django_db
 def test_without_single_user_mode_the_seed_paths_need_credentials(client, settings):
     settings.NEXUS_AUTH_OFF = False
     assert client.get("/api/agents").status_code == 401
