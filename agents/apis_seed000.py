@@ -19,7 +19,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents import selectors, services
+from agents import selectors
+from agents.apis import agent_create_from_request
 from agents.models import Agent, AgentStatus
 from agents.serializers import AgentCreateSerializer
 from core.throttles import AgentOpsThrottle
@@ -84,11 +85,4 @@ class Seed000AgentsView(APIView):
         responses={201: Seed000AgentSerializer},
     )
     def post(self, request: Request) -> Response:
-        serializer = AgentCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        agent = services.agent_create_for_user(
-            user=request.user,
-            shared=serializer.validated_data.get("shared", False),
-            **serializer.to_service_fields(),
-        )
-        return Response(agent_seed000(agent), status=201)
+        return Response(agent_seed000(agent_create_from_request(request)), status=201)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.utils import timezone
 
@@ -377,3 +378,16 @@ def agent_problems(agent: Any) -> list[str]:
             where = _effective_url(agent.provider, base_url) or "its URL"
             problems.append(f"The key in {variable} is not sent to {where}: not a host it is bound to.")
     return problems
+
+
+def complete_title(agent: Any, prompt: Sequence[tuple[str, str]]) -> str:
+    """Ask ``agent``'s provider for a short completion (a title) of ``prompt`` (role, content)
+    pairs, bounded by ``NEXUS_TITLE_TIMEOUT``; from synchronous code (a view's thread)."""
+    messages = [ChatMessage(role=role, content=content) for role, content in prompt]
+
+    async def ask() -> str:
+        return await asyncio.wait_for(
+            complete_text(agent=agent, messages=messages, max_tokens=24), settings.NEXUS_TITLE_TIMEOUT
+        )
+
+    return async_to_sync(ask)()

@@ -5,12 +5,10 @@ The run endpoints (invoke, stop, SSE) are realtime faces (realtime/http_urls.py)
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.conf import settings
 from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -20,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.provider_config import complete_text
+from agents.provider_config import complete_title
 from agents.selectors import agent_get_for_user
 from agents.serializers import AgentStatusSerializer
 from conversations import selectors, services
@@ -43,7 +41,6 @@ from conversations.serializers import (
 from core.errors import NexusError
 from core.pagination import PageNumberPagination
 from core.throttles import AgentOpsThrottle, ConversationCreateThrottle, ConversationReadThrottle
-from providers.base import ChatMessage
 from runs.participants import conversation_agent_switch
 from runs.quotas import run_rate_admit
 from runs.selectors import agent_status_for_user
@@ -179,18 +176,6 @@ class ConversationAgentView(APIView):
         return Response(ConversationSerializer(conversation).data)
 
 
-def _complete_with_provider(agent: Any, prompt: list[tuple[str, str]]) -> str:
-    """Ask ``agent``'s provider for a short completion (the title), bounded in time."""
-    messages = [ChatMessage(role=role, content=content) for role, content in prompt]
-
-    async def ask() -> str:
-        return await asyncio.wait_for(
-            complete_text(agent=agent, messages=messages, max_tokens=24), settings.NEXUS_TITLE_TIMEOUT
-        )
-
-    return async_to_sync(ask)()
-
-
 class ConversationTitleView(APIView):
     @extend_schema(
         tags=TAGS,
@@ -216,7 +201,7 @@ class ConversationTitleView(APIView):
         # It asks a provider: a run start for the per-minute quota, like every other path.
         async_to_sync(run_rate_admit)(user=request.user)
         title, source = services.conversation_generate_title(
-            conversation=conversation, complete=_complete_with_provider
+            conversation=conversation, complete=complete_title
         )
         return Response({"id": conversation.id, "title": title, "source": source})
 

@@ -21,9 +21,9 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from agents.models import Agent, AgentStatus
+from agents.provider_config import complete_title
 from agents.selectors import agent_get_for_user, agent_queryset_for_user
 from conversations import services
-from conversations.apis import _complete_with_provider
 from conversations.models import Conversation, Message, MessageRole, MessageType
 from conversations.selectors import (
     conversation_get_for_user,
@@ -265,9 +265,7 @@ def _generate_title(user: User, body: dict[str, Any]) -> str:
     history = body.get("history")
     if history is not None and not isinstance(history, list):
         raise ValidationFailed("history must be a list.", details={"history": ["A list."]})
-    title, _source = services.conversation_generate_title(
-        conversation=conversation, complete=_complete_with_provider
-    )
+    title, _source = services.conversation_generate_title(conversation=conversation, complete=complete_title)
     return title
 
 
