@@ -74,6 +74,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's files, served from here (/api/docs/ works offline)
     "agents",
     "conversations",
+    "files",
+    "knowledge",
     "realtime",
     "runs",
     "web",
