@@ -31,7 +31,7 @@ class StoredFile(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["owner", "folder", "checksum"], name="files_one_copy_per_folder"),
         ]
-        indexes = [models.Index(fields=["owner", "folder", "name"])]
+        indexes = [models.Index(fields=["owner", "folder", "name"], name="files_owner_folder_name")]
 
     def __str__(self) -> str:
         return f"{self.folder}/{self.name}" if self.folder else self.name

@@ -35,7 +35,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 "ordering": ["-created_at"],
-                "indexes": [models.Index(fields=["owner", "folder", "name"], name="files_store_owner_i_3b1c0e_idx")],
+                "indexes": [models.Index(fields=["owner", "folder", "name"], name="files_owner_folder_name")],
                 "constraints": [
                     models.UniqueConstraint(fields=("owner", "folder", "checksum"), name="files_one_copy_per_folder")
                 ],
