@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import re
 from collections.abc import Sequence
 from typing import Protocol
@@ -35,7 +36,7 @@ class HashingEmbedder:
     def _one(self, text: str) -> np.ndarray:
         vector = np.zeros(self.dimension, dtype=np.float32)
         words = [w.lower() for w in _TOKEN.findall(text)]
-        for feature in words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]:
+        for feature in words + [f"{a} {b}" for a, b in itertools.pairwise(words)]:
             digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
             index = int.from_bytes(digest[:4], "little") % self.dimension
             vector[index] += 1.0 if digest[4] & 1 else -1.0
