@@ -20,26 +20,37 @@ from core.throttles import AgentOpsThrottle
 
 TAGS = ["keys"]
 
-_KEY = inline_serializer(
-    "ApiKey",
-    {
-        "id": serializers.UUIDField(),
-        "name": serializers.CharField(),
-        "prefix": serializers.CharField(),
-        "scopes": serializers.ListField(child=serializers.CharField()),
-        "status": serializers.ChoiceField(choices=["active", "expired", "revoked"]),
-        "created_at": serializers.DateTimeField(),
-        "expires_at": serializers.DateTimeField(allow_null=True),
-        "revoked_at": serializers.DateTimeField(allow_null=True),
-        "last_used_at": serializers.DateTimeField(allow_null=True),
-    },
-)
+
+class ApiKeySerializer(serializers.Serializer):
+    """A key as lists show it: never the key itself."""
+
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    prefix = serializers.CharField()
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=["v1", "api"]))
+    status = serializers.ChoiceField(choices=["active", "expired", "revoked"])
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    last_used_at = serializers.DateTimeField(allow_null=True)
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    key = serializers.CharField(help_text="The key itself: shown this once, stored hashed.")
+
+
+class ApiKeyListSerializer(serializers.Serializer):
+    results = ApiKeySerializer(many=True)
+
+
 _CREATE = inline_serializer(
     "ApiKeyCreate",
     {
         "name": serializers.CharField(max_length=100),
         "scopes": serializers.ListField(child=serializers.ChoiceField(choices=["v1", "api"]), required=False),
-        "expires_in_days": serializers.IntegerField(required=False, allow_null=True),
+        "expires_in_days": serializers.IntegerField(
+            required=False, allow_null=True, min_value=1, max_value=3650
+        ),
     },
 )
 
@@ -57,7 +68,7 @@ class ApiKeyListView(APIView):
     def get_permissions(self) -> list[Any]:
         return [*super().get_permissions(), NotWithApiKey()]
 
-    @extend_schema(tags=TAGS, summary="List your API keys", responses={200: _KEY})
+    @extend_schema(tags=TAGS, summary="List your API keys", responses={200: ApiKeyListSerializer})
     def get(self, request: Request) -> Response:
         keys = api_key_list(user=request.user)  # type: ignore[arg-type]
         return Response({"results": [api_key_describe(k) for k in keys]})
@@ -67,7 +78,7 @@ class ApiKeyListView(APIView):
         summary="Create an API key",
         description="The answer's `key` is the only time the key is shown: it is stored hashed.",
         request=_CREATE,
-        responses={201: _KEY},
+        responses={201: ApiKeyCreatedSerializer},
     )
     def post(self, request: Request) -> Response:
         body = request.data if isinstance(request.data, dict) else {}
@@ -86,7 +97,9 @@ class ApiKeyDetailView(APIView):
     def get_permissions(self) -> list[Any]:
         return [*super().get_permissions(), NotWithApiKey()]
 
-    @extend_schema(tags=TAGS, summary="Revoke an API key", responses={200: _KEY, 404: OpenApiResponse()})
+    @extend_schema(
+        tags=TAGS, summary="Revoke an API key", responses={200: ApiKeySerializer, 404: OpenApiResponse()}
+    )
     def delete(self, request: Request, key_id: Any) -> Response:
         row = api_key_revoke(user=request.user, key_id=key_id)  # type: ignore[arg-type]
         return Response(api_key_describe(row))
