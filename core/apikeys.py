@@ -28,6 +28,7 @@ from core.models import ApiKey
 
 KEY_PREFIX = "nx-"
 SCOPES = ("v1", "api")
+KEY_STATUSES = ("active", "expired", "revoked")
 DEFAULT_SCOPES = ["v1"]
 MAX_KEYS_PER_USER = 50
 MAX_LIFETIME_DAYS = 3650

@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.apikeys import api_key_create, api_key_describe, api_key_list, api_key_revoke
+from core.apikeys import KEY_STATUSES, SCOPES, api_key_create, api_key_describe, api_key_list, api_key_revoke
 from core.throttles import AgentOpsThrottle
 
 TAGS = ["keys"]
@@ -27,8 +27,8 @@ class ApiKeySerializer(serializers.Serializer):
     id = serializers.UUIDField()
     name = serializers.CharField()
     prefix = serializers.CharField()
-    scopes = serializers.ListField(child=serializers.ChoiceField(choices=["v1", "api"]))
-    status = serializers.ChoiceField(choices=["active", "expired", "revoked"])
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=SCOPES))
+    status = serializers.ChoiceField(choices=KEY_STATUSES)
     created_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField(allow_null=True)
     revoked_at = serializers.DateTimeField(allow_null=True)
@@ -47,7 +47,7 @@ _CREATE = inline_serializer(
     "ApiKeyCreate",
     {
         "name": serializers.CharField(max_length=100),
-        "scopes": serializers.ListField(child=serializers.ChoiceField(choices=["v1", "api"]), required=False),
+        "scopes": serializers.ListField(child=serializers.ChoiceField(choices=SCOPES), required=False),
         "expires_in_days": serializers.IntegerField(
             required=False, allow_null=True, min_value=1, max_value=3650
         ),

@@ -503,6 +503,8 @@ SPECTACULAR_SETTINGS = {
         "MessageRoleEnum": "conversations.models.MessageRole",
         "MessageTypeEnum": "conversations.models.MessageType",
         "OpinionEnum": "conversations.models.Opinion",
+        "ApiKeyStatusEnum": "core.apikeys.KEY_STATUSES",
+        "ApiKeyScopeEnum": "core.apikeys.SCOPES",
     },
     # the async run endpoints (realtime/http_urls.py), described by schema-only views
     "PREPROCESSING_HOOKS": ["nexus.schema_runs.add_run_endpoints"],
