@@ -311,6 +311,23 @@ def test_responses_function_call_and_its_output(nexus, agent, key):
         tools=[tool],
     )
     assert second.output_text == "Sunny in Paris." and second.id != first.id
+
+    # streamed, through the SDK's helper: the call's events, then its output continues the run
+    call = FakeToolCall(name="get_weather", arguments={"city": "Rome"}, id="call_rome_v1")
+    nexus.fake.script(Reply(text="", tool_calls=(call,)), Reply(text="Warm in Rome."))
+    with client.responses.stream(model=agent["id"], input="Weather in Rome?", tools=[tool]) as stream:
+        kinds = [event.type for event in stream]
+        streamed = stream.get_final_response()
+    assert "response.function_call_arguments.done" in kinds and kinds[-1] == "response.completed"
+    (fc,) = [item for item in streamed.output if item.type == "function_call"]
+    assert fc.call_id == "call_rome_v1" and json.loads(fc.arguments) == {"city": "Rome"}
+    with client.responses.stream(
+        model=agent["id"],
+        previous_response_id=streamed.id,
+        input=[{"type": "function_call_output", "call_id": fc.call_id, "output": "Warm"}],
+        tools=[tool],
+    ) as stream:
+        assert stream.get_final_response().output_text == "Warm in Rome."
     with pytest.raises(openai.BadRequestError) as failure:
         client.responses.create(
             model=agent["id"], input=[{"type": "function_call_output", "call_id": "x", "output": "1"}]
