@@ -410,3 +410,15 @@ def test_bad_requests_are_openai_errors(nexus, agent, key):
         client.chat.completions.create(model=agent["id"], messages=[{"role": "user", "content": "Hi"}])
     assert failure.value.status_code == 502 and failure.value.body["code"] == "provider_error"
     assert failure.value.response.headers["x-should-retry"] == "false"
+    # streamed, the failure is the stream's last event: the SDK raises it
+    nexus.fake.script(Reply(status=401, error_message="bad key upstream"))
+    stream = client.chat.completions.create(
+        model=agent["id"], messages=[{"role": "user", "content": "Hi"}], stream=True
+    )
+    with pytest.raises(openai.APIError) as failure:
+        list(stream)
+    assert failure.value.body["code"] == "provider_error"
+    # a response fails as a response: status failed, with the run's error
+    nexus.fake.script(Reply(status=401, error_message="bad key upstream"))
+    failed = client.responses.create(model=agent["id"], input="Hi")
+    assert failed.status == "failed" and failed.error.code == "provider_error"
