@@ -117,3 +117,64 @@ async def test_an_open_stream_ends_once_its_key_is_revoked(user, settings):
     assert len(stopped) == 1
     while await db(running)():
         await asyncio.sleep(0.05)
+
+
+BAD_CHAT = [
+    ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
+    ({"model": 5, "messages": [{"role": "user", "content": "hi"}]}, "model"),
+    ({"model": "M", "messages": "hi"}, "messages"),
+    ({"model": "M", "messages": [5]}, "messages.0"),
+    ({"model": "M", "messages": [{"role": "robot", "content": "hi"}]}, "messages.0"),
+    ({"model": "M", "messages": [{"role": "user", "content": 5}]}, "messages.0"),
+    ({"model": "M", "messages": [{"role": "user", "content": [5]}]}, "messages.0"),
+    ({"model": "M", "messages": [{"role": "user", "content": "a\x00b"}]}, "messages.0"),
+    ({"model": "M", "messages": [{"role": "user", "content": "  "}]}, "messages"),
+    ({"model": "M", "messages": [{"role": "tool", "content": "1"}]}, "messages.0"),
+    ({"model": "M", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, "stream"),
+    ({"model": "M", "messages": [{"role": "user", "content": "hi"}], "stream_options": 1}, "stream_options"),
+    ({"model": "M", "messages": [{"role": "user", "content": "hi"}], "tools": {}}, "tools"),
+    ({"model": "M", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "web"}]}, "tools.0"),
+    (
+        {"model": "M", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]},
+        "tools.0",
+    ),
+    (
+        {
+            "model": "M",
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "not a name!"}}],
+        },
+        "tools",
+    ),
+]
+BAD_RESPONSES = [
+    ({"model": "M"}, "input"),
+    ({"model": "M", "input": []}, "input"),
+    ({"model": "M", "input": [5]}, "input.0"),
+    ({"model": "M", "input": [{"type": "image"}]}, "input.0"),
+    ({"model": "M", "input": [{"role": "robot", "content": "x"}]}, "input.0"),
+    ({"model": "M", "input": [{"role": "user", "content": [{"type": "input_image"}]}]}, "input.0"),
+    ({"model": "M", "input": "hi", "instructions": 5}, "instructions"),
+    ({"model": "M", "input": "hi", "store": "no"}, "store"),
+    ({"model": "M", "input": "hi", "previous_response_id": 5}, "previous_response_id"),
+    ({"model": "M", "input": "hi", "previous_response_id": "resp_nope"}, "previous_response_id"),
+    ({"model": "M", "input": "hi", "previous_response_id": "resp_" + "0" * 32}, "previous_response_id"),
+    ({"model": "M", "input": [{"type": "function_call_output", "output": "1"}]}, "input.0"),
+]
+
+
+@pytest.mark.usefixtures("scripted_provider")
+async def test_bad_bodies_are_4xx_in_openai_shape_and_start_nothing(user):
+    agent = await db(make_agent)(owner=user, reply="ok", chunks=1)
+    _, key = await db(_key)(user)
+    before = await db(_conversations)()
+    cases = [("/v1/chat/completions", b, p) for b, p in BAD_CHAT]
+    cases += [("/v1/responses", b, p) for b, p in BAD_RESPONSES]
+    for path, body, param in cases:
+        body = {**body, "model": str(agent.pk)} if body.get("model") == "M" else body
+        response = await _post(key, path, body)
+        assert response.status_code in (400, 404), (path, body, response.status_code, response.text)
+        error = response.json()["error"]
+        assert set(error) >= {"message", "type", "param", "code"}, error
+        assert error["param"] == param, (body, error)
+    assert await db(_conversations)() == before
