@@ -120,6 +120,9 @@ def test_another_users_agent_is_not_a_model_for_you(nexus, agent, key):
     theirs = nexus.create_agent(username="operator")
     ids = [m.id for m in _client(nexus, key).models.list().data]
     assert agent["id"] in ids and theirs["id"] not in ids
+    assert _client(nexus, key).models.retrieve(agent["id"]).id == agent["id"]
+    with pytest.raises(openai.NotFoundError):
+        _client(nexus, key).models.retrieve(theirs["id"])
     with pytest.raises(openai.NotFoundError) as failure:
         _client(nexus, key).chat.completions.create(
             model=theirs["id"], messages=[{"role": "user", "content": "Hi"}]
@@ -229,10 +232,19 @@ def test_a_client_tool_call_ends_the_completion_and_the_next_request_answers_it(
 
 
 def test_the_async_sdk_streams_chat_and_responses(nexus, agent, key):
-    nexus.fake.script(Reply(text="Async chat reply."), Reply(text="Async responses reply."))
+    nexus.fake.script(
+        Reply(text="Async whole."),
+        Reply(text="Async chat reply."),
+        Reply(text="Async responses reply."),
+        Reply(text="Async whole response."),
+    )
 
     async def main() -> tuple[str, list[str], str]:
         client = _aclient(nexus, key)
+        whole = await client.chat.completions.create(
+            model=agent["id"], messages=[{"role": "user", "content": "Hi"}]
+        )
+        assert whole.choices[0].message.content == "Async whole."
         stream = await client.chat.completions.create(
             model=agent["id"], messages=[{"role": "user", "content": "Hi"}], stream=True
         )
@@ -243,6 +255,8 @@ def test_the_async_sdk_streams_chat_and_responses(nexus, agent, key):
             kinds.append(event.type)
             if event.type == "response.output_text.delta":
                 deltas.append(event.delta)
+        response = await client.responses.create(model=agent["id"], input="Whole, please")
+        assert response.output_text == "Async whole response."
         await client.close()
         return text, kinds, "".join(deltas)
 
