@@ -15,7 +15,7 @@ import asyncio
 import functools
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async as sync_to_async
@@ -23,7 +23,6 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.utils.text import slugify
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_http_methods
 
 from agents.models import Agent
 from conversations.models import Message, MessageType, Participant
@@ -65,6 +64,7 @@ ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "invalid_request_error",
+    405: "invalid_request_error",
     409: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
@@ -112,24 +112,32 @@ def _v1_user(header: str | None) -> User:
     return user_from_access_token(token)
 
 
-def v1_endpoint(view: AsyncView) -> AsyncView:
-    """An async view of ``/v1``: bearer authentication, errors in OpenAI's shape. ``view`` gets
-    the caller as ``user=``. No cookie session: nothing here can be driven by another site."""
+def v1_endpoint(method: str) -> Callable[[AsyncView], AsyncView]:
+    """An async view of ``/v1`` answering ``method``: bearer authentication, errors in OpenAI's
+    shape (405 for another method). ``view`` gets the caller as ``user=``. No cookie session:
+    nothing here can be driven by another site's page."""
 
-    @functools.wraps(view)
-    async def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        try:
-            user = await sync_to_async(_v1_user)(request.headers.get("Authorization"))
-        except AuthenticationFailed as exc:
-            return openai_error(401, exc.message, "invalid_api_key")
-        except NexusError as exc:
-            return _nexus_error(exc)
-        try:
-            return await view(request, *args, user=user, **kwargs)
-        except NexusError as exc:
-            return _nexus_error(exc)
+    def decorate(view: AsyncView) -> AsyncView:
+        @functools.wraps(view)
+        async def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method != method:
+                response = openai_error(405, f"Use {method} on {request.path}.", "method_not_allowed")
+                response["Allow"] = method
+                return response
+            try:
+                user = await sync_to_async(_v1_user)(request.headers.get("Authorization"))
+            except AuthenticationFailed as exc:
+                return openai_error(401, exc.message, "invalid_api_key")
+            except NexusError as exc:
+                return _nexus_error(exc)
+            try:
+                return await view(request, *args, user=user, **kwargs)
+            except NexusError as exc:
+                return _nexus_error(exc)
 
-    return csrf_exempt(endpoint)
+        return csrf_exempt(endpoint)
+
+    return decorate
 
 
 @csrf_exempt
@@ -191,16 +199,14 @@ def _model_item(agent: Agent) -> dict[str, Any]:
     }
 
 
-@require_http_methods(["GET"])
-@v1_endpoint
+@v1_endpoint("GET")
 async def models(request: HttpRequest, *, user: User) -> JsonResponse:
     agents = await sync_to_async(_model_agents)(user)
     items = await sync_to_async(lambda: [_model_item(a) for a in agents])()
     return JsonResponse({"object": "list", "data": items})
 
 
-@require_http_methods(["GET"])
-@v1_endpoint
+@v1_endpoint("GET")
 async def model_detail(request: HttpRequest, model: str, *, user: User) -> JsonResponse:
     agent = await sync_to_async(_agent_for_model)(user, model)
     return JsonResponse(await sync_to_async(_model_item)(agent))
@@ -430,8 +436,7 @@ async def _chat_events(started: _Started, chat: ChatStream) -> AsyncIterator[byt
     yield b"data: [DONE]\n\n"
 
 
-@require_http_methods(["POST"])
-@v1_endpoint
+@v1_endpoint("POST")
 async def chat_completions(request: HttpRequest, *, user: User) -> HttpResponseBase:
     """``POST /v1/chat/completions``: one reply of the agent ``model``, streamed or whole."""
     plan = chat_request_parse(_json_body(request))
@@ -479,8 +484,7 @@ async def _responses_events(started: _Started, stream: ResponsesStream) -> Async
             yield sse_data(event, event=event["type"])
 
 
-@require_http_methods(["POST"])
-@v1_endpoint
+@v1_endpoint("POST")
 async def responses(request: HttpRequest, *, user: User) -> HttpResponseBase:
     """``POST /v1/responses``: one response (Open Responses), streamed as SSE events or whole."""
     plan = responses_request_parse(_json_body(request))
@@ -560,8 +564,7 @@ def _stored_response(user: User, response_id: str) -> dict[str, Any]:
     }
 
 
-@require_http_methods(["GET"])
-@v1_endpoint
+@v1_endpoint("GET")
 async def response_detail(request: HttpRequest, response_id: str, *, user: User) -> JsonResponse:
     """``GET /v1/responses/{id}``: the stored response (also after its stream was dropped)."""
     return JsonResponse(await sync_to_async(_stored_response)(user, response_id))

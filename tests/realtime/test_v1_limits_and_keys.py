@@ -178,3 +178,17 @@ async def test_bad_bodies_are_4xx_in_openai_shape_and_start_nothing(user):
         assert set(error) >= {"message", "type", "param", "code"}, error
         assert error["param"] == param, (body, error)
     assert await db(_conversations)() == before
+
+
+async def test_a_wrong_method_or_path_is_an_openai_error(user):
+    from nexus.asgi import application
+
+    _, key = await db(_key)(user)
+    transport = httpx.ASGITransport(app=application)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30) as http:
+        wrong = await http.get("/v1/chat/completions", headers=headers)
+        assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
+        assert wrong.json()["error"]["code"] == "method_not_allowed"
+        missing = await http.post("/v1/embeddings", json={}, headers=headers)
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
