@@ -192,3 +192,16 @@ async def test_a_wrong_method_or_path_is_an_openai_error(user):
         assert wrong.json()["error"]["code"] == "method_not_allowed"
         missing = await http.post("/v1/embeddings", json={}, headers=headers)
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.usefixtures("scripted_provider")
+async def test_an_api_scoped_key_works_on_the_async_api_endpoints_too(user):
+    agent = await db(make_agent)(owner=user, reply="ok", chunks=1)
+    _, api_key = await db(_key)(user, scopes=["v1", "api"])
+    _, v1_only = await db(_key)(user)
+    body = {"agent_id": str(agent.pk), "message": "hi"}
+    answered = await _post(api_key, "/api/invoke/", body)
+    assert answered.status_code == 200 and answered.json()["response"] == "ok", answered.text
+    refused = await _post(v1_only, "/api/invoke/", body)
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden", refused.text
+    assert (await _post("nx-bad.key", "/api/invoke/", body)).status_code == 401
