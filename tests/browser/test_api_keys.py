@@ -11,7 +11,7 @@ import pytest
 from tests.browser.conftest import screenshot, sign_in
 from tests.fakes.script import Reply
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def test_a_key_made_in_the_page_works_once_shown_and_stops_when_revoked(page, nexus):
