@@ -10,6 +10,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from agents import apis as agent_apis
 from agents import apis_seed000
 from conversations import apis as conversation_apis
+from core import apis as key_apis
 from core.exceptions import api_not_found
 from nexus import auth_apis
 from realtime.stats_api import StatsView
@@ -21,6 +22,9 @@ urlpatterns = [
     re_path(r"^auth/verify/?$", auth_apis.VerifyView.as_view(), name="auth-verify"),
     re_path(r"^auth/ws-ticket/?$", auth_apis.WsTicketView.as_view(), name="auth-ws-ticket"),
     re_path(r"^auth/logout/?$", auth_apis.LogoutView.as_view(), name="auth-logout"),
+    # personal API keys (docs/v1.md)
+    path("keys/", key_apis.ApiKeyListView.as_view(), name="apikey-list"),
+    path("keys/<str:key_id>/", key_apis.ApiKeyDetailView.as_view(), name="apikey-detail"),
     # agents and providers
     path("agents/", agent_apis.AgentListView.as_view(), name="agent-list"),
     # seed 000: the exact no-slash path is its bare-array dialect (docs/dialects.md)

@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served from here (/api/docs/ works offline)
+    "core",  # personal API keys (core/models.py)
     "agents",
     "conversations",
     "files",
@@ -444,6 +445,8 @@ NEXUS_TITLE_TIMEOUT = env_float("NEXUS_TITLE_TIMEOUT", 20.0, minimum=0.1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # First: a bearer value that is a personal API key (nx-...) with the "api" scope.
+        "core.apikeys.ApiKeyAuthentication",
         "core.auth.JWTAuthentication",
         # The built-in web page: the Django session cookie, with CSRF enforced on unsafe methods.
         "rest_framework.authentication.SessionAuthentication",
@@ -500,6 +503,8 @@ SPECTACULAR_SETTINGS = {
         "MessageRoleEnum": "conversations.models.MessageRole",
         "MessageTypeEnum": "conversations.models.MessageType",
         "OpinionEnum": "conversations.models.Opinion",
+        "ApiKeyStatusEnum": "core.apikeys.KEY_STATUSES",
+        "ApiKeyScopeEnum": "core.apikeys.SCOPES",
     },
     # the async run endpoints (realtime/http_urls.py), described by schema-only views
     "PREPROCESSING_HOOKS": ["nexus.schema_runs.add_run_endpoints"],

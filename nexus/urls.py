@@ -18,6 +18,8 @@ urlpatterns = [
     # REST API (nexus/api_urls.py) and the realtime HTTP endpoints: invoke, stop, SSE (realtime/http_urls.py).
     path("api/", include("realtime.http_urls")),
     path("api/", include("nexus.api_urls")),
+    # the OpenAI-compatible front door (realtime/v1_views.py, docs/v1.md)
+    path("v1/", include("realtime.v1_urls")),
     # seed 001's REST dialect at the root (realtime/dialects/seed001_http.py, docs/dialects.md)
     re_path(r"^auth/login/?$", seed001_view(auth_apis.LoginView).as_view(), name="seed001-login"),
     re_path(r"^auth/verify/?$", seed001_view(auth_apis.VerifyView).as_view(), name="seed001-verify"),

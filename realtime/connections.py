@@ -27,6 +27,7 @@ from django.conf import settings
 from django.contrib import auth as django_auth
 from django.http import HttpRequest
 
+from core.apikeys import api_key_prefix, api_key_recheck, is_api_key
 from core.auth import AuthenticationFailed, User, access_token_claims, bearer_token, connection_recheck
 from core.errors import RateLimited
 from core.tasks import process_task
@@ -47,6 +48,7 @@ class Credentials:
     password_hash: str | None = None
     expires_at: float | None = None
     session_key: str | None = None
+    api_key: str | None = None  # the prefix of a personal API key (``/v1``), re-checked too
 
     @classmethod
     def from_socket_auth(cls, auth: dict[str, Any], user: User) -> Credentials:
@@ -62,6 +64,8 @@ class Credentials:
     def from_request(cls, request: HttpRequest, user: User) -> Credentials:
         """From an HTTP request authenticated by a JWT bearer or, failing that, the session."""
         token = bearer_token(request.headers.get("Authorization"))
+        if token and is_api_key(token):
+            return cls(user_id=user.pk, api_key=api_key_prefix(token))
         if token:
             try:
                 expires_at, password_hash = access_token_claims(token)
@@ -87,6 +91,8 @@ class Credentials:
             expires_at=self.expires_at,
             session_key=self.session_key,
         )
+        if verdict is None and self.api_key is not None:
+            verdict = await database_sync_to_async(api_key_recheck)(self.api_key)
         if verdict is None:
             return None
         kind, message = verdict

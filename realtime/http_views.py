@@ -27,6 +27,7 @@ from agents.selectors import agent_get_for_user
 from conversations.models import Conversation, Message, Participant
 from conversations.selectors import conversation_get_for_user, message_get_for_user
 from conversations.services import conversation_create, conversation_history_seed
+from core.apikeys import is_api_key, user_from_api_key
 from core.auth import AuthenticationFailed, User, bearer_token, single_user_for, user_from_access_token
 from core.errors import NexusError, TooLarge, ValidationFailed
 from core.exceptions import error_body, retry_after_seconds
@@ -63,9 +64,15 @@ def _error_response(exc: NexusError) -> JsonResponse:
 
 
 async def _caller(request: HttpRequest) -> tuple[User | None, str | None]:
-    """(user, method): the JWT bearer's user, or the session's, or (NEXUS_AUTH=off) the single
-    user's; (None, None) when none."""
+    """(user, method): the bearer's user (a JWT, or a personal API key with the ``api`` scope),
+    or the session's, or (NEXUS_AUTH=off) the single user's; (None, None) when none."""
     token = bearer_token(request.headers.get("Authorization"))
+    if token and is_api_key(token):
+        # a personal API key with the "api" scope (docs/v1.md); without it, Forbidden (403)
+        try:
+            return await sync_to_async(user_from_api_key)(token, scope="api"), "api_key"
+        except AuthenticationFailed:
+            return None, None
     if token:
         try:
             return await sync_to_async(user_from_access_token)(token), "jwt"
@@ -115,7 +122,10 @@ def authenticated_endpoint(view: AsyncView) -> AsyncView:
 
     @functools.wraps(view)
     async def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        user, method = await _caller(request)
+        try:
+            user, method = await _caller(request)
+        except NexusError as exc:
+            return _error_response(exc)
         if user is None:
             return _error(
                 401, "Authentication credentials were not provided or are invalid.", "not_authenticated"

@@ -3,6 +3,7 @@
 import { createApi, describeError } from "./api.js";
 import { ChatSession } from "./chat.js";
 import { $, avatar, emojiSupported, formatWhen, h, icon } from "./dom.js";
+import { setupApiKeys } from "./keys.js";
 
 const config = JSON.parse(document.getElementById("nexus-config").textContent);
 const FALLBACK_PROVIDERS = ["local", "ollama", "openai", "gemini"];
@@ -818,7 +819,7 @@ async function boot() {
   bind();
   setConnection("idle");
   els.providerSelect.replaceChildren(...FALLBACK_PROVIDERS.map((name) => h("option", { value: name }, name)));
-  await Promise.all([loadAgents(), loadConversations()]);
+  await Promise.all([loadAgents(), loadConversations(), setupApiKeys({ api, toast })]);
   routeFromHash();
   document.body.dataset.ready = "true";
 }
