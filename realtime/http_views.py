@@ -298,13 +298,8 @@ def _conversation_for_run(
 ) -> tuple[str, int, bool]:
     """(conversation id, its stored last seq, whether this request created it)."""
     agent = agent_get_for_user(user=user, agent_id=agent_id)
-    if conversation_id:
-        conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
-        if not Participant.objects.filter(conversation=conversation, agent=agent).exists():
-            raise ValidationFailed(
-                "That agent is not in this conversation.", details={"agent_id": ["Not a participant."]}
-            )
-        return str(conversation.pk), conversation.last_seq, False
+    # A malformed history is refused even beside a conversation_id (which makes it unused): a body
+    # is checked whole, as the schema promises.
     if history is not None:
         if not isinstance(history, list) or not all(
             isinstance(h, dict)
@@ -317,6 +312,13 @@ def _conversation_for_run(
             )
         for item in history:
             content_admit(item["content"], field="history")
+    if conversation_id:
+        conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+        if not Participant.objects.filter(conversation=conversation, agent=agent).exists():
+            raise ValidationFailed(
+                "That agent is not in this conversation.", details={"agent_id": ["Not a participant."]}
+            )
+        return str(conversation.pk), conversation.last_seq, False
     conversation = conversation_create(owner=user, participants=[(agent, "primary")])
     if history is not None:
         conversation_history_seed(conversation=conversation, agent=agent, history=history)
