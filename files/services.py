@@ -158,7 +158,7 @@ def file_store(*, owner: Any, name: str, content: File | bytes, folder: str = ""
     if len(data) > settings.NEXUS_FILE_MAX_BYTES:
         raise _too_large(len(data))
     if not data:
-        raise UnsupportedFileType("The file is empty.")
+        raise ValidationFailed(f"{name} is empty.", details={"file": ["The file is empty."]})
     try:
         content_type = sniff(data, name)
     except UnsupportedType as exc:
