@@ -90,7 +90,7 @@ def test_the_type_is_read_from_the_bytes_not_the_name(alice):
     with zipfile.ZipFile(zipped, "w") as archive:
         archive.writestr("payload.bin", "x")
     assert_error(upload(alice, "doc.docx", zipped.getvalue()), 415, "unsupported_media_type")
-    assert StoredFile.objects.count() == 4
+    assert StoredFile.objects.count() == 5
 
 
 def test_a_file_past_the_size_limit_is_refused(alice, settings):
