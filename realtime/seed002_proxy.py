@@ -25,7 +25,7 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 
 from core.auth import User
-from core.egress import EgressDenied, EgressPolicy
+from core.egress import EgressDenied, EgressPolicy, url_host_port
 from core.exceptions import error_body
 from core.filetypes import IMAGE_TYPES, UnsupportedType, sniff
 from realtime import http_views as native
@@ -60,6 +60,8 @@ def _url(value: Any) -> str:
         httpx.URL(url)
     except (httpx.InvalidURL, ValueError):
         raise Refused(400, "validation_error", "url is not a valid address.") from None
+    if url_host_port(url) is None:
+        raise Refused(400, "validation_error", "url names no host.")
     return url
 
 
