@@ -21,7 +21,7 @@ class _Images(BaseHTTPRequestHandler):
     routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
     hits: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+    def do_GET(self) -> None:
         self.hits.append(self.path)
         status, headers, body = self.routes.get(self.path, (404, {}, b"missing"))
         self.send_response(status)
