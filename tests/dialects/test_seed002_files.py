@@ -84,7 +84,9 @@ async def test_upload_list_sign_fetch_batch_and_delete(cluster):
         }
 
         one = (
-            await client.get("/api/file/storage/reports/chart.png", params={"download": "true", "expires": 60})
+            await client.get(
+                "/api/file/storage/reports/chart.png", params={"download": "true", "expires": 60}
+            )
         ).json()
         assert one["success"] is True and isinstance(one["expires"], str)
         download = await nobody.get(one["url"])
@@ -114,13 +116,17 @@ async def test_upload_list_sign_fetch_batch_and_delete(cluster):
 
 async def test_other_users_and_strangers_see_nothing_and_refusals_are_clear(cluster):
     async with await _client(cluster) as owner, await _client(cluster) as stranger:
-        stored = await owner.post("/api/file/storage", files=[("files", ("secret.txt", b"mine", "text/plain"))])
+        stored = await owner.post(
+            "/api/file/storage", files=[("files", ("secret.txt", b"mine", "text/plain"))]
+        )
         assert stored.json()["results"][0]["object_name"] == "attachments/secret.txt"
         assert (await stranger.get("/api/file/storage")).json() == {"total": 0, "files": []}
         _error(await stranger.get("/api/file/storage/attachments/secret.txt"), 404, "not_found")
         _error(await stranger.delete("/api/file/storage/attachments/secret.txt"), 404, "not_found")
         batch = (
-            await stranger.post("/api/file/storage/batch-urls", json={"object_names": ["attachments/secret.txt"]})
+            await stranger.post(
+                "/api/file/storage/batch-urls", json={"object_names": ["attachments/secret.txt"]}
+            )
         ).json()
         assert batch["urls"][0]["success"] is False
 
@@ -129,7 +135,9 @@ async def test_other_users_and_strangers_see_nothing_and_refusals_are_clear(clus
         assert body["success_count"] == 0 and body["failed_count"] == 1
         _error(await owner.post("/api/file/storage", json={"files": []}), 400, "validation_error")
         _error(
-            await owner.post("/api/file/storage/batch-urls", json={"object_names": "a.txt"}), 400, "validation_error"
+            await owner.post("/api/file/storage/batch-urls", json={"object_names": "a.txt"}),
+            400,
+            "validation_error",
         )
         _error(await owner.get("/api/file/storage", params={"limit": "-1"}), 400, "validation_error")
         _error(await owner.put("/api/file/storage"), 405, "method_not_allowed")
