@@ -5,6 +5,7 @@ file, files under the cluster's own var directory)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -33,6 +34,10 @@ async def _client(cluster: Cluster) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=cluster.http(0), headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(30)
     )
+
+
+def _blobs(root: Path) -> list[bytes]:
+    return [p.read_bytes() for p in root.rglob("*") if p.is_file()]
 
 
 def _error(response: httpx.Response, status: int, code: str) -> dict:
@@ -110,8 +115,8 @@ async def test_upload_list_sign_fetch_batch_and_delete(cluster):
         _error(await client.get("/api/file/storage/reports/minutes.txt"), 404, "not_found")
         _error(await nobody.get(good["url"]), 404, "not_found")
         assert (await client.get("/api/file/storage")).json()["total"] == 1
-        blobs = [p for p in Path(cluster.tmp, "media").rglob("*") if p.is_file()]
-        assert len(blobs) == 1 and blobs[0].read_bytes() == PNG  # the deleted file's bytes are gone
+        blobs = await asyncio.to_thread(_blobs, Path(cluster.tmp, "media"))
+        assert blobs == [PNG]  # the deleted file's bytes are gone
 
 
 async def test_other_users_and_strangers_see_nothing_and_refusals_are_clear(cluster):
