@@ -33,7 +33,6 @@ from django.utils import timezone
 
 from agents.models import Agent, ConnectStatus, ModelEntry, ModelType
 from agents.provider_config import (
-    _default_options,
     complete_text,
     generation_options_for,
     provider_preset,
@@ -106,7 +105,7 @@ def model_type_of(name: str) -> str:
     return ModelType.EMBEDDING if "embed" in name.lower() else ModelType.LLM
 
 
-def _info(entry: ModelEntry) -> ModelInfo:
+def model_info_of(entry: ModelEntry) -> ModelInfo:
     return ModelInfo(
         model_id=str(entry.pk),
         model_name=entry.model_name,
@@ -179,7 +178,7 @@ async def provider_models() -> list[ModelInfo]:
 
 async def model_list_for_user(*, user: Any, include_builtin: bool = True) -> list[ModelInfo]:
     """The registry as ``user`` sees it: their models and the shared ones, then the providers'."""
-    rows = await sync_to_async(lambda: [_info(e) for e in model_entries_for_user(user=user)])()
+    rows = await sync_to_async(lambda: [model_info_of(e) for e in model_entries_for_user(user=user)])()
     builtin = await provider_models() if include_builtin else []
     return [*rows, *builtin]
 
@@ -200,7 +199,7 @@ async def model_get_for_user(*, user: Any, model_name: Any) -> ModelInfo:
     """A row the user sees, else a provider's model of that name; NotFound."""
     name = _name(model_name)
     try:
-        return _info(await sync_to_async(model_entry_get_for_user)(user=user, model_name=name))
+        return model_info_of(await sync_to_async(model_entry_get_for_user)(user=user, model_name=name))
     except NotFound:
         pass
     for info in await provider_models():
@@ -408,11 +407,7 @@ async def _check(info: ModelInfo) -> Health:
         return Health(ConnectStatus.UNAVAILABLE, unknown)
     try:
         if info.model_type == ModelType.EMBEDDING:
-            options = (
-                generation_options_for(agent)
-                if (info.base_url or info.api_key_env)
-                else _default_options(agent.provider)
-            )
+            options = generation_options_for(agent)
             provider = await asyncio.to_thread(get_provider, agent.provider)
             status = await provider.status(options=options)
             if not status.reachable:
@@ -430,11 +425,8 @@ async def _check(info: ModelInfo) -> Health:
     return Health(ConnectStatus.AVAILABLE, "Connection successful")
 
 
-async def model_healthcheck(
-    *, user: Any, model_name: Any, timeout: float | None = None
-) -> tuple[ModelInfo, Health]:
-    """Ask the model's provider (a real, minimal call) and record the answer on its row."""
-    info = await model_get_for_user(user=user, model_name=model_name)
+async def model_info_check(info: ModelInfo, *, timeout: float | None = None) -> Health:
+    """Ask ``info``'s provider (a real, minimal call); a row records the answer."""
     limit = min(timeout or settings.NEXUS_MODEL_HEALTHCHECK_TIMEOUT, settings.NEXUS_MODEL_HEALTHCHECK_TIMEOUT)
     try:
         health = await asyncio.wait_for(_check(info), limit)
@@ -452,7 +444,15 @@ async def model_healthcheck(
 
         await sync_to_async(record)()
         info.connect_status = health.connect_status
-    return info, health
+    return health
+
+
+async def model_healthcheck(
+    *, user: Any, model_name: Any, timeout: float | None = None
+) -> tuple[ModelInfo, Health]:
+    """The model called ``model_name`` that ``user`` sees, checked (``model_info_check``)."""
+    info = await model_get_for_user(user=user, model_name=model_name)
+    return info, await model_info_check(info, timeout=timeout)
 
 
 def provider_models_forget() -> None:

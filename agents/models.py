@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 from agents.avatars import default_colour, validate_colour, validate_emoji
@@ -174,7 +174,15 @@ class ModelEntry(models.Model):
     model_type = models.CharField(max_length=16, choices=ModelType.choices, default=ModelType.LLM)
     base_url = models.URLField(max_length=500, blank=True, default="")
     api_key_env = models.CharField(
-        max_length=100, blank=True, default="", help_text="The NAME of the variable holding the key."
+        max_length=100,
+        blank=True,
+        default="",
+        validators=[
+            RegexValidator(
+                r"^[A-Z][A-Z0-9_]*_API_KEY$", "The NAME of a variable ending in _API_KEY (never a key)."
+            )
+        ],
+        help_text="The NAME of the variable holding the key, e.g. GROQ_API_KEY. Never the key.",
     )
     connect_status = models.CharField(
         max_length=16, choices=ConnectStatus.choices, default=ConnectStatus.NOT_DETECTED

@@ -206,9 +206,15 @@ def file_store(*, owner: Any, name: str, content: File | bytes, folder: str = ""
 
 
 def file_delete(*, file: StoredFile) -> None:
-    """Delete the file's row, then its blob once the deletion is committed."""
-    storage, blob_name = file.blob.storage, file.blob.name
+    """Delete the file's row, then its bytes once the deletion is committed (``blob_forget``)."""
     file.delete()
+
+
+def blob_forget(*, file: StoredFile) -> None:
+    """Delete a deleted row's bytes once the deletion commits. Connected to ``post_delete``
+    (files/apps.py): a file deleted any way (this service, the admin, a user deleted with all they
+    own) leaves no bytes behind; a deletion that rolls back keeps them."""
+    storage, blob_name = file.blob.storage, file.blob.name
     if blob_name:
         transaction.on_commit(lambda: storage.delete(blob_name))
 

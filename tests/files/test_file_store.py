@@ -222,3 +222,11 @@ def test_concurrent_users_share_no_names(user, other_user):
     assert batch["urls"][1]["object_name"] == "nope.txt"
     assert mallory.delete("/api/file/storage/same.txt").json()["success"] is True
     assert StoredFile.objects.filter(pk=a.pk).exists() and not StoredFile.objects.filter(pk=b.pk).exists()
+
+
+def test_deleting_a_user_deletes_their_files_bytes(user, other_user):
+    mine, _ = file_store(owner=user, name="a.txt", content=b"mine")
+    theirs, _ = file_store(owner=other_user, name="b.txt", content=b"theirs")
+    user.delete()
+    assert not default_storage.exists(mine.blob.name)
+    assert default_storage.exists(theirs.blob.name)

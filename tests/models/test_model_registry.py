@@ -209,3 +209,24 @@ def test_the_providers_own_models_are_listed_checked_and_reloaded(alice, operato
     staff = operator.post("/api/agent/reload_config", format="json").json()
     assert {"providers", "egress_policy", "server_tools", "health_providers"} <= set(staff["reloaded"])
     assert alice.get("/api/agent/reload_config").status_code == 405
+
+
+def test_the_admin_lists_models_and_checks_their_health(staff_user, fake, client):
+    entry = ModelEntry.objects.create(model_name="fake-model", provider="openai", base_url=fake.base_url)
+    client.force_login(staff_user)
+    assert client.get("/admin/agents/modelentry/").status_code == 200
+    fake.script(Reply(text="pong"))
+    response = client.post(
+        "/admin/agents/modelentry/",
+        {"action": "health_check", "_selected_action": [str(entry.pk)]},
+        follow=True,
+    )
+    assert "Fake-model: available" in response.content.decode()  # the admin capitalises messages
+    entry.refresh_from_db()
+    assert entry.connect_status == ConnectStatus.AVAILABLE
+    refused = client.post(
+        "/admin/agents/modelentry/add/",
+        {"model_name": "k", "provider": "openai", "model_type": "llm", "api_key_env": "sk-live-123"},
+    )
+    assert refused.status_code == 200 and "_API_KEY" in refused.content.decode()
+    assert not ModelEntry.objects.filter(model_name="k").exists()
