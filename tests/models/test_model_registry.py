@@ -91,6 +91,16 @@ def test_a_model_nobody_answers_for_is_unavailable(operator):
     health = ok(operator.get("/api/model/healthcheck", {"model_name": "nowhere"}))
     assert health["connect_status"] == "unavailable" and health["status"] == "Disconnected"
     refused(operator.get("/api/model/healthcheck", {"model_name": "no-such-model"}), 404, "not_found")
+    # a private address the operator did not allow: refused by the egress policy, never connected to
+    ok(
+        operator.post(
+            "/api/model/create",
+            {"model_name": "inside", "provider": "openai", "base_url": "http://10.20.30.40/v1"},
+            format="json",
+        )
+    )
+    health = ok(operator.get("/api/model/healthcheck", {"model_name": "inside"}))
+    assert health["connect_status"] == "unavailable" and "egress" in health["desc"]
 
 
 def test_who_may_write_what(alice, mallory, operator):
