@@ -45,9 +45,9 @@ def _config_of(user: Any) -> UserConfig:
 def _string(value: Any, where: str, limit: int) -> str:
     if value is None:
         return ""
-    if not isinstance(value, str) or len(value) > limit:
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
         raise ValidationFailed(
-            f"{where} is a string of at most {limit} characters.", details={where: ["A string."]}
+            f"{where} is a string of at most {limit} characters (no NUL).", details={where: ["A string."]}
         )
     return value
 

@@ -254,8 +254,8 @@ def _fields(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
         value = body[key]
         if value is None:
             value = ""
-        if not isinstance(value, str):
-            raise ValidationFailed(f"{key} must be a string.", details={key: ["A string."]})
+        if not isinstance(value, str) or "\x00" in value:
+            raise ValidationFailed(f"{key} must be a string (no NUL).", details={key: ["A string."]})
         fields[key] = value.strip()
     if "model_name" in fields:
         fields["model_name"] = _name(fields["model_name"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import SuspiciousOperation
 from django.http import FileResponse, HttpRequest, HttpResponseBase, JsonResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET
@@ -99,7 +100,11 @@ class FileListView(APIView):
         responses={201: StoredFileSerializer, 200: StoredFileSerializer},
     )
     def post(self, request: Request) -> Response:
-        form = FileUploadSerializer(data=request.data)
+        try:
+            data = request.data
+        except SuspiciousOperation as exc:  # e.g. more file parts than DATA_UPLOAD_MAX_NUMBER_FILES
+            raise ValidationFailed(f"The upload could not be read: {exc}") from None
+        form = FileUploadSerializer(data=data)
         form.is_valid(raise_exception=True)
         upload = form.validated_data["file"]
         file, created = services.file_store(

@@ -7,8 +7,10 @@ from typing import Any
 from django.db.models import Case, F, QuerySet, Sum, Value, When
 from django.db.models.functions import Concat
 
-from core.errors import NotFound, parse_uuid
+from core.errors import NotFound, ValidationFailed, parse_uuid
 from files.models import StoredFile
+
+MAX_OBJECT_NAME_CHARS = 512  # a folder (255) and a name (200) with their slash fit
 
 
 def file_queryset_for_user(*, user: Any) -> QuerySet[StoredFile]:
@@ -18,6 +20,8 @@ def file_queryset_for_user(*, user: Any) -> QuerySet[StoredFile]:
 def file_list_for_user(*, user: Any, prefix: str = "", limit: int | None = None) -> list[StoredFile]:
     """The user's files, newest first; ``prefix``: object names (``folder/name``) starting with it."""
     files = file_queryset_for_user(user=user)
+    if "\x00" in prefix:
+        raise ValidationFailed("prefix holds a NUL character.", details={"prefix": ["No NUL characters."]})
     if prefix:
         files = files.annotate(
             object_key=Case(
@@ -40,6 +44,8 @@ def file_get_for_user(*, user: Any, file_id: Any) -> StoredFile:
 
 def file_get_by_object_name(*, user: Any, object_name: str) -> StoredFile:
     """The user's file named ``folder/name`` (seed 002's ``object_name``)."""
+    if "\x00" in object_name or len(object_name) > MAX_OBJECT_NAME_CHARS:
+        raise NotFound("No such file.")  # no stored name looks like this
     folder, _, name = object_name.strip("/").rpartition("/")
     file = file_queryset_for_user(user=user).filter(folder=folder, name=name).first()
     if file is None:

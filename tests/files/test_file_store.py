@@ -12,6 +12,7 @@ import pytest
 from django.core import signing
 from django.core.files.storage import default_storage
 
+from core.errors import ValidationFailed
 from files.models import StoredFile
 from files.services import SIGNED_URL_SALT, file_store
 from tests.api.conftest import assert_error, bearer_client
@@ -230,3 +231,27 @@ def test_deleting_a_user_deletes_their_files_bytes(user, other_user):
     user.delete()
     assert not default_storage.exists(mine.blob.name)
     assert default_storage.exists(theirs.blob.name)
+
+
+def test_too_many_files_in_one_request_is_a_clear_400(alice, settings):
+    count = settings.NEXUS_FILE_MAX_PER_UPLOAD + 1
+    many = [_named(f"{n}.txt", f"file {n}".encode()) for n in range(count)]
+    assert_error(
+        alice.post("/api/file/storage", {"files": many}, format="multipart"), 400, "validation_error"
+    )
+    again = [_named(f"{n}.txt", f"file {n}".encode()) for n in range(count)]
+    response = alice.post("/api/files/", {"file": again}, format="multipart")
+    assert response.status_code == 400 and response.json()["code"] in {"validation_error", "parse_error"}
+    assert not StoredFile.objects.exists()
+
+
+def test_hostile_names_are_refused_cleanly(alice, user):
+    for path in ("/api/file/storage/a%00b.txt", "/api/file/storage/" + "x" * 5000):
+        assert_error(alice.get(path), 404, "not_found")
+    batch = alice.post("/api/file/storage/batch-urls", {"object_names": ["a\x00b"]}, format="json")
+    assert batch.status_code == 200 and batch.json()["urls"][0]["success"] is False
+    assert_error(alice.get("/api/file/storage", {"prefix": "a\x00"}), 400, "validation_error")
+    with pytest.raises(ValidationFailed):
+        file_store(owner=user, name="a\x00.txt", content=b"x")
+    with pytest.raises(ValidationFailed):
+        file_store(owner=user, name="a.txt", content=b"x", folder="f\x00")

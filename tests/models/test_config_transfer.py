@@ -140,3 +140,14 @@ def test_an_import_is_all_or_nothing_and_bad_shapes_are_refused(alice, house_mod
     assert response.status_code == 400
     assert alice.post("/api/config/load_config").status_code == 405
     assert json.loads(alice.get("/api/config/load_config").content)["config"]["agents"] == []
+
+
+def test_nul_characters_are_refused_not_stored(alice):
+    for body in (
+        {"models": {"llm": {"name": "a\x00b"}}},
+        {"app": {"name": "a\x00"}},
+        {"data": {"selectedKbNames": ["\x00"]}},
+        {"agents": [{"name": "N\x00", "provider": "openai", "model": "m"}]},
+    ):
+        response = alice.post("/api/config/save_config", body, format="json")
+        assert response.status_code == 400, (body, response.content)

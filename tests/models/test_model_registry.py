@@ -240,3 +240,14 @@ def test_the_admin_lists_models_and_checks_their_health(staff_user, fake, client
     )
     assert refused.status_code == 200 and "_API_KEY" in refused.content.decode()
     assert not ModelEntry.objects.filter(model_name="k").exists()
+
+
+def test_nul_characters_in_model_names_are_refused(alice):
+    for path in ("/api/model/get_connect_status", "/api/model/healthcheck", "/api/me/model/healthcheck"):
+        refused(alice.get(path, {"model_name": "a\x00b"}), 400, "validation_error")
+    refused(alice.post("/api/model/create", {"model_name": "a\x00b"}, format="json"), 400, "validation_error")
+    refused(
+        alice.post("/api/model/create", {"model_name": "ok", "display_name": "a\x00"}, format="json"),
+        400,
+        "validation_error",
+    )
