@@ -317,7 +317,9 @@ def model_create(*, user: Any, body: dict[str, Any]) -> ModelEntry:
         _name(None)
     shared_wanted = body.get("shared")
     staff = bool(getattr(user, "is_staff", False))
-    shared = staff if shared_wanted is None else bool(shared_wanted)
+    if shared_wanted is not None and not isinstance(shared_wanted, bool):
+        raise ValidationFailed("shared is true or false.", details={"shared": ["true or false."]})
+    shared = staff if shared_wanted is None else shared_wanted
     if shared and not staff:
         raise Forbidden("Only staff add shared models.")
     _endpoint_check(user, fields)

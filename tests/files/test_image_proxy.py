@@ -76,7 +76,14 @@ def test_what_is_not_an_image_or_too_large_or_failing_is_refused(alice, images, 
     ):
         body = assert_error(alice.get("/api/proxy/image", {"url": f"{base}{path}"}), status, code)
         assert body["success"] is False
-    for bad in ("", "ftp://example.com/a.png", "file:///etc/passwd", "http://"):
+    for bad in (
+        "",
+        "ftp://example.com/a.png",
+        "file:///etc/passwd",
+        "http://",
+        "http://a\x00b/x.png",
+        "http://e.com/" + "x" * 3000,
+    ):
         assert_error(alice.get("/api/proxy/image", {"url": bad}), 400, "validation_error")
     assert_error(alice.get("/api/proxy/image"), 400, "validation_error")
 

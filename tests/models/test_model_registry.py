@@ -247,6 +247,11 @@ def test_nul_characters_in_model_names_are_refused(alice):
         refused(alice.get(path, {"model_name": "a\x00b"}), 400, "validation_error")
     refused(alice.post("/api/model/create", {"model_name": "a\x00b"}, format="json"), 400, "validation_error")
     refused(
+        alice.post("/api/model/create", {"model_name": "s", "shared": "false"}, format="json"),
+        400,
+        "validation_error",
+    )
+    refused(
         alice.post("/api/model/create", {"model_name": "ok", "display_name": "a\x00"}, format="json"),
         400,
         "validation_error",
