@@ -255,3 +255,33 @@ def test_hostile_names_are_refused_cleanly(alice, user):
         file_store(owner=user, name="a\x00.txt", content=b"x")
     with pytest.raises(ValidationFailed):
         file_store(owner=user, name="a.txt", content=b"x", folder="f\x00")
+
+
+def test_two_uploads_at_once_cannot_both_pass_the_quota(user, settings):
+    import threading
+
+    from django.db import connection
+
+    from files.services import QuotaExceeded
+
+    settings.NEXUS_FILE_QUOTA_BYTES = 100
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def store(n: int) -> None:
+        try:
+            start.wait()
+            file_store(owner=user, name=f"{n}.txt", content=bytes([65 + n]) * 60)
+            outcomes.append("stored")
+        except QuotaExceeded:
+            outcomes.append("quota")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=store, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) == ["quota", "stored"]
+    assert StoredFile.objects.filter(owner=user).count() == 1
