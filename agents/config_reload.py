@@ -19,6 +19,7 @@ the next run gets the new one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ logger = logging.getLogger("nexus.providers")
 
 GENERATION_KEY = "nexus:config-reload"
 CHECK_SECONDS = 5.0
+CHECK_TIMEOUT = 1.0
 _reloaders: dict[str, Callable[[], None]] = {}
 # This process: when it started caching (a stamp older than that is nothing to reload), the
 # stamp it last acted on, and when it last looked.
@@ -85,7 +87,8 @@ async def config_reload_if_stale() -> bool:
         return False
     _state["checked"] = now
     try:
-        stamp = await cache.aget(GENERATION_KEY)
+        # never hold a run up for long: a slow or absent cache means "no news"
+        stamp = await asyncio.wait_for(cache.aget(GENERATION_KEY), CHECK_TIMEOUT)
     except Exception:
         return False
     if not isinstance(stamp, dict) or stamp.get("token") == _state["seen"]:
