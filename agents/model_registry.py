@@ -429,6 +429,9 @@ async def _check(info: ModelInfo) -> Health:
 
 async def model_info_check(info: ModelInfo, *, timeout: float | None = None) -> Health:
     """Ask ``info``'s provider (a real, minimal call); a row records the answer."""
+    from agents.config_reload import config_reload_if_stale  # it imports this module
+
+    await config_reload_if_stale()
     limit = min(timeout or settings.NEXUS_MODEL_HEALTHCHECK_TIMEOUT, settings.NEXUS_MODEL_HEALTHCHECK_TIMEOUT)
     try:
         health = await asyncio.wait_for(_check(info), limit)
