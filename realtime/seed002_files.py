@@ -36,7 +36,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def _method(request: HttpRequest, *allowed: str) -> None:
+def methods_allow(request: HttpRequest, *allowed: str) -> None:
     if request.method not in allowed:
         raise _MethodNotAllowed(f"Use {' or '.join(allowed)}.")
 
@@ -186,7 +186,7 @@ async def _list(request: HttpRequest, user: User) -> JsonResponse:
 async def storage(request: HttpRequest, *, user: User) -> HttpResponseBase:
     """``POST /api/file/storage`` (multipart ``files``, ``folder``) and ``GET`` (``prefix``,
     ``limit``, ``include_urls``)."""
-    _method(request, "GET", "POST")
+    methods_allow(request, "GET", "POST")
     if request.method == "POST":
         return await _upload(request, user)
     return await _list(request, user)
@@ -199,7 +199,7 @@ async def storage(request: HttpRequest, *, user: User) -> HttpResponseBase:
 async def storage_object(request: HttpRequest, object_name: str, *, user: User) -> HttpResponseBase:
     """``GET`` (``download``, ``expires``) -> ``{success, url, expires}``; ``DELETE`` ->
     ``{success, message}``."""
-    _method(request, "GET", "DELETE")
+    methods_allow(request, "GET", "DELETE")
     file = await sync_to_async(selectors.file_get_by_object_name)(user=user, object_name=object_name)
     if request.method == "DELETE":
         await sync_to_async(services.file_delete)(file=file)
@@ -224,7 +224,7 @@ def _batch(user: User, names: list[str]) -> list[tuple[str, StoredFile | None]]:
 async def storage_batch_urls(request: HttpRequest, *, user: User) -> HttpResponseBase:
     """``POST /api/file/storage/batch-urls`` ``{object_names, expires}`` -> ``{urls: [...]}``; a
     name that is not one of the user's files answers ``success: false`` with an ``error``."""
-    _method(request, "POST")
+    methods_allow(request, "POST")
     body = native._json_body(request)
     names = body.get("object_names")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(names) > MAX_BATCH:

@@ -24,7 +24,7 @@ from agents.provider_config import provider_statuses
 from core.auth import User
 from core.errors import ValidationFailed
 from realtime import http_views as native
-from realtime.seed002_files import _method, params
+from realtime.seed002_files import methods_allow, params
 from realtime.seed002_views import endpoint
 
 # /api/me/* answers the status in the words the seed shows ("AVAILABLE"); /api/model/* in the
@@ -182,7 +182,7 @@ async def me_model_healthcheck(request: HttpRequest, *, user: User) -> JsonRespo
 @native.authenticated_endpoint
 async def save_config(request: HttpRequest, *, user: User) -> HttpResponseBase:
     """``{app, models, data, agents?}`` -> ``{message, status: "saved", notes?}``."""
-    _method(request, "POST")
+    methods_allow(request, "POST")
     notes = await sync_to_async(config_transfer.config_import)(user=user, body=native._json_body(request))
     answer: dict[str, Any] = {"message": "Configuration saved successfully", "status": "saved"}
     if notes:
@@ -193,14 +193,14 @@ async def save_config(request: HttpRequest, *, user: User) -> HttpResponseBase:
 @native.authenticated_endpoint
 async def load_config(request: HttpRequest, *, user: User) -> HttpResponseBase:
     """-> ``{config: {app, models, data, agents}}`` (never a key)."""
-    _method(request, "GET")
+    methods_allow(request, "GET")
     return JsonResponse({"config": await sync_to_async(config_transfer.config_export)(user=user)})
 
 
 @native.authenticated_endpoint
 async def reload_config(request: HttpRequest, *, user: User) -> HttpResponseBase:
     """-> ``{status: "success", message, reloaded: [...]}``."""
-    _method(request, "POST")
+    methods_allow(request, "POST")
     # staff reload everything; anyone else the shared lists only (a full reload rebuilds the
     # providers, the local model included: not something every user may make the server do)
     reloaded = await sync_to_async(config_reload)(everything=user.is_staff)
