@@ -9,8 +9,9 @@ COPY requirements.txt scripts/llama-cmake-args ./
 # llama.cpp built for x86-64-v3, not for the build machine's CPU (see the Makefile)
 RUN CMAKE_ARGS="$(cat llama-cmake-args)" pip install --no-cache-dir -r requirements.txt
 COPY . .
+# var/media exists in the image owned by nexus: the compose volume mounted there starts as its copy
 RUN DJANGO_SECRET_KEY=build-only-not-secret-build-only-not-secret python manage.py collectstatic --noinput \
-    && chown -R nexus:nexus var
+    && mkdir -p var/media && chown -R nexus:nexus var
 ENV HOME=/app/var
 USER nexus:nexus
 EXPOSE 8000

@@ -10,7 +10,8 @@ from django.contrib import admin, messages
 from django.db.models import Count
 from django.utils.html import format_html, format_html_join
 
-from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
+from agents.model_registry import model_info_check, model_info_of
+from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus, ModelEntry
 from agents.provider_config import agent_problems, generation_options_for, provider_problem
 from agents.services import agent_set_status
 from providers.base import ProviderError
@@ -167,3 +168,43 @@ class AgentAdmin(admin.ModelAdmin):
                 self.message_user(
                     request, f"{agent}: {where} answers; model {agent.model} is available.", messages.SUCCESS
                 )
+
+
+@admin.register(ModelEntry)
+class ModelEntryAdmin(admin.ModelAdmin):
+    """The model registry's rows (docs/dialects.md "Seed 002: models"): empty owner = shared."""
+
+    list_display = (
+        "model_name",
+        "display_name",
+        "provider",
+        "model_type",
+        "owner",
+        "connect_status",
+        "checked_at",
+    )
+    list_filter = ("provider", "model_type", "connect_status")
+    search_fields = ("model_name", "display_name", "model_repo")
+    readonly_fields = (
+        "connect_status",
+        "connect_detail",
+        "checked_at",
+        "created_by",
+        "created_at",
+        "updated_at",
+    )
+    actions = ("health_check",)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Check the health of selected models")
+    def health_check(self, request, queryset):
+        for entry in queryset[:20]:
+            health = async_to_sync(model_info_check)(model_info_of(entry))
+            level = messages.SUCCESS if health.available else messages.ERROR
+            self.message_user(
+                request, f"{entry.model_name}: {health.connect_status} ({health.detail})", level
+            )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 from agents.avatars import default_colour, validate_colour, validate_emoji
@@ -138,3 +138,96 @@ class Agent(models.Model):
     @property
     def is_shared(self) -> bool:
         return self.owner_id is None
+
+
+class ModelType(models.TextChoices):
+    LLM = "llm"
+    EMBEDDING = "embedding"
+
+
+class ConnectStatus(models.TextChoices):
+    AVAILABLE = "available"
+    UNAVAILABLE = "unavailable"
+    DETECTING = "detecting"
+    NOT_DETECTED = "not_detected"
+
+
+class ModelEntry(models.Model):
+    """A model in the registry (seed 002's model management, docs/dialects.md): one the operator
+    (staff: shared, ``owner`` empty) or a user (their own) added beside the models the configured
+    providers list. ``api_key_env`` is the NAME of the variable holding the key, never a key;
+    ``base_url`` and ``api_key_env`` are set by staff only (SPEC section 12)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="model_entries",
+        help_text="Empty: shared with everyone.",
+    )
+    model_name = models.CharField(max_length=200, help_text="The provider's name of the model.")
+    display_name = models.CharField(max_length=200, blank=True, default="")
+    provider = models.CharField(max_length=32, default=Provider.OPENAI)
+    model_repo = models.CharField(max_length=200, blank=True, default="")
+    model_type = models.CharField(max_length=16, choices=ModelType.choices, default=ModelType.LLM)
+    base_url = models.URLField(max_length=500, blank=True, default="")
+    api_key_env = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        validators=[
+            RegexValidator(
+                r"^[A-Z][A-Z0-9_]*_API_KEY$", "The NAME of a variable ending in _API_KEY (never a key)."
+            )
+        ],
+        help_text="The NAME of the variable holding the key, e.g. GROQ_API_KEY. Never the key.",
+    )
+    connect_status = models.CharField(
+        max_length=16, choices=ConnectStatus.choices, default=ConnectStatus.NOT_DETECTED
+    )
+    connect_detail = models.CharField(max_length=300, blank=True, default="")
+    checked_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model_name", "created_at"]
+        verbose_name = "model"
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "model_name"], name="model_entry_one_name_per_owner"),
+            models.UniqueConstraint(
+                fields=["model_name"],
+                condition=models.Q(owner__isnull=True),
+                name="model_entry_one_shared_name",
+            ),
+            models.CheckConstraint(condition=~models.Q(model_name=""), name="model_entry_name_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or self.model_name
+
+    @property
+    def is_shared(self) -> bool:
+        return self.owner_id is None
+
+
+class UserConfig(models.Model):
+    """What seed 002's ``/api/config/save_config`` keeps for a user: the app's face (name,
+    description, icon), the chosen model of each kind (registry model names) and the knowledge
+    selection. Never a secret: keys are named by variable on the models themselves."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="nexus_config"
+    )
+    app = models.JSONField(default=dict, blank=True)
+    models_selected = models.JSONField(default=dict, blank=True)
+    knowledge = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"config of {self.user_id}"

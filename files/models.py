@@ -30,8 +30,15 @@ class StoredFile(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(fields=["owner", "folder", "checksum"], name="files_one_copy_per_folder"),
+            # a file's object name (folder/name) is one file of its owner (seed 002's object_name)
+            models.UniqueConstraint(fields=["owner", "folder", "name"], name="files_one_name_per_folder"),
         ]
         indexes = [models.Index(fields=["owner", "folder", "name"], name="files_owner_folder_name")]
 
     def __str__(self) -> str:
+        return self.object_name
+
+    @property
+    def object_name(self) -> str:
+        """``folder/name`` (or ``name`` at the top): how seed 002's file paths name the file."""
         return f"{self.folder}/{self.name}" if self.folder else self.name

@@ -12,6 +12,7 @@ from agents import apis_seed000
 from conversations import apis as conversation_apis
 from core import apis as key_apis
 from core.exceptions import api_not_found
+from files import apis as file_apis
 from nexus import auth_apis
 from realtime.stats_api import StatsView
 
@@ -59,6 +60,11 @@ urlpatterns = [
         conversation_apis.MessageFeedbackView.as_view(),
         name="message-feedback",
     ),
+    # files (docs/files.md)
+    path("files/", file_apis.FileListView.as_view(), name="file-list"),
+    path("files/signed/<str:token>", file_apis.file_signed, name="file-signed"),
+    path("files/<uuid:file_id>/", file_apis.FileDetailView.as_view(), name="file-detail"),
+    path("files/<uuid:file_id>/download/", file_apis.FileDownloadView.as_view(), name="file-download"),
     # operations
     path("stats/", StatsView.as_view(), name="stats"),
     # OpenAPI 3 and its browsable docs

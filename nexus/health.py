@@ -21,6 +21,7 @@ from django.db import connection
 from django.http import JsonResponse
 from django.utils import timezone
 
+from agents.config_reload import config_reload_register
 from agents.provider_config import provider_statuses
 from core.tasks import process_task
 from runs.eventlog import get_event_log
@@ -103,6 +104,13 @@ _providers: dict[str, Any] = {"at": None, "checked_at": None, "value": None}
 _provider_refresh: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _providers_forget() -> None:
+    _providers.update(at=None)
+
+
+config_reload_register("health_providers", _providers_forget)
 
 
 async def _refresh_providers() -> dict[str, Any]:

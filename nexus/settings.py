@@ -542,10 +542,45 @@ STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
+# --- Files (SPEC section 10; docs/files.md) ----------------------------------------------------
+# Uploaded files live in the default storage: the filesystem under MEDIA_ROOT unless the operator
+# names another backend (an S3-compatible store through django-storages: docs/files.md). Nexus
+# never serves MEDIA_ROOT itself: a file is read through its owner's API or a signed URL.
+MEDIA_ROOT = Path(env_str("NEXUS_MEDIA_ROOT", str(VAR_DIR / "media")))
+MEDIA_URL = "/media/"
+
+
+def _file_storage() -> dict:
+    backend = env_str("NEXUS_FILE_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
+    raw = env_str("NEXUS_FILE_STORAGE_OPTIONS", "")
+    try:
+        options = json.loads(raw) if raw else {}
+    except ValueError:
+        raise ImproperlyConfigured("NEXUS_FILE_STORAGE_OPTIONS is not JSON") from None
+    if not isinstance(options, dict):
+        raise ImproperlyConfigured("NEXUS_FILE_STORAGE_OPTIONS is a JSON object of the backend's options")
+    if "." not in backend:
+        raise ImproperlyConfigured("NEXUS_FILE_STORAGE_BACKEND is a dotted path to a storage class")
+    return {"BACKEND": backend, "OPTIONS": options} if options else {"BACKEND": backend}
+
+
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _file_storage(),
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Bytes of one stored file; bytes all of one user's files may take; files in one upload request.
+NEXUS_FILE_MAX_BYTES = env_int("NEXUS_FILE_MAX_BYTES", 20 * 1_048_576, minimum=1)
+NEXUS_FILE_QUOTA_BYTES = env_int("NEXUS_FILE_QUOTA_BYTES", 200 * 1_048_576, minimum=1)
+NEXUS_FILE_MAX_PER_UPLOAD = env_int("NEXUS_FILE_MAX_PER_UPLOAD", 20, minimum=1, maximum=100)
+DATA_UPLOAD_MAX_NUMBER_FILES = NEXUS_FILE_MAX_PER_UPLOAD
+# The longest a signed file URL may live (seed 002's `expires`, seconds; MinIO's own cap: 7 days).
+NEXUS_FILE_URL_MAX_SECONDS = env_int("NEXUS_FILE_URL_MAX_SECONDS", 7 * 86_400, minimum=1)
+# GET /api/proxy/image: the largest image fetched, how long one stays cached, the fetch's deadline.
+NEXUS_PROXY_IMAGE_MAX_BYTES = env_int("NEXUS_PROXY_IMAGE_MAX_BYTES", 5 * 1_048_576, minimum=1024)
+NEXUS_PROXY_IMAGE_CACHE_SECONDS = env_int("NEXUS_PROXY_IMAGE_CACHE_SECONDS", 3600, minimum=0)
+NEXUS_PROXY_IMAGE_TIMEOUT = env_float("NEXUS_PROXY_IMAGE_TIMEOUT", 10.0, minimum=0.1)
+# A model health check (seed 002's /api/model/healthcheck) waits this long for the provider.
+NEXUS_MODEL_HEALTHCHECK_TIMEOUT = env_float("NEXUS_MODEL_HEALTHCHECK_TIMEOUT", 15.0, minimum=0.1)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from realtime import agui_views, branch_views
+from realtime import agui_views, branch_views, seed002_files, seed002_models, seed002_proxy
 from realtime import http_views as views
 from realtime import seed002_views as seed002
 
@@ -38,6 +38,36 @@ urlpatterns = [
         seed002.message_update_opinion,
         name="seed002-message-update-opinion",
     ),
+    # seed 002: files, models, configuration, the image proxy (docs/dialects.md)
+    re_path(r"^file/storage/?$", seed002_files.storage, name="seed002-file-storage"),
+    re_path(r"^file/storage/batch-urls/?$", seed002_files.storage_batch_urls, name="seed002-file-batch-urls"),
+    re_path(
+        r"^file/storage/(?P<object_name>.+?)/?$", seed002_files.storage_object, name="seed002-file-object"
+    ),
+    re_path(r"^model/create/?$", seed002_models.model_create, name="seed002-model-create"),
+    re_path(r"^model/update/?$", seed002_models.model_update, name="seed002-model-update"),
+    re_path(r"^model/delete/?$", seed002_models.model_delete, name="seed002-model-delete"),
+    re_path(r"^model/list/?$", seed002_models.model_list, name="seed002-model-list"),
+    re_path(r"^model/healthcheck/?$", seed002_models.model_healthcheck, name="seed002-model-healthcheck"),
+    re_path(
+        r"^model/get_connect_status/?$",
+        seed002_models.model_get_connect_status,
+        name="seed002-model-get-connect-status",
+    ),
+    re_path(
+        r"^model/update_connect_status/?$",
+        seed002_models.model_update_connect_status,
+        name="seed002-model-update-connect-status",
+    ),
+    re_path(r"^me/model/list/?$", seed002_models.me_model_list, name="seed002-me-model-list"),
+    re_path(r"^me/healthcheck/?$", seed002_models.me_healthcheck, name="seed002-me-healthcheck"),
+    re_path(
+        r"^me/model/healthcheck/?$", seed002_models.me_model_healthcheck, name="seed002-me-model-healthcheck"
+    ),
+    re_path(r"^config/save_config/?$", seed002_models.save_config, name="seed002-save-config"),
+    re_path(r"^config/load_config/?$", seed002_models.load_config, name="seed002-load-config"),
+    re_path(r"^agent/reload_config/?$", seed002_models.reload_config, name="seed002-reload-config"),
+    re_path(r"^proxy/image/?$", seed002_proxy.proxy_image, name="seed002-proxy-image"),
     re_path(
         r"^conversation/(?P<conversation_id>[^/]+)/?$",
         seed002.conversation_detail,

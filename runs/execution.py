@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from agents.config_reload import config_reload_if_stale
 from agents.provider_config import generation_options_for
 from conversations.models import Message, MessageStatus
 from providers.base import (
@@ -163,6 +164,8 @@ class Execution:
                 raise
 
     async def _generate(self) -> Outcome:
+        # A reload another process announced (seed 002's reload_config) applies here first.
+        await config_reload_if_stale()
         # Options first: they configure the registry (egress policy included) before it is asked.
         options = generation_options_for(self.agent)
         provider = get_provider(self.agent.provider)

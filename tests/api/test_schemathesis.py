@@ -41,6 +41,7 @@ from schemathesis.specs.openapi.checks import (
 from agents.models import Agent
 from conversations.models import Message
 from core.auth import tokens_issue
+from files.services import file_store
 from tests.api.conftest import make_conversation
 from tests.procs import Process, base_env, manage, start_daphne
 from tests.realtime_procs.cluster import SCRIPTED_PLUGIN, DbTool
@@ -122,19 +123,22 @@ def _keep_the_test_connection():
 
 
 @pytest.fixture
-def objects(_keep_the_test_connection, staff_user, settings):
+def objects(_keep_the_test_connection, staff_user, settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path / "media")
     settings.NEXUS_PROVIDER_STATUS_TIMEOUT = 0.5
     settings.NEXUS_TITLE_TIMEOUT = 0.5
     agent = Agent.objects.create(owner=staff_user, name="Fuzzed", provider="local", model="m")
     shared = Agent.objects.create(name="Shared", provider="ollama", model="m", base_url="http://127.0.0.1:9")
     conversation = make_conversation(staff_user, shared, title="Fuzz me", messages=("hello there", "hi"))
     message = Message.objects.filter(conversation=conversation).first()
+    stored, _ = file_store(owner=staff_user, name="fuzz.txt", content=b"Fuzz me.")
     TOKEN["access"] = tokens_issue(staff_user)["access_token"]
     RNG.seed(4)  # the same choices whatever ran before
     KNOWN.update(
         agent_id=[str(agent.pk), str(shared.pk)],
         conversation_id=[str(conversation.pk)],
         message_id=[str(message.pk)],
+        file_id=[str(stored.pk)],
     )
     yield
     KNOWN.clear()
