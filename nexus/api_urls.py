@@ -25,7 +25,7 @@ urlpatterns = [
     re_path(r"^auth/logout/?$", auth_apis.LogoutView.as_view(), name="auth-logout"),
     # personal API keys (docs/v1.md)
     path("keys/", key_apis.ApiKeyListView.as_view(), name="apikey-list"),
-    path("keys/<str:key_id>/", key_apis.ApiKeyDetailView.as_view(), name="apikey-detail"),
+    path("keys/<uuid:key_id>/", key_apis.ApiKeyDetailView.as_view(), name="apikey-detail"),
     # agents and providers
     path("agents/", agent_apis.AgentListView.as_view(), name="agent-list"),
     # seed 000: the exact no-slash path is its bare-array dialect (docs/dialects.md)

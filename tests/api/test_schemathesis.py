@@ -40,6 +40,7 @@ from schemathesis.specs.openapi.checks import (
 
 from agents.models import Agent
 from conversations.models import Message
+from core.apikeys import api_key_create
 from core.auth import tokens_issue
 from files.services import file_store
 from tests.api.conftest import make_conversation
@@ -132,6 +133,7 @@ def objects(_keep_the_test_connection, staff_user, settings, tmp_path):
     conversation = make_conversation(staff_user, shared, title="Fuzz me", messages=("hello there", "hi"))
     message = Message.objects.filter(conversation=conversation).first()
     stored, _ = file_store(owner=staff_user, name="fuzz.txt", content=b"Fuzz me.")
+    keys = [api_key_create(user=staff_user, name=f"fuzz {n}")[0] for n in range(3)]
     TOKEN["access"] = tokens_issue(staff_user)["access_token"]
     RNG.seed(4)  # the same choices whatever ran before
     KNOWN.update(
@@ -139,6 +141,7 @@ def objects(_keep_the_test_connection, staff_user, settings, tmp_path):
         conversation_id=[str(conversation.pk)],
         message_id=[str(message.pk)],
         file_id=[str(stored.pk)],
+        key_id=[str(key.pk) for key in keys],
     )
     yield
     KNOWN.clear()
