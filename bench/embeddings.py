@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-
 import sys
 import time
 from collections.abc import Sequence
@@ -45,7 +44,9 @@ def load_chunks(size: int, overlap: int, strategy: str) -> list[tuple[str, Piece
     chunks: list[tuple[str, Piece]] = []
     for path in sorted((DATA / "docs").iterdir()):
         document = extract(path.read_bytes(), filename=path.name)
-        for piece in chunk_text(document.text, fmt=document.format, strategy=strategy, size=size, overlap=overlap):
+        for piece in chunk_text(
+            document.text, fmt=document.format, strategy=strategy, size=size, overlap=overlap
+        ):
             chunks.append((path.name, piece))
     return chunks
 
@@ -106,7 +107,7 @@ def install_size(name: str) -> str:
     return "?"
 
 
-def make(name: str):  # noqa: ANN201 - an Embedder
+def make(name: str):
     if name == "smollm2":
         return SmolLM2Embedder()
     return embedder_for(name)
@@ -156,7 +157,9 @@ async def measure(name: str, chunks: list[tuple[str, Piece]], questions: list[di
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="hash-256,wordllama-l2-64,wordllama-l2-128,wordllama-l2-256,smollm2")
+    parser.add_argument(
+        "--models", default="hash-256,wordllama-l2-64,wordllama-l2-128,wordllama-l2-256,smollm2"
+    )
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--overlap", type=int, default=16)
     parser.add_argument("--strategy", default="headings")
@@ -173,7 +176,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{len(chunks)} chunks ({args.strategy}, size {args.size}, overlap {args.overlap}), batch {args.batch}, "
         f"{os.cpu_count()} CPUs"
     )
-    header = ["model", "dim", "recall@5", *(f"r@5 {k}" for k in kinds), "MRR@10", "ms/chunk", "chunks/s", "load s", "install"]
+    header = [
+        "model",
+        "dim",
+        "recall@5",
+        *(f"r@5 {k}" for k in kinds),
+        "MRR@10",
+        "ms/chunk",
+        "chunks/s",
+        "load s",
+        "install",
+    ]
     rows = []
     for name in args.models.split(","):
         result = asyncio.run(measure(name.strip(), chunks, questions, args.batch))
@@ -201,4 +214,3 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -137,7 +137,8 @@ def _sections(text: str) -> list[tuple[str, str]]:
 
     def close() -> None:
         body = "\n".join(lines).strip()
-        if body:
+        only_heading = len([line for line in lines if line.strip()]) == 1 and _HEADING.match(body) is not None
+        if body and not (only_heading and title):  # a bare heading lives on in its children's titles
             sections.append((title, body))
 
     for line in text.splitlines():
@@ -182,9 +183,16 @@ def chunk_text(
         at = flat.find(" ".join(window.split()[:8]), consumed)
         if at >= 0:
             consumed = at
-        while section_index + 1 < len(sections) and _section_start(flat, sections, section_index + 1) <= consumed:
+        while (
+            section_index + 1 < len(sections)
+            and _section_start(flat, sections, section_index + 1) <= consumed
+        ):
             section_index += 1
-        title = titles[section_index][0] if titles and _section_start(flat, sections, section_index) <= consumed else ""
+        title = (
+            titles[section_index][0]
+            if titles and _section_start(flat, sections, section_index) <= consumed
+            else ""
+        )
         pieces.append(Piece(text=window, position=len(pieces), title=title))
     return pieces
 

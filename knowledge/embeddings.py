@@ -23,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
+import itertools
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,7 +65,7 @@ class HashingEmbedder:
     def _one(self, text: str) -> np.ndarray:
         vector = np.zeros(self.dimension, dtype=np.float32)
         words = [w.lower() for w in _TOKEN.findall(text)]
-        for feature in words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]:
+        for feature in words + [f"{a} {b}" for a, b in itertools.pairwise(words)]:
             digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
             index = int.from_bytes(digest[:4], "little") % self.dimension
             vector[index] += 1.0 if digest[4] & 1 else -1.0
@@ -151,7 +152,7 @@ class WordLlamaEmbedder:
 # --- names ----------------------------------------------------------------------------------------
 
 DEFAULT_EMBEDDING_MODEL = "wordllama-l2-256"
-_BUNDLED = {
+_BUNDLED: dict[str, Callable[[], Embedder]] = {
     "wordllama-l2-256": lambda: WordLlamaEmbedder(256),
     "wordllama-l2-128": lambda: WordLlamaEmbedder(128),
     "wordllama-l2-64": lambda: WordLlamaEmbedder(64),

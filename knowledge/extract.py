@@ -68,7 +68,9 @@ def extract(data: bytes, *, filename: str = "", content_type: str | None = None)
         raise
     except Exception as exc:  # a reader library's own error on a broken file
         logger.info("extraction of %r (%s) failed: %r", filename, content_type, exc)
-        raise ExtractionError(f"the {_KIND_NAMES.get(content_type, 'file')} could not be read (damaged?)") from None
+        raise ExtractionError(
+            f"the {_KIND_NAMES.get(content_type, 'file')} could not be read (damaged?)"
+        ) from None
     text = _tidy(text)
     if not metadata.get("title") and filename:
         metadata["title"] = filename
@@ -122,7 +124,9 @@ _BLOCKS = frozenset(
         "pre", "ul", "ol", "table", "form", "figure", "figcaption", "dl", "dt", "dd", "hr", "address",
     }
 )  # fmt: skip
-_VOID = frozenset({"br", "hr", "img", "meta", "link", "input", "area", "base", "col", "embed", "source", "wbr"})
+_VOID = frozenset(
+    {"br", "hr", "img", "meta", "link", "input", "area", "base", "col", "embed", "source", "wbr"}
+)
 
 
 class _HTMLText(HTMLParser):
@@ -229,9 +233,7 @@ def _pdf_date(value: object) -> str | None:
         return None
     year, month, day, hour, minute, second = (int(g) if g else None for g in match.groups())
     try:
-        return dt.datetime(
-            year or 1, month or 1, day or 1, hour or 0, minute or 0, second or 0
-        ).isoformat()
+        return dt.datetime(year or 1, month or 1, day or 1, hour or 0, minute or 0, second or 0).isoformat()
     except ValueError:
         return None
 
@@ -246,9 +248,9 @@ def _read_pdf(data: bytes) -> tuple[str, str, dict[str, Any]]:
         raise ExtractionError("the PDF could not be read (damaged?)") from None
     if reader.is_encrypted:
         try:
-            opened = reader.decrypt("")
+            opened = bool(reader.decrypt(""))
         except Exception:
-            opened = 0
+            opened = False
         if not opened:
             raise ExtractionError("the PDF is protected by a password")
     pages = [(page.extract_text() or "").strip() for page in reader.pages]
@@ -349,7 +351,9 @@ def guess_languages(text: str) -> list[str]:
     words = re.findall(r"[^\W\d_]+", text[:20000].lower())
     if len(words) < 30:
         return []
-    scores = sorted(((sum(w in s for w in words) / len(words), lang) for lang, s in _STOPSETS.items()), reverse=True)
+    scores = sorted(
+        ((sum(w in s for w in words) / len(words), lang) for lang, s in _STOPSETS.items()), reverse=True
+    )
     (best, lang), (second, _) = scores[0], scores[1]
     if best >= 0.12 and best >= second * 1.5:
         return [lang]

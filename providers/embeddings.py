@@ -52,7 +52,9 @@ def _client_for(egress: EgressPolicy | None) -> httpx.AsyncClient:
     if per_loop is None:
         if len(_clients) > 16:
             _clients.clear()  # settings changed many times (tests): never an unbounded map
-        per_loop = _clients.setdefault(egress, PerLoop(lambda: new_http_client(egress), close=close_http_client))
+        per_loop = _clients.setdefault(
+            egress, PerLoop(lambda: new_http_client(egress), close=close_http_client)
+        )
     return per_loop.get()
 
 
@@ -213,7 +215,8 @@ class ProviderEmbedder:
         width = int(matrix.shape[1])
         if self.dimension and width != self.dimension:
             raise _protocol(
-                self.provider, f"the model gave vectors of {width} dimensions where {self.dimension} were expected"
+                self.provider,
+                f"the model gave vectors of {width} dimensions where {self.dimension} were expected",
             )
         self.dimension = width
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
