@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Literal, overload
 
 STRATEGIES = ("tokens", "headings")
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
@@ -56,8 +57,10 @@ def count_tokens(words: list[str]) -> list[int]:
     tokenizer = _tokenizer()
     if tokenizer is None or not words:
         return [max(1, len(_APPROX_TOKEN.findall(word))) for word in words]
-    encodings = tokenizer.encode_batch(words, add_special_tokens=False)  # type: ignore[attr-defined]
-    return [max(1, len(encoding.ids)) for encoding in encodings]
+    unique = list(dict.fromkeys(words))  # prose repeats its words: each is counted once
+    encodings = tokenizer.encode_batch(unique, add_special_tokens=False)  # type: ignore[attr-defined]
+    known = {word: max(1, len(encoding.ids)) for word, encoding in zip(unique, encodings, strict=True)}
+    return [known[word] for word in words]
 
 
 def _words(text: str) -> tuple[list[str], set[int]]:
@@ -81,13 +84,20 @@ def _join(words: list[str], paragraph_ends: set[int], start: int, end: int) -> s
     return "".join(parts)
 
 
-def _windows(text: str, size: int, overlap: int) -> list[str]:
-    """``text`` cut into windows of at most ``size`` tokens overlapping by about ``overlap``."""
+@overload
+def _windows(text: str, size: int, overlap: int) -> list[str]: ...
+@overload
+def _windows(text: str, size: int, overlap: int, *, starts: Literal[True]) -> list[tuple[int, str]]: ...
+
+
+def _windows(text: str, size: int, overlap: int, *, starts: bool = False) -> list[Any]:
+    """``text`` cut into windows of at most ``size`` tokens overlapping by about ``overlap``
+    (with ``starts``: each with the index of its first word)."""
     words, paragraph_ends = _words(text)
     if not words:
         return []
     counts = count_tokens(words)
-    out: list[str] = []
+    out: list[Any] = []
     start = 0
     while start < len(words):
         total = 0
@@ -97,7 +107,8 @@ def _windows(text: str, size: int, overlap: int) -> list[str]:
             end += 1
         if end < len(words):
             end = _best_cut(words, paragraph_ends, counts, start, end, size)
-        out.append(_join(words, paragraph_ends, start, end))
+        window = _join(words, paragraph_ends, start, end)
+        out.append((start, window) if starts else window)
         if end >= len(words):
             break
         # The next window starts `overlap` tokens back, never before this one's start.
@@ -173,31 +184,26 @@ def chunk_text(
             for window in _windows(body, size, overlap):
                 pieces.append(Piece(text=window, position=len(pieces), title=title))
         return pieces
-    # tokens: windows over the whole text, each titled with the heading it starts under
-    titles = [(title, body.split(None, 1)[0] if body.split() else "") for title, body in sections]
-    windows = _windows(text, size, overlap)
-    section_index = 0
-    consumed = 0
-    flat = " ".join(text.split())
-    for window in windows:
-        at = flat.find(" ".join(window.split()[:8]), consumed)
-        if at >= 0:
-            consumed = at
-        while (
-            section_index + 1 < len(sections)
-            and _section_start(flat, sections, section_index + 1) <= consumed
-        ):
-            section_index += 1
-        title = (
-            titles[section_index][0]
-            if titles and _section_start(flat, sections, section_index) <= consumed
-            else ""
-        )
-        pieces.append(Piece(text=window, position=len(pieces), title=title))
+    # tokens: windows over the whole text, each titled with the heading its first word is under
+    titles = _word_titles(text)
+    for start, window in _windows(text, size, overlap, starts=True):
+        pieces.append(Piece(text=window, position=len(pieces), title=titles[start] if titles else ""))
     return pieces
 
 
-def _section_start(flat: str, sections: list[tuple[str, str]], index: int) -> int:
-    head = " ".join(sections[index][1].split()[:12])
-    at = flat.find(head)
-    return at if at >= 0 else len(flat) + 1
+def _word_titles(text: str) -> list[str]:
+    """The heading path each word of ``text`` (in ``text.split()`` order) sits under."""
+    titles: list[str] = []
+    path: list[tuple[int, str]] = []
+    title = ""
+    in_fence = False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        match = None if in_fence else _HEADING.match(line)
+        if match is not None:
+            level = len(match.group(1))
+            path = [(lv, name) for lv, name in path if lv < level] + [(level, match.group(2).strip())]
+            title = " > ".join(name for _, name in path)
+        titles.extend([title] * len(line.split()))
+    return titles
