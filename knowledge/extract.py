@@ -117,7 +117,7 @@ def _read_markdown(data: bytes) -> tuple[str, str, dict[str, Any]]:
 
 # --- HTML --------------------------------------------------------------------------------------------
 
-_SKIP = frozenset({"script", "style", "noscript", "template", "svg", "head", "iframe", "object"})
+_SKIP = frozenset({"script", "style", "noscript", "template", "svg", "iframe", "object"})
 _BLOCKS = frozenset(
     {
         "p", "div", "section", "article", "main", "header", "footer", "nav", "aside", "blockquote",
@@ -139,6 +139,7 @@ class _HTMLText(HTMLParser):
         self.heading: int | None = None
         self.cells: list[str] | None = None
         self.metadata: dict[str, Any] = {}
+        self.in_head = False  # until </head> or <body>: a page may leave </head> out
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = {k: v or "" for k, v in attrs}
@@ -152,7 +153,12 @@ class _HTMLText(HTMLParser):
             elif content and name in ("date", "dcterms.date", "article:published_time", "dc.date"):
                 self.metadata["date"] = content
             return
-        if tag == "title" and self.skip_depth <= 1:
+        if tag == "head":
+            self.in_head = True
+            return
+        if tag == "body":
+            self.in_head = False
+        if tag == "title" and not self.skip_depth:
             self.in_title = True
             return
         if tag in _SKIP:
@@ -179,6 +185,8 @@ class _HTMLText(HTMLParser):
             self.out.append("\n\n")
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "head":
+            self.in_head = False
         if tag == "title":
             self.in_title = False
             return
@@ -199,7 +207,7 @@ class _HTMLText(HTMLParser):
         if self.in_title:
             self.title += data
             return
-        if self.skip_depth:
+        if self.skip_depth or self.in_head:
             return
         if self.heading is not None:
             data = " ".join(data.split())  # a heading stays on its one line

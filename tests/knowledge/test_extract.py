@@ -108,6 +108,14 @@ def test_html_keeps_headings_drops_scripts_and_styles() -> None:
     assert result.metadata["languages"] == ["en"]
 
 
+def test_html_without_closing_head_or_html_tags() -> None:
+    result = extract(
+        b"<html><head><title>T</title><link rel=x><body><h2>Part</h2>Body text", filename="a.htm"
+    )
+    assert result.text == "## Part\n\nBody text"
+    assert result.metadata["title"] == "T"
+
+
 def test_markdown_and_text() -> None:
     md = extract("\ufeff# Recipe\n\nMix the flour.\n".encode(), filename="bread.md")
     assert (md.format, md.text, md.metadata["title"]) == ("markdown", "# Recipe\n\nMix the flour.", "Recipe")
