@@ -122,7 +122,8 @@ def _wordllama_table() -> np.ndarray:
 class WordLlamaEmbedder:
     """Mean of WordLlama's static token vectors, truncated to ``dimension``, normalised.
 
-    About 0.05 ms a chunk on one core: the tokenizer (Rust, batched) is most of it. A text longer
+    Under 1 ms a chunk on this project's 2-core machine, busy (bench/embeddings.py); the
+    tokenizer is most of it. A text longer
     than ``max_tokens`` is embedded from its first ``max_tokens`` tokens (chunks are far shorter).
     """
 
