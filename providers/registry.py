@@ -115,6 +115,12 @@ class ProviderRegistry:
             self._instances[name] = provider  # type: ignore[assignment]
             return provider  # type: ignore[return-value]
 
+    def configured_egress(self) -> Any:
+        """The egress policy given to every provider (``configure("*", egress=...)``), or None.
+        Other users of the providers' HTTP (embeddings) send under the same policy."""
+        with self._lock:
+            return self._settings.get(ALL, {}).get("egress")
+
     def names(self) -> list[str]:
         with self._lock:
             return sorted(self._entries)

@@ -10,6 +10,7 @@ import json
 import re
 from typing import Any
 
+from tests.fakes.embeddings import DEFAULT_DIMENSION, fake_vector
 from tests.fakes.script import Reply
 from tests.fakes.server import FakeServer, Plan, RecordedRequest, json_plan, main
 
@@ -45,6 +46,8 @@ class FakeGemini(FakeServer):
                     malformed=b'data: {"candidates":[{"content":\n\n',
                     error_frame=_frame(self._error_body(reply.error_status, reply.error_message)),
                 )
+            if match["method"] in ("embedContent", "batchEmbedContents"):
+                return self.embeddings_plan(reply, match["method"], request.json or {})
             if match["method"] == "generateContent":
                 plan = json_plan(self.merge(chunks))
                 plan.reply = reply
@@ -64,6 +67,22 @@ class FakeGemini(FakeServer):
     @staticmethod
     def _error_body(code: int, message: str) -> dict:
         return {"error": {"code": code, "message": message, "status": STATUS.get(code, "UNKNOWN")}}
+
+    def embeddings_plan(self, reply: Reply, method: str, body: dict) -> Plan:
+        """``embedContent`` -> ``{"embedding": {"values"}}``; ``batchEmbedContents`` ->
+        ``{"embeddings": [{"values"}, ...]}`` (``outputDimensionality`` honoured)."""
+
+        def values(item: dict) -> dict:
+            text = " ".join(p.get("text", "") for p in (item.get("content") or {}).get("parts", []))
+            dimension = item.get("outputDimensionality") or reply.extra.get("dimension") or DEFAULT_DIMENSION
+            return {"values": fake_vector(text, dimension)}
+
+        if method == "embedContent":
+            plan = json_plan({"embedding": values(body)})
+        else:
+            plan = json_plan({"embeddings": [values(item) for item in body.get("requests", [])]})
+        plan.reply = reply
+        return plan
 
     def error_plan(self, reply: Reply) -> Plan:
         """The error body; ``reply.extra["error_details"]`` adds google.rpc details (e.g. RetryInfo)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tests.fakes.embeddings import DEFAULT_DIMENSION, fake_vector
 from tests.fakes.script import Reply
 from tests.fakes.server import FakeServer, Plan, RecordedRequest, json_plan, main
 
@@ -46,6 +47,22 @@ class FakeOllama(FakeServer):
                     error_frame=_line({"error": reply.error_message}),
                 )
             plan = json_plan(self.merge(objects))
+            plan.reply = reply
+            return plan
+        if request.method == "POST" and request.path == "/api/embed":
+            body = request.json or {}
+            reply = self.next_reply()
+            texts = body.get("input") if isinstance(body.get("input"), list) else [body.get("input", "")]
+            dimension = reply.extra.get("dimension") or DEFAULT_DIMENSION
+            plan = json_plan(
+                {
+                    "model": body.get("model"),
+                    "embeddings": [fake_vector(str(t), dimension) for t in texts],
+                    "total_duration": 14143917,
+                    "load_duration": 1019500,
+                    "prompt_eval_count": sum(len(str(t).split()) for t in texts),
+                }
+            )
             plan.reply = reply
             return plan
         return json_plan({"error": "not found"}, status=404)

@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from tests.fakes.embeddings import DEFAULT_DIMENSION, fake_vector
 from tests.fakes.script import Reply
 from tests.fakes.server import FakeServer, Plan, RecordedRequest, json_plan, main
 
@@ -50,7 +51,31 @@ class FakeOpenAI(FakeServer):
             if body.get("stream"):
                 return self.stream_plan(reply, body)
             return self._whole(reply, body)
+        if request.method == "POST" and request.path == "/v1/embeddings":
+            return self.embeddings_plan(request.json or {})
         return json_plan({"error": {"message": "not found", "type": "invalid_request_error"}}, status=404)
+
+    def embeddings_plan(self, body: dict) -> Plan:
+        """``POST /v1/embeddings``: one vector per input (``dimensions`` honoured, else
+        ``reply.extra["dimension"]``), with usage."""
+        reply = self.next_reply()
+        texts = body.get("input") if isinstance(body.get("input"), list) else [body.get("input", "")]
+        dimension = body.get("dimensions") or reply.extra.get("dimension") or DEFAULT_DIMENSION
+        data = [
+            {"object": "embedding", "index": i, "embedding": fake_vector(str(t), dimension)}
+            for i, t in enumerate(texts)
+        ]
+        words = sum(len(str(t).split()) for t in texts)
+        plan = json_plan(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": words, "total_tokens": words},
+            }
+        )
+        plan.reply = reply
+        return plan
 
     def _whole(self, reply: Reply, body: dict) -> Plan:
         plan = json_plan(self.completion(reply, body))
