@@ -18,7 +18,9 @@ from itertools import tee
 from typing import Any
 
 from django.db.backends.sqlite3 import base as django_sqlite
-from django.db.backends.sqlite3._functions import register as register_functions
+from django.db.backends.sqlite3._functions import (  # type: ignore[import-untyped]  # no stubs
+    register as register_functions,
+)
 from django.utils.asyncio import async_unsafe
 from django.utils.dateparse import parse_date, parse_datetime, parse_time
 
@@ -45,7 +47,7 @@ def _load_sqlite_vec(conn: Any) -> str | None:
     """Load sqlite-vec into ``conn``; its version, or None (logged once) when it cannot load."""
     global _warned
     try:
-        import sqlite_vec
+        import sqlite_vec  # type: ignore[import-untyped]  # ships no types
 
         conn.enable_load_extension(True)
         try:
@@ -60,7 +62,7 @@ def _load_sqlite_vec(conn: Any) -> str | None:
         return None
 
 
-class SQLiteCursorWrapper(Database.Cursor):  # type: ignore[misc,name-defined]
+class SQLiteCursorWrapper(Database.Cursor):
     """Django's "format" and "pyformat" parameters, on this module's cursor."""
 
     def execute(self, query: str, params: Any = None) -> Any:
@@ -89,7 +91,7 @@ class DatabaseWrapper(django_sqlite.DatabaseWrapper):
         register_functions(conn)
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA legacy_alter_table = OFF")
-        for init_command in self.init_commands:
+        for init_command in self.init_commands:  # type: ignore[attr-defined]  # set by get_connection_params
             if init_command := init_command.strip():
                 conn.execute(init_command)
         self.sqlite_vec_version = _load_sqlite_vec(conn)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import numpy as np
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -41,7 +42,7 @@ def lexical(
         f"FROM knowledge_chunk c, to_tsquery('{PG_TS_CONFIG}', %s) q "
         "WHERE c.search @@ q AND c.base_id = ANY(%s)"
     )
-    params: list[object] = [tsquery, list(base_ids)]
+    params: list[Any] = [tsquery, list(base_ids)]
     if document_ids is not None:
         sql += " AND c.document_id = ANY(%s)"
         params.append(list(document_ids))
@@ -90,7 +91,7 @@ def semantic(
         f"SELECT chunk_id, embedding <=> %s::vector AS distance FROM {VECTOR_TABLE} "
         "WHERE base_id = ANY(%s) AND dimension = %s"
     )
-    params: list[object] = [literal, [b for b, _ in base_versions], dimension]
+    params: list[Any] = [literal, [b for b, _ in base_versions], dimension]
     if document_ids is not None:
         sql += " AND document_id = ANY(%s)"
         params.append(list(document_ids))

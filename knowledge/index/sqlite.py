@@ -11,6 +11,7 @@ import logging
 import unicodedata
 import uuid
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import numpy as np
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -74,7 +75,7 @@ def lexical(
         f"CROSS JOIN knowledge_chunk c ON c.id = {FTS_TABLE}.rowid "
         f"WHERE {FTS_TABLE} MATCH %s AND c.base_id IN ({_in(bases)})"
     )
-    params: list[object] = [match, *bases]
+    params: list[Any] = [match, *bases]
     if document_ids is not None:
         documents = [d.hex for d in document_ids]
         sql += f" AND c.document_id IN ({_in(documents)})"
@@ -122,7 +123,7 @@ def semantic(
         f"WHERE base_id IN ({_in(bases)}) AND length(embedding) = %s"
     )
     blob = np.ascontiguousarray(query, dtype="<f4").tobytes()
-    params: list[object] = [blob, *bases, dimension * 4]
+    params: list[Any] = [blob, *bases, dimension * 4]
     if document_ids is not None:
         documents = [d.hex for d in document_ids]
         sql += f" AND document_id IN ({_in(documents)})"

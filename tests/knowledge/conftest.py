@@ -5,6 +5,12 @@ import pytest
 from knowledge import services
 
 
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path):
+    """Stored files (documents added as bytes) go to the test's own directory."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+
+
 @pytest.fixture
 def base(user):
     return services.base_create(owner=user, name="handbook")

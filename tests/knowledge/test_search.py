@@ -40,7 +40,7 @@ def test_accurate_search_finds_the_passage_with_the_words(base, corpus):
 
 def test_semantic_search_ranks_by_cosine(base, corpus):
     hits = search_sync([base], "borrow checker memory safety", mode="semantic", top_k=3)
-    assert [hit.document_id for hit in hits][0] == corpus["rust"].id
+    assert hits[0].document_id == corpus["rust"].id
     assert len(hits) == 3  # semantic always ranks every chunk
     assert hits[0].score > hits[1].score and -1.0 <= hits[-1].score <= 1.0
 
