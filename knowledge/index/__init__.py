@@ -71,5 +71,5 @@ def semantic(
 
 def store_vectors(*, alias: str, rows: Sequence[tuple[int, uuid.UUID, uuid.UUID, bytes]]) -> None:
     connection = _connection(alias)
-    if connection.vendor == "postgresql":
-        postgres.store_vectors(connection, rows)
+    backend = sqlite if connection.vendor == "sqlite" else postgres
+    backend.store_vectors(connection, rows)

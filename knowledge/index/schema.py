@@ -30,6 +30,21 @@ SQLITE_TOKENIZER = "unicode61 remove_diacritics 2"
 FTS_TABLE = "knowledge_chunk_fts"
 FTS_VOCABULARY = "knowledge_chunk_fts_terms"
 VECTOR_TABLE = "knowledge_chunk_vector"
+# SQLite: one sqlite-vec ``vec0`` table per embedding dimension, partitioned by base
+VECTOR_TABLE_PREFIX = "knowledge_chunk_vec"
+
+
+def vector_table_statements(dimension: int) -> list[str]:
+    """The vec0 table of one dimension and the trigger that drops a deleted chunk's row."""
+    table = f"{VECTOR_TABLE_PREFIX}{int(dimension)}"
+    return [
+        f"""CREATE VIRTUAL TABLE IF NOT EXISTS {table} USING vec0(
+            base_id text partition key, embedding float[{int(dimension)}] distance_metric=cosine)""",
+        f"""CREATE TRIGGER IF NOT EXISTS {table}_forget AFTER DELETE ON knowledge_chunk BEGIN
+            DELETE FROM {table} WHERE rowid = old.id;
+        END""",
+    ]
+
 
 _SQLITE = [
     f"""CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(
@@ -98,6 +113,16 @@ def install(connection: BaseDatabaseWrapper) -> None:
         if connection.vendor == "sqlite":
             for statement in _SQLITE:
                 cursor.execute(statement)
+            # the triggers of the vec0 tables already made (the tables live on through a rebuild)
+            cursor.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB %s",
+                [f"{VECTOR_TABLE_PREFIX}[0-9]*"],
+            )
+            for (name,) in cursor.fetchall():
+                suffix = name[len(VECTOR_TABLE_PREFIX) :]
+                if suffix.isdigit():
+                    for statement in vector_table_statements(int(suffix))[1:]:
+                        cursor.execute(statement)
         elif connection.vendor == "postgresql":
             for statement in _POSTGRES:
                 cursor.execute(statement)
@@ -127,6 +152,14 @@ def install_pgvector(connection: BaseDatabaseWrapper) -> bool:
 def uninstall(connection: BaseDatabaseWrapper) -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "sqlite":
+            cursor.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB %s",
+                [f"{VECTOR_TABLE_PREFIX}[0-9]*"],
+            )
+            for (name,) in cursor.fetchall():
+                if name[len(VECTOR_TABLE_PREFIX) :].isdigit():
+                    cursor.execute(f"DROP TRIGGER IF EXISTS {name}_forget")
+                    cursor.execute(f"DROP TABLE IF EXISTS {name}")
             for statement in _SQLITE_DROP:
                 cursor.execute(statement)
         elif connection.vendor == "postgresql":

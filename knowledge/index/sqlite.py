@@ -17,7 +17,7 @@ import numpy as np
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from knowledge.index import vectors
-from knowledge.index.schema import FTS_TABLE, FTS_VOCABULARY
+from knowledge.index.schema import FTS_TABLE, FTS_VOCABULARY, VECTOR_TABLE_PREFIX, vector_table_statements
 
 logger = logging.getLogger(__name__)
 _warned = False
@@ -92,6 +92,35 @@ def has_sqlite_vec(connection: BaseDatabaseWrapper) -> bool:
     return bool(getattr(connection, "sqlite_vec_version", None))
 
 
+def _vector_table(dimension: int) -> str:
+    return f"{VECTOR_TABLE_PREFIX}{int(dimension)}"
+
+
+def _vector_table_exists(connection: BaseDatabaseWrapper, dimension: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM sqlite_master WHERE name = %s", [_vector_table(dimension)])
+        return cursor.fetchone() is not None
+
+
+def store_vectors(
+    connection: BaseDatabaseWrapper, rows: Sequence[tuple[int, uuid.UUID, uuid.UUID, bytes]]
+) -> None:
+    """Copy new chunks' embeddings to the vec0 table of their dimension (made on first use, with
+    the trigger that removes a chunk's row when the chunk goes)."""
+    if not rows or not has_sqlite_vec(connection):
+        return
+    by_dimension: dict[int, list[tuple[int, str, bytes]]] = {}
+    for chunk_id, base_id, _document_id, blob in rows:
+        by_dimension.setdefault(len(blob) // 4, []).append((chunk_id, base_id.hex, blob))
+    with connection.cursor() as cursor:
+        for dimension, values in by_dimension.items():
+            for statement in vector_table_statements(dimension):
+                cursor.execute(statement)
+            table = _vector_table(dimension)
+            cursor.executemany(f"DELETE FROM {table} WHERE rowid = %s", [(v[0],) for v in values])
+            cursor.executemany(f"INSERT INTO {table} (rowid, base_id, embedding) VALUES (%s, %s, %s)", values)
+
+
 def semantic(
     connection: BaseDatabaseWrapper,
     *,
@@ -101,7 +130,12 @@ def semantic(
     document_ids: Collection[uuid.UUID] | None,
     limit: int,
 ) -> list[tuple[int, float]]:
-    """The ``limit`` chunks closest to ``query`` by cosine (the score is the cosine similarity)."""
+    """The ``limit`` chunks closest to ``query`` by cosine (the score is the cosine similarity).
+
+    A search of whole bases asks the vec0 table of the query's dimension, base by base (the
+    base is its partition key); a search kept to some documents scans their chunks with
+    sqlite-vec's distance function instead (the index on base and document finds them).
+    """
     global _warned
     if not has_sqlite_vec(connection):
         if not _warned:
@@ -115,6 +149,19 @@ def semantic(
             document_ids=document_ids,
             limit=limit,
         )
+    blob = np.ascontiguousarray(query, dtype="<f4").tobytes()
+    if document_ids is None and _vector_table_exists(connection, dimension):
+        found: list[tuple[int, float]] = []
+        sql = (
+            f"SELECT rowid, distance FROM {_vector_table(dimension)} "
+            "WHERE embedding MATCH %s AND k = %s AND base_id = %s"
+        )
+        with connection.cursor() as cursor:
+            for base_id, _ in base_versions:
+                cursor.execute(sql, [blob, limit, base_id.hex])
+                found += [(int(chunk_id), 1.0 - float(distance)) for chunk_id, distance in cursor.fetchall()]
+        found.sort(key=lambda pair: -pair[1])
+        return found[:limit]
     bases = [b.hex for b, _ in base_versions]
     # the embeddings are unit length, so the L2 distance orders as the cosine does, and is
     # cheaper than vec_distance_cosine, which normalizes both sides on every row
@@ -122,7 +169,6 @@ def semantic(
         "SELECT id, vec_distance_l2(embedding, %s) FROM knowledge_chunk "
         f"WHERE base_id IN ({_in(bases)}) AND length(embedding) = %s"
     )
-    blob = np.ascontiguousarray(query, dtype="<f4").tobytes()
     params: list[Any] = [blob, *bases, dimension * 4]
     if document_ids is not None:
         documents = [d.hex for d in document_ids]
