@@ -42,12 +42,14 @@ FILES_FOLDER = "knowledge"
 class IngestError(NexusError):
     """The pipeline failed; ``message`` is safe to show, ``retryable`` says a retry may succeed."""
 
-    code = "ingest_failed"
+    code = "validation_error"
     http_status = 422
 
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        if retryable:  # the codes are SPEC section 4's: a failing model or store is upstream's fault
+            self.code, self.http_status = "provider_error", 502
 
 
 # --- Bases ----------------------------------------------------------------------------------------

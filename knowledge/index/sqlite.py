@@ -40,12 +40,12 @@ def _useful_terms(connection: BaseDatabaseWrapper, terms: Sequence[str]) -> list
     folded = list(dict.fromkeys(_fold(term) for term in terms if _fold(term)))
     if len(folded) < 2:
         return folded
+    frequency: dict[str, int] = {}
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT term, doc FROM {FTS_VOCABULARY} WHERE term IN ({_in(folded)})",
-            folded,
-        )
-        frequency = dict(cursor.fetchall())
+        for term in folded:  # one lookup each: fts5vocab seeks on "term =", but scans for "IN"
+            cursor.execute(f"SELECT doc FROM {FTS_VOCABULARY} WHERE term = %s", [term])
+            row = cursor.fetchone()
+            frequency[term] = int(row[0]) if row else 0
         cursor.execute("SELECT count(*) FROM knowledge_chunk")
         total = cursor.fetchone()[0]
     present = [term for term in folded if frequency.get(term)]
