@@ -117,3 +117,27 @@ def test_a_deleted_base_takes_its_chunks(user, base, corpus):
     assert not Chunk.objects.exists()
     again = services.base_create(owner=user, name="handbook")
     assert search_sync([again], "moon", mode="hybrid") == []
+
+
+def test_the_vector_index_follows_the_chunks(base, corpus):
+    """sqlite-vec's vec0 table (SQLite) or pgvector's table (PostgreSQL with the extension)
+    holds one row per chunk, and loses a deleted document's rows."""
+    from django.db import connection
+
+    from knowledge.index import postgres
+
+    if connection.vendor == "sqlite":
+        table = "knowledge_chunk_vec256"
+    elif postgres.has_pgvector(connection):
+        table = "knowledge_chunk_vector"
+    else:
+        pytest.skip("PostgreSQL without pgvector: semantic search scans in Python")
+
+    def rows() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM {table}")
+            return cursor.fetchone()[0]
+
+    assert rows() == Chunk.objects.count() == 3
+    services.document_delete(document=corpus["cats"])
+    assert rows() == Chunk.objects.count() == 2
