@@ -117,6 +117,10 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 
 
+# Nexus's SQLite engine (core/sqlite_backend): Django's, on a SQLite that loads sqlite-vec.
+SQLITE_ENGINE = "core.sqlite_backend"
+
+
 def _database() -> dict:
     url = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
     try:
@@ -133,6 +137,8 @@ def _database() -> dict:
     if not config.get("NAME"):
         raise ImproperlyConfigured("DATABASE_URL names no database")
     if engine == "django.db.backends.sqlite3":
+        # Django's SQLite engine on pysqlite3, with sqlite-vec loaded (knowledge search)
+        config["ENGINE"] = SQLITE_ENGINE
         # WAL lets readers run beside the single writer; a busy timeout beats "database is locked".
         config["OPTIONS"] = {
             "timeout": 20,

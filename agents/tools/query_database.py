@@ -291,7 +291,8 @@ def _sqlite_file(name: str) -> Path | None:
 def is_app_sqlite_file(path: Path) -> bool:
     """Whether ``path`` is the application's own SQLite database file."""
     app = _app_database()
-    if app.get("ENGINE") != "django.db.backends.sqlite3":
+    # Django's own SQLite engine, or Nexus's (core.sqlite_backend, the default for sqlite URLs)
+    if app.get("ENGINE") not in {"django.db.backends.sqlite3", "core.sqlite_backend"}:
         return False
     app_file = _sqlite_file(str(app.get("NAME") or ""))
     if app_file is None:
