@@ -136,7 +136,7 @@ async def test_a_denied_call_does_not_run_and_the_model_is_told(connect, user):
 
 async def test_a_call_nobody_decides_is_denied_at_its_timeout(connect, user, settings):
     settings.NEXUS_APPROVAL_TIMEOUT_SECONDS = 0.3
-    conversation, client, call_id = await _asked(connect, user)
+    _conversation, client, call_id = await _asked(connect, user)
     decided = await client.until("approval_decided", timeout=15)
     assert decided["data"]["decision"] == "timed_out" and decided["data"]["decided_by"] is None
     result = await client.until("tool_result")
