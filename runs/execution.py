@@ -311,6 +311,9 @@ class Execution:
         for index, call in enumerate(calls):
             if resumed and index == 0:
                 outcome: dict[str, Any] | None = await run_tools.resume_call(self, call)
+                # A client's answer was stored before the history was read: it is answered below,
+                # in the shape the model sees within a run, once.
+                messages[:] = [m for m in messages if not (m.role == "tool" and m.tool_call_id == call.id)]
             else:
                 if resumed:
                     messages.append(ChatMessage(role="assistant", content="", tool_calls=(call,)))

@@ -320,6 +320,9 @@ async def test_a_client_tool_call_pauses_the_run_too(connect, user):
     await client.until("run_finished", status="completed")
     [final] = _frames(client, "agent_message")
     assert final["content"] == 'Tool said: {"result": "Europe/Paris", "is_error": false}'
+    # The model saw the call answered once (the stored answer is not sent beside it).
+    assert [m.role for m in scripted.SEEN[-1][-2:]] == ["assistant", "tool"]
+    assert len([m for m in scripted.SEEN[-1] if m.role == "tool"]) == 1
 
 
 def test_tool_specs_take_approval_rules_for_server_tools_only():
