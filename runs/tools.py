@@ -82,10 +82,10 @@ def _store_call(
     ex: Execution, call: ToolCall, execution: str | None, pending: str | None
 ) -> tuple[uuid.UUID, datetime | None]:
     """The call's message, and its pending row when it waits (both or neither)."""
+    if pending is None:
+        return _call_message(ex, call, execution), None
     with transaction.atomic():
         row = _call_message(ex, call, execution)
-        if pending is None:
-            return row, None
         waiting = pending_create(
             run_id=ex.run_id,
             conversation_id=ex.conversation.pk,
