@@ -509,7 +509,7 @@ async def approval_decide_view(
         raise ValidationFailed(
             "decision is approve or deny.", details={"decision": ["Expected approve or deny."]}
         )
-    if len(tool_call_id) > protocol.MAX_ID_CHARS:
+    if len(tool_call_id) > protocol.MAX_ID_CHARS or "\x00" in tool_call_id:
         raise NotFound("No tool call waits for approval with that id in this conversation.")
     decided = await approval_decide(
         user=user, conversation_id=conversation_id, tool_call_id=tool_call_id, approve=decision == "approve"
