@@ -340,3 +340,22 @@ def test_tool_specs_take_approval_rules_for_server_tools_only():
     ):
         with pytest.raises(ValidationFailed):
             tool_specs_validate([bad])
+
+
+async def test_a_run_whose_decider_died_before_waking_it_is_woken_by_the_sweeper(connect, user):
+    """The decision is stored but the process that made it died before the wake (here: the pending
+    row updated behind the engine's back): the sweeper's housekeeping wakes the run."""
+    from runs.models import PendingToolCall
+    from runs.sweeper import sweep_stale_runs
+
+    conversation, client, call_id = await _asked(connect, user)
+    await _released(conversation.pk)
+    await database_sync_to_async(
+        lambda: PendingToolCall.objects.filter(tool_call_id=call_id).update(status="approved")
+    )()
+    await asyncio.sleep(0.5)
+    assert (await database_sync_to_async(_run)(conversation.pk)).status == "waiting"
+    await sweep_stale_runs(housekeeping=True)
+    await client.until("run_finished", status="completed")
+    [result] = _frames(client, "tool_result")
+    assert result["is_error"] is False and result["result"]["timezone"] == "Europe/Paris"
