@@ -37,6 +37,23 @@ class ToolSpecSerializer(serializers.Serializer):
         required=False, help_text="A JSON Schema object describing the arguments."
     )
     execution = serializers.ChoiceField(choices=["server", "client"], required=False, default="server")
+    approval = serializers.ChoiceField(
+        choices=["always", "never", "ask"],
+        required=False,
+        help_text="Server tools: always ask a person, never, or ask unless an allow rule matches.",
+    )
+    allow = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField(max_length=500)),
+        required=False,
+        max_length=50,
+        help_text="Rules ({argument: pattern}) under which an `ask` tool runs without asking.",
+    )
+    deny = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField(max_length=500)),
+        required=False,
+        max_length=50,
+        help_text="Rules ({argument: pattern}) under which the tool is refused without asking.",
+    )
 
 
 class AgentSerializer(serializers.ModelSerializer):

@@ -47,15 +47,62 @@ def tool_specs_validate(tools: Any) -> list[dict[str, Any]]:
             raise ValidationFailed(
                 "Invalid tool execution.", details={where: ["execution is server or client."]}
             )
-        cleaned.append(
-            {
-                "name": name,
-                "description": str(spec.get("description", "")),
-                "parameters": parameters,
-                "execution": execution,
-            }
-        )
+        entry = {
+            "name": name,
+            "description": str(spec.get("description", "")),
+            "parameters": parameters,
+            "execution": execution,
+        }
+        entry.update(_approval_validate(spec, execution, where))
+        cleaned.append(entry)
     return cleaned
+
+
+APPROVAL_MODES = ("always", "never", "ask")
+_MAX_RULES = 50
+
+
+def _approval_validate(spec: dict[str, Any], execution: str, where: str) -> dict[str, Any]:
+    """A tool entry's approval policy (docs/tools.md, "Approvals"): ``approval`` (always, never or
+    ask) and ``allow`` / ``deny`` rules, each an object of argument name -> pattern. Server tools
+    only: a client tool already waits for its client. Only the keys given are kept."""
+    out: dict[str, Any] = {}
+    if "approval" in spec:
+        if spec["approval"] not in APPROVAL_MODES:
+            raise ValidationFailed(
+                "Invalid tool approval.", details={where: ["approval is always, never or ask."]}
+            )
+        out["approval"] = spec["approval"]
+    for key in ("allow", "deny"):
+        if key not in spec:
+            continue
+        rules = spec[key]
+        if not isinstance(rules, list) or len(rules) > _MAX_RULES:
+            raise ValidationFailed(
+                f"Invalid tool {key} rules.",
+                details={where: [f"{key} is a list of at most {_MAX_RULES} rules."]},
+            )
+        for rule in rules:
+            if not isinstance(rule, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and len(v) <= 500 for k, v in rule.items()
+            ):
+                raise ValidationFailed(
+                    f"Invalid tool {key} rule.",
+                    details={
+                        where: [
+                            f'each {key} rule maps argument names to text patterns, e.g. {{"sql": "SELECT *"}}.'
+                        ]
+                    },
+                )
+        out[key] = rules
+    if out and execution == "client":
+        raise ValidationFailed(
+            "Approval applies to server tools.",
+            details={
+                where: ["approval, allow and deny are for server tools; a client tool waits for its client."]
+            },
+        )
+    return out
 
 
 def _config_validate(config: Any) -> dict[str, Any]:

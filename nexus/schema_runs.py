@@ -1,5 +1,5 @@
 """The OpenAPI description of the async run endpoints (``realtime/http_urls.py``): invoke, agent run (SSE),
-stop and the conversation's event stream (SSE).
+stop, approval decisions and the conversation's event stream (SSE).
 
 Those endpoints are plain async Django views (a reply can take minutes; a DRF view would hold a
 thread for all of it), so drf-spectacular cannot see them. Each is described here by a schema-only
@@ -261,12 +261,54 @@ def _branch_stub(action: str, summary: str, status: int) -> type[APIView]:
     return BranchSchemaView
 
 
+class DecisionSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=["approve", "deny"])
+
+
+class DecisionResultSerializer(serializers.Serializer):
+    toolCallId = serializers.CharField()  # the wire's name
+    decision = serializers.ChoiceField(choices=["approved", "denied"])
+    run_id = serializers.UUIDField()
+
+
+class ApprovalDecideSchemaView(APIView):
+    """Schema only (never routed): ``realtime.http_views.approval_decide_view``."""
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="approval_decide",
+        summary="Approve or deny a tool call that waits for approval",
+        description=(
+            'The REST twin of the `approve` and `deny` frames (docs/tools.md, "Approvals"). The first '
+            "decision wins; a later one answers 409 `conflict` with the decision made. The run "
+            "resumes wherever an executor claims it."
+        ),
+        parameters=[
+            _uuid_path("conversation_id", "conversation"),
+            OpenApiParameter(
+                "tool_call_id",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                description="The call's `toolCallId`.",
+            ),
+        ],
+        request=DecisionSerializer,
+        responses={
+            200: DecisionResultSerializer,
+            409: OpenApiResponse(description="`conflict`: already decided, or its run has ended."),
+        },
+    )
+    def post(self, request: Any, conversation_id: str, tool_call_id: str) -> Any:
+        raise NotImplementedError
+
+
 # URL pattern name (realtime/http_urls.py) -> its schema-only view
 SCHEMA_ONLY_VIEWS: dict[str, type[APIView]] = {
     "invoke": InvokeSchemaView,
     "agent-run": AgentRunSchemaView,
     "conversation-stop": ConversationStopSchemaView,
     "conversation-events": ConversationEventsSchemaView,
+    "approval-decide": ApprovalDecideSchemaView,
     "message-regenerate": _branch_stub("regenerate", "Regenerate a reply (a new version beside it)", 202),
     "message-edit": _branch_stub("edit", "Edit a message and resend it (a new branch from it)", 202),
     "message-continue": _branch_stub("continue", "Continue a reply cut off at the length limit", 202),

@@ -204,6 +204,8 @@ NEXUS_MAX_TOOL_ROUNDS = env_int("NEXUS_MAX_TOOL_ROUNDS", 8, minimum=1, maximum=3
 # Tool calls one model reply may make; calls past it get an error result and do not run.
 NEXUS_MAX_TOOL_CALLS_PER_ROUND = env_int("NEXUS_MAX_TOOL_CALLS_PER_ROUND", 16, minimum=1, maximum=128)
 NEXUS_CLIENT_TOOL_TIMEOUT = env_float("NEXUS_CLIENT_TOOL_TIMEOUT", 60.0, minimum=0.1)
+# A tool call waiting for a person's approve/deny is denied after this (runs.approvals).
+NEXUS_APPROVAL_TIMEOUT_SECONDS = env_float("NEXUS_APPROVAL_TIMEOUT_SECONDS", 600.0, minimum=0.1)
 
 # --- Tools (SPEC section 7; docs/tools.md) ---------------------------------------------------
 

@@ -32,6 +32,7 @@ from realtime.dialects.seed003 import SEED003
 from realtime.limits import get_limits
 from realtime.middleware import SUBPROTOCOL
 from realtime.presence import presence
+from runs.approvals import approval_decide
 from runs.branching import message_choose, message_continue, message_regenerate
 from runs.eventlog import get_event_log
 from runs.eventlog.base import EventLogUnavailable, LoggedEvent
@@ -594,6 +595,14 @@ class ConversationSocket(BaseSocket):
                     is_error=frame.is_error,
                 )
                 await self.send(text_data=protocol.control_frame("ack", {"toolCallId": frame.tool_call_id}))
+            case protocol.Decision():
+                decided = await approval_decide(
+                    user=self.user,
+                    conversation_id=cid,
+                    tool_call_id=frame.tool_call_id,
+                    approve=frame.approve,
+                )
+                await self.send(text_data=protocol.control_frame("ack", decided))
             case protocol.Branch():
                 act = {
                     "regenerate": message_regenerate,

@@ -16,6 +16,11 @@ urlpatterns = [
     path("agui/<str:agent_id>/", agui_views.agui_run),
     path("conversations/<str:conversation_id>/stop/", views.conversation_stop, name="conversation-stop"),
     path(
+        "conversations/<str:conversation_id>/approvals/<str:tool_call_id>/",
+        views.approval_decide_view,
+        name="approval-decide",
+    ),
+    path(
         "conversations/<str:conversation_id>/events/", views.conversation_events, name="conversation-events"
     ),
     path(f"{_MESSAGE}/regenerate/", branch_views.message_regenerate_view, name="message-regenerate"),

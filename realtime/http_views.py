@@ -29,12 +29,13 @@ from conversations.selectors import conversation_get_for_user, message_get_for_u
 from conversations.services import conversation_create, conversation_history_seed
 from core.apikeys import is_api_key, user_from_api_key
 from core.auth import AuthenticationFailed, User, bearer_token, single_user_for, user_from_access_token
-from core.errors import NexusError, TooLarge, ValidationFailed
+from core.errors import NexusError, NotFound, TooLarge, ValidationFailed
 from core.exceptions import error_body, retry_after_seconds
 from realtime import protocol
 from realtime.connections import StreamGuard
 from realtime.dialects import Codec
 from realtime.dialects.native import NATIVE
+from runs.approvals import approval_decide
 from runs.eventlog import get_event_log
 from runs.eventlog.base import LoggedEvent
 from runs.models import Run
@@ -505,3 +506,24 @@ async def conversation_stop(request: HttpRequest, conversation_id: str, *, user:
         user=user, conversation_id=conversation_id, run_id=_optional_uuid(body, "run_id")
     )
     return JsonResponse({"stopped": stopped, "count": len(stopped)})
+
+
+@require_http_methods(["POST"])
+@authenticated_endpoint
+async def approval_decide_view(
+    request: HttpRequest, conversation_id: str, tool_call_id: str, *, user: User
+) -> HttpResponse:
+    """``POST /api/conversations/{id}/approvals/{toolCallId}/`` ``{"decision": "approve"|"deny"}``:
+    the REST twin of the ``approve`` and ``deny`` frames (the first decision wins; 409 after)."""
+    body = _json_body(request)
+    decision = body.get("decision")
+    if decision not in ("approve", "deny"):
+        raise ValidationFailed(
+            "decision is approve or deny.", details={"decision": ["Expected approve or deny."]}
+        )
+    if len(tool_call_id) > protocol.MAX_ID_CHARS or "\x00" in tool_call_id:
+        raise NotFound("No tool call waits for approval with that id in this conversation.")
+    decided = await approval_decide(
+        user=user, conversation_id=conversation_id, tool_call_id=tool_call_id, approve=decision == "approve"
+    )
+    return JsonResponse(decided)

@@ -110,6 +110,14 @@ class ToolResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """``approve`` or ``deny`` a tool call that waits for approval (``approval_required``)."""
+
+    tool_call_id: str
+    approve: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Feedback:
     message_id: str
     rating: str | None
@@ -148,7 +156,9 @@ class Pong:
     pass
 
 
-ClientFrame = Initialize | UserMessage | Stop | ToolResult | Feedback | Branch | Edit | Resume | Ping | Pong
+ClientFrame = (
+    Initialize | UserMessage | Stop | ToolResult | Decision | Feedback | Branch | Edit | Resume | Ping | Pong
+)
 
 
 class _Fields:
@@ -293,6 +303,9 @@ def parse_client_frame(raw: str | bytes | None) -> ClientFrame:
             result = ToolResult(
                 tool_call_id=call_id or "", result=fields.values.get("result"), is_error=bool(is_error)
             )
+        case "approve" | "deny":
+            call_id = fields.string("toolCallId", "tool_call_id", required=True)
+            result = Decision(tool_call_id=call_id or "", approve=kind == "approve")
         case "feedback":
             message_id = fields.string("messageId", "message_id", required=True)
             rating = fields.get("rating")

@@ -98,6 +98,34 @@ class ToolResultGiven:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalRequired:
+    """A run paused at a tool call that waits for a person's ``approve`` or ``deny`` (stored: the
+    pause outlives every socket and process, runs.approvals). ``expires_at``: denied then."""
+
+    kind: ClassVar[str] = "approval_required"
+    tool_call_id: str
+    tool: str
+    parameters: dict[str, Any]
+    run_id: str
+    agent_id: str
+    message_id: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalDecided:
+    """The first decision on a call that waited for approval: ``approved``, ``denied`` or
+    ``timed_out`` (``decided_by``: the user's id; None for a timeout)."""
+
+    kind: ClassVar[str] = "approval_decided"
+    tool_call_id: str
+    tool: str
+    decision: str
+    run_id: str
+    decided_by: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunError:
     """Why a run fails or stops short (``kind``: the provider error's kind, when one caused it)."""
 
@@ -189,6 +217,8 @@ DomainEvent = (
     | RunFinished
     | ToolCallRequested
     | ToolResultGiven
+    | ApprovalRequired
+    | ApprovalDecided
     | RunError
     | Info
     | Cooldown

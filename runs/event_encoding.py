@@ -18,6 +18,8 @@ import orjson
 from runs.domain_events import (
     AgentChanged,
     AgentMessage,
+    ApprovalDecided,
+    ApprovalRequired,
     Branched,
     ConversationEnded,
     Cooldown,
@@ -97,6 +99,25 @@ def event_data(evt: DomainEvent) -> dict[str, Any]:
                 "result": evt.result,
                 "is_error": evt.is_error,
                 "agent_id": evt.agent_id,
+                "run_id": evt.run_id,
+            }
+        case ApprovalRequired():
+            return {
+                "toolCallId": evt.tool_call_id,
+                "tool": evt.tool,
+                "parameters": evt.parameters,
+                "run_id": evt.run_id,
+                "agent_id": evt.agent_id,
+                "messageId": evt.message_id,
+                "expires_at": evt.expires_at.isoformat(),
+            }
+        case ApprovalDecided():
+            return {
+                "toolCallId": evt.tool_call_id,
+                "tool": evt.tool,
+                "decision": evt.decision,
+                "approved": evt.decision == "approved",
+                "decided_by": evt.decided_by,
                 "run_id": evt.run_id,
             }
         case RunError():

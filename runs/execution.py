@@ -31,7 +31,7 @@ from providers.base import (
     UsageReport,
 )
 from providers.registry import get_provider
-from runs import store
+from runs import approvals, store
 from runs import tools as run_tools
 from runs.context import fit_request
 from runs.dispatch import Claimed
@@ -49,6 +49,17 @@ logger = logging.getLogger(__name__)
 
 # Seconds between the provider's first event being logged and the reply's row being stored.
 REPLY_ROW_PAUSE = 0.01
+
+
+def _answer(messages: list[ChatMessage], call: ToolCall, outcome: dict[str, Any]) -> None:
+    messages.append(
+        ChatMessage(
+            role="tool",
+            content=json.dumps(outcome, ensure_ascii=False, default=str),
+            tool_call_id=call.id,
+            name=call.name,
+        )
+    )
 
 
 class Execution:
@@ -86,6 +97,10 @@ class Execution:
         self._checkpointing: asyncio.Task[None] | None = None
         self._storing_reply: asyncio.Task[None] | None = None
         self._run_started: asyncio.Future[int] | None = None
+        # A run that paused at a call that waits (runs.approvals) and now resumes: its round and
+        # the calls of that round still to run. ``paused``: this execution ended by pausing.
+        self.resume_from: dict[str, Any] = dict(claimed.run.paused or {})
+        self.paused = False
 
     @property
     def message_id(self) -> str:
@@ -114,10 +129,12 @@ class Execution:
             # thread's work then never competes with sending the request and relaying the first
             # token (events keep their order in the writer; checkpoints and _finalise wait for the
             # row).
-            self.reply = store.new_reply(self.run_row)
-            self._run_started = self.writer.emit_tracked(
-                RunStarted(run_id=self.run_id, agent_id=str(self.agent.pk), message_id=self.message_id)
-            )
+            if not (self.resume_from and await self._resume_reply()):
+                self.resume_from = {}
+                self.reply = store.new_reply(self.run_row)
+                self._run_started = self.writer.emit_tracked(
+                    RunStarted(run_id=self.run_id, agent_id=str(self.agent.pk), message_id=self.message_id)
+                )
             if self.refusal:
                 outcome = Outcome(
                     status=RunStatus.FAILED,
@@ -185,7 +202,17 @@ class Execution:
             messages = await db(store.reply_history)(self.conversation, self.agent, self.reply.pk)
         agent_id = str(self.agent.pk)
         max_chars = settings.NEXUS_MAX_REPLY_CHARS
-        for _round in range(settings.NEXUS_MAX_TOOL_ROUNDS + 1):
+        specs = {t["name"]: t for t in tools}
+        first_round = 0
+        if self.resume_from:
+            # The round it paused in: the call it waited on is decided; the rest of the round runs.
+            first_round = int(self.resume_from.get("round", 0))
+            rest = [approvals.call_from_dict(c) for c in self.resume_from.get("calls") or []]
+            ended = await self._run_calls(first_round, rest, messages, executions, specs, resumed=True)
+            if ended is not None:
+                return ended
+            first_round += 1
+        for _round in range(first_round, settings.NEXUS_MAX_TOOL_ROUNDS + 1):
             calls: list[ToolCall] = []
             finished: Finished | None = None
             request, request_options = await fit_request(self.agent, messages, options)  # the window
@@ -261,20 +288,93 @@ class Execution:
                         f"{len(calls) - calls_per_round} were refused.",
                     )
                 )
-            for index, call in enumerate(calls):
-                if index < calls_per_round:
-                    outcome = await self._run_tool(call, executions.get(call.name))
-                else:  # every call needs an answer in the model's next request
-                    outcome = run_tools.over_cap_outcome(calls_per_round)
-                messages.append(
-                    ChatMessage(
-                        role="tool",
-                        content=json.dumps(outcome, ensure_ascii=False, default=str),
-                        tool_call_id=call.id,
-                        name=call.name,
-                    )
-                )
+            ended = await self._run_calls(_round, calls[:calls_per_round], messages, executions, specs)
+            if ended is not None:
+                return ended
+            for call in calls[calls_per_round:]:  # every call needs an answer in the model's next request
+                _answer(messages, call, run_tools.over_cap_outcome(calls_per_round))
         return Outcome(finish_reason="tool_round_limit")
+
+    async def _run_calls(
+        self,
+        round_: int,
+        calls: list[ToolCall],
+        messages: list[ChatMessage],
+        executions: dict[str, Any],
+        specs: dict[str, dict[str, Any]],
+        *,
+        resumed: bool = False,
+    ) -> Outcome | None:
+        """Run a round's calls in order, each answer added to ``messages``; None when all ran, or the
+        outcome that ends this execution: it paused at a call that waits (``runs.approvals``).
+
+        ``resumed``: the round of a run that paused; its first call is the one it waited on, now
+        decided, and the calls after it are not in the stored history yet (each gets its own
+        assistant turn, as the history rebuilt from the database shows calls)."""
+        for index, call in enumerate(calls):
+            if resumed and index == 0:
+                outcome: dict[str, Any] | None = await run_tools.resume_call(self, call)
+                # A client's answer was stored before the history was read: it is answered below,
+                # in the shape the model sees within a run, once.
+                messages[:] = [m for m in messages if not (m.role == "tool" and m.tool_call_id == call.id)]
+            else:
+                if resumed:
+                    messages.append(ChatMessage(role="assistant", content="", tool_calls=(call,)))
+                outcome = await self._run_tool(
+                    call,
+                    executions.get(call.name),
+                    approvals.tool_policy(specs.get(call.name), call.arguments),
+                )
+            if outcome is None:
+                if await self._pause(round_, calls[index:]):
+                    return Outcome(status=RunStatus.WAITING, finish_reason="waiting")
+                outcome = await run_tools.resume_call(self, call)  # decided already: on in place
+            _answer(messages, call, outcome)
+        return None
+
+    async def _pause(self, round_: int, calls: list[ToolCall]) -> bool:
+        """Release the run at ``calls[0]``, which waits: True when it is paused (stored, owned by no
+        process); False when the call was decided already and the run carries on here."""
+        if self._storing_reply is not None:
+            await asyncio.shield(self._storing_reply)  # the reply's row holds the text so far
+        if self._checkpointing is not None:
+            with contextlib.suppress(Exception):
+                await self._checkpointing
+        last_seq = await self.writer.flush()
+        result = await db(approvals.pause)(
+            run_id=self.run_id,
+            round_=round_,
+            calls=calls,
+            reply_id=self.reply.pk if self.reply is not None else None,
+            content="".join(self.text),
+            usage=self.usage,
+            conversation_id=self.conversation.pk,
+            last_seq=last_seq,
+        )
+        if result == "decided":
+            return False
+        if result != "paused":  # told to stop, or deleted, while it paused
+            self.manager.stopping.add(self.run_id)
+            raise asyncio.CancelledError
+        self.paused = True
+        return True
+
+    async def _resume_reply(self) -> bool:
+        """A paused run resuming: its reply's row and text so far (no second ``run_started``: the
+        reply goes on under the same id). False if the row is gone (a fresh reply then)."""
+        reply_id = self.run_row.reply_message_id
+        reply = await db(store.reply_of)(reply_id) if reply_id else None
+        if reply is None:
+            return False
+        self.reply = reply
+        if reply.content:
+            self.text = [reply.content]
+            self.text_chars = len(reply.content)
+        for key, value in (self.run_row.usage or {}).items():
+            if key in self.usage and isinstance(value, int):
+                self.usage[key] = value
+        self._storing_reply = asyncio.get_running_loop().create_task(asyncio.sleep(0))
+        return True
 
     def _client_tools(self) -> list[dict[str, Any]]:
         """The client tools its person offered with the message this run answers (AG-UI's
@@ -287,11 +387,13 @@ class Execution:
         own = {t["name"] for t in (self.agent.tools or [])}
         return [{**t, "execution": "client"} for t in offered if t.get("name") not in own]
 
-    async def _run_tool(self, call: ToolCall, execution: str | None) -> dict[str, Any]:
+    async def _run_tool(
+        self, call: ToolCall, execution: str | None, policy: approvals.Policy
+    ) -> dict[str, Any] | None:
         if not await self._start_committed():
             raise asyncio.CancelledError  # abandoned: being cancelled already
 
-        return await run_tools.run_tool_call(self, call, execution)
+        return await run_tools.run_tool_call(self, call, execution, policy=policy)
 
     def _add_usage(self, usage: Usage | None) -> None:
         if usage is None:
@@ -343,6 +445,9 @@ class Execution:
 
     async def _finalise(self, outcome: Outcome) -> None:
         if not await self._start_committed():
+            return
+        if self.paused:  # stored by approvals.pause; its end is told when it resumes and ends
+            await self.writer.flush()
             return
         content = "".join(self.text)
         elapsed = time.monotonic() - self.started

@@ -114,7 +114,7 @@ def _recent_messages(conversation_id: Any, excluded: list[Any]) -> list[Message]
         usable = ", ".join(["%s"] * len(USABLE_STATUSES))
         sql = (
             f"SELECT {', '.join(q(c) for c in _HISTORY_COLUMNS)} FROM {q(Message._meta.db_table)}"
-            f" WHERE {q('conversation_id')} = %s AND {q('status')} IN ({usable})"
+            f" WHERE {q('conversation_id')} = %s AND ({q('status')} IN ({usable}) OR {q('type')} = %s)"
             # the active path only: branches the person stepped away from are not sent
             f" AND {q('hidden')} = %s"
             + "".join(f" AND {q('id')} <> %s" for _ in excluded)
@@ -123,7 +123,15 @@ def _recent_messages(conversation_id: Any, excluded: list[Any]) -> list[Message]
         _HISTORY_SQL[key] = sql
     prep = Message._meta.pk.get_db_prep_value
     conversation_param = Conversation._meta.pk.get_db_prep_value(conversation_id, connection)
-    params = [conversation_param, *USABLE_STATUSES, False, *(prep(pk, connection) for pk in excluded)]
+    # A tool's result is sent whatever its status (an error result answers its call too: a call
+    # with no answer is refused by providers).
+    params = [
+        conversation_param,
+        *USABLE_STATUSES,
+        MessageType.TOOL_RESULT,
+        False,
+        *(prep(pk, connection) for pk in excluded),
+    ]
     return list(Message.objects.raw(sql, params))
 
 

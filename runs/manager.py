@@ -1,8 +1,8 @@
 """The run manager: this process's runs in flight, its control channel, heartbeat and sweeper.
 
 A run (one agent producing one reply) is an asyncio task owned by this process's ``RunManager``,
-never by a socket. The manager also owns the process's control channel (stop requests and client
-tool results reach the owning process through it), the heartbeat of its runs, and the sweeper that
+never by a socket. The manager also owns the process's control channel (stop requests and
+dispatched runs reach the owning process through it), the heartbeat of its runs, and the sweeper that
 marks runs whose owner died as ``incomplete`` (``runs.sweeper``). One manager per event loop
 (``get_run_manager``).
 """
@@ -17,7 +17,6 @@ import socket
 import time
 import uuid
 import weakref
-from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -52,9 +51,6 @@ class RunManager:
         # Runs launched before the transaction that stores their row commits (the inline fast
         # path): a row not there yet is not a deleted one.
         self.uncommitted: set[str] = set()
-        # Client tools waiting for their answer, by (run id, the provider's call id): call ids are
-        # the provider's and may repeat across runs, users and conversations.
-        self.tool_waiters: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self.control_channel: str = ""
         self._background: list[asyncio.Task[None]] = []
         self._started = False
@@ -120,15 +116,6 @@ class RunManager:
         task.cancel()
         return True
 
-    def resolve_tool(self, run_id: str, tool_call_id: str, result: dict[str, Any]) -> bool:
-        """Hand a client tool's answer to the call ``tool_call_id`` of the run ``run_id``, if it
-        waits in this process. The caller has checked the answer belongs to that run's call."""
-        future = self.tool_waiters.get((str(run_id), str(tool_call_id)))
-        if future is None or future.done():
-            return False
-        future.set_result(result)
-        return True
-
     # -- background loops -----------------------------------------------------------------------
 
     async def _control_loop(self) -> None:
@@ -149,10 +136,6 @@ class RunManager:
             kind = message.get("type")
             if kind == "run.stop":
                 self.stop_local(message.get("run_id", ""))
-            elif kind == "run.tool_result":
-                self.resolve_tool(
-                    message.get("run_id", ""), message.get("tool_call_id", ""), message.get("outcome", {})
-                )
             elif kind == "run.execute":
                 await self.launch(
                     message["run_id"], Handoff(trigger_seq=parse_trigger_seq(message.get("trigger_seq")))
@@ -240,7 +223,8 @@ async def _execute(manager: RunManager, claimed: Claimed) -> None:
     try:
         await execution.run()
     finally:
-        if not execution.abandoned:
+        # A paused run holds its conversation still: nothing follows it until it resumes and ends.
+        if not execution.abandoned and not execution.paused:
             with contextlib.suppress(Exception):
                 await asyncio.shield(_after_run(claimed))
 

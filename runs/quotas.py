@@ -24,7 +24,7 @@ from django.contrib.auth import get_user_model
 from core.auth import User
 from core.errors import RateLimited, TooLarge
 from core.ratelimit import get_rate_limiter
-from runs.models import ACTIVE_RUN_STATUSES, Run
+from runs.models import Run, RunStatus
 
 # An active-run refusal cannot know when a run will end; a client waits this long and tries again.
 ACTIVE_RUNS_RETRY_AFTER = 5.0
@@ -58,7 +58,10 @@ def active_runs_admit(*, owner_id: int) -> None:
     serialised already)."""
     limit = settings.NEXUS_MAX_ACTIVE_RUNS_PER_USER
     list(get_user_model().objects.select_for_update().filter(pk=owner_id).values_list("pk", flat=True))
-    active = Run.objects.filter(conversation__owner_id=owner_id, status__in=ACTIVE_RUN_STATUSES).count()
+    # A run paused for a decision (waiting) costs nothing while it waits: it does not count.
+    active = Run.objects.filter(
+        conversation__owner_id=owner_id, status__in=(RunStatus.QUEUED, RunStatus.RUNNING)
+    ).count()
     if active >= limit:
         raise RateLimited(
             f"At most {limit} replies may be queued or running at once; wait for one to finish.",

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from agents.models import Agent, AgentStatus
 from agents.selectors import agent_get_for_user, agent_list
 from conversations.branches import Siblings, siblings_for
-from conversations.models import Conversation, Message, MessageType
+from conversations.models import Conversation, Message
 from conversations.selectors import (
     conversation_for_client_session,
     conversation_get_for_user,
@@ -27,9 +27,8 @@ from core.auth import User
 from core.errors import NotFound
 from runs.eventlog import get_event_log
 from runs.manager import get_run_manager
-from runs.models import ACTIVE_RUN_STATUSES, Run
+from runs.models import ACTIVE_RUN_STATUSES, PendingKind, PendingStatus, PendingToolCall, Run
 from runs.store import db
-from runs.tools import tool_result_key
 
 # --- session state and binding ------------------------------------------------------------------------
 
@@ -75,24 +74,34 @@ def _session_state(conversation: Conversation, last_seq: int, recent: int) -> di
     active = list(
         Run.objects.filter(conversation=conversation, status__in=ACTIVE_RUN_STATUSES).order_by("created_at")
     )
-    answered = set(
-        Message.objects.filter(
-            conversation=conversation, type=MessageType.TOOL_RESULT, client_message_id__isnull=False
-        ).values_list("client_message_id", flat=True)
+    # The calls paused runs wait on (runs.approvals): a page that reconnects shows them again.
+    waiting = list(
+        PendingToolCall.objects.filter(
+            conversation=conversation, status=PendingStatus.PENDING, run__status__in=ACTIVE_RUN_STATUSES
+        ).order_by("created_at")
     )
     pending_tools = [
         {
-            "toolCallId": m.metadata.get("toolCallId"),
-            "tool": m.metadata.get("tool"),
-            "parameters": m.metadata.get("parameters"),
+            "toolCallId": p.tool_call_id,
+            "tool": p.tool,
+            "parameters": p.parameters,
             "execution": "client",
-            "run_id": m.metadata.get("run_id"),
+            "run_id": str(p.run_id),
         }
-        for m in Message.objects.filter(
-            conversation=conversation, type=MessageType.TOOL_CALL, metadata__execution="client"
-        ).order_by("created_at")
-        if tool_result_key(m.metadata.get("run_id", ""), m.metadata.get("toolCallId", "")) not in answered
-        and m.metadata.get("run_id") in {str(r.pk) for r in active}
+        for p in waiting
+        if p.kind == PendingKind.CLIENT
+    ]
+    pending_approvals = [
+        {
+            "toolCallId": p.tool_call_id,
+            "tool": p.tool,
+            "parameters": p.parameters,
+            "run_id": str(p.run_id),
+            "agent_id": p.agent_id,
+            "expires_at": p.expires_at.isoformat(),
+        }
+        for p in waiting
+        if p.kind == PendingKind.APPROVAL
     ]
     return {
         "conversation": {
@@ -112,6 +121,7 @@ def _session_state(conversation: Conversation, last_seq: int, recent: int) -> di
             {"run_id": str(r.pk), "agent_id": str(r.agent_id), "status": r.status} for r in active
         ],
         "pending_tool_calls": pending_tools,
+        "pending_approvals": pending_approvals,
     }
 
 

@@ -1,7 +1,8 @@
 """Stopping runs: a person's stop, and the deletion of a conversation with its replies in flight.
 
 A running run is stopped by its owner process (this one directly, another through its control
-channel; the database flag is the fallback); a queued run is stopped here and announced.
+channel; the database flag is the fallback); a queued run, or one paused waiting for a decision,
+is stopped here and announced.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
-from conversations.models import Conversation, ConversationStatus, SessionType
+from conversations.models import Conversation, ConversationStatus, Message, MessageStatus, SessionType
 from conversations.selectors import (
     conversation_get_for_user,
 )
 from core.auth import User
 from core.errors import NotFound, parse_uuid
+from runs.approvals import pending_cancel
+from runs.dispatch import dispatch_next_queued
 from runs.domain_events import ConversationEnded, RunFinished
 from runs.eventlog import get_event_log
 from runs.events import EventWriter
@@ -43,12 +46,20 @@ def _prepare_stop(
         runs = list(active.select_related("agent"))
         if run_id and not runs:
             raise NotFound("Active run not found.")
-        queued = [r for r in runs if r.status == RunStatus.QUEUED]
+        # A queued run, or one paused waiting for a decision (runs.approvals), has no process to
+        # tell: it is stopped here, with the reply a paused run had begun.
+        queued = [r for r in runs if r.status in (RunStatus.QUEUED, RunStatus.WAITING)]
         running = [r for r in runs if r.status == RunStatus.RUNNING]
         if queued:
             Run.objects.filter(pk__in=[r.pk for r in queued]).update(
                 status=RunStatus.STOPPED, finished_at=timezone.now(), cancel_requested=True
             )
+            replies = [r.reply_message_id for r in queued if r.reply_message_id]
+            if replies:
+                Message.objects.filter(pk__in=replies, status=MessageStatus.STREAMING).update(
+                    status=MessageStatus.STOPPED, updated_at=timezone.now()
+                )
+            pending_cancel([r.pk for r in queued])
         if running:
             Run.objects.filter(pk__in=[r.pk for r in running]).update(cancel_requested=True)
         if (
@@ -101,13 +112,15 @@ async def run_stop(*, user: User, conversation_id: uuid.UUID | str, run_id: str 
             get_event_log(), str(conversation.pk), owner_id=conversation.owner_id, floor=conversation.last_seq
         )
         for run in queued:
-            _emit_stopped(writer, run)
+            _emit_stopped(writer, run, message_id=str(run.reply_message_id) if run.reply_message_id else None)
         if (
             conversation.session_type == SessionType.AGENT_AGENT
             and conversation.status == ConversationStatus.STOPPED
         ):
             writer.emit(ConversationEnded.session_stopped())
         await writer.flush()
+    if any(r.status == RunStatus.WAITING for r in queued):  # it held the conversation: the next may go
+        await dispatch_next_queued(conversation.pk)
     return [str(r.pk) for r in [*running, *queued]]
 
 

@@ -26,7 +26,7 @@ from conversations.models import (
 from conversations.services import conversation_idle_expiry
 from providers.base import ChatMessage
 from runs.history import chat_history
-from runs.models import Run, RunStatus
+from runs.models import HOLDING_RUN_STATUSES, Run, RunStatus
 from runs.outcomes import Outcome
 
 db = sync_to_async  # ORM work runs in Django's sync thread (thread_sensitive=True)
@@ -58,7 +58,7 @@ def stop_orphan_reply(message_id: uuid.UUID | str, content: str) -> None:
 
 
 def next_queued_run_id(conversation_id: uuid.UUID | str) -> str | None:
-    if Run.objects.filter(conversation_id=conversation_id, status=RunStatus.RUNNING).exists():
+    if Run.objects.filter(conversation_id=conversation_id, status__in=HOLDING_RUN_STATUSES).exists():
         return None
     run = (
         Run.objects.filter(conversation_id=conversation_id, status=RunStatus.QUEUED)
@@ -80,6 +80,11 @@ def new_reply(run: Run) -> Message:
         status=MessageStatus.STREAMING,
         metadata={"provider": run.agent.provider, "model": run.agent.model, "run_id": str(run.pk)},
     )
+
+
+def reply_of(message_id: uuid.UUID | str) -> Message | None:
+    """A paused run's reply, as it resumes."""
+    return Message.objects.filter(pk=message_id).select_related("agent").first()
 
 
 def store_reply(

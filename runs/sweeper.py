@@ -2,8 +2,11 @@
 
 Every process that serves clients or executes runs sweeps (``RunManager._sweeper_loop``, every
 ``SWEEP_SECONDS``): a run whose owner stopped heartbeating is declared ``incomplete`` and every
-watcher told; with ``housekeeping`` (every few seconds), queued runs whose dispatch was lost are
-dispatched again and active conversations idle past their expiry become ``expired``.
+watcher told; tool calls waiting past their expiry are timed out and their runs woken
+(``runs.approvals``); with ``housekeeping`` (every few seconds), queued runs whose dispatch was
+lost are dispatched again, waiting runs whose calls were decided but never woken are woken, and
+active conversations idle past their expiry become ``expired``. A waiting run has no owner and no
+heartbeat: it is never stale.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations.models import Conversation, ConversationStatus, Message, MessageStatus
-from runs import sessions, store
+from runs import approvals, sessions, store
 from runs.dispatch import dispatch_next_queued, dispatch_run
 from runs.domain_events import ConversationEnded
 from runs.eventlog import get_event_log
 from runs.events import EventWriter, emit_reply_finished
-from runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus
+from runs.models import ACTIVE_RUN_STATUSES, HOLDING_RUN_STATUSES, Run, RunStatus
 from runs.store import db
 
 SWEEP_SECONDS = 1.0
@@ -65,7 +68,7 @@ def _mark_incomplete(run: Run) -> bool:
 def _lost_queued_runs() -> list[str]:
     """Queued runs whose dispatch message was lost (the channel layer is at-most-once)."""
     cutoff = timezone.now() - timedelta(seconds=max(10.0, settings.NEXUS_RUN_STALE_SECONDS))
-    busy = Run.objects.filter(status=RunStatus.RUNNING).values("conversation_id")
+    busy = Run.objects.filter(status__in=HOLDING_RUN_STATUSES).values("conversation_id")
     rows = (
         Run.objects.filter(status=RunStatus.QUEUED, created_at__lt=cutoff, cancel_requested=False)
         .exclude(conversation_id__in=busy)
@@ -116,6 +119,9 @@ async def sweep_stale_runs(*, housekeeping: bool = True) -> int:
         await db(store.checkpoint_seq)(run.conversation_id, await writer.flush())
         if not await sessions.after_run(run_id=str(run.pk), conversation_id=str(run.conversation_id)):
             await dispatch_next_queued(run.conversation_id)
+    # Calls that waited past their expiry are denied and their runs woken (every sweep: a timeout
+    # is a promise to the person); waiting runs nobody woke, every few seconds.
+    await approvals.expire_pending(stranded=housekeeping)
     if not housekeeping:
         return count
     for run_id in await db(_lost_queued_runs)():

@@ -1,11 +1,12 @@
-"""A client's answer to a client tool call: stored once, then handed to the run that waits for it."""
+"""A client's answer to a client tool call: stored once, then the paused run that waits for it is woken."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
 
 from conversations.models import Message, MessageType
 from conversations.selectors import (
@@ -13,8 +14,8 @@ from conversations.selectors import (
 )
 from core.auth import User
 from core.errors import Conflict, NotFound, ValidationFailed
-from runs.manager import get_run_manager
-from runs.models import Run
+from runs.approvals import wake
+from runs.models import PendingStatus, PendingToolCall, Run
 from runs.store import db
 from runs.tools import store_tool_result, tool_result_key
 
@@ -23,9 +24,9 @@ from runs.tools import store_tool_result, tool_result_key
 
 def _prepare_tool_result(
     *, user: User, conversation_id: uuid.UUID | str, tool_call_id: str, result: Any, is_error: bool
-) -> tuple[str, str, dict[str, Any]]:
+) -> str:
     """Store a client's answer to a client tool call of a run of this conversation, which ``user``
-    may access; (the run's owner, the run's id, the outcome). The call is found in this
+    may access; the run's id. The call is found in this
     conversation only: a call id is the provider's and may repeat in other conversations and runs,
     so it is never looked up on its own. Of several calls with this id here, the newest unanswered
     one gets the answer."""
@@ -55,25 +56,29 @@ def _prepare_tool_result(
             "That tool runs on the server.", details={"toolCallId": ["Not a client tool."]}
         )
     run_id = str(call.metadata.get("run_id") or "")
-    owners = (
-        list(Run.objects.filter(pk=run_id, conversation=conversation).values_list("owner", flat=True)[:1])
-        if run_id
-        else []
-    )
-    if not owners:  # a call stored by no run of this conversation: nothing waits for it
+    if not run_id or not Run.objects.filter(pk=run_id, conversation=conversation).exists():
+        # a call stored by no run of this conversation: nothing waits for it
         raise NotFound("No tool call with that id in this conversation.")
-    stored = store_tool_result(
-        conversation_id=conversation.pk,
-        run_id=run_id,
-        tool_call_id=tool_call_id,
-        tool=call.metadata.get("tool", ""),
-        agent_id=call.metadata.get("agent_id", ""),
-        result=result,
-        is_error=is_error,
-    )
-    if stored is None:
-        raise Conflict("This tool call already has a result.")
-    return owners[0] or "", run_id, {"result": result, "is_error": is_error}
+    with transaction.atomic():
+        # The pending row decides (the first answer, or the sweeper's timeout, wins); the result
+        # is stored in the same transaction, so the run that resumes finds it.
+        pending = PendingToolCall.objects.filter(run_id=run_id, tool_call_id=tool_call_id).first()
+        if pending is not None and not PendingToolCall.objects.filter(
+            pk=pending.pk, status=PendingStatus.PENDING
+        ).update(status=PendingStatus.ANSWERED, decided_by=user, decided_at=timezone.now()):
+            raise Conflict("This tool call already has a result.")
+        stored = store_tool_result(
+            conversation_id=conversation.pk,
+            run_id=run_id,
+            tool_call_id=tool_call_id,
+            tool=call.metadata.get("tool", ""),
+            agent_id=call.metadata.get("agent_id", ""),
+            result=result,
+            is_error=is_error,
+        )
+        if stored is None:
+            raise Conflict("This tool call already has a result.")
+    return run_id
 
 
 async def tool_result_submit(
@@ -82,29 +87,13 @@ async def tool_result_submit(
     """A client's answer to a client tool call. The first valid answer wins; later ones get Conflict.
 
     Only a user who may access the conversation answers, and only a call of a run of that
-    conversation: the waiter is found by (run, call id), here or in the run's owning process."""
-    owner, run_id, outcome = await db(_prepare_tool_result)(
+    conversation. The run waits paused (runs.approvals): the answer wakes it, and whichever
+    executor claims it resumes it with this result."""
+    run_id = await db(_prepare_tool_result)(
         user=user,
         conversation_id=conversation_id,
         tool_call_id=tool_call_id,
         result=result,
         is_error=is_error,
     )
-    if get_run_manager().resolve_tool(run_id, tool_call_id, outcome):
-        return
-    _, _, channel = owner.partition("|")
-    if channel:
-        try:
-            layer = get_channel_layer()
-            assert layer is not None  # settings.CHANNEL_LAYERS always has a default
-            await layer.send(
-                channel,
-                {
-                    "type": "run.tool_result",
-                    "run_id": run_id,
-                    "tool_call_id": tool_call_id,
-                    "outcome": outcome,
-                },
-            )
-        except Exception:  # the run also finds the stored result within a second
-            pass
+    await wake(run_id)

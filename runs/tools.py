@@ -1,8 +1,11 @@
 """Tool calls inside a run: server tools run here, client tools go to the conversation's sockets.
 
-The tool_call and tool_result of every call are stored as messages and emitted as events. A
-client tool's first valid result wins (a unique key on the stored result); no answer within the
-timeout gives the model an error result.
+The tool_call and tool_result of every call are stored as messages and emitted as events. A call
+that waits (a client tool, or a server tool that needs approval) is stored with its pending row and
+the run pauses after it (``runs.approvals``); once decided, the run resumes and ``resume_call``
+gives it its outcome. A client tool's first valid result wins (a unique key on the stored result,
+and the pending row's conditional update); no answer within the timeout gives the model an error
+result.
 
 Policy (SPEC section 12): a run executes only the tools its agent lists. A call to any other name
 is refused: the model gets an error result it can recover from, watchers see the call and its
@@ -15,12 +18,12 @@ and OpenAI-compatible servers make up their ids, and two runs may well both say 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import re
 import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async as sync_to_async
@@ -30,7 +33,9 @@ from django.db import IntegrityError, transaction
 from agents.tools import ToolContext, execute_server_tool
 from conversations.models import Message, MessageRole, MessageStatus, MessageType
 from providers.base import ToolCall
-from runs.domain_events import ToolCallRequested, ToolResultGiven
+from runs.approvals import Policy, denied_outcome, pending_create, pending_of
+from runs.domain_events import ApprovalRequired, ToolCallRequested, ToolResultGiven
+from runs.models import PendingKind, PendingStatus
 
 if TYPE_CHECKING:
     from runs.execution import Execution
@@ -73,7 +78,25 @@ def over_cap_outcome(cap: int) -> dict[str, Any]:
     }
 
 
-def _store_call(ex: Execution, call: ToolCall, execution: str | None) -> uuid.UUID:
+def _store_call(
+    ex: Execution, call: ToolCall, execution: str | None, pending: str | None
+) -> tuple[uuid.UUID, datetime | None]:
+    """The call's message, and its pending row when it waits (both or neither)."""
+    if pending is None:
+        return _call_message(ex, call, execution), None
+    with transaction.atomic():
+        row = _call_message(ex, call, execution)
+        waiting = pending_create(
+            run_id=ex.run_id,
+            conversation_id=ex.conversation.pk,
+            call=call,
+            agent_id=str(ex.agent.pk),
+            kind=pending,
+        )
+        return row, waiting.expires_at
+
+
+def _call_message(ex: Execution, call: ToolCall, execution: str | None) -> uuid.UUID:
     return Message.objects.create(
         conversation_id=ex.conversation.pk,
         agent=ex.agent,
@@ -152,13 +175,17 @@ def _set_result_seq(
     ).update(seq=seq)
 
 
-async def run_tool_call(ex: Execution, call: ToolCall, execution: str | None) -> dict[str, Any]:
-    """Execute one tool call of a run; returns {"result", "is_error"} to feed back to the model.
+async def run_tool_call(
+    ex: Execution, call: ToolCall, execution: str | None, *, policy: Policy = "run"
+) -> dict[str, Any] | None:
+    """Execute one tool call of a run; returns {"result", "is_error"} to feed back to the model, or
+    None when the call now waits (a client tool, or a server tool ``policy`` says to ask about):
+    it is stored with its pending row (``runs.approvals``) and the run pauses after it.
 
     ``execution``: "server" or "client" as the agent lists the tool, None when the agent does not
-    list it: then the call is refused, shown and stored with its error result, and nothing runs."""
+    list it: then the call is refused, shown and stored with its error result, and nothing runs.
+    ``policy``: the agent's approval rules for this call (``runs.approvals.tool_policy``)."""
     agent_id = str(ex.agent.pk)
-    conversation_id = ex.conversation.pk
     refused = execution is None
     if refused:
         # The name only if it is an identifier, never the arguments: logs hold no message contents.
@@ -169,51 +196,95 @@ async def run_tool_call(ex: Execution, call: ToolCall, execution: str | None) ->
             agent_id,
         )
         execution = "server"
-    waiter: asyncio.Future[dict[str, Any]] | None = None
-    waiter_key = (str(ex.run_id), call.id)
+    pending: str | None = None
     if execution == "client":
-        # Registered before the call is announced, so an instant answer cannot be missed.
-        waiter = asyncio.get_running_loop().create_future()
-        ex.manager.tool_waiters[waiter_key] = waiter
-    try:
-        # Stored before it is announced: a client may answer the moment it sees the call, and its
-        # answer finds the call by this row (runs.services._prepare_tool_result), in any process.
-        call_row = await sync_to_async(_store_call)(ex, call, execution)
-        seq = await ex.writer.emit_now(
-            ToolCallRequested(
-                tool_call_id=call.id,
-                tool=call.name,
-                parameters=call.arguments,
-                message_id=ex.message_id,
-                execution=execution,
-                agent_id=agent_id,
-                run_id=ex.run_id,
-            )
+        pending = PendingKind.CLIENT
+    elif not refused and policy == "ask":
+        pending = PendingKind.APPROVAL
+    # Stored (with its pending row) before it is announced: a client may answer, a person approve,
+    # the moment they see the call, in any process (runs.tool_answers, runs.approvals).
+    call_row, expires_at = await sync_to_async(_store_call)(ex, call, execution, pending)
+    seq = await ex.writer.emit_now(
+        ToolCallRequested(
+            tool_call_id=call.id,
+            tool=call.name,
+            parameters=call.arguments,
+            message_id=ex.message_id,
+            execution=execution,
+            agent_id=agent_id,
+            run_id=ex.run_id,
         )
-        await sync_to_async(_set_call_seq)(call_row, seq)
-        if waiter is None:
-            outcome = refused_outcome(call.name) if refused else await _server_tool(ex, call)
-            await sync_to_async(store_tool_result)(
-                conversation_id=conversation_id,
-                run_id=ex.run_id,
-                tool_call_id=call.id,
-                tool=call.name,
-                agent_id=agent_id,
-                result=outcome["result"],
-                is_error=outcome["is_error"],
+    )
+    await sync_to_async(_set_call_seq)(call_row, seq)
+    if pending is not None:
+        if pending == PendingKind.APPROVAL:
+            assert expires_at is not None  # stored with the row
+            await ex.writer.emit_now(
+                ApprovalRequired(
+                    tool_call_id=call.id,
+                    tool=call.name,
+                    parameters=call.arguments if isinstance(call.arguments, dict) else {},
+                    run_id=ex.run_id,
+                    agent_id=agent_id,
+                    message_id=ex.message_id,
+                    expires_at=expires_at,
+                )
             )
+        return None
+    if refused:
+        outcome = refused_outcome(call.name)
+    elif policy == "deny":
+        outcome = denied_outcome(call.name, "rule")
+    else:
+        outcome = await _server_tool(ex, call)
+    return await _give_result(ex, call, outcome)
+
+
+async def resume_call(ex: Execution, call: ToolCall) -> dict[str, Any]:
+    """The outcome of a call the run waited on, now decided: an approved server tool runs, a
+    denied or unanswered one gets an error result; a client tool's answer is the stored result (or
+    its timeout's)."""
+    row = await sync_to_async(pending_of)(ex.run_id, call.id)
+    if row is not None and row.kind == PendingKind.APPROVAL:
+        if row.status == PendingStatus.APPROVED:
+            outcome = await _server_tool(ex, call)
         else:
-            outcome = await _client_tool(ex, call, waiter)
-    finally:
-        if waiter is not None and ex.manager.tool_waiters.get(waiter_key) is waiter:
-            del ex.manager.tool_waiters[waiter_key]
+            outcome = denied_outcome(call.name, row.status)
+        return await _give_result(ex, call, outcome)
+    stored = await sync_to_async(_stored_result)(ex.conversation.pk, ex.run_id, call.id)
+    if stored is None:
+        timeout_result = {
+            "error": f"The client did not answer {call.name} within {settings.NEXUS_CLIENT_TOOL_TIMEOUT:g} s."
+        }
+        return await _give_result(ex, call, {"result": timeout_result, "is_error": True})
+    return await _give_result(ex, call, stored, stored_already=True)
+
+
+async def _give_result(
+    ex: Execution, call: ToolCall, outcome: dict[str, Any], *, stored_already: bool = False
+) -> dict[str, Any]:
+    """Store a call's result (the first one stored wins: an answer that landed first is kept) and
+    tell the watchers."""
+    conversation_id = ex.conversation.pk
+    if not stored_already:
+        stored = await sync_to_async(store_tool_result)(
+            conversation_id=conversation_id,
+            run_id=ex.run_id,
+            tool_call_id=call.id,
+            tool=call.name,
+            agent_id=str(ex.agent.pk),
+            result=outcome["result"],
+            is_error=outcome["is_error"],
+        )
+        if stored is None:
+            outcome = await sync_to_async(_stored_result)(conversation_id, ex.run_id, call.id) or outcome
     seq = await ex.writer.emit_now(
         ToolResultGiven(
             tool_call_id=call.id,
             tool=call.name,
             result=outcome["result"],
             is_error=outcome["is_error"],
-            agent_id=agent_id,
+            agent_id=str(ex.agent.pk),
             run_id=ex.run_id,
         )
     )
@@ -227,40 +298,3 @@ async def _server_tool(ex: Execution, call: ToolCall) -> dict[str, Any]:
     )
     outcome = await execute_server_tool(call.name, call.arguments, context=context)
     return {"result": outcome.result, "is_error": outcome.is_error}
-
-
-async def _client_tool(
-    ex: Execution, call: ToolCall, waiter: asyncio.Future[dict[str, Any]]
-) -> dict[str, Any]:
-    """Wait for the first client answer: pushed over the control channel, or found in the database
-    (the push is at-most-once, so the stored result is checked every second as well)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.NEXUS_CLIENT_TOOL_TIMEOUT
-    while True:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        try:
-            return await asyncio.wait_for(asyncio.shield(waiter), min(1.0, remaining))
-        except TimeoutError:
-            stored = await sync_to_async(_stored_result)(ex.conversation.pk, ex.run_id, call.id)
-            if stored is not None:
-                return stored
-    timeout_result = {
-        "error": f"The client did not answer {call.name} within {settings.NEXUS_CLIENT_TOOL_TIMEOUT:g} s."
-    }
-    stored_timeout = await sync_to_async(store_tool_result)(
-        conversation_id=ex.conversation.pk,
-        run_id=ex.run_id,
-        tool_call_id=call.id,
-        tool=call.name,
-        agent_id=str(ex.agent.pk),
-        result=timeout_result,
-        is_error=True,
-    )
-    if stored_timeout is None:  # an answer landed at the last moment: it wins
-        return await sync_to_async(_stored_result)(ex.conversation.pk, ex.run_id, call.id) or {
-            "result": timeout_result,
-            "is_error": True,
-        }
-    return {"result": timeout_result, "is_error": True}

@@ -89,6 +89,10 @@ BRANCH_ACTIONS = {
     )
 }
 NEVER_SUCCEED |= set(BRANCH_ACTIONS)
+# A decision needs a tool call waiting for approval, which no generated id names: its success path
+# is tests/runs/test_approvals.py (and the cluster and browser tests).
+APPROVAL_DECIDE = "POST /api/conversations/{conversation_id}/approvals/{tool_call_id}/"
+NEVER_SUCCEED.add(APPROVAL_DECIDE)
 RNG = random.Random(4)
 
 
@@ -301,7 +305,12 @@ def test_the_schema_documents_the_run_endpoints_with_their_bodies():
         "after_seq",
         "Last-Event-ID",
     }
-    assert len(list(run_schema.get_all_operations())) == len(expected) + len(BRANCH_ACTIONS)
+    approvals = paths["/api/conversations/{conversation_id}/approvals/{tool_call_id}/"]["post"]
+    assert RUN_TAG in approvals["tags"] and approvals["security"]
+    assert approvals["requestBody"]["content"]["application/json"]["schema"]
+    assert approvals["responses"]["200"]["content"]["application/json"]["schema"]
+    assert approvals["responses"]["409"]["content"]["application/json"]["schema"]
+    assert len(list(run_schema.get_all_operations())) == len(expected) + len(BRANCH_ACTIONS) + 1
 
 
 def test_the_run_endpoints_refuse_what_their_schema_refuses(run_objects):

@@ -82,6 +82,51 @@ def test_the_page_answers_the_browser_timezone_client_tool(nexus, page):
     assert json.loads(tool_messages[0]["content"])["result"] == {"timezone": "Europe/Paris"}
 
 
+def test_a_tool_call_waits_for_the_approve_button_even_across_a_reload(nexus, page):
+    agent = nexus.create_agent(
+        "Careful clock",
+        tools=[
+            {
+                "name": "current_time",
+                "description": "The current time in a time zone.",
+                "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}},
+                "execution": "server",
+                "approval": "always",
+            }
+        ],
+    )
+    assert agent["tools"][0]["approval"] == "always"
+    nexus.fake.reset()
+    nexus.fake.script(
+        Reply(
+            text="",
+            tool_calls=(
+                FakeToolCall(name="current_time", arguments={"timezone": "Asia/Tokyo"}, id="call_ok"),
+            ),
+        ),
+        Reply(text="It is morning in Tokyo."),
+    )
+    sign_in(page)
+    start_chat(page, agent)
+    send(page, "What time is it in Tokyo?")
+    tool = page.locator('#messages .tool[data-tool-call-id="call_ok"]')
+    tool.locator(".tool-approve").wait_for()
+    assert "waiting for your approval" in tool.locator(".tool-result").text_content()
+    screenshot(page, "10-tool-approval")
+
+    # The run is paused on the server: a reload shows the buttons again, from session_state.
+    page.reload()
+    tool = page.locator('#messages .tool[data-tool-call-id="call_ok"]')
+    tool.locator(".tool-approve").click()
+    page.wait_for_selector('#messages .msg-agent[data-status="complete"]')
+    assert tool.locator(".tool-approve").count() == 0
+    assert "Asia/Tokyo" in tool.locator(".tool-result").text_content()
+    assert reply_locator(page).locator(".msg-text").text_content() == "It is morning in Tokyo."
+    second = nexus.fake.requests[-1].json
+    [tool_message] = [m for m in second["messages"] if m["role"] == "tool"]
+    assert json.loads(tool_message["content"])["result"]["timezone"] == "Asia/Tokyo"
+
+
 def test_an_agent_to_agent_session_is_watched_live(nexus, page):
     optimist = nexus.create_agent("Optimist", emoji="🌞")
     skeptic = nexus.create_agent("Skeptic", emoji="🤨")

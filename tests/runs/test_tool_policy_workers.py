@@ -6,6 +6,7 @@ SDK in the worker against the loopback fake server."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Iterator
@@ -89,9 +90,14 @@ async def test_two_users_answers_to_the_same_call_id_reach_their_own_runs(cluste
         await socket_b.send({"type": "user_message", "data": {"content": "I am B."}})
         call_b = await socket_b.until("tool_call", timeout=30)
         assert call_a["data"]["toolCallId"] == call_b["data"]["toolCallId"] == "call_same"
-        run_a = await cluster.db.acall("run", run_id=call_a["data"]["run_id"])
-        run_b = await cluster.db.acall("run", run_id=call_b["data"]["run_id"])
-        assert run_a["owner"] == run_b["owner"]  # both wait on the one worker
+        # Both wait paused, stored, owned by no process (runs.approvals): the answers wake them.
+        for run_id in (call_a["data"]["run_id"], call_b["data"]["run_id"]):
+            for _ in range(100):
+                run = await cluster.db.acall("run", run_id=run_id)
+                if run["status"] == "waiting":
+                    break
+                await asyncio.sleep(0.1)
+            assert (run["status"], run["owner"]) == ("waiting", "")
 
         await socket_a.send(
             {"type": "tool_result", "data": {"toolCallId": "call_same", "result": "A's secret"}}

@@ -138,6 +138,12 @@ export class ChatSession {
       case "tool_result":
         this.onToolResult(data);
         break;
+      case "approval_required":
+        this.onApprovalRequired(data);
+        break;
+      case "approval_decided":
+        this.onApprovalDecided(data);
+        break;
       case "cooldown": {
         const agent = this.agentInfo(data.agent_id);
         this.addNote(`${agent.name} waits until ${formatTime(data.until)} before the next turn.`, "cooldown");
@@ -199,6 +205,11 @@ export class ChatSession {
       this.socket.send("user_message", { content, client_message_id: clientId });
     }
     for (const call of state.pending_tool_calls || []) this.answerTool(call);
+    // Calls still waiting for a person: their buttons again (a page that reconnected, another tab).
+    for (const call of state.pending_approvals || []) {
+      this.onToolCall({ ...call, execution: "server", stored: true });
+      this.onApprovalRequired(call);
+    }
     this.updateControls();
   }
 
@@ -393,6 +404,35 @@ export class ChatSession {
     if (!tool) return;
     tool.resultEl.textContent = shortJson(data.result, 300);
     tool.el.classList.toggle("tool-error", !!data.is_error);
+  }
+
+  /** A tool call waits for this person's decision: Approve and Deny buttons beside it. The first
+   * decision anywhere wins (another tab, the REST API); the buttons go with approval_decided. */
+  onApprovalRequired(data) {
+    const tool = this.tools.get(data.toolCallId);
+    if (!tool || tool.decisionEl) return;
+    const decide = (kind) => () => {
+      if (this.socket.send(kind, { toolCallId: data.toolCallId })) {
+        for (const button of tool.decisionEl.querySelectorAll("button")) button.disabled = true;
+      }
+    };
+    tool.decisionEl = h(
+      "span",
+      { class: "tool-approval", role: "group", "aria-label": `Approve ${data.tool}?` },
+      h("button", { type: "button", class: "btn btn-primary tool-approve", onclick: decide("approve") }, "Approve"),
+      h("button", { type: "button", class: "btn btn-danger tool-deny", onclick: decide("deny") }, "Deny"),
+    );
+    tool.resultEl.textContent = "waiting for your approval…";
+    tool.el.append(tool.decisionEl);
+  }
+
+  onApprovalDecided(data) {
+    const tool = this.tools.get(data.toolCallId);
+    if (!tool) return;
+    tool.decisionEl?.remove();
+    tool.decisionEl = null;
+    const words = { approved: "approved…", denied: "denied", timed_out: "not approved in time" };
+    tool.resultEl.textContent = words[data.decision] || data.decision;
   }
 
   /** Answer a client tool call (once per call; the server keeps the first answer anyway). */
