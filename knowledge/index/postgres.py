@@ -12,6 +12,7 @@ per-process matrix of the base's vectors.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -26,6 +27,67 @@ from knowledge.index.schema import PG_TS_CONFIG, VECTOR_TABLE
 _has_pgvector: dict[str, bool] = {}
 
 
+# A query's commonest words are left out while the rest would still match more than this many
+# passages: they weigh little in the rank (BM25 gives a word in most passages almost nothing)
+# and each matching passage costs a ranking (ts_rank_cd reads its whole tsvector).
+MAX_RANKED = 2000
+_STATS_SECONDS = 60.0
+# per database alias: (when read, rows of knowledge_chunk, lexeme -> share of rows holding it, the
+# smallest share listed)
+_stats: dict[str, tuple[float, float, dict[str, float], float]] = {}
+
+
+def _lexeme_shares(connection: BaseDatabaseWrapper) -> tuple[float, dict[str, float], float]:
+    """(rows, lexeme -> share of rows, smallest listed share) from PostgreSQL's statistics of the
+    tsvector column (``pg_stats.most_common_elems``, kept by ANALYZE and autovacuum); nothing
+    before the first ANALYZE. Read at most once a minute per process."""
+    now = time.monotonic()
+    known = _stats.get(connection.alias)
+    if known is not None and now - known[0] < _STATS_SECONDS:
+        return known[1], known[2], known[3]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT s.most_common_elems::text::text[], s.most_common_elem_freqs, c.reltuples "
+            "FROM pg_class c LEFT JOIN pg_stats s ON s.tablename = c.relname AND s.attname = 'search' "
+            "AND s.schemaname = current_schema() WHERE c.relname = 'knowledge_chunk'"
+        )
+        row = cursor.fetchone()
+    shares: dict[str, float] = {}
+    rows = 0.0
+    if row is not None:
+        elements, frequencies, reltuples = row
+        rows = max(float(reltuples or 0), 0.0)
+        if elements and frequencies:
+            shares = dict(zip(elements, (float(f) for f in frequencies), strict=False))
+    smallest = min(shares.values()) if shares else 0.0
+    _stats[connection.alias] = (now, rows, shares, smallest)
+    return rows, shares, smallest
+
+
+def _query_lexemes(connection: BaseDatabaseWrapper, terms: Sequence[str]) -> list[str]:
+    """The query's lexemes as the column holds them (stemmed, stop words out), commonest dropped
+    while the others would still match more than ``MAX_RANKED`` rows (the rarest always kept)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT tsvector_to_array(to_tsvector('{PG_TS_CONFIG}', %s))", [" ".join(terms)])
+        row = cursor.fetchone()
+    lexemes = [lexeme for lexeme in (row[0] if row else None) or [] if lexeme]
+    rows, shares, smallest = _lexeme_shares(connection)
+    if not shares or len(lexemes) <= 1:
+        return lexemes
+    # a lexeme the statistics do not list is rarer than every one they do
+    share = {lexeme: shares.get(lexeme, smallest / 2) for lexeme in lexemes}
+    kept = sorted(lexemes, key=lambda lexeme: share[lexeme])
+    while len(kept) > 1 and (share[kept[-1]] > 0.5 or sum(share[k] for k in kept) * rows > MAX_RANKED):
+        kept.pop()
+    return kept
+
+
+def _tsquery(lexemes: Sequence[str]) -> str:
+    """The text of a ``tsquery`` that ORs the lexemes, each quoted (a quote inside doubled):
+    read by ``CAST(... AS tsquery)``, which takes them as they are (they are the column's)."""
+    return " | ".join("'" + lexeme.replace("'", "''") + "'" for lexeme in lexemes)
+
+
 def lexical(
     connection: BaseDatabaseWrapper,
     *,
@@ -35,14 +97,15 @@ def lexical(
     limit: int,
 ) -> list[tuple[int, float]]:
     """Chunks matching any of ``terms``, best rank first."""
-    # each term quoted as a lexeme: \w+ words hold no quote, so no tsquery operator comes in
-    tsquery = " | ".join(f"'{term}'" for term in terms)
+    lexemes = _query_lexemes(connection, terms)
+    if not lexemes:
+        return []
     sql = (
         "SELECT c.id, ts_rank_cd(c.search, q) AS rank "
-        f"FROM knowledge_chunk c, to_tsquery('{PG_TS_CONFIG}', %s) q "
+        "FROM knowledge_chunk c, CAST(%s AS tsquery) q "
         "WHERE c.search @@ q AND c.base_id = ANY(%s)"
     )
-    params: list[Any] = [tsquery, list(base_ids)]
+    params: list[Any] = [_tsquery(lexemes), list(base_ids)]
     if document_ids is not None:
         sql += " AND c.document_id = ANY(%s)"
         params.append(list(document_ids))

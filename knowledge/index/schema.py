@@ -76,7 +76,11 @@ _POSTGRES = [
     f"""ALTER TABLE knowledge_chunk ADD COLUMN IF NOT EXISTS search tsvector GENERATED ALWAYS AS (
         setweight(to_tsvector('{PG_TS_CONFIG}', coalesce(title, '')), 'A')
         || to_tsvector('{PG_TS_CONFIG}', text)) STORED""",
-    "CREATE INDEX IF NOT EXISTS knowledge_chunk_search ON knowledge_chunk USING GIN (search)",
+    # fastupdate off: new rows go into the index itself, not a pending list every search would
+    # read through (measured: 11 ms of a 10,000-chunk search before autovacuum merged the list)
+    "CREATE INDEX IF NOT EXISTS knowledge_chunk_search ON knowledge_chunk USING GIN (search) "
+    "WITH (fastupdate = off)",
+    "ALTER INDEX knowledge_chunk_search SET (fastupdate = off)",
 ]
 
 _POSTGRES_DROP = [
