@@ -8,6 +8,7 @@ where it could not be (or another engine is configured) the vectors are scanned 
 from __future__ import annotations
 
 import logging
+import time
 import unicodedata
 import uuid
 from collections.abc import Collection, Sequence
@@ -33,26 +34,48 @@ def _fold(term: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+# A query's commonest words are left out while the rest would still match more than this many
+# passages (each match costs a BM25 score); the same bound as PostgreSQL's (knowledge.index.postgres).
+MAX_RANKED = 2000
+# Document frequencies choose words, not scores (BM25 reads its own): kept per database alias
+# while the number of passages stays the same, at most a minute (when read, passages, word ->
+# passages holding it).
+_VOCABULARY_SECONDS = 60.0
+_vocabulary: dict[str, tuple[float, int, dict[str, int]]] = {}
+
+
 def _useful_terms(connection: BaseDatabaseWrapper, terms: Sequence[str]) -> list[str]:
     """The terms worth matching: BM25 gives a word found in over half the passages no weight
     (FTS5 clamps its IDF to ~0), yet matching it would score every one of them. Such words are
-    left out; a query made only of them keeps its rarest word."""
+    left out, and further words, commonest first, while the rest would still match more than
+    ``MAX_RANKED`` passages; the rarest word present always stays."""
     folded = list(dict.fromkeys(_fold(term) for term in terms if _fold(term)))
-    if len(folded) < 2:
-        return folded
-    frequency: dict[str, int] = {}
+    if not folded:
+        return []
     with connection.cursor() as cursor:
-        for term in folded:  # one lookup each: fts5vocab seeks on "term =", but scans for "IN"
-            cursor.execute(f"SELECT doc FROM {FTS_VOCABULARY} WHERE term = %s", [term])
-            row = cursor.fetchone()
-            frequency[term] = int(row[0]) if row else 0
         cursor.execute("SELECT count(*) FROM knowledge_chunk")
         total = cursor.fetchone()[0]
-    present = [term for term in folded if frequency.get(term)]
-    if not present:
-        return []
-    useful = [term for term in present if frequency[term] * 2 <= total]
-    return useful or [min(present, key=lambda term: frequency[term])]
+        now = time.monotonic()
+        read_at, counted, known = _vocabulary.get(connection.alias, (0.0, -1, {}))
+        if counted != total or now - read_at > _VOCABULARY_SECONDS or len(known) > 100_000:
+            read_at, known = now, {}
+        frequency: dict[str, int] = {}
+        for term in folded:  # one lookup each: fts5vocab seeks on "term =", but scans for "IN"
+            if term not in known:
+                cursor.execute(f"SELECT doc FROM {FTS_VOCABULARY} WHERE term = %s", [term])
+                row = cursor.fetchone()
+                if not row:  # absent: asked again next time (never remembered as absent)
+                    frequency[term] = 0
+                    continue
+                known[term] = int(row[0])
+            frequency[term] = known[term]
+    _vocabulary[connection.alias] = (read_at, total, known)
+    kept = sorted((term for term in folded if frequency[term]), key=lambda term: frequency[term])
+    while len(kept) > 1 and (
+        frequency[kept[-1]] * 2 > total or sum(frequency[term] for term in kept) > MAX_RANKED
+    ):
+        kept.pop()
+    return kept
 
 
 def lexical(
@@ -159,7 +182,11 @@ def semantic(
         with connection.cursor() as cursor:
             for base_id, _ in base_versions:
                 cursor.execute(sql, [blob, limit, base_id.hex])
-                found += [(int(chunk_id), 1.0 - float(distance)) for chunk_id, distance in cursor.fetchall()]
+                # L2 between unit vectors: |a - b|^2 = 2 - 2 cos(a, b)
+                found += [
+                    (int(chunk_id), 1.0 - float(distance) ** 2 / 2.0)
+                    for chunk_id, distance in cursor.fetchall()
+                ]
         found.sort(key=lambda pair: -pair[1])
         return found[:limit]
     bases = [b.hex for b, _ in base_versions]
