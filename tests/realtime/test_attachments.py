@@ -78,6 +78,14 @@ async def test_attachments_are_stored_and_their_text_reaches_the_model(connect, 
     assert "Ship the rocket on Tuesday." in scripted.SEEN[-1][-1].content
     await client.close()
 
+    # a page that opens the conversation sees the references, not the text kept for the model
+    again = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
+    state = await again.until("session_state")
+    [shown] = [m for m in state["data"]["messages"] if m["id"] == ack["data"]["message_id"]]
+    assert shown["metadata"]["attachments"][0]["name"] == "notes.md"
+    assert "attachments_text" not in shown["metadata"]
+    await again.close()
+
 
 def test_the_text_is_cut_per_file_and_in_all(user, settings, tmp_path, monkeypatch):
     monkeypatch.setattr(attachments, "ATTACHMENT_FILE_CHARS", 50)

@@ -225,7 +225,9 @@ export class ChatSession {
       this.renderStored(message);
     }
     this.placing = null;
-    for (const [clientId, content] of unsent) this.addUser({ clientId, content, status: "sending" });
+    for (const [clientId, content] of unsent) {
+      this.addUser({ clientId, content, status: "sending", attachments: this.unackedFiles.get(clientId) });
+    }
     // A reply still streaming is rebuilt from the log: from its run_started on, every chunk. Its
     // stored text is a checkpoint that lags the state's last_seq, so it is not shown. Once per
     // reply: if the log no longer holds its events, the server resyncs and the stored text stays.
