@@ -77,14 +77,15 @@ urlpatterns = [
     # seed 002: knowledge bases as indices, file preprocessing (docs/knowledge.md, "Seed 002 paths")
     re_path(r"^indices/?$", seed002_indices.indices, name="seed002-indices"),
     re_path(r"^indices/health/?$", seed002_indices.indices_health, name="seed002-indices-health"),
-    re_path(
-        r"^indices/search/(?P<mode>[^/]+)/?$", seed002_indices.index_search, name="seed002-indices-search"
-    ),
     re_path(r"^indices/(?P<index_name>[^/]+)/info/?$", seed002_indices.index_info, name="seed002-index-info"),
     re_path(
         r"^indices/(?P<index_name>[^/]+)/documents/?$",
         seed002_indices.index_documents,
         name="seed002-index-documents",
+    ),
+    # after info and documents: a base named "search" keeps those paths
+    re_path(
+        r"^indices/search/(?P<mode>[^/]+)/?$", seed002_indices.index_search, name="seed002-indices-search"
     ),
     re_path(r"^indices/(?P<index_name>[^/]+)/?$", seed002_indices.index, name="seed002-index"),
     re_path(r"^file/preprocess/?$", seed002_indices.file_preprocess, name="seed002-file-preprocess"),

@@ -249,6 +249,10 @@ async def test_another_users_indices_do_not_exist_for_the_caller(cluster):
             )
             assert (await third.get("/api/indices/health")).json()["indices_count"] == 0
         assert (await mine.get("/api/indices/private/info")).json()["base_info"]["docs"] == 3
+        # a base may be named "search": its paths are its own beside the search paths
+        assert (await mine.post("/api/indices/search")).status_code == 200
+        assert (await mine.get("/api/indices/search/info")).json()["base_info"]["name"] == "search"
+        assert (await mine.delete("/api/indices/search")).status_code == 200
     async with httpx.AsyncClient(base_url=cluster.http(0), timeout=30) as nobody:
         _error(await nobody.get("/api/indices"), 401, "not_authenticated")
 
