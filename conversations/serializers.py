@@ -188,6 +188,13 @@ class MessageSerializer(serializers.ModelSerializer):
     def get_agent_name(self, message: Message) -> str | None:
         return message.agent.name if message.agent_id and message.agent else None
 
+    def to_representation(self, instance: Message) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        # the attached files' text is the model's (runs.attachments); the references stay
+        if isinstance(data.get("metadata"), dict):
+            data["metadata"] = {k: v for k, v in data["metadata"].items() if k != "attachments_text"}
+        return data
+
 
 class ConversationDetailSerializer(ConversationSerializer):
     """A conversation with its history, oldest first."""

@@ -570,6 +570,7 @@ class ConversationSocket(BaseSocket):
                     client_message_id=frame.client_message_id,
                     agent_id=frame.agent_id,
                     context=frame.context,
+                    attachments=frame.attachments,
                 )
                 await self.send(
                     text_data=protocol.control_frame(

@@ -2,7 +2,14 @@
 
 from django.urls import path, re_path
 
-from realtime import agui_views, branch_views, seed002_files, seed002_models, seed002_proxy
+from realtime import (
+    agui_views,
+    branch_views,
+    seed002_files,
+    seed002_indices,
+    seed002_models,
+    seed002_proxy,
+)
 from realtime import http_views as views
 from realtime import seed002_views as seed002
 
@@ -72,6 +79,21 @@ urlpatterns = [
     re_path(r"^config/save_config/?$", seed002_models.save_config, name="seed002-save-config"),
     re_path(r"^config/load_config/?$", seed002_models.load_config, name="seed002-load-config"),
     re_path(r"^agent/reload_config/?$", seed002_models.reload_config, name="seed002-reload-config"),
+    # seed 002: knowledge bases as indices, file preprocessing (docs/knowledge.md, "Seed 002 paths")
+    re_path(r"^indices/?$", seed002_indices.indices, name="seed002-indices"),
+    re_path(r"^indices/health/?$", seed002_indices.indices_health, name="seed002-indices-health"),
+    re_path(r"^indices/(?P<index_name>[^/]+)/info/?$", seed002_indices.index_info, name="seed002-index-info"),
+    re_path(
+        r"^indices/(?P<index_name>[^/]+)/documents/?$",
+        seed002_indices.index_documents,
+        name="seed002-index-documents",
+    ),
+    # after info and documents: a base named "search" keeps those paths
+    re_path(
+        r"^indices/search/(?P<mode>[^/]+)/?$", seed002_indices.index_search, name="seed002-indices-search"
+    ),
+    re_path(r"^indices/(?P<index_name>[^/]+)/?$", seed002_indices.index, name="seed002-index"),
+    re_path(r"^file/preprocess/?$", seed002_indices.file_preprocess, name="seed002-file-preprocess"),
     re_path(r"^proxy/image/?$", seed002_proxy.proxy_image, name="seed002-proxy-image"),
     re_path(
         r"^conversation/(?P<conversation_id>[^/]+)/?$",

@@ -365,6 +365,7 @@ async def agent_run(request: HttpRequest, agent_id: str, *, user: User) -> HttpR
         content=query,
         client_message_id=client_message_id,
         agent_id=str(agent_id),
+        attachments=body.get("attachments"),  # stored file ids (docs/files.md, "Attachments")
     )
     if created or (result.duplicate and result.run_id):
         # A repeated client_message_id streams the first send's run again, from its message on:

@@ -89,6 +89,7 @@ class UserMessage:
     context: dict[str, Any] | None = None
     agent_id: str | None = None
     client_message_id: str | None = None
+    attachments: list[str] | None = None  # stored file ids (docs/files.md, "Attachments")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,6 +251,23 @@ def _content(fields: _Fields, *names: str) -> str:
     return content or ""
 
 
+MAX_ATTACHMENTS = 20
+
+
+def _attachments(fields: _Fields) -> list[str] | None:
+    value = fields.values.get("attachments")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_ATTACHMENTS
+        or not all(isinstance(v, str) and v and "\x00" not in v for v in value)
+    ):
+        fields.errors["attachments"] = f"A list of at most {MAX_ATTACHMENTS} file ids."
+        return None
+    return value or None
+
+
 def parse_client_frame(raw: str | bytes | None) -> ClientFrame:
     """Parse one client frame. Raises ProtocolError with a code for anything malformed."""
     if raw is None or isinstance(raw, bytes | bytearray):
@@ -273,6 +291,7 @@ def parse_client_frame(raw: str | bytes | None) -> ClientFrame:
                 context=fields.obj("context"),
                 agent_id=fields.string("agent_id", "agentId"),
                 client_message_id=fields.string("client_message_id", "clientMessageId"),
+                attachments=_attachments(fields),
             )
         case "query":
             content = _content(fields, "query", "content")

@@ -219,8 +219,10 @@ def _history(user: User, conversation_id: str) -> dict[str, Any]:
                 "message": _units(m),
                 "message_id": str(m.pk),
                 "opinion_flag": FLAGS.get(m.opinion or ""),
-                "picture": [],
-                "search": [],
+                "picture": [i for i in (m.metadata or {}).get("images") or [] if isinstance(i, str)],
+                "search": [
+                    _source_item(s) for s in (m.metadata or {}).get("sources") or [] if isinstance(s, dict)
+                ],
             }
             for m in messages
         ],
@@ -243,6 +245,7 @@ async def conversation_detail(request: HttpRequest, conversation_id: str, *, use
 def _sources(user: User, body: dict[str, Any]) -> dict[str, Any]:
     conversation = _conversation(user, body)
     message_id = _text(body, "message_id", required=False)
+    message: Message | None = None
     if message_id:
         message = message_get_for_user(user=user, message_id=message_id)
         if message.conversation_id != conversation.pk:
@@ -250,8 +253,41 @@ def _sources(user: User, body: dict[str, Any]) -> dict[str, Any]:
     kind = body.get("type") or "all"
     if kind not in SOURCE_TYPES:
         raise ValidationFailed("Invalid type.", details={"type": [f"One of {list(SOURCE_TYPES)}."]})
-    # Knowledge search (SPEC section 10) stores sources with the reply; until then there are none.
-    return {"searches": [], "images": []}
+    # The knowledge search stores a reply's sources with it (metadata "sources", "images"); without
+    # a message_id, those of every reply of the conversation, oldest first.
+    if message is not None:
+        messages = [message]
+    else:
+        messages = [m for m in message_list(conversation=conversation) if m.role == MessageRole.AGENT]
+    searches: list[dict[str, Any]] = []
+    images: list[str] = []
+    for m in messages:
+        meta = m.metadata or {}
+        searches += [_source_item(s) for s in meta.get("sources") or [] if isinstance(s, dict)]
+        images += [i for i in meta.get("images") or [] if isinstance(i, str)]
+    return {
+        "searches": searches if kind in ("all", "search") else [],
+        "images": images if kind in ("all", "image") else [],
+    }
+
+
+def _source_item(source: dict[str, Any]) -> dict[str, Any]:
+    """A stored source in the seed's shape: its ``score_details`` say ``accuracy`` where the
+    search says ``accurate``."""
+    details = source.get("score_details") or {}
+    return {
+        "title": source.get("title") or "",
+        "text": source.get("text") or "",
+        "source_type": source.get("source_type") or "",
+        "url": source.get("url") or "",
+        "filename": source.get("filename") or "",
+        "published_date": source.get("published_date") or "",
+        "score": source.get("score") or 0.0,
+        "score_details": {
+            "accuracy": details.get("accuracy", details.get("accurate", 0.0)),
+            "semantic": details.get("semantic", 0.0),
+        },
+    }
 
 
 @endpoint("POST")
@@ -339,7 +375,7 @@ async def agent_run(request: HttpRequest, *, user: User) -> HttpResponseBase:
     body = native._json_body(request)
     query = native._string(body, "query")
     content_admit(query, field="query")
-    _minio_files(body)  # attached to the message with the file store (SPEC section 10)
+    minio_files = _minio_files(body)  # the user's stored files, by object name: attached to the query
     conversation_id = native._optional_uuid(body, "conversation_id")
     agent_id = await sync_to_async(_run_agent_id)(
         user, native._optional_uuid(body, "agent_id"), conversation_id
@@ -349,7 +385,9 @@ async def agent_run(request: HttpRequest, *, user: User) -> HttpResponseBase:
         user, agent_id, conversation_id, body.get("history")
     )
     after = await native._last_seq(conversation_id, stored_seq)
-    result = await native._send(user, conversation_id, created, content=query, agent_id=agent_id)
+    result = await native._send(
+        user, conversation_id, created, content=query, agent_id=agent_id, attachment_names=minio_files or None
+    )
     if created:  # a new conversation with a stored past (history): its log begins at this message
         after = await sync_to_async(native._seq_before)(result.message_id, after)
     head = stream_message(

@@ -178,7 +178,9 @@ def _as_chat(
     if message.role == MessageRole.SYSTEM:
         return [ChatMessage(role="user", content=message.content)] if multi_agent else []
     prefix = "Person watching: " if multi_agent else ""
-    return [ChatMessage(role="user", content=prefix + message.content)]
+    attached = meta.get("attachments_text")  # the text of its files (runs.attachments)
+    suffix = f"\n\n{attached}" if isinstance(attached, str) and attached else ""
+    return [ChatMessage(role="user", content=prefix + message.content + suffix)]
 
 
 # --- fitting a history to the model's context window ---------------------------------------------

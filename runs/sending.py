@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -41,6 +41,7 @@ from conversations.services import (
 )
 from core.auth import User
 from core.errors import AgentUnavailable, Conflict, ValidationFailed
+from runs.attachments import attachments_metadata, attachments_resolve
 from runs.context import message_admit
 from runs.dispatch import Claimed, Handoff, dispatch_run
 from runs.domain_events import Branched, UserMessage
@@ -145,6 +146,7 @@ def _store_send(
     launch: Callable[[Claimed], None] | None,
     edit_of: uuid.UUID | str | None = None,
     client_tools: list[dict[str, Any]] | None = None,
+    extra_metadata: dict[str, Any] | None = None,
 ) -> _Prepared:
     with transaction.atomic():
         # The conversation locked (serialises sends to one conversation; SQLite's IMMEDIATE
@@ -211,7 +213,12 @@ def _store_send(
                 client_message_id=client_message_id or None,
                 # client_tools: tools the client offers for the reply to this message (AG-UI's
                 # frontend tools), run as the agent's client tools are (runs.execution)
-                metadata={"user_id": user.pk, **({"client_tools": client_tools} if client_tools else {})},
+                # attachments: the files it carries and their text (runs.attachments)
+                metadata={
+                    "user_id": user.pk,
+                    **({"client_tools": client_tools} if client_tools else {}),
+                    **(extra_metadata or {}),
+                },
             )
         except IntegrityError:
             raise _AlreadySent from None
@@ -298,6 +305,8 @@ async def message_send(
     context: Any = None,
     edit_of: uuid.UUID | str | None = None,
     client_tools: list[dict[str, Any]] | None = None,
+    attachments: list[Any] | None = None,
+    attachment_names: list[Any] | None = None,
 ) -> SendResult:
     """Store a person's message, announce it, and start (or queue) the reply. Idempotent by
     ``client_message_id``: the same id twice gives one message and one run.
@@ -306,11 +315,20 @@ async def message_send(
     the person's, which steps off the active path with everything after it (``conversations.branches``);
     refused (``conflict``) while a reply is being generated.
 
+    ``attachments`` (stored file ids) and ``attachment_names`` (seed 002's object names): files
+    of the sender's carried by the message; their text is read now, before the transaction, and
+    stored with it (``runs.attachments``).
+
     Every path that starts a run goes through here, and meets the quotas (``runs.quotas``):
     content length, runs per minute, active runs per owner, context size."""
     if not isinstance(content, str) or not content.strip():
         raise ValidationFailed("The message is empty.", details={"content": ["Must not be empty."]})
     content_admit(content)
+    extra_metadata: dict[str, Any] | None = None
+    if attachments or attachment_names:
+        files = await db(attachments_resolve)(user=user, file_ids=attachments, object_names=attachment_names)
+        # reading files (a PDF) is not database work: off the database thread
+        extra_metadata = await sync_to_async(attachments_metadata, thread_sensitive=False)(files)
     await run_rate_admit(user=user)
 
     manager = None
@@ -338,6 +356,7 @@ async def message_send(
             launch=launch,
             edit_of=edit_of,
             client_tools=client_tools,
+            extra_metadata=extra_metadata,
         )
         if prepared.message is None:
             return prepared.result

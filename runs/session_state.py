@@ -43,7 +43,8 @@ def message_as_dict(message: Message, siblings: dict[Any, Siblings] | None = Non
         "agent_id": str(message.agent_id) if message.agent_id else None,
         "content": message.content,
         "status": message.status,
-        "metadata": message.metadata,
+        # without the attached files' text (the model's, runs.attachments): the references stay
+        "metadata": {k: v for k, v in (message.metadata or {}).items() if k != "attachments_text"},
         "opinion": message.opinion,
         "client_message_id": message.client_message_id,
         "parent_id": str(message.parent_id) if message.parent_id else None,

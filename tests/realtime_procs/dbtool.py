@@ -5,7 +5,7 @@ database); this process does, with the cluster's own settings, through the same 
 server uses. Started once per cluster: ``python -m tests.realtime_procs.dbtool``.
 
 Commands (``{"op": ..., ...}``): ``user``, ``expired_token``, ``agent``, ``conversation``, ``conversations``,
-``message``, ``run``, ``runs``. Each answers ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
+``message``, ``run``, ``runs``, ``kb_document``, ``message_metadata``. Each answers ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
 """
 
 from __future__ import annotations
@@ -117,7 +117,37 @@ def _runs(conversation_id: str) -> list[dict[str, Any]]:
     return [_run_dict(r) for r in Run.objects.filter(conversation_id=conversation_id).order_by("created_at")]
 
 
+def _kb_document(
+    owner_id: int, base: str, text: str, title: str = "", source: str = "text"
+) -> dict[str, Any]:
+    """A text document in the user's base ``base`` (made if missing), run through the pipeline."""
+    from django.contrib.auth import get_user_model
+
+    from knowledge import services
+    from knowledge.models import KnowledgeBase
+
+    owner = get_user_model().objects.get(pk=owner_id)
+    kb = KnowledgeBase.objects.filter(owner=owner, name=base).first() or services.base_create(
+        owner=owner, name=base
+    )
+    document, _ = services.document_add_text(base=kb, text=text, title=title, source=source)
+    document = services.document_ingest(document)
+    return {"id": str(document.pk), "chunks": document.chunk_count, "status": document.status}
+
+
+def _message_metadata(message_id: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``metadata`` into a stored message's (a reply's ``sources``, as the search stores them)."""
+    from conversations.models import Message
+
+    m = Message.objects.get(pk=message_id)
+    m.metadata = {**(m.metadata or {}), **metadata}
+    m.save(update_fields=["metadata"])
+    return m.metadata
+
+
 OPS = {
+    "kb_document": _kb_document,
+    "message_metadata": _message_metadata,
     "user": _user,
     "expired_token": _expired_token,
     "agent": _agent,

@@ -75,6 +75,31 @@ export function createApi({ base, csrfToken, onSignedOut }) {
     titleIfUntitled: (id) => request("POST", `conversations/${id}/generate-title/`, { mode: "untitled" }),
     exportUrl: (id, format) => `${base}conversations/${id}/export/?format=${format}`,
     stopConversation: (id) => request("POST", `conversations/${id}/stop/`, {}),
+    /** Store a file (multipart, no JSON): the stored file, {id, name, content_type, size}. */
+    uploadFile: async (file) => {
+      const form = new FormData();
+      form.append("file", file, file.name);
+      form.append("folder", "attachments");
+      let response;
+      try {
+        response = await fetch(base + "files/", {
+          method: "POST",
+          body: form,
+          credentials: "same-origin",
+          headers: { Accept: "application/json", "X-CSRFToken": csrfFromCookie() || csrfToken },
+        });
+      } catch (err) {
+        throw new ApiError(0, { detail: "The server cannot be reached.", code: "network" });
+      }
+      let data = null;
+      try {
+        data = await response.json();
+      } catch (err) {
+        data = null;
+      }
+      if (!response.ok) throw new ApiError(response.status, data, response.headers.get("Retry-After"));
+      return data;
+    },
     feedback: (messageId, rating) => request("POST", `messages/${messageId}/feedback/`, { rating }),
   };
 }

@@ -52,6 +52,9 @@ const els = {
   input: $("#composer-input"),
   sendBtn: $("#send-btn"),
   stopBtn: $("#stop-btn"),
+  attachBtn: $("#attach-btn"),
+  attachInput: $("#attach-input"),
+  attachChips: $("#attach-chips"),
   toasts: $("#toasts"),
 };
 
@@ -62,6 +65,8 @@ const state = {
   session: null,
   draft: null, // a new chat not stored yet: {agentId}; it becomes a conversation with its first message
   creating: false,
+  attachments: [], // stored files the next message carries: [{file_id, name, content_type, size}]
+  uploading: 0,
   search: "",
   showArchived: false,
 };
@@ -402,7 +407,7 @@ async function createFromDraft(content) {
     state.draft = null;
     upsertConversation(conversation);
     const session = openConversation(conversation.id);
-    session.send(content);
+    session.send(content, takeAttachments());
     noteActivity(conversation.id, content);
     return true;
   } catch (err) {
@@ -581,16 +586,72 @@ function closeConversation() {
   renderConversations();
 }
 
+// --- attachments: files uploaded through /api/files/, sent with the next message ----------------
+
+function renderAttachments() {
+  els.attachChips.replaceChildren(
+    ...state.attachments.map((file, index) =>
+      h(
+        "li",
+        { class: "attach-chip" },
+        "📎 " + file.name,
+        h(
+          "button",
+          {
+            type: "button",
+            class: "attach-remove",
+            "aria-label": `Remove ${file.name}`,
+            onclick: () => {
+              state.attachments.splice(index, 1);
+              renderAttachments();
+            },
+          },
+          "×",
+        ),
+      ),
+    ),
+  );
+  els.attachChips.hidden = state.attachments.length === 0;
+}
+
+function takeAttachments() {
+  const files = state.attachments;
+  state.attachments = [];
+  renderAttachments();
+  return files;
+}
+
+async function attachFiles() {
+  const chosen = Array.from(els.attachInput.files || []);
+  els.attachInput.value = "";
+  for (const file of chosen) {
+    state.uploading += 1;
+    try {
+      const stored = await api.uploadFile(file);
+      state.attachments.push({ file_id: stored.id, name: stored.name, content_type: stored.content_type, size: stored.size });
+      renderAttachments();
+    } catch (err) {
+      toast(`${file.name}: ${describeError(err)}`, "error");
+    } finally {
+      state.uploading -= 1;
+    }
+  }
+}
+
 async function sendMessage(event) {
   event.preventDefault();
   const content = els.input.value.trim();
   if (!content || state.creating) return;
+  if (state.uploading) {
+    toast("Wait for the files to finish uploading.", "info");
+    return;
+  }
   const session = state.session;
   if (!session) {
     if (!state.draft) newChat();
     if (!state.draft || !(await createFromDraft(content))) return;
   } else {
-    session.send(content);
+    session.send(content, takeAttachments());
     noteActivity(session.id, content);
   }
   els.input.value = "";
@@ -790,6 +851,8 @@ function bind() {
   );
   els.newChat.addEventListener("click", newChat);
   els.composer.addEventListener("submit", sendMessage);
+  els.attachBtn.addEventListener("click", () => els.attachInput.click());
+  els.attachInput.addEventListener("change", attachFiles);
   els.input.addEventListener("input", autosize);
   els.input.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {

@@ -66,6 +66,7 @@ export class ChatSession {
     this.runs = new Set(); // run ids in flight
     this.toolsAnswered = new Set();
     this.unacked = new Map(); // client_message_id -> content, re-sent after a reconnect
+    this.unackedFiles = new Map(); // client_message_id -> attached files ([{file_id, name}])
     this.agents = new Map();
     this.conversation = null;
     this.replayed = new Set(); // ids of streaming replies rebuilt from the log (once each)
@@ -202,7 +203,7 @@ export class ChatSession {
     if (fresh) this.rebuild(state.messages || []);
     // Anything sent while the socket was down goes now (client_message_id makes it idempotent).
     for (const [clientId, content] of this.unacked) {
-      this.socket.send("user_message", { content, client_message_id: clientId });
+      this.socket.send("user_message", { content, client_message_id: clientId, ...this.attachmentIds(clientId) });
     }
     for (const call of state.pending_tool_calls || []) this.answerTool(call);
     // Calls still waiting for a person: their buttons again (a page that reconnected, another tab).
@@ -235,7 +236,9 @@ export class ChatSession {
       this.renderStored(message);
     }
     this.placing = null;
-    for (const [clientId, content] of unsent) this.addUser({ clientId, content, status: "sending" });
+    for (const [clientId, content] of unsent) {
+      this.addUser({ clientId, content, status: "sending", attachments: this.unackedFiles.get(clientId) });
+    }
     // A reply still streaming is rebuilt from the log: from its run_started on, every chunk. Its
     // stored text is a checkpoint that lags the state's last_seq, so it is not shown. Once per
     // reply: if the log no longer holds its events, the server resyncs and the stored text stays.
@@ -266,6 +269,7 @@ export class ChatSession {
         clientId: message.client_message_id,
         content: message.content,
         seq: message.seq,
+        attachments: meta.attachments,
       });
       this.setSiblings(record, message.sibling_ids);
     } else if (message.role === "agent") {
@@ -293,6 +297,7 @@ export class ChatSession {
   refused(clientId) {
     const record = this.byClientId.get(clientId);
     this.unacked.delete(clientId);
+    this.unackedFiles.delete(clientId);
     if (!record || record.id) return;
     this.byClientId.delete(clientId);
     record.el.remove();
@@ -302,6 +307,7 @@ export class ChatSession {
   onAck(data) {
     if (!data.client_message_id) return;
     this.unacked.delete(data.client_message_id);
+    this.unackedFiles.delete(data.client_message_id);
     const record = this.byClientId.get(data.client_message_id);
     if (record && data.message_id) this.bindUser(record, data.message_id);
   }
@@ -319,6 +325,7 @@ export class ChatSession {
     const record = data.client_message_id && this.byClientId.get(data.client_message_id);
     if (record) {
       this.unacked.delete(data.client_message_id);
+      this.unackedFiles.delete(data.client_message_id);
       this.bindUser(record, data.messageId);
       if (typeof seq === "number") this.place(record, seq); // the one sent from here: to its place
       return;
@@ -456,11 +463,13 @@ export class ChatSession {
 
   // --- actions -------------------------------------------------------------------------------
 
-  send(content) {
+  /** Send a message; ``attachments``: stored files ({file_id, name}) it carries. */
+  send(content, attachments = []) {
     const clientId = uuid4();
-    this.addUser({ clientId, content, status: "sending" });
+    this.addUser({ clientId, content, status: "sending", attachments });
     this.unacked.set(clientId, content);
-    this.socket.send("user_message", { content, client_message_id: clientId });
+    if (attachments.length) this.unackedFiles.set(clientId, attachments);
+    this.socket.send("user_message", { content, client_message_id: clientId, ...this.attachmentIds(clientId) });
     if (this.isAgentSession && this.conversation.status !== "active") {
       this.conversation.status = "active"; // a person's message resumes a stopped session
       this.view.onConversationChanged(this.conversation, this.agents);
@@ -582,9 +591,20 @@ export class ChatSession {
     this.append(record.el, seq);
   }
 
-  addUser({ id, clientId, content, seq, status }) {
+  attachmentIds(clientId) {
+    const files = this.unackedFiles.get(clientId);
+    return files && files.length ? { attachments: files.map((f) => f.file_id) } : {};
+  }
+
+  addUser({ id, clientId, content, seq, status, attachments }) {
     // What the person typed is shown as typed (plain text, line breaks kept), not as Markdown.
     const textEl = h("div", { class: "msg-text msg-plain" }, content);
+    const files = Array.isArray(attachments) ? attachments : [];
+    const chipsEl = h(
+      "ul",
+      { class: "attach-chips msg-attachments", hidden: !files.length, "aria-label": "Attached files" },
+      ...files.map((f) => h("li", { class: "attach-chip", title: f.content_type || "" }, "📎 " + (f.name || "file"))),
+    );
     const statusEl = h("span", { class: "msg-status" });
     const siblingsEl = h("span", { class: "msg-siblings", hidden: true });
     const editBtn = h("button", { type: "button", class: "msg-action msg-edit", title: "Edit and resend", "aria-label": "Edit and resend" }, "✎ Edit");
@@ -594,6 +614,7 @@ export class ChatSession {
       { class: "msg msg-user", dataset: { role: "user" } },
       h("div", { class: "msg-head" }, h("span", { class: "msg-author" }, "You"), statusEl),
       textEl,
+      chipsEl,
       h("div", { class: "msg-foot" }, siblingsEl, editBtn, copyButton(() => content, { label: "Copy message", className: "copy-msg" })),
     );
     const record = { kind: "user", el, textEl, statusEl, siblingsEl, id: null, clientId, seq, status: null, content };
