@@ -121,11 +121,14 @@ class RunKnowledge:
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=0)
         essential = [*(m for m in messages[:last_user] if m.role == "system"), *messages[last_user:]]
         room = counter.window - reply_reserve(window=counter.window, max_tokens=options.max_tokens)
-        while kept:
-            if counter.prompt_tokens(with_passages(essential, kept)) <= room:
-                return with_passages(messages, kept), kept
-            kept.pop()  # the weakest passage first
-        return messages, []
+        if counter.prompt_tokens(with_passages(essential, kept)) > room:
+            # Best first, each passage that still fits beside those taken; the others are left out.
+            taken: list[dict[str, Any]] = []
+            for source in kept:
+                if counter.prompt_tokens(with_passages(essential, [*taken, source])) <= room:
+                    taken.append(source)
+            kept = taken
+        return (with_passages(messages, kept), kept) if kept else (messages, [])
 
 
 def with_passages(messages: Sequence[ChatMessage], sources: Sequence[dict[str, Any]]) -> list[ChatMessage]:
