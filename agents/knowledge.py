@@ -80,7 +80,9 @@ def source_of(hit: Hit) -> dict[str, Any]:
     metadata = hit.metadata or {}
     return {
         "chunk_id": hit.chunk_id,
-        "title": str(metadata.get("title") or hit.title or hit.filename or hit.source)[:300],
+        "title": str(hit.document_title or metadata.get("title") or hit.title or hit.filename or hit.source)[
+            :300
+        ],
         "text": hit.text[:SOURCE_TEXT_CHARS],
         "source_type": hit.source_type,
         "url": hit.source if hit.source_type == "url" else "",
