@@ -94,3 +94,12 @@ def source_of(hit: Hit) -> dict[str, Any]:
         "base": hit.base,
         "section": hit.title,
     }
+
+
+def knowledge_bases_readable(value: Any, *, owner: Any) -> tuple[list[str], int]:
+    """Of ``value`` (imported base ids), those ``owner`` may read, and how many were left out:
+    a configuration imported from elsewhere names bases this user may not have."""
+    ids = _ids(value if isinstance(value, list) else [])[:MAX_AGENT_BASES]
+    found = set(bases_readable(owner).filter(id__in=ids).values_list("id", flat=True))
+    kept = [str(i) for i in dict.fromkeys(ids) if i in found]
+    return kept, len(value if isinstance(value, list) else []) - len(kept)

@@ -290,3 +290,22 @@ def test_the_rest_agent_form_takes_knowledge_fields(user, other_user):
     assert created.json()["knowledge_bases"] == [str(mine.pk)] and created.json()["knowledge_mode"] == "tool"
     bad_mode = client.patch(f"/api/agents/{created.json()['id']}/", {"knowledge_mode": "x"}, format="json")
     assert bad_mode.status_code == 400
+
+
+def test_an_imported_configuration_keeps_only_the_bases_the_importer_may_read(user, other_user):
+    from knowledge import services
+
+    mine = services.base_create(owner=user, name="mine")
+    theirs = services.base_create(owner=other_user, name="theirs")
+    agent = {
+        "name": "Importer",
+        "provider": "openai",
+        "model": "m",
+        "knowledge_bases": [str(mine.pk), str(theirs.pk)],
+        "knowledge_mode": "retrieve",
+    }
+    saved = bearer_client(user).post("/api/config/save_config", {"agents": [agent]}, format="json")
+    assert saved.status_code == 200, saved.content
+    assert any("knowledge_bases" in note for note in saved.json()["notes"])
+    [exported] = bearer_client(user).get("/api/config/load_config").json()["config"]["agents"]
+    assert exported["knowledge_bases"] == [str(mine.pk)] and exported["knowledge_mode"] == "retrieve"
