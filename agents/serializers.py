@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.avatars import validate_colour, validate_emoji
-from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
+from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus, KnowledgeMode
 from agents.selectors import agent_can_edit
 from core.fields import (
     StrictBooleanField,
@@ -126,7 +126,7 @@ class AgentWriteSerializer(serializers.Serializer):
         help_text="Ids of knowledge bases the agent searches; the owner must be able to read them.",
     )
     knowledge_mode = serializers.ChoiceField(
-        choices=["tool", "retrieve", "off"],
+        choices=KnowledgeMode.choices,
         required=False,
         help_text="tool: the model calls knowledge_search; retrieve: passages go in the prompt; off.",
     )
