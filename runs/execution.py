@@ -268,7 +268,6 @@ class Execution:
             for index, call in enumerate(calls):
                 if index < calls_per_round:
                     outcome = await self._run_tool(call, executions.get(call.name))
-                    self.knowledge.collect(call.name, executions.get(call.name), outcome)  # sources
                 else:  # every call needs an answer in the model's next request
                     outcome = run_tools.over_cap_outcome(calls_per_round)
                 messages.append(
@@ -363,7 +362,7 @@ class Execution:
         }
         if outcome.error:  # why it failed, shown with the reply after a reload
             metadata["error"] = outcome.error
-        metadata.update(self.knowledge.metadata())  # the passages found: metadata["sources"]
+        metadata.update(await self.knowledge.metadata(self.conversation.pk, self.run_id))  # sources
         if self._storing_reply is None and self.reply is not None:
             self._store_reply_soon()
         if self._checkpointing is not None:

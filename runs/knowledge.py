@@ -11,6 +11,7 @@ for. Either way the passages become the reply's ``metadata["sources"]``, dedupli
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from agents.knowledge import knowledge_scope, source_of
 from agents.models import Agent, KnowledgeMode
 from agents.tools import builtin_tool_spec
 from agents.tools.knowledge_search import NAME as TOOL_NAME
+from conversations.models import Message, MessageType
 from knowledge.models import KnowledgeBase
 from knowledge.search import Mode, search
 from providers.base import ChatMessage, GenerationOptions, ProviderError
@@ -47,6 +49,7 @@ class RunKnowledge:
         self.sources: list[dict[str, Any]] = []
         self._chunks: set[Any] = set()
         self._scope: list[KnowledgeBase] | None = None
+        self._searching = False  # knowledge_search offered to the model in this execution
 
     async def scope(self) -> list[KnowledgeBase]:
         if self._scope is None:
@@ -58,15 +61,16 @@ class RunKnowledge:
 
     async def tools(self, listed: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The tool specs to add to the agent's own: ``knowledge_search`` in mode tool."""
-        if self.agent.knowledge_mode != KnowledgeMode.TOOL or any(t["name"] == TOOL_NAME for t in listed):
+        if any(t["name"] == TOOL_NAME for t in listed):
+            self._searching = True  # listed by the agent itself (or a client tool of that name)
             return []
-        return [builtin_tool_spec(TOOL_NAME)] if await self.scope() else []
+        if self.agent.knowledge_mode != KnowledgeMode.TOOL or not await self.scope():
+            return []
+        self._searching = True
+        return [builtin_tool_spec(TOOL_NAME)]
 
-    def collect(self, name: str, execution: str | None, outcome: dict[str, Any]) -> None:
-        """Keep the passages a ``knowledge_search`` call of this run returned."""
-        if name != TOOL_NAME or execution != "server" or outcome.get("is_error"):
-            return
-        result = outcome.get("result")
+    def _collect(self, result: Any) -> None:
+        """Keep the passages one ``knowledge_search`` call returned."""
         passages = result.get("passages") if isinstance(result, dict) else None
         for passage in passages or []:
             if isinstance(passage, dict):
@@ -79,8 +83,18 @@ class RunKnowledge:
         self._chunks.add(key)
         self.sources.append(source)
 
-    def metadata(self) -> dict[str, Any]:
-        """What the reply's metadata gains: its sources, when it has any."""
+    async def metadata(self, conversation_id: Any, run_id: str) -> dict[str, Any]:
+        """What the reply's metadata gains: its sources, when it has any. The tool's passages are
+        read back from the run's stored results (a run that paused and resumed, in this process
+        or another, keeps the ones from before its pause), after those retrieved."""
+        if self._searching or self.agent.knowledge_bases:
+            try:
+                results = await database_sync_to_async(_search_results)(conversation_id, run_id)
+            except Exception:  # the reply is stored all the same, without the tool's passages
+                logger.exception("run %s: its knowledge_search results could not be read", run_id)
+                results = []
+            for result in results:
+                self._collect(result)
         return {"sources": list(self.sources)} if self.sources else {}
 
     async def retrieve(self, messages: list[ChatMessage], options: GenerationOptions) -> list[ChatMessage]:
@@ -129,6 +143,36 @@ class RunKnowledge:
                     taken.append(source)
             kept = taken
         return (with_passages(messages, kept), kept) if kept else (messages, [])
+
+
+def _search_results(conversation_id: Any, run_id: str) -> list[Any]:
+    """The results of the run's successful ``knowledge_search`` calls that ran on the server (a
+    client tool of the same name answers what its client likes: never sources), in order."""
+    calls = Message.objects.filter(
+        conversation_id=conversation_id,
+        type=MessageType.TOOL_CALL,
+        metadata__run_id=run_id,
+        metadata__tool=TOOL_NAME,
+        metadata__execution="server",
+    ).values_list("metadata__toolCallId", flat=True)
+    ids = {str(call_id) for call_id in calls}
+    if not ids:
+        return []
+    rows = Message.objects.filter(
+        conversation_id=conversation_id,
+        type=MessageType.TOOL_RESULT,
+        metadata__run_id=run_id,
+        metadata__tool=TOOL_NAME,
+    ).order_by("created_at", "seq")
+    results = []
+    for row in rows:
+        if row.metadata.get("is_error") or str(row.metadata.get("toolCallId")) not in ids:
+            continue
+        try:
+            results.append(json.loads(row.content))
+        except ValueError:
+            continue  # cut at the stored size: its passages are lost, not the reply
+    return results
 
 
 def with_passages(messages: Sequence[ChatMessage], sources: Sequence[dict[str, Any]]) -> list[ChatMessage]:
