@@ -10,10 +10,12 @@ from django.contrib import admin, messages
 from django.db.models import Count
 from django.utils.html import format_html, format_html_join
 
+from agents.knowledge import knowledge_bases_validate
 from agents.model_registry import model_info_check, model_info_of
 from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus, ModelEntry
 from agents.provider_config import agent_problems, generation_options_for, provider_problem
 from agents.services import agent_set_status
+from core.errors import ValidationFailed
 from providers.base import ProviderError
 from providers.registry import get_provider, registry
 
@@ -68,12 +70,30 @@ class AgentAdminForm(forms.ModelForm):
             )
         return model
 
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if "knowledge_bases" in cleaned:
+            # The owner may list only bases they can read (a shared agent: bases that exist).
+            owner = cleaned.get("owner", self.instance.owner if self.instance.pk else None)
+            current = self.instance.knowledge_bases if self.instance.pk else []
+            try:
+                cleaned["knowledge_bases"] = knowledge_bases_validate(
+                    cleaned["knowledge_bases"] or [], owner=owner, current=current
+                )
+            except ValidationFailed as exc:
+                details = exc.details if isinstance(exc.details, dict) else {}
+                self.add_error("knowledge_bases", "; ".join(details.get("knowledge_bases") or [exc.message]))
+        return cleaned
+
 
 # The form shows every field of AGENT_EDITABLE_FIELDS: these two groups, and the rest on top.
 _MODEL_FIELDS = ("provider", "model", "base_url", "temperature", "max_tokens", "context_window", "config")
 _BEHAVIOUR_FIELDS = ("system_prompt", "personality", "capabilities", "interaction_modes", "tools")
+_KNOWLEDGE_FIELDS = ("knowledge_bases", "knowledge_mode")
 _IDENTITY_FIELDS = tuple(
-    name for name in AGENT_EDITABLE_FIELDS if name not in _MODEL_FIELDS and name not in _BEHAVIOUR_FIELDS
+    name
+    for name in AGENT_EDITABLE_FIELDS
+    if name not in _MODEL_FIELDS and name not in _BEHAVIOUR_FIELDS and name not in _KNOWLEDGE_FIELDS
 )
 
 
@@ -101,6 +121,7 @@ class AgentAdmin(admin.ModelAdmin):
         (None, {"fields": ("id", "usability", *_IDENTITY_FIELDS, "owner", "cooldown_until")}),
         ("Model", {"fields": _MODEL_FIELDS}),
         ("Behaviour", {"fields": _BEHAVIOUR_FIELDS}),
+        ("Knowledge", {"fields": _KNOWLEDGE_FIELDS}),
         ("Activity", {"fields": ("last_active_at", "created_at", "updated_at")}),
     )
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from django.db import transaction
 
+from agents.knowledge import knowledge_bases_readable
 from agents.models import AGENT_EDITABLE_FIELDS, Agent, ModelEntry, UserConfig
 from agents.services import agent_create_for_user, agent_update_for_user, storable_json_validate
 from core.errors import ValidationFailed
@@ -163,6 +164,12 @@ def _agents_import(user: Any, value: Any, notes: list[str]) -> None:
             if dropped:
                 notes.append(f"agents[{index}].config: {', '.join(sorted(dropped))} ignored (never stored).")
                 fields["config"] = {k: v for k, v in config.items() if k not in dropped}
+        if "knowledge_bases" in fields:
+            fields["knowledge_bases"], left_out = knowledge_bases_readable(
+                fields["knowledge_bases"], owner=user
+            )
+            if left_out:
+                notes.append(f"agents[{index}].knowledge_bases: {left_out} not found here, left out.")
         storable_json_validate(fields, field=f"agents[{index}]")
         target = mine.get(str(item.get("id", ""))) or by_name.get(str(item.get("name", "")))
         if target is not None:

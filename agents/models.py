@@ -46,9 +46,19 @@ AGENT_EDITABLE_FIELDS = (
     "max_tokens",
     "context_window",
     "tools",
+    "knowledge_bases",
+    "knowledge_mode",
     "config",
     "status",
 )
+
+
+class KnowledgeMode(models.TextChoices):
+    """How an agent uses its knowledge bases (docs/knowledge.md, "Agents and sources")."""
+
+    TOOL = "tool", "Tool: the model calls knowledge_search"
+    RETRIEVE = "retrieve", "Retrieve: passages put in the prompt before each reply"
+    OFF = "off", "Off"
 
 
 class Agent(models.Model):
@@ -96,6 +106,14 @@ class Agent(models.Model):
     )
     tools = models.JSONField(
         default=list, blank=True, help_text="Tool specs: name, description, parameters, execution."
+    )
+    knowledge_bases = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Ids of the knowledge bases the agent searches (only those its user may read are).",
+    )
+    knowledge_mode = models.CharField(
+        max_length=16, choices=KnowledgeMode.choices, default=KnowledgeMode.TOOL
     )
     config = models.JSONField(
         default=dict,

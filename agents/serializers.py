@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.avatars import validate_colour, validate_emoji
-from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
+from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus, KnowledgeMode
 from agents.selectors import agent_can_edit
 from core.fields import (
     StrictBooleanField,
@@ -66,6 +66,7 @@ class AgentSerializer(serializers.ModelSerializer):
     capabilities = serializers.ListField(child=serializers.CharField(), read_only=True)
     interaction_modes = serializers.ListField(child=serializers.CharField(), read_only=True)
     config = serializers.DictField(read_only=True)
+    knowledge_bases = serializers.ListField(child=serializers.UUIDField(), read_only=True)
     base_url = UrlOrBlankField(read_only=True)
     colour = serializers.CharField(
         source="avatar_colour", read_only=True, help_text="The avatar's colour, #rrggbb."
@@ -135,6 +136,17 @@ class AgentWriteSerializer(serializers.Serializer):
         help_text="Tokens the model reads at once; empty: the provider's default.",
     )
     tools = ToolSpecSerializer(many=True, required=False)
+    knowledge_bases = serializers.ListField(
+        child=serializers.UUIDField(),
+        required=False,
+        max_length=20,
+        help_text="Ids of knowledge bases the agent searches; the owner must be able to read them.",
+    )
+    knowledge_mode = serializers.ChoiceField(
+        choices=KnowledgeMode.choices,
+        required=False,
+        help_text="tool: the model calls knowledge_search; retrieve: passages go in the prompt; off.",
+    )
     config = serializers.DictField(
         required=False,
         help_text="Provider options, e.g. api_key_env (the NAME of a *_API_KEY variable). Never secrets.",
@@ -146,6 +158,8 @@ class AgentWriteSerializer(serializers.Serializer):
         fields.pop("shared", None)
         if "tools" in fields:
             fields["tools"] = [dict(tool) for tool in fields["tools"]]
+        if "knowledge_bases" in fields:
+            fields["knowledge_bases"] = [str(base_id) for base_id in fields["knowledge_bases"]]
         return fields
 
 

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 
 from agents.avatars import default_colour
+from agents.knowledge import knowledge_bases_validate
 from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
 from agents.preferences import allowed_models_validate
 from agents.provider_config import TIMEOUT_NAMES, timeout_value_ok
@@ -210,6 +211,8 @@ def _full_clean(agent: Agent) -> None:
 def agent_create(*, owner: Any, **fields: Any) -> Agent:
     """Create an agent owned by ``owner`` (None: shared with everyone)."""
     fields = _clean(dict(fields))
+    if "knowledge_bases" in fields:
+        fields["knowledge_bases"] = knowledge_bases_validate(fields["knowledge_bases"], owner=owner)
     agent = Agent(owner=owner, **fields)
     if not agent.colour:
         agent.colour = default_colour(agent.id)  # agents look different from the start
@@ -221,6 +224,10 @@ def agent_create(*, owner: Any, **fields: Any) -> Agent:
 @transaction.atomic
 def agent_update(*, agent: Agent, **fields: Any) -> Agent:
     fields = _clean(dict(fields))
+    if "knowledge_bases" in fields:
+        fields["knowledge_bases"] = knowledge_bases_validate(
+            fields["knowledge_bases"], owner=agent.owner, current=agent.knowledge_bases
+        )
     for key, value in fields.items():
         setattr(agent, key, value)
     if not agent.colour:

@@ -39,6 +39,8 @@ _INLINE_AGENT_SCHEMA: dict[str, Any] = {
         "max_tokens": {"type": "integer", "minimum": 1, "maximum": 1_000_000, "nullable": True},
         "context_window": {"type": "integer", "minimum": 256, "maximum": 10_000_000, "nullable": True},
         "tools": {"type": "array", "items": {"type": "object"}},
+        "knowledge_bases": {"type": "array", "items": {"type": "string", "format": "uuid"}, "maxItems": 20},
+        "knowledge_mode": {"type": "string", "enum": ["tool", "retrieve", "off"]},
         "config": {"type": "object", "additionalProperties": {}},
         "metadata": {"type": "object", "additionalProperties": {}},
     },

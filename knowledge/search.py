@@ -57,6 +57,7 @@ class Hit:
     score: float
     score_details: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    document_title: str = ""  # the document's own title (``title`` is the passage's heading)
 
 
 def _validate(mode: str, top_k: int, weight_accurate: float, metadata: Mapping[str, Any] | None) -> None:
@@ -256,4 +257,5 @@ def _hit(chunk: Chunk, score: float, details: dict[str, float]) -> Hit:
         score=float(score),
         score_details=details,
         metadata=metadata,
+        document_title=document.title,
     )

@@ -38,6 +38,7 @@ from runs.dispatch import Claimed
 from runs.domain_events import Info, RunError, RunFinished, RunStarted, StreamingChunk
 from runs.eventlog import get_event_log
 from runs.events import EventWriter, emit_reply_finished
+from runs.knowledge import RunKnowledge
 from runs.models import Run, RunStatus
 from runs.outcomes import Outcome, provider_failure, reply_too_long
 from runs.store import db
@@ -88,6 +89,7 @@ class Execution:
         if self.early is not None:
             self.early.hold(self.writer, self._abandon)
         self.reply: Message | None = None
+        self.knowledge = RunKnowledge(self.agent, self.conversation.owner_id)  # its scope and sources
         self.text: list[str] = []
         self.text_chars = 0
         self.usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
@@ -187,6 +189,7 @@ class Execution:
         options = generation_options_for(self.agent)
         provider = get_provider(self.agent.provider)
         tools = [*(self.agent.tools or []), *self._client_tools()]
+        tools += await self.knowledge.tools(tools)  # knowledge_search, for an agent with bases
         tool_specs = [
             ToolSpec(
                 name=t["name"], description=t.get("description", ""), parameters=t.get("parameters") or {}
@@ -200,6 +203,7 @@ class Execution:
         if messages is None:
             assert self.reply is not None  # made by start()
             messages = await db(store.reply_history)(self.conversation, self.agent, self.reply.pk)
+        messages = await self.knowledge.retrieve(list(messages), options)  # mode retrieve: passages
         agent_id = str(self.agent.pk)
         max_chars = settings.NEXUS_MAX_REPLY_CHARS
         specs = {t["name"]: t for t in tools}
@@ -463,6 +467,7 @@ class Execution:
         }
         if outcome.error:  # why it failed, shown with the reply after a reload
             metadata["error"] = outcome.error
+        metadata.update(await self.knowledge.metadata(self.conversation.pk, self.run_id))  # sources
         if self._storing_reply is None and self.reply is not None:
             self._store_reply_soon()
         if self._checkpointing is not None:

@@ -17,6 +17,7 @@ from jsonschema.protocols import Validator
 
 from agents.tools.base import ServerTool, ToolContext, ToolError, ToolOutcome, error_outcome
 from agents.tools.clock import CurrentTimeTool
+from agents.tools.knowledge_search import KnowledgeSearchTool
 from agents.tools.query_database import QueryDatabaseTool
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def server_tool_registry() -> ToolRegistry:
     """The process-wide registry, holding the built-in tools."""
     registry = ToolRegistry()
     registry.register(CurrentTimeTool())
+    registry.register(KnowledgeSearchTool())
     registry.register(QueryDatabaseTool())
     return registry
 

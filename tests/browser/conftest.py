@@ -68,6 +68,7 @@ class Nexus:
     fake: FakeServerProcess
     daphne: Process
     _tokens: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # the server's environment (manage.py shell)
 
     def api(self, username: str = "alice") -> httpx.Client:
         token = self._tokens.get(username)
@@ -156,7 +157,7 @@ def serve_nexus(var_dir: Path, **overrides: str) -> Iterator[Nexus]:
             assert result.returncode == 0, result.stdout + result.stderr
         daphne, _ = start_daphne(env=env, log_dir=var_dir, port=port)
         try:
-            yield Nexus(url=origin, fake=fake, daphne=daphne)
+            yield Nexus(url=origin, fake=fake, daphne=daphne, env=dict(env))
         finally:
             daphne.stop()
     finally:

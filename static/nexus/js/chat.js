@@ -10,6 +10,7 @@
 import { ConversationSocket } from "./socket.js";
 import { avatar, formatTime, h, icon, shortJson, uuid4 } from "./dom.js";
 import { MarkdownView, copyButton } from "./markdown.js";
+import { renderSources } from "./sources.js";
 
 /** Tools this page runs itself when an agent calls them (execution "client"). */
 export const CLIENT_TOOLS = {
@@ -695,7 +696,8 @@ export class ChatSession {
     const cutEl = h("div", { class: "msg-cut", hidden: true }, h("span", { class: "msg-cut-text" }), cutActionsEl);
     const errorEl = h("div", { class: "msg-error", hidden: true });
     const toolsEl = h("div", { class: "msg-tools" });
-    const record = { kind: "agent", id, agentId, textEl, statusEl, metaEl, errorEl, toolsEl, runId, opinion: null };
+    const sourcesEl = h("div", { class: "msg-sources", hidden: true }); // metadata.sources (sources.js)
+    const record = { kind: "agent", id, agentId, textEl, statusEl, metaEl, errorEl, toolsEl, sourcesEl, runId, opinion: null };
     record.view = new MarkdownView(textEl);
     record.cutEl = cutEl;
     record.cutActionsEl = cutActionsEl;
@@ -730,6 +732,7 @@ export class ChatSession {
       textEl,
       cutEl,
       errorEl,
+      sourcesEl,
       h("div", { class: "msg-foot" }, record.siblingsEl, metaEl, copy, record.regenerateEl, record.feedbackEl),
     );
     if (agent.provider) this.setMeta(record, { provider: agent.provider, model: agent.model });
@@ -763,6 +766,7 @@ export class ChatSession {
   setMeta(record, meta) {
     const text = describeMeta(meta);
     if (text) record.metaEl.textContent = text;
+    if (meta && "sources" in meta && record.sourcesEl) renderSources(record.sourcesEl, meta.sources);
     const reason = meta && meta.finish_reason;
     if (reason && record.cutEl) {
       record.cutEl.hidden = !FINISH_TEXT[reason];
