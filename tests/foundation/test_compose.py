@@ -168,6 +168,32 @@ def test_the_init_script_makes_a_role_that_is_no_superuser_and_can_migrate(postg
             text=True,
         )
         assert made.returncode == 0, made.stderr
+        # pgvector where the server has it (the compose image does; this machine's does not)
+        vector = subprocess.run(
+            ["sh", str(ROOT / "docker" / "postgres" / "15-pgvector.sh")],
+            env=script_env,
+            capture_output=True,
+            text=True,
+        )
+        assert vector.returncode == 0, vector.stderr
+        available = psql("SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'") == "1"
+        enabled = subprocess.run(
+            [
+                "psql",
+                "-tAX",
+                "-U",
+                script_env["POSTGRES_USER"],
+                "-d",
+                name,
+                "-c",
+                "SELECT count(*) FROM pg_extension WHERE extname = 'vector'",
+            ],
+            env=script_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert enabled == ("1" if available else "0")
         flags = psql(f"SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = '{name}'")
         assert flags == "f|f|f"
         assert psql(f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{name}'") == name
