@@ -31,12 +31,35 @@ class UrlOrBlankField(serializers.URLField):
 
 
 class ToolSpecSerializer(serializers.Serializer):
-    name = serializers.RegexField(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$", max_length=64)
+    """A tool the agent lists: a server or client tool (name, description, parameters), or a tool
+    of an MCP server (execution ``mcp``, ``server`` and ``tool``; ``name`` optional; docs/mcp.md)."""
+
+    name = serializers.RegexField(
+        r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$",
+        max_length=64,
+        required=False,
+        help_text="What the model calls it. Required, except for an MCP tool (default <server>__<tool>).",
+    )
     description = StrictCharField(required=False, allow_blank=True, max_length=4000, default="")
     parameters = serializers.DictField(
         required=False, help_text="A JSON Schema object describing the arguments."
     )
-    execution = serializers.ChoiceField(choices=["server", "client"], required=False, default="server")
+    execution = serializers.ChoiceField(choices=["server", "client", "mcp"], required=False, default="server")
+    server = serializers.UUIDField(required=False, help_text="MCP only: the MCP server's id.")
+    tool = StrictCharField(
+        required=False, max_length=128, help_text="MCP only: the server's name for the tool."
+    )
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        if value.get("execution") == "mcp":
+            value.pop("description", None)  # an MCP tool's description and parameters are the server's
+            value.pop("parameters", None)
+            if "server" in value:
+                value["server"] = str(value["server"])
+        elif "name" not in value:
+            raise serializers.ValidationError({"name": ["This field is required."]})
+        return value
 
 
 class AgentSerializer(serializers.ModelSerializer):

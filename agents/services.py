@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 
 from agents.avatars import default_colour
+from agents.mcp import mcp_tool_entry_clean, mcp_tool_refs_resolve
 from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
 from agents.preferences import allowed_models_validate
 from agents.provider_config import TIMEOUT_NAMES, timeout_value_ok
@@ -22,7 +23,8 @@ _SECRET_HINTS = ("api_key", "apikey", "secret", "password", "token")
 
 
 def tool_specs_validate(tools: Any) -> list[dict[str, Any]]:
-    """Check a list of tool specs: name, description, JSON Schema parameters, execution."""
+    """Check a list of tool specs: name, description, JSON Schema parameters, execution; or an MCP
+    server's tool (``agents.mcp.mcp_tool_entry_clean``)."""
     if not isinstance(tools, list):
         raise ValidationFailed("tools must be a list.", details={"tools": ["Expected a list of tool specs."]})
     seen: set[str] = set()
@@ -31,6 +33,10 @@ def tool_specs_validate(tools: Any) -> list[dict[str, Any]]:
         where = f"tools[{index}]"
         if not isinstance(spec, dict):
             raise ValidationFailed("Invalid tool spec.", details={where: ["Expected an object."]})
+        if spec.get("execution") == "mcp":
+            # A tool of an MCP server; its server is checked against the agent's owner on save.
+            cleaned.append(mcp_tool_entry_clean(spec, where))
+            continue
         name = spec.get("name")
         if not isinstance(name, str) or not _TOOL_NAME.match(name):
             raise ValidationFailed("Invalid tool name.", details={where: ["name must be an identifier."]})
@@ -45,7 +51,7 @@ def tool_specs_validate(tools: Any) -> list[dict[str, Any]]:
         execution = spec.get("execution", "server")
         if execution not in {"server", "client"}:
             raise ValidationFailed(
-                "Invalid tool execution.", details={where: ["execution is server or client."]}
+                "Invalid tool execution.", details={where: ["execution is server, client or mcp."]}
             )
         cleaned.append(
             {
@@ -163,6 +169,8 @@ def _full_clean(agent: Agent) -> None:
 def agent_create(*, owner: Any, **fields: Any) -> Agent:
     """Create an agent owned by ``owner`` (None: shared with everyone)."""
     fields = _clean(dict(fields))
+    if "tools" in fields:
+        fields["tools"] = mcp_tool_refs_resolve(fields["tools"], owner_id=getattr(owner, "pk", None))
     agent = Agent(owner=owner, **fields)
     if not agent.colour:
         agent.colour = default_colour(agent.id)  # agents look different from the start
@@ -174,6 +182,8 @@ def agent_create(*, owner: Any, **fields: Any) -> Agent:
 @transaction.atomic
 def agent_update(*, agent: Agent, **fields: Any) -> Agent:
     fields = _clean(dict(fields))
+    if "tools" in fields:
+        fields["tools"] = mcp_tool_refs_resolve(fields["tools"], owner_id=agent.owner_id)
     for key, value in fields.items():
         setattr(agent, key, value)
     if not agent.colour:

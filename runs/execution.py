@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from agents.provider_config import generation_options_for
+from agents.tools.mcp import McpBinding, mcp_bindings_for
 from conversations.models import Message, MessageStatus
 from providers.base import (
     ChatMessage,
@@ -85,6 +86,7 @@ class Execution:
         self._checkpointing: asyncio.Task[None] | None = None
         self._storing_reply: asyncio.Task[None] | None = None
         self._run_started: asyncio.Future[int] | None = None
+        self.mcp_bindings: dict[str, McpBinding] = {}
 
     @property
     def message_id(self) -> str:
@@ -166,7 +168,16 @@ class Execution:
         # Options first: they configure the registry (egress policy included) before it is asked.
         options = generation_options_for(self.agent)
         provider = get_provider(self.agent.provider)
-        tools = [*(self.agent.tools or []), *self._client_tools()]
+        # The agent's MCP tools the run can offer now (their servers' tool lists, docs/mcp.md).
+        self.mcp_bindings = await mcp_bindings_for(self.agent, self.conversation.owner_id)
+        tools = [
+            *(t for t in (self.agent.tools or []) if t.get("execution") != "mcp"),
+            *(
+                {"name": b.name, "description": b.description, "parameters": b.parameters, "execution": "mcp"}
+                for b in self.mcp_bindings.values()
+            ),
+            *self._client_tools(),
+        ]
         tool_specs = [
             ToolSpec(
                 name=t["name"], description=t.get("description", ""), parameters=t.get("parameters") or {}

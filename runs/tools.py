@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from agents.tools import ToolContext, execute_server_tool
+from agents.tools.mcp import execute_mcp_tool
 from conversations.models import Message, MessageRole, MessageStatus, MessageType
 from providers.base import ToolCall
 from runs.domain_events import ToolCallRequested, ToolResultGiven
@@ -155,8 +156,12 @@ def _set_result_seq(
 async def run_tool_call(ex: Execution, call: ToolCall, execution: str | None) -> dict[str, Any]:
     """Execute one tool call of a run; returns {"result", "is_error"} to feed back to the model.
 
-    ``execution``: "server" or "client" as the agent lists the tool, None when the agent does not
-    list it: then the call is refused, shown and stored with its error result, and nothing runs."""
+    ``execution``: "server", "client" or "mcp" (an MCP server's tool, shown to watchers as
+    "server") as the agent lists the tool, None when the agent does not list it: then the call is
+    refused, shown and stored with its error result, and nothing runs."""
+    mcp = execution == "mcp"
+    if mcp:
+        execution = "server"
     agent_id = str(ex.agent.pk)
     conversation_id = ex.conversation.pk
     refused = execution is None
@@ -192,7 +197,12 @@ async def run_tool_call(ex: Execution, call: ToolCall, execution: str | None) ->
         )
         await sync_to_async(_set_call_seq)(call_row, seq)
         if waiter is None:
-            outcome = refused_outcome(call.name) if refused else await _server_tool(ex, call)
+            if refused:
+                outcome = refused_outcome(call.name)
+            elif mcp:
+                outcome = await _mcp_tool(ex, call)
+            else:
+                outcome = await _server_tool(ex, call)
             await sync_to_async(store_tool_result)(
                 conversation_id=conversation_id,
                 run_id=ex.run_id,
@@ -226,6 +236,14 @@ async def _server_tool(ex: Execution, call: ToolCall) -> dict[str, Any]:
         user_id=ex.conversation.owner_id, conversation_id=str(ex.conversation.pk), agent_id=str(ex.agent.pk)
     )
     outcome = await execute_server_tool(call.name, call.arguments, context=context)
+    return {"result": outcome.result, "is_error": outcome.is_error}
+
+
+async def _mcp_tool(ex: Execution, call: ToolCall) -> dict[str, Any]:
+    context = ToolContext(
+        user_id=ex.conversation.owner_id, conversation_id=str(ex.conversation.pk), agent_id=str(ex.agent.pk)
+    )
+    outcome = await execute_mcp_tool(ex.mcp_bindings[call.name], call.arguments, context=context)
     return {"result": outcome.result, "is_error": outcome.is_error}
 
 
