@@ -39,7 +39,15 @@ class McpProcess:
 
 @contextlib.contextmanager
 def mcp_http_server(marker_dir: Path, *, token: str = "") -> Iterator[McpProcess]:
-    args = [sys.executable, "-m", "tests.fakes.mcp_server", "--transport", "http", "--marker-dir", str(marker_dir)]
+    args = [
+        sys.executable,
+        "-m",
+        "tests.fakes.mcp_server",
+        "--transport",
+        "http",
+        "--marker-dir",
+        str(marker_dir),
+    ]
     if token:
         args += ["--token", token]
     popen = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)

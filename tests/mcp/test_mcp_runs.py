@@ -77,9 +77,11 @@ async def test_an_agent_calls_a_streamable_http_mcp_tool_and_answers_with_its_re
 
 async def test_an_operator_stdio_mcp_tool_runs(connect, user, fake_openai):
     command, args = STDIO_COMMAND
-    server = await database_sync_to_async(_server)(name="local", transport="stdio", command=command, args=args)
+    server = await database_sync_to_async(_server)(
+        name="local", transport="stdio", command=command, args=args
+    )
     agent = await database_sync_to_async(_agent)([_mcp(server, "shout")])
-    result, message = await _ask(
+    result, _ = await _ask(
         connect, user, agent, fake_openai, FakeToolCall(name="local__shout", arguments={"text": "hello"})
     )
     assert result["data"]["is_error"] is False
@@ -162,7 +164,9 @@ async def test_stop_during_a_slow_mcp_tool_cancels_it(connect, user, fake_openai
         )
     agent = await database_sync_to_async(_agent)([_mcp(server, "slow")])
     conversation = await database_sync_to_async(make_conversation)(user, agent)
-    fake_openai.script(Reply(text="", tool_calls=(FakeToolCall(name="sleepy__slow", arguments={"seconds": 30}),)))
+    fake_openai.script(
+        Reply(text="", tool_calls=(FakeToolCall(name="sleepy__slow", arguments={"seconds": 30}),))
+    )
     client = await connect(f"/ws/conversations/{conversation.pk}/", user=user)
     await client.send({"type": "user_message", "data": {"content": "Take your time."}})
     await client.until("tool_call", timeout=30)
