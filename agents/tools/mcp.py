@@ -21,11 +21,12 @@ from datetime import timedelta
 from typing import Any
 
 import httpx2
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from agents.mcp import McpCredentialMissing, mcp_credential_for, mcp_servers_usable_by
+from agents.mcp import McpCredentialMissing, mcp_credential_for, mcp_function_name, mcp_servers_usable_by
 from agents.models import McpServer, McpTransport
 from agents.tools.base import ToolContext, ToolError, ToolOutcome, error_outcome
 from core.egress import EgressDenied, EgressPolicy, url_host_port
@@ -150,10 +151,7 @@ def _tool_entry(tool: Any) -> dict[str, Any] | None:
     }
 
 
-async def mcp_list_tools(server: McpServer, *, user_id: int | None = None) -> list[dict[str, Any]]:
-    """The server's tools now (name, description, parameters), asked over a fresh connection.
-    Raises McpUnavailable, EgressDenied, or whatever the connection raised."""
-    credential = await database_sync_to_async(_credential)(server, user_id)
+async def _fetch_tools(server: McpServer, credential: str | None) -> list[dict[str, Any]]:
     timeout = float(settings.NEXUS_MCP_CONNECT_TIMEOUT) + float(settings.NEXUS_TOOLS_TIMEOUT)
     async with asyncio.timeout(timeout), mcp_client(server, credential=credential) as client:
         tools: list[dict[str, Any]] = []
@@ -165,6 +163,13 @@ async def mcp_list_tools(server: McpServer, *, user_id: int | None = None) -> li
             if not cursor:
                 break
     return tools[:MAX_TOOLS]
+
+
+async def mcp_list_tools(server: McpServer, *, user_id: int | None = None) -> list[dict[str, Any]]:
+    """The server's tools now (name, description, parameters), asked over a fresh connection.
+    Raises McpUnavailable, EgressDenied, or whatever the connection raised."""
+    credential = await database_sync_to_async(_credential)(server, user_id)
+    return await _fetch_tools(server, credential)
 
 
 def _inner(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -220,8 +225,20 @@ async def mcp_refresh_tools(server: McpServer, *, user_id: int | None = None) ->
 
 
 def mcp_refresh_tools_blocking(server: McpServer, *, user_id: int | None = None) -> list[dict[str, Any]]:
-    """``mcp_refresh_tools`` from synchronous code (the admin), on a loop of its own."""
-    return asyncio.run(mcp_refresh_tools(server, user_id=user_id))
+    """``mcp_refresh_tools`` for synchronous code (the admin): the database work in the caller's
+    thread, only the connection on an event loop."""
+    try:
+        credential = _credential(server, user_id)
+        tools = async_to_sync(_fetch_tools)(server, credential)
+    except Exception as exc:
+        detail = describe_failure(exc)
+        logger.warning("MCP server %s: the tool list could not be fetched: %s", server.name, detail)
+        _save_tools(server.pk, None, detail)
+        server.last_error = detail
+        raise
+    _save_tools(server.pk, tools, "")
+    server.tools_cache, server.last_error = tools, ""
+    return tools
 
 
 # --- what a run offers --------------------------------------------------------------------------------
@@ -275,8 +292,9 @@ async def mcp_bindings_for(agent: Any, user_id: int | None) -> dict[str, McpBind
                 entry.get("server"),
             )
             continue
-        bindings[entry["name"]] = McpBinding(
-            name=entry["name"],
+        name = entry.get("name") or mcp_function_name(server.name, tool["name"])
+        bindings[name] = McpBinding(
+            name=name,
             server=server,
             tool=tool["name"],
             description=tool.get("description", ""),
