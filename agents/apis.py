@@ -11,13 +11,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents import selectors, services
+from agents import mcp, selectors, services
 from agents.provider_config import provider_statuses
 from agents.serializers import (
     AgentCreateSerializer,
     AgentFilterSerializer,
     AgentSerializer,
     AgentWriteSerializer,
+    McpCredentialSerializer,
+    McpServerSerializer,
     ProviderStatusSerializer,
 )
 from core.pagination import PageNumberPagination
@@ -132,3 +134,96 @@ class ProviderListView(APIView):
     def get(self, request: Request) -> Response:
         statuses = async_to_sync(provider_statuses)()
         return Response(ProviderStatusSerializer(statuses, many=True).data)
+
+
+# --- MCP servers (docs/mcp.md) ------------------------------------------------------------------
+
+MCP_TAGS = ["mcp"]
+
+
+def _mcp_server_data(server: Any, user: Any) -> dict[str, Any]:
+    mine = getattr(user, "is_staff", False) or (server.owner_id is not None and server.owner_id == user.pk)
+    return McpServerSerializer(
+        {
+            "id": server.pk,
+            "name": server.name,
+            "description": server.description,
+            "owner_id": server.owner_id,
+            "shared": server.owner_id is None,
+            "transport": server.transport,
+            "url": (server.url or None) if mine else None,
+            "enabled": server.enabled,
+            "per_user_credentials": server.per_user_credentials,
+            "has_my_credential": mcp.mcp_user_has_credential(user=user, server=server),
+            "tools": [
+                {**tool, "function_name": mcp.mcp_function_name(server.name, tool["name"])}
+                for tool in server.tools_cache or []
+            ],
+            "tools_fetched_at": server.tools_fetched_at,
+            "last_error": server.last_error if mine else None,
+        }
+    ).data
+
+
+class McpServerListView(APIView):
+    pagination_class = PageNumberPagination
+    throttle_classes = (AgentOpsThrottle,)
+
+    @extend_schema(
+        tags=MCP_TAGS,
+        summary="List MCP servers",
+        description="The MCP servers your agents may list tools of: the operator's and your own "
+        "(staff: all), with their cached tool lists. Servers are registered in the admin.",
+        responses={200: McpServerSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        servers = mcp.mcp_server_queryset_for_user(request.user)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(servers, request, view=self)
+        return paginator.get_paginated_response([_mcp_server_data(s, request.user) for s in page])
+
+
+class McpServerDetailView(APIView):
+    throttle_classes = (AgentOpsThrottle,)
+
+    @extend_schema(tags=MCP_TAGS, summary="Get an MCP server", responses={200: McpServerSerializer})
+    def get(self, request: Request, server_id: Any) -> Response:
+        server = mcp.mcp_server_get_for_user(user=request.user, server_id=server_id)
+        return Response(_mcp_server_data(server, request.user))
+
+
+class McpCredentialView(APIView):
+    throttle_classes = (AgentOpsThrottle,)
+
+    @extend_schema(
+        tags=MCP_TAGS,
+        summary="Set your own credential for an MCP server",
+        description="For a server whose calls carry each user's own credential (409 otherwise). "
+        "Stored encrypted; never shown again.",
+        request=McpCredentialSerializer,
+        responses={
+            204: OpenApiResponse(description="Stored."),
+            409: OpenApiResponse(description="Not per-user."),
+        },
+    )
+    def put(self, request: Request, server_id: Any) -> Response:
+        server = mcp.mcp_server_get_for_user(user=request.user, server_id=server_id)
+        serializer = McpCredentialSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        mcp.mcp_user_credential_set_for_user(
+            user=request.user, server=server, value=serializer.validated_data["credential"]
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        tags=MCP_TAGS,
+        summary="Remove your own credential for an MCP server",
+        responses={
+            204: OpenApiResponse(description="Removed."),
+            409: OpenApiResponse(description="Not per-user."),
+        },
+    )
+    def delete(self, request: Request, server_id: Any) -> Response:
+        server = mcp.mcp_server_get_for_user(user=request.user, server_id=server_id)
+        mcp.mcp_user_credential_set_for_user(user=request.user, server=server, value=None)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 
 from agents.models import McpServer, McpTransport, McpUserCredential
-from core.errors import Forbidden, ValidationFailed
+from core.errors import Conflict, Forbidden, NotFound, ValidationFailed, parse_uuid
 from core.secrets import decrypt_text, encrypt_text
 
 _PURPOSE = "mcp-credential"
@@ -277,3 +277,36 @@ def mcp_tool_refs_resolve(tools: list[dict[str, Any]], *, owner_id: int | None) 
         seen.add(name)
         out.append({**spec, "name": name})
     return out
+
+
+# --- reads for users --------------------------------------------------------------------------------
+
+
+def mcp_server_queryset_for_user(user: Any) -> QuerySet[McpServer]:
+    """Servers a user may see and list in their agents: the shared ones and their own (staff: all)."""
+    qs = McpServer.objects.order_by("name", "created_at")
+    if getattr(user, "is_staff", False):
+        return qs
+    if not getattr(user, "is_authenticated", False):
+        return qs.none()
+    return qs.filter(Q(owner__isnull=True) | Q(owner=user))
+
+
+def mcp_server_get_for_user(*, user: Any, server_id: Any) -> McpServer:
+    """The server if the user may see it; otherwise NotFound (never a leak of existence)."""
+    try:
+        return mcp_server_queryset_for_user(user).get(pk=parse_uuid(server_id, what="MCP server"))
+    except McpServer.DoesNotExist:
+        raise NotFound("MCP server not found.") from None
+
+
+def mcp_user_credential_set_for_user(*, user: Any, server: McpServer, value: str | None) -> None:
+    """A user sets (or, with None, removes) their own credential for a server they may use that
+    takes each user's own."""
+    if not server.per_user_credentials:
+        raise Conflict("This MCP server does not take a credential of each user's own.")
+    mcp_user_credential_set(server=server, user=user, value=value)
+
+
+def mcp_user_has_credential(*, user: Any, server: McpServer) -> bool:
+    return McpUserCredential.objects.filter(server=server, user=user).exists()

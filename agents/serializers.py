@@ -198,3 +198,43 @@ class ProviderStatusSerializer(serializers.Serializer):
     models = serializers.ListField(child=serializers.CharField())
     detail = serializers.CharField(allow_blank=True)
     latency_ms = serializers.FloatField(allow_null=True, help_text="How long the check took.")
+
+
+# --- MCP servers (docs/mcp.md) ------------------------------------------------------------------
+
+
+class McpToolSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The server's name for the tool (an agent's entry: tool).")
+    function_name = serializers.CharField(help_text="What the model sees by default: <server>__<tool>.")
+    description = serializers.CharField(allow_blank=True)
+    parameters = serializers.DictField(help_text="Its JSON Schema, as the server describes it.")
+
+
+class McpServerSerializer(serializers.Serializer):
+    """An MCP server as users see it: never a credential; its URL and last error only to its
+    owner (a user's own server) and to staff."""
+
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    owner_id = serializers.IntegerField(allow_null=True, help_text="Null: registered by the operator.")
+    shared = serializers.BooleanField()
+    transport = serializers.ChoiceField(choices=["http", "stdio"])
+    url = serializers.CharField(allow_null=True, help_text="Null unless it is yours (or you are staff).")
+    enabled = serializers.BooleanField()
+    per_user_credentials = serializers.BooleanField(
+        help_text="Calls carry each user's own credential: set yours with PUT .../credential/."
+    )
+    has_my_credential = serializers.BooleanField()
+    tools = McpToolSerializer(many=True)
+    tools_fetched_at = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField(
+        allow_null=True, help_text="Null unless it is yours (or you are staff)."
+    )
+
+
+class McpCredentialSerializer(serializers.Serializer):
+    credential = StrictCharField(
+        max_length=8000,
+        help_text="The header's whole value, e.g. Bearer abc123. Write-only, stored encrypted.",
+    )

@@ -213,3 +213,55 @@ def test_the_admin_refuses_a_bad_server_with_field_errors(staff_client):
     assert response.status_code == 200
     assert "url" in response.context["adminform"].form.errors
     assert not McpServer.objects.filter(name="calc").exists()
+
+
+# --- the REST API: read, and each user's own credential ----------------------------------------------
+
+
+def test_users_see_shared_and_their_own_servers_never_a_credential_or_a_shared_url(
+    alice,
+    user,
+    other_user,
+    settings,  # noqa: F811
+):
+    settings.NEXUS_MCP_USER_SERVERS = True
+    shared = mcp_server_create(owner=None, by_staff=True, name="gh", url=URL, credential="Bearer op-secret")
+    McpServer.objects.filter(pk=shared.pk).update(
+        tools_cache=[{"name": "create_issue", "description": "Open one.", "parameters": {"type": "object"}}]
+    )
+    mine = mcp_server_create(owner=user, by_staff=False, name="mine", url="https://mine.example/mcp")
+    mcp_server_create(owner=other_user, by_staff=False, name="theirs", url=URL)
+    body = alice.get("/api/mcp/servers/").json()
+    by_name = {s["name"]: s for s in body["results"]}
+    assert set(by_name) == {"gh", "mine"}
+    assert by_name["gh"]["url"] is None and by_name["gh"]["last_error"] is None
+    assert by_name["mine"]["url"] == "https://mine.example/mcp"
+    assert by_name["gh"]["tools"] == [
+        {
+            "name": "create_issue",
+            "function_name": "gh__create_issue",
+            "description": "Open one.",
+            "parameters": {"type": "object"},
+        }
+    ]
+    assert "op-secret" not in str(body) and shared.credential_encrypted[:20] not in str(body)
+    assert alice.get(f"/api/mcp/servers/{mine.pk}/").status_code == 200
+    theirs = McpServer.objects.get(name="theirs")
+    assert_error(alice.get(f"/api/mcp/servers/{theirs.pk}/"), 404, "not_found")
+
+
+def test_a_user_sets_and_removes_their_own_credential(alice, user):  # noqa: F811
+    server = mcp_server_create(owner=None, by_staff=True, name="gh", url=URL, per_user_credentials=True)
+    path = f"/api/mcp/servers/{server.pk}/credential/"
+    assert alice.put(path, {"credential": "Bearer alice-own"}, format="json").status_code == 204
+    assert mcp_credential_for(server, user.pk) == "Bearer alice-own"
+    assert alice.get(f"/api/mcp/servers/{server.pk}/").json()["has_my_credential"] is True
+    assert alice.delete(path).status_code == 204
+    assert alice.get(f"/api/mcp/servers/{server.pk}/").json()["has_my_credential"] is False
+    assert_error(alice.put(path, {"credential": "bad\nline"}, format="json"), 400, "validation_error")
+    plain = mcp_server_create(owner=None, by_staff=True, name="plain", url=URL)
+    assert_error(
+        alice.put(f"/api/mcp/servers/{plain.pk}/credential/", {"credential": "x"}, format="json"),
+        409,
+        "conflict",
+    )
