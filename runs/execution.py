@@ -292,7 +292,7 @@ class Execution:
         if not Run.trigger_message.is_cached(run) or run.trigger_message is None:
             return []
         offered = run.trigger_message.metadata.get("client_tools") or []
-        own = {t["name"] for t in (self.agent.tools or [])}
+        own = {t.get("name") for t in (self.agent.tools or [])}
         return [{**t, "execution": "client"} for t in offered if t.get("name") not in own]
 
     async def _run_tool(self, call: ToolCall, execution: str | None) -> dict[str, Any]:

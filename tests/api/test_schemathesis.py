@@ -38,7 +38,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from agents.models import Agent
+from agents.models import Agent, McpServer
 from conversations.models import Message
 from core.auth import tokens_issue
 from tests.api.conftest import make_conversation
@@ -129,12 +129,17 @@ def objects(_keep_the_test_connection, staff_user, settings):
     shared = Agent.objects.create(name="Shared", provider="ollama", model="m", base_url="http://127.0.0.1:9")
     conversation = make_conversation(staff_user, shared, title="Fuzz me", messages=("hello there", "hi"))
     message = Message.objects.filter(conversation=conversation).first()
+    # An MCP server that takes each user's own credential (never contacted: no tool list is fetched).
+    mcp_server = McpServer.objects.create(
+        name="fuzzed", url="http://127.0.0.1:9/mcp", per_user_credentials=True
+    )
     TOKEN["access"] = tokens_issue(staff_user)["access_token"]
     RNG.seed(4)  # the same choices whatever ran before
     KNOWN.update(
         agent_id=[str(agent.pk), str(shared.pk)],
         conversation_id=[str(conversation.pk)],
         message_id=[str(message.pk)],
+        server_id=[str(mcp_server.pk)],
     )
     yield
     KNOWN.clear()

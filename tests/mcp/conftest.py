@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.api.conftest import alice  # noqa: F401
 from tests.fakes import FakeOpenAI
 from tests.procs import ROOT
 from tests.realtime.conftest import _engine_cleanup, application, connect  # noqa: F401

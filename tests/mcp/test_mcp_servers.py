@@ -17,7 +17,7 @@ from agents.mcp import (
 from agents.models import Agent, McpServer
 from core.errors import Forbidden, ValidationFailed
 from core.secrets import SecretUnreadable
-from tests.api.conftest import alice, assert_error  # noqa: F401
+from tests.api.conftest import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -107,7 +107,7 @@ def test_function_names_are_what_providers_accept():
 NEW = {"name": "Helper", "provider": "local", "model": "smollm2"}
 
 
-def test_an_agent_lists_a_shared_servers_tool_by_id_and_gets_its_default_name(alice):  # noqa: F811
+def test_an_agent_lists_a_shared_servers_tool_by_id_and_gets_its_default_name(alice):
     server = mcp_server_create(owner=None, by_staff=True, name="gh", url=URL)
     tools = [{"execution": "mcp", "server": str(server.pk), "tool": "create_issue"}]
     response = alice.post("/api/agents/", {**NEW, "tools": tools}, format="json")
@@ -121,7 +121,7 @@ def test_an_agent_lists_a_shared_servers_tool_by_id_and_gets_its_default_name(al
     ]
 
 
-def test_an_agent_cannot_list_another_users_server(alice, other_user, settings):  # noqa: F811
+def test_an_agent_cannot_list_another_users_server(alice, other_user, settings):
     settings.NEXUS_MCP_USER_SERVERS = True
     theirs = mcp_server_create(owner=other_user, by_staff=False, name="theirs", url=URL)
     for server_id in (str(theirs.pk), "00000000-0000-0000-0000-000000000000"):
@@ -140,7 +140,7 @@ def test_an_agent_cannot_list_another_users_server(alice, other_user, settings):
         {"execution": "mcp", "server": "00000000-0000-0000-0000-000000000001", "tool": ""},
     ],
 )
-def test_a_malformed_mcp_entry_is_a_400(alice, entry):  # noqa: F811
+def test_a_malformed_mcp_entry_is_a_400(alice, entry):
     assert_error(
         alice.post("/api/agents/", {**NEW, "tools": [entry]}, format="json"), 400, "validation_error"
     )
@@ -222,7 +222,7 @@ def test_users_see_shared_and_their_own_servers_never_a_credential_or_a_shared_u
     alice,
     user,
     other_user,
-    settings,  # noqa: F811
+    settings,
 ):
     settings.NEXUS_MCP_USER_SERVERS = True
     shared = mcp_server_create(owner=None, by_staff=True, name="gh", url=URL, credential="Bearer op-secret")
@@ -250,7 +250,7 @@ def test_users_see_shared_and_their_own_servers_never_a_credential_or_a_shared_u
     assert_error(alice.get(f"/api/mcp/servers/{theirs.pk}/"), 404, "not_found")
 
 
-def test_a_user_sets_and_removes_their_own_credential(alice, user):  # noqa: F811
+def test_a_user_sets_and_removes_their_own_credential(alice, user):
     server = mcp_server_create(owner=None, by_staff=True, name="gh", url=URL, per_user_credentials=True)
     path = f"/api/mcp/servers/{server.pk}/credential/"
     assert alice.put(path, {"credential": "Bearer alice-own"}, format="json").status_code == 204
@@ -265,3 +265,32 @@ def test_a_user_sets_and_removes_their_own_credential(alice, user):  # noqa: F81
         409,
         "conflict",
     )
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_run_offers_only_enabled_servers_the_agents_owner_may_use(user, other_user):
+    """Checked again at run time: a row edited by hand (or a server disabled, or given to someone
+    else, after the agent was saved) offers nothing."""
+    from channels.db import database_sync_to_async
+    from django.utils import timezone
+
+    from agents.tools.mcp import mcp_bindings_for
+
+    tool = {"name": "t", "description": "A tool.", "parameters": {"type": "object", "properties": {}}}
+
+    def setup():
+        fresh = {"tools_cache": [tool], "tools_fetched_at": timezone.now()}
+        ok = McpServer.objects.create(name="ok", url=URL, **fresh)
+        off = McpServer.objects.create(name="off", url=URL, enabled=False, **fresh)
+        theirs = McpServer.objects.create(name="theirs", owner=other_user, url=URL, **fresh)
+        entries = [
+            {"name": f"{s.name}__t", "execution": "mcp", "server": str(s.pk), "tool": "t"}
+            for s in (ok, off, theirs)
+        ]
+        entries.append({"name": "ok__gone", "execution": "mcp", "server": str(ok.pk), "tool": "gone"})
+        return Agent.objects.create(owner=user, name="A", provider="local", model="m", tools=entries)
+
+    agent = await database_sync_to_async(setup)()
+    bindings = await mcp_bindings_for(agent, user.pk)
+    assert list(bindings) == ["ok__t"]
+    assert bindings["ok__t"].description == "A tool." and bindings["ok__t"].tool == "t"
