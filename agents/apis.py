@@ -19,9 +19,12 @@ from agents.serializers import (
     AgentSerializer,
     AgentWriteSerializer,
     McpCredentialSerializer,
+    McpRefreshSerializer,
     McpServerSerializer,
+    McpServerWriteSerializer,
     ProviderStatusSerializer,
 )
+from agents.tools.mcp import describe_failure, mcp_refresh_tools_blocking
 from core.pagination import PageNumberPagination
 from core.throttles import AgentOpsThrottle, ProvidersThrottle
 
@@ -182,6 +185,24 @@ class McpServerListView(APIView):
         page = paginator.paginate_queryset(servers, request, view=self)
         return paginator.get_paginated_response([_mcp_server_data(s, request.user) for s in page])
 
+    @extend_schema(
+        tags=MCP_TAGS,
+        summary="Register an MCP server",
+        description="Your own Streamable HTTP server, where the operator allows it "
+        "(NEXUS_MCP_USER_SERVERS; 403 otherwise), or a shared one (staff). Its tool list is fetched "
+        "by POST .../refresh/ or by the first run that needs it.",
+        request=McpServerWriteSerializer,
+        responses={201: McpServerSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = McpServerWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fields = dict(serializer.validated_data)
+        server = mcp.mcp_server_create_for_user(
+            user=request.user, shared=fields.pop("shared", False), **fields
+        )
+        return Response(_mcp_server_data(server, request.user), status=201)
+
 
 class McpServerDetailView(APIView):
     throttle_classes = (AgentOpsThrottle,)
@@ -190,6 +211,56 @@ class McpServerDetailView(APIView):
     def get(self, request: Request, server_id: Any) -> Response:
         server = mcp.mcp_server_get_for_user(user=request.user, server_id=server_id)
         return Response(_mcp_server_data(server, request.user))
+
+    @extend_schema(
+        tags=MCP_TAGS,
+        summary="Change an MCP server",
+        description="Your own (staff: any). A changed URL drops the cached tool list.",
+        request=McpServerWriteSerializer(partial=True),
+        responses={200: McpServerSerializer},
+    )
+    def patch(self, request: Request, server_id: Any) -> Response:
+        server = mcp.mcp_server_get_for_user(user=request.user, server_id=server_id)
+        serializer = McpServerWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        fields = dict(serializer.validated_data)
+        fields.pop("shared", None)  # who owns a server does not change
+        server = mcp.mcp_server_update_for_user(user=request.user, server=server, **fields)
+        return Response(_mcp_server_data(server, request.user))
+
+    @extend_schema(
+        tags=MCP_TAGS,
+        summary="Delete an MCP server",
+        responses={204: OpenApiResponse(description="Deleted.")},
+    )
+    def delete(self, request: Request, server_id: Any) -> Response:
+        server = mcp.mcp_server_get_for_user(user=request.user, server_id=server_id)
+        mcp.mcp_server_delete_for_user(user=request.user, server=server)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class McpRefreshView(APIView):
+    throttle_classes = (AgentOpsThrottle,)
+
+    @extend_schema(
+        tags=MCP_TAGS,
+        summary="Fetch an MCP server's tool list now",
+        description="Connects (under the egress policy), lists the tools and caches them; "
+        "ok false with the reason when it cannot (the reason only for your own servers; staff: all).",
+        request=None,
+        responses={200: McpRefreshSerializer},
+    )
+    def post(self, request: Request, server_id: Any) -> Response:
+        server = mcp.mcp_server_get_for_user(user=request.user, server_id=server_id)
+        error = ""
+        try:
+            mcp_refresh_tools_blocking(server, user_id=request.user.pk)
+        except Exception as exc:
+            mine = mcp.mcp_server_can_edit(user=request.user, server=server)
+            error = describe_failure(exc) if mine else "The MCP server could not be reached."
+        server.refresh_from_db()
+        data = {"ok": not error, "error": error, "server": _mcp_server_data(server, request.user)}
+        return Response(McpRefreshSerializer(data).data)
 
 
 class McpCredentialView(APIView):

@@ -310,3 +310,39 @@ def mcp_user_credential_set_for_user(*, user: Any, server: McpServer, value: str
 
 def mcp_user_has_credential(*, user: Any, server: McpServer) -> bool:
     return McpUserCredential.objects.filter(server=server, user=user).exists()
+
+
+def mcp_server_create_for_user(*, user: Any, shared: bool = False, **fields: Any) -> McpServer:
+    """A user registers a Streamable HTTP server: their own, or (staff) a shared one."""
+    by_staff = bool(getattr(user, "is_staff", False))
+    if shared and not by_staff:
+        raise Forbidden("Only staff register shared MCP servers.")
+    if fields.get("transport", McpTransport.HTTP) != McpTransport.HTTP:
+        raise Forbidden("stdio servers are registered by the operator, in the admin.")
+    owner = None if shared else user
+    if McpServer.objects.filter(owner=owner, name=fields.get("name")).exists():
+        raise Conflict("An MCP server with this name exists already.")
+    return mcp_server_create(owner=owner, by_staff=by_staff, **fields)
+
+
+def mcp_server_can_edit(*, user: Any, server: McpServer) -> bool:
+    if getattr(user, "is_staff", False):
+        return True
+    return server.owner_id is not None and server.owner_id == getattr(user, "pk", None)
+
+
+def mcp_server_update_for_user(*, user: Any, server: McpServer, **fields: Any) -> McpServer:
+    if not mcp_server_can_edit(user=user, server=server):
+        raise Forbidden("Only staff change shared MCP servers.")
+    name = fields.get("name")
+    if name and name != server.name and McpServer.objects.filter(owner=server.owner, name=name).exists():
+        raise Conflict("An MCP server with this name exists already.")
+    return mcp_server_update(server=server, by_staff=bool(getattr(user, "is_staff", False)), **fields)
+
+
+def mcp_server_delete_for_user(*, user: Any, server: McpServer) -> None:
+    """Delete a server the user may edit; agents that list its tools keep the entries, which
+    offer nothing any more (left out of their runs)."""
+    if not mcp_server_can_edit(user=user, server=server):
+        raise Forbidden("Only staff delete shared MCP servers.")
+    server.delete()

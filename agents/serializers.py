@@ -238,3 +238,29 @@ class McpCredentialSerializer(serializers.Serializer):
         max_length=8000,
         help_text="The header's whole value, e.g. Bearer abc123. Write-only, stored encrypted.",
     )
+
+
+class McpServerWriteSerializer(serializers.Serializer):
+    """Register (POST) or change (PATCH) an MCP server over REST: a user's own where the operator
+    allows it (NEXUS_MCP_USER_SERVERS; Streamable HTTP only), or a shared one (staff)."""
+
+    name = StrictCharField(max_length=32)
+    description = StrictCharField(max_length=4000, required=False, allow_blank=True)
+    url = serializers.URLField(max_length=500, help_text="The Streamable HTTP endpoint.")
+    credential_header = StrictCharField(max_length=100, required=False, help_text="Default Authorization.")
+    credential = StrictCharField(
+        max_length=8000,
+        required=False,
+        allow_blank=True,
+        write_only=True,
+        help_text="The header's whole value, e.g. Bearer abc123. Write-only, stored encrypted; empty clears it.",
+    )
+    per_user_credentials = StrictBooleanField(required=False)
+    enabled = StrictBooleanField(required=False)
+    shared = StrictBooleanField(required=False, default=False, help_text="Staff only: for every agent.")
+
+
+class McpRefreshSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    error = serializers.CharField(allow_blank=True, help_text="Why the tool list could not be fetched.")
+    server = McpServerSerializer()

@@ -61,7 +61,9 @@ async def _bench(runs: int) -> None:
     try:
         for transport, server in servers.items():
             add = McpBinding(name="bench__add", server=server, tool="add", description="", parameters=schema)
-            slow = McpBinding(name="bench__slow", server=server, tool="slow", description="", parameters=schema)
+            slow = McpBinding(
+                name="bench__slow", server=server, tool="slow", description="", parameters=schema
+            )
             calls, cancels = [], []
             for _ in range(runs):
                 started = time.perf_counter()

@@ -32,6 +32,11 @@ urlpatterns = [
     path("mcp/servers/", agent_apis.McpServerListView.as_view(), name="mcp-server-list"),
     path("mcp/servers/<uuid:server_id>/", agent_apis.McpServerDetailView.as_view(), name="mcp-server-detail"),
     path(
+        "mcp/servers/<uuid:server_id>/refresh/",
+        agent_apis.McpRefreshView.as_view(),
+        name="mcp-server-refresh",
+    ),
+    path(
         "mcp/servers/<uuid:server_id>/credential/",
         agent_apis.McpCredentialView.as_view(),
         name="mcp-server-credential",

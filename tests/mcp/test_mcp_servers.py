@@ -294,3 +294,51 @@ async def test_a_run_offers_only_enabled_servers_the_agents_owner_may_use(user, 
     bindings = await mcp_bindings_for(agent, user.pk)
     assert list(bindings) == ["ok__t"]
     assert bindings["ok__t"].description == "A tool." and bindings["ok__t"].tool == "t"
+
+
+def test_users_register_change_and_delete_their_own_servers_over_rest_where_allowed(alice, user, settings):
+    body = {"name": "mine", "url": "https://mine.example/mcp", "credential": "Bearer mine-secret"}
+    settings.NEXUS_MCP_USER_SERVERS = False
+    assert_error(alice.post("/api/mcp/servers/", body, format="json"), 403, "forbidden")
+    settings.NEXUS_MCP_USER_SERVERS = True
+    created = alice.post("/api/mcp/servers/", body, format="json")
+    assert created.status_code == 201, created.content
+    data = created.json()
+    assert (
+        data["owner_id"] == user.pk
+        and data["shared"] is False
+        and "mine-secret" not in created.content.decode()
+    )
+    server = McpServer.objects.get(pk=data["id"])
+    assert mcp_credential_for(server, user.pk) == "Bearer mine-secret"
+    assert_error(alice.post("/api/mcp/servers/", body, format="json"), 409, "conflict")
+    assert_error(alice.post("/api/mcp/servers/", {**body, "name": "s", "shared": True}, format="json"), 403)
+    assert_error(alice.post("/api/mcp/servers/", {**body, "name": "x", "url": "ftp://x"}, format="json"), 400)
+    changed = alice.patch(
+        f"/api/mcp/servers/{server.pk}/", {"url": "https://other.example/mcp"}, format="json"
+    )
+    assert changed.status_code == 200 and changed.json()["url"] == "https://other.example/mcp"
+    shared = mcp_server_create(owner=None, by_staff=True, name="op", url=URL)
+    assert_error(alice.patch(f"/api/mcp/servers/{shared.pk}/", {"enabled": False}, format="json"), 403)
+    assert_error(alice.delete(f"/api/mcp/servers/{shared.pk}/"), 403, "forbidden")
+    assert alice.delete(f"/api/mcp/servers/{server.pk}/").status_code == 204
+    assert not McpServer.objects.filter(pk=server.pk).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_refresh_fetches_the_tool_list_or_says_why_not(alice, user, settings, mcp_http):
+    settings.NEXUS_MCP_USER_SERVERS = True
+    server = mcp_server_create(owner=user, by_staff=False, name="calc", url=mcp_http.url)
+    body = alice.post(f"/api/mcp/servers/{server.pk}/refresh/").json()
+    assert body["ok"] is True and body["error"] == ""
+    assert {t["function_name"] for t in body["server"]["tools"]} == {
+        "calc__add",
+        "calc__shout",
+        "calc__broken",
+        "calc__slow",
+    }
+    settings.NEXUS_EGRESS_ALLOW = []
+    body = alice.post(f"/api/mcp/servers/{server.pk}/refresh/").json()
+    assert body["ok"] is False and "egress policy" in body["error"]
+    assert len(body["server"]["tools"]) == 4  # the cached list stays
