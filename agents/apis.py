@@ -192,7 +192,11 @@ class McpServerListView(APIView):
         "(NEXUS_MCP_USER_SERVERS; 403 otherwise), or a shared one (staff). Its tool list is fetched "
         "by POST .../refresh/ or by the first run that needs it.",
         request=McpServerWriteSerializer,
-        responses={201: McpServerSerializer},
+        responses={
+            201: McpServerSerializer,
+            403: OpenApiResponse(description="Not allowed (NEXUS_MCP_USER_SERVERS, shared)."),
+            409: OpenApiResponse(description="You have a server of this name already."),
+        },
     )
     def post(self, request: Request) -> Response:
         serializer = McpServerWriteSerializer(data=request.data)
@@ -217,7 +221,11 @@ class McpServerDetailView(APIView):
         summary="Change an MCP server",
         description="Your own (staff: any). A changed URL drops the cached tool list.",
         request=McpServerWriteSerializer(partial=True),
-        responses={200: McpServerSerializer},
+        responses={
+            200: McpServerSerializer,
+            403: OpenApiResponse(description="Not yours."),
+            409: OpenApiResponse(description="Another of your servers has this name."),
+        },
     )
     def patch(self, request: Request, server_id: Any) -> Response:
         server = mcp.mcp_server_get_for_user(user=request.user, server_id=server_id)
@@ -231,7 +239,10 @@ class McpServerDetailView(APIView):
     @extend_schema(
         tags=MCP_TAGS,
         summary="Delete an MCP server",
-        responses={204: OpenApiResponse(description="Deleted.")},
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            403: OpenApiResponse(description="Not yours."),
+        },
     )
     def delete(self, request: Request, server_id: Any) -> Response:
         server = mcp.mcp_server_get_for_user(user=request.user, server_id=server_id)

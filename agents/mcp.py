@@ -48,10 +48,11 @@ def credential_decrypt(token: str) -> str:
 
 def _credential_value_check(value: str) -> str:
     value = value.strip()
-    if not value or len(value) > 8000 or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    # An HTTP header's value: printable ASCII (what every server and client takes), one line.
+    if not value or len(value) > 8000 or any(not 32 <= ord(ch) <= 126 for ch in value):
         raise ValidationFailed(
             "Invalid credential.",
-            details={"credential": ["One line of printable text, at most 8000 characters."]},
+            details={"credential": ["One line of printable ASCII, at most 8000 characters."]},
         )
     return value
 

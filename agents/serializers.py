@@ -240,15 +240,32 @@ class McpCredentialSerializer(serializers.Serializer):
     )
 
 
+MCP_URL_PATTERN = r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+
+
 class McpServerWriteSerializer(serializers.Serializer):
     """Register (POST) or change (PATCH) an MCP server over REST: a user's own where the operator
     allows it (NEXUS_MCP_USER_SERVERS; Streamable HTTP only), or a shared one (staff)."""
 
-    name = StrictCharField(max_length=32)
+    name = serializers.RegexField(
+        r"^[A-Za-z_][A-Za-z0-9_\-]{0,31}$",
+        max_length=32,
+        help_text="Letters, digits, _ and -: the model sees each tool as <name>__<tool>.",
+    )
     description = StrictCharField(max_length=4000, required=False, allow_blank=True)
-    url = serializers.URLField(max_length=500, help_text="The Streamable HTTP endpoint.")
-    credential_header = StrictCharField(max_length=100, required=False, help_text="Default Authorization.")
-    credential = StrictCharField(
+    url = serializers.RegexField(
+        MCP_URL_PATTERN,
+        max_length=500,
+        help_text="The Streamable HTTP endpoint, http(s).",
+    )
+    credential_header = serializers.RegexField(
+        r"^[A-Za-z0-9!#$%&'*+.^_`|~\-]{1,100}$",
+        max_length=100,
+        required=False,
+        help_text="Default Authorization.",
+    )
+    credential = serializers.RegexField(
+        r"^[ -~]*$",
         max_length=8000,
         required=False,
         allow_blank=True,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from agents.models import Agent, McpServer
+from agents.serializers import MCP_URL_PATTERN
 from conversations.models import Message
 from core.auth import tokens_issue
 from tests.api.conftest import make_conversation
@@ -146,6 +148,10 @@ def objects(_keep_the_test_connection, staff_user, settings):
     TOKEN.clear()
 
 
+def _valid_mcp_url(url: object) -> bool:
+    return isinstance(url, str) and len(url) <= 500 and bool(re.fullmatch(MCP_URL_PATTERN, url))
+
+
 @schema.hook
 def map_body(context, body):
     # Bodies name objects too: swap valid random ids for real ones (most of the time).
@@ -159,6 +165,11 @@ def map_body(context, body):
             if agents and all(_is_uuid(value) for value in agents):
                 body["agents"] = KNOWN["agent_id"][: min(len(agents), len(KNOWN["agent_id"]))]
         return body
+    if operation.path.startswith("/api/mcp/servers/") and _valid_mcp_url(body.get("url")):
+        # A valid MCP server URL stays on a closed loopback port: a refresh of the fuzzed server
+        # then never asks the resolver for a made-up name (the network guard would fail the run).
+        # An invalid one is left as it is: it belongs to a negative case.
+        body["url"] = "http://127.0.0.1:9/mcp"
     # invoke and agent run: the agent who answers, and the conversation it answers in
     for name in ("agent_id", "conversation_id"):
         if name in body and _is_uuid(body[name]) and KNOWN.get(name) and RNG.random() < 0.75:
