@@ -30,7 +30,7 @@ os.environ["NEXUS_EGRESS_ALLOW"] = "127.0.0.1,::1"
 os.environ.setdefault("DATABASE_URL", "sqlite:///:memory:")
 
 
-async def _bench(runs: int) -> None:
+async def _bench(runs: int, port: int) -> None:
     import django
 
     django.setup()
@@ -40,14 +40,6 @@ async def _bench(runs: int) -> None:
 
     context = ToolContext(user_id=None, conversation_id=None)
     marker = tempfile.mkdtemp()
-    server_process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.mcp_server", "--transport", "http"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server_process.stdout is not None
-    port = int(server_process.stdout.readline().split()[1])
     servers = {
         "http": McpServer(name="bench", url=f"http://127.0.0.1:{port}/mcp"),
         "stdio": McpServer(
@@ -58,40 +50,46 @@ async def _bench(runs: int) -> None:
         ),
     }
     schema = {"type": "object"}
-    try:
-        for transport, server in servers.items():
-            add = McpBinding(name="bench__add", server=server, tool="add", description="", parameters=schema)
-            slow = McpBinding(
-                name="bench__slow", server=server, tool="slow", description="", parameters=schema
-            )
-            calls, cancels = [], []
-            for _ in range(runs):
-                started = time.perf_counter()
-                outcome = await execute_mcp_tool(add, {"a": 1, "b": 2}, context=context)
-                calls.append(time.perf_counter() - started)
-                assert outcome.result["text"] == "3", outcome
-            for _ in range(max(3, runs // 4)):
-                task = asyncio.ensure_future(execute_mcp_tool(slow, {"seconds": 30}, context=context))
-                await asyncio.sleep(1.0 if transport == "stdio" else 0.3)  # the call is in flight
-                started = time.perf_counter()
-                task.cancel()
-                await asyncio.wait({task})
-                cancels.append(time.perf_counter() - started)
-            print(
-                f"{transport:5}  call: median {statistics.median(calls) * 1000:6.1f} ms, "
-                f"max {max(calls) * 1000:6.1f} ms   cancel: median {statistics.median(cancels) * 1000:6.1f} ms, "
-                f"max {max(cancels) * 1000:6.1f} ms"
-            )
-    finally:
-        server_process.terminate()
-        server_process.wait(5)
+    for transport, server in servers.items():
+        add = McpBinding(name="bench__add", server=server, tool="add", description="", parameters=schema)
+        slow = McpBinding(name="bench__slow", server=server, tool="slow", description="", parameters=schema)
+        calls, cancels = [], []
+        for _ in range(runs):
+            started = time.perf_counter()
+            outcome = await execute_mcp_tool(add, {"a": 1, "b": 2}, context=context)
+            calls.append(time.perf_counter() - started)
+            assert outcome.result["text"] == "3", outcome
+        for _ in range(max(3, runs // 4)):
+            task = asyncio.ensure_future(execute_mcp_tool(slow, {"seconds": 30}, context=context))
+            await asyncio.sleep(1.0 if transport == "stdio" else 0.3)  # the call is in flight
+            started = time.perf_counter()
+            task.cancel()
+            await asyncio.wait({task})
+            cancels.append(time.perf_counter() - started)
+        print(
+            f"{transport:5}  call: median {statistics.median(calls) * 1000:6.1f} ms, "
+            f"max {max(calls) * 1000:6.1f} ms   cancel: median {statistics.median(cancels) * 1000:6.1f} ms, "
+            f"max {max(cancels) * 1000:6.1f} ms"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    asyncio.run(_bench(args.runs))
+    server_process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.mcp_server", "--transport", "http"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server_process.stdout is not None
+        port = int(server_process.stdout.readline().split()[1])
+        asyncio.run(_bench(args.runs, port))
+    finally:
+        server_process.terminate()
+        server_process.wait(5)
 
 
 if __name__ == "__main__":
