@@ -358,6 +358,11 @@ async def _call(binding: McpBinding, arguments: dict[str, Any], user_id: int | N
         return result_outcome(await client.call_tool(binding.tool, arguments))
 
 
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 async def execute_mcp_tool(binding: McpBinding, arguments: Any, *, context: ToolContext) -> ToolOutcome:
     """Call one MCP tool; always a ToolOutcome (like ``execute_server_tool``), except that
     cancellation propagates: the call is cancelled and its connection closed within
@@ -369,6 +374,7 @@ async def execute_mcp_tool(binding: McpBinding, arguments: Any, *, context: Tool
         return error_outcome(exc.message)
     timeout = float(settings.NEXUS_MCP_CONNECT_TIMEOUT) + float(settings.NEXUS_TOOLS_TIMEOUT)
     task = asyncio.ensure_future(_call(binding, parsed, context.user_id))
+    task.add_done_callback(_retrieved)  # a call left behind may still fail: never an unread error
     try:
         async with asyncio.timeout(timeout):
             # shield: a stop cancels this task at once; the call's own task is then cancelled
