@@ -170,14 +170,7 @@ class Execution:
         provider = get_provider(self.agent.provider)
         # The agent's MCP tools the run can offer now (their servers' tool lists, docs/mcp.md).
         self.mcp_bindings = await mcp_bindings_for(self.agent, self.conversation.owner_id)
-        tools = [
-            *(t for t in (self.agent.tools or []) if t.get("execution") != "mcp"),
-            *(
-                {"name": b.name, "description": b.description, "parameters": b.parameters, "execution": "mcp"}
-                for b in self.mcp_bindings.values()
-            ),
-            *self._client_tools(),
-        ]
+        tools = run_tools.offered_tools(self.agent.tools, self.mcp_bindings, self._client_tools())
         tool_specs = [
             ToolSpec(
                 name=t["name"], description=t.get("description", ""), parameters=t.get("parameters") or {}

@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from agents.tools import ToolContext, execute_server_tool
-from agents.tools.mcp import execute_mcp_tool
+from agents.tools.mcp import McpBinding, execute_mcp_tool
 from conversations.models import Message, MessageRole, MessageStatus, MessageType
 from providers.base import ToolCall
 from runs.domain_events import ToolCallRequested, ToolResultGiven
@@ -72,6 +72,24 @@ def over_cap_outcome(cap: int) -> dict[str, Any]:
         "result": {"error": f"Too many tool calls at once: at most {cap} per round run; this one did not."},
         "is_error": True,
     }
+
+
+def offered_tools(
+    agent_tools: list[dict[str, Any]] | None,
+    mcp_bindings: dict[str, McpBinding],
+    client_tools: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The tools a run offers the model: the agent's own, its MCP entries as their servers
+    describe them now (those ``mcp_bindings`` left out are not offered), then the client tools
+    offered with the message."""
+    return [
+        *(t for t in (agent_tools or []) if t.get("execution") != "mcp"),
+        *(
+            {"name": b.name, "description": b.description, "parameters": b.parameters, "execution": "mcp"}
+            for b in mcp_bindings.values()
+        ),
+        *client_tools,
+    ]
 
 
 def _store_call(ex: Execution, call: ToolCall, execution: str | None) -> uuid.UUID:
