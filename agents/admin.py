@@ -11,10 +11,20 @@ from django.db.models import Count
 from django.utils.html import format_html, format_html_join
 
 from agents.knowledge import knowledge_bases_validate
+from agents.mcp import credential_encrypt, mcp_server_validate, mcp_tool_refs_resolve
 from agents.model_registry import model_info_check, model_info_of
-from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus, ModelEntry
+from agents.models import (
+    AGENT_EDITABLE_FIELDS,
+    Agent,
+    AgentStatus,
+    McpServer,
+    McpTransport,
+    McpUserCredential,
+    ModelEntry,
+)
 from agents.provider_config import agent_problems, generation_options_for, provider_problem
-from agents.services import agent_set_status
+from agents.services import agent_set_status, tool_specs_validate
+from agents.tools.mcp import describe_failure, mcp_refresh_tools_blocking
 from core.errors import ValidationFailed
 from providers.base import ProviderError
 from providers.registry import get_provider, registry
@@ -60,6 +70,20 @@ class AgentAdminForm(forms.ModelForm):
             raise forms.ValidationError(problem, code="unknown_provider")
         return provider
 
+    def _tools_check(self, cleaned: dict[str, Any]) -> None:
+        """Tool specs as the API checks them; an MCP entry must name a server the agent's owner
+        may use, and gets its default name (<server>__<tool>)."""
+        if "tools" in cleaned:
+            owner = cleaned.get("owner", getattr(self.instance, "owner", None))
+            try:
+                cleaned["tools"] = mcp_tool_refs_resolve(
+                    tool_specs_validate(cleaned["tools"] or []), owner_id=getattr(owner, "pk", None)
+                )
+            except ValidationFailed as exc:
+                for problems in (exc.details or {"tools": [exc.message]}).values():
+                    for problem in problems:
+                        self.add_error("tools", f"{exc.message} {problem}")
+
     def clean_model(self) -> str:
         model = (self.cleaned_data.get("model") or "").strip()
         if not model:
@@ -72,6 +96,7 @@ class AgentAdminForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        self._tools_check(cleaned)
         if "knowledge_bases" in cleaned:
             # The owner may list only bases they can read (a shared agent: bases that exist).
             owner = cleaned.get("owner", self.instance.owner if self.instance.pk else None)
@@ -229,3 +254,189 @@ class ModelEntryAdmin(admin.ModelAdmin):
             self.message_user(
                 request, f"{entry.model_name}: {health.connect_status} ({health.detail})", level
             )
+
+
+# --- MCP servers (docs/mcp.md) ----------------------------------------------------------------
+
+
+class McpServerAdminForm(forms.ModelForm):
+    """The server's fields, checked by ``agents.mcp.mcp_server_validate``; the credential is
+    write-only: typed in, stored encrypted, never shown again."""
+
+    credential = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="The credential header's whole value (e.g. Bearer abc123). Write-only: stored "
+        "encrypted and never shown. Leave empty to keep the current one.",
+    )
+    clear_credential = forms.BooleanField(required=False, help_text="Remove the stored credential.")
+
+    class Meta:
+        model = McpServer
+        fields = (
+            "name",
+            "description",
+            "owner",
+            "enabled",
+            "transport",
+            "url",
+            "command",
+            "args",
+            "credential_header",
+            "credential_env",
+            "per_user_credentials",
+        )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        server: McpServer = self.instance
+        for name in self.Meta.fields:
+            if name in cleaned:
+                setattr(server, name, cleaned[name])
+        stored = server.credential_encrypted
+        if cleaned.get("clear_credential"):
+            server.credential_encrypted = ""
+        elif cleaned.get("credential"):
+            server.credential_encrypted = "pending"  # set for real in save_model, encrypted
+        try:
+            mcp_server_validate(server, by_staff=True)
+        except ValidationFailed as exc:
+            for field, problems in (exc.details or {}).items():
+                target = field if field in self.fields else None
+                for problem in problems:
+                    self.add_error(target, problem)
+        finally:
+            server.credential_encrypted = stored
+        return cleaned
+
+
+@admin.register(McpServer)
+class McpServerAdmin(admin.ModelAdmin):
+    form = McpServerAdminForm
+    list_display = (
+        "name",
+        "transport",
+        "endpoint",
+        "owner",
+        "enabled",
+        "credential_status",
+        "tool_count",
+        "tools_fetched_at",
+        "problem",
+    )
+    list_filter = ("transport", "enabled", ("owner", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("name", "description", "url", "command", "owner__username")
+    autocomplete_fields = ("owner",)
+    readonly_fields = ("id", "credential_status", "tool_list", "tools_fetched_at", "last_error", "created_at")
+    actions = ("test_servers", "refresh_tools")
+    fieldsets = (
+        (None, {"fields": ("id", "name", "description", "owner", "enabled")}),
+        ("Where", {"fields": ("transport", "url", "command", "args")}),
+        (
+            "Credential",
+            {
+                "fields": (
+                    "credential_status",
+                    "credential_header",
+                    "credential",
+                    "clear_credential",
+                    "credential_env",
+                    "per_user_credentials",
+                )
+            },
+        ),
+        ("Tools", {"fields": ("tool_list", "tools_fetched_at", "last_error", "created_at")}),
+    )
+
+    @admin.display(description="endpoint")
+    def endpoint(self, obj: McpServer) -> str:
+        return obj.url if obj.transport == McpTransport.HTTP else " ".join([obj.command, *obj.args])
+
+    @admin.display(description="credential")
+    def credential_status(self, obj: McpServer) -> str:
+        parts = []
+        if obj.credential_encrypted:
+            parts.append("stored (encrypted)")
+        if obj.credential_env:
+            parts.append(f"from {obj.credential_env}")
+        if obj.per_user_credentials:
+            parts.append("each user's own")
+        return ", ".join(parts) or "none"
+
+    @admin.display(description="tools")
+    def tool_count(self, obj: McpServer) -> int:
+        return len(obj.tools_cache or [])
+
+    @admin.display(description="last error")
+    def problem(self, obj: McpServer) -> str:
+        return obj.last_error[:120]
+
+    @admin.display(description="tools offered")
+    def tool_list(self, obj: McpServer) -> str:
+        tools = obj.tools_cache or []
+        if not tools:
+            return "None fetched yet: use the Test action."
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "", "<li><code>{}</code>: {}</li>", ((t["name"], t.get("description", "")) for t in tools)
+            ),
+        )
+
+    def save_model(self, request, obj: McpServer, form, change) -> None:
+        if form.cleaned_data.get("clear_credential"):
+            obj.credential_encrypted = ""
+        elif form.cleaned_data.get("credential"):
+            obj.credential_encrypted = credential_encrypt(form.cleaned_data["credential"])
+        super().save_model(request, obj, form, change)
+        if obj.enabled:
+            self._test(request, obj)  # the tool list is fetched on save
+
+    def _test(self, request, server: McpServer) -> None:
+        try:
+            tools = mcp_refresh_tools_blocking(server, user_id=request.user.pk)
+        except Exception as exc:
+            self.message_user(
+                request, f"MCP server {server}: failed: {describe_failure(exc)}", messages.ERROR
+            )
+            return
+        names = ", ".join(t["name"] for t in tools[:20]) or "none"
+        self.message_user(
+            request, f"MCP server {server}: connected; {len(tools)} tool(s): {names}.", messages.SUCCESS
+        )
+
+    @admin.action(description="Test: connect and list the tools of selected servers")
+    def test_servers(self, request, queryset):
+        for server in queryset[:20]:
+            self._test(request, server)
+
+    @admin.action(description="Refresh the cached tool lists of selected servers")
+    def refresh_tools(self, request, queryset):
+        for server in queryset[:20]:
+            self._test(request, server)
+
+
+class McpUserCredentialAdminForm(forms.ModelForm):
+    credential = forms.CharField(
+        required=True,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="The user's own credential (the header's whole value). Write-only, stored encrypted.",
+    )
+
+    class Meta:
+        model = McpUserCredential
+        fields = ("server", "user")
+
+
+@admin.register(McpUserCredential)
+class McpUserCredentialAdmin(admin.ModelAdmin):
+    form = McpUserCredentialAdminForm
+    list_display = ("server", "user", "updated_at")
+    autocomplete_fields = ("user",)
+    list_select_related = ("server", "user")
+
+    def save_model(self, request, obj: McpUserCredential, form, change) -> None:
+        obj.credential_encrypted = credential_encrypt(form.cleaned_data["credential"])
+        super().save_model(request, obj, form, change)

@@ -249,3 +249,107 @@ class UserConfig(models.Model):
 
     def __str__(self) -> str:
         return f"config of {self.user_id}"
+
+
+# --- MCP tool servers (SPEC sections 11 and 12; docs/mcp.md) ----------------------------------
+
+
+class McpTransport(models.TextChoices):
+    HTTP = "http", "Streamable HTTP"
+    STDIO = "stdio", "stdio (a command the operator runs)"
+
+
+class McpServer(models.Model):
+    """An MCP server whose tools agents may list (``{"execution": "mcp", "server": id, "tool":
+    name}`` in ``Agent.tools``). Registered by the operator (shared: owner empty), or by a user for
+    their own agents where the operator allows it (``NEXUS_MCP_USER_SERVERS``). A stdio server is
+    a command run on this machine: the operator's only. Credentials are stored encrypted
+    (``agents.mcp``, Fernet keyed off SECRET_KEY), or named by an ``MCP_*`` environment variable; never shown."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="mcp_servers",
+        help_text="Empty: registered by the operator, usable by every agent.",
+    )
+    name = models.SlugField(
+        max_length=32,
+        help_text="Letters, digits, _ and -. The model sees each tool as <name>__<tool>.",
+    )
+    description = models.TextField(blank=True, default="")
+    transport = models.CharField(max_length=8, choices=McpTransport.choices, default=McpTransport.HTTP)
+    url = models.URLField(max_length=500, blank=True, default="", help_text="Streamable HTTP endpoint.")
+    command = models.CharField(
+        max_length=500, blank=True, default="", help_text="stdio only: the program to run (operator only)."
+    )
+    args = models.JSONField(
+        default=list, blank=True, help_text="stdio only: its arguments, a list of strings."
+    )
+    credential_header = models.CharField(
+        max_length=100,
+        blank=True,
+        default="Authorization",
+        help_text="The HTTP header that carries the credential (e.g. Authorization, X-Api-Key).",
+    )
+    credential_encrypted = models.TextField(blank=True, default="", editable=False)
+    credential_env = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="Or: the NAME of an MCP_* environment variable holding the header's value.",
+    )
+    per_user_credentials = models.BooleanField(
+        default=False,
+        help_text="Each user's calls carry that user's own credential (set per user) instead.",
+    )
+    enabled = models.BooleanField(default=True)
+    tools_cache = models.JSONField(default=list, blank=True, editable=False)
+    tools_fetched_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, default="", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "created_at"]
+        verbose_name = "MCP server"
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="mcp_server_owner_name_unique"),
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(owner__isnull=True), name="mcp_server_shared_name_unique"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(transport__in=McpTransport.values), name="mcp_server_transport_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_shared(self) -> bool:
+        return self.owner_id is None
+
+    @property
+    def has_credential(self) -> bool:
+        return bool(self.credential_encrypted or self.credential_env)
+
+
+class McpUserCredential(models.Model):
+    """One user's own credential for an MCP server with ``per_user_credentials`` (encrypted)."""
+
+    server = models.ForeignKey(McpServer, on_delete=models.CASCADE, related_name="user_credentials")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    credential_encrypted = models.TextField(editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "MCP user credential"
+        constraints = [
+            models.UniqueConstraint(fields=["server", "user"], name="mcp_user_credential_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.server} / {self.user}"

@@ -31,12 +31,19 @@ class UrlOrBlankField(serializers.URLField):
 
 
 class ToolSpecSerializer(serializers.Serializer):
-    name = serializers.RegexField(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$", max_length=64)
+    """A tool the agent lists: a server or client tool (name, description, parameters), or a tool
+    of an MCP server (execution ``mcp``, ``server`` and ``tool``; ``name`` optional; docs/mcp.md)."""
+
+    name = serializers.RegexField(
+        r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$",
+        max_length=64,
+        required=False,
+        help_text="What the model calls it. Required, except for an MCP tool (default <server>__<tool>).",
+    )
     description = StrictCharField(required=False, allow_blank=True, max_length=4000, default="")
     parameters = serializers.DictField(
         required=False, help_text="A JSON Schema object describing the arguments."
     )
-    execution = serializers.ChoiceField(choices=["server", "client"], required=False, default="server")
     approval = serializers.ChoiceField(
         choices=["always", "never", "ask"],
         required=False,
@@ -54,6 +61,22 @@ class ToolSpecSerializer(serializers.Serializer):
         max_length=50,
         help_text="Rules ({argument: pattern}) under which the tool is refused without asking.",
     )
+    execution = serializers.ChoiceField(choices=["server", "client", "mcp"], required=False, default="server")
+    server = serializers.UUIDField(required=False, help_text="MCP only: the MCP server's id.")
+    tool = StrictCharField(
+        required=False, max_length=128, help_text="MCP only: the server's name for the tool."
+    )
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        if value.get("execution") == "mcp":
+            value.pop("description", None)  # an MCP tool's description and parameters are the server's
+            value.pop("parameters", None)
+            if "server" in value:
+                value["server"] = str(value["server"])
+        elif "name" not in value:
+            raise serializers.ValidationError({"name": ["This field is required."]})
+        return value
 
 
 class AgentSerializer(serializers.ModelSerializer):
@@ -206,3 +229,86 @@ class ProviderStatusSerializer(serializers.Serializer):
     models = serializers.ListField(child=serializers.CharField())
     detail = serializers.CharField(allow_blank=True)
     latency_ms = serializers.FloatField(allow_null=True, help_text="How long the check took.")
+
+
+# --- MCP servers (docs/mcp.md) ------------------------------------------------------------------
+
+
+class McpToolSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The server's name for the tool (an agent's entry: tool).")
+    function_name = serializers.CharField(help_text="What the model sees by default: <server>__<tool>.")
+    description = serializers.CharField(allow_blank=True)
+    parameters = serializers.DictField(help_text="Its JSON Schema, as the server describes it.")
+
+
+class McpServerSerializer(serializers.Serializer):
+    """An MCP server as users see it: never a credential; its URL and last error only to its
+    owner (a user's own server) and to staff."""
+
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    owner_id = serializers.IntegerField(allow_null=True, help_text="Null: registered by the operator.")
+    shared = serializers.BooleanField()
+    transport = serializers.ChoiceField(choices=["http", "stdio"])
+    url = serializers.CharField(allow_null=True, help_text="Null unless it is yours (or you are staff).")
+    enabled = serializers.BooleanField()
+    per_user_credentials = serializers.BooleanField(
+        help_text="Calls carry each user's own credential: set yours with PUT .../credential/."
+    )
+    has_my_credential = serializers.BooleanField()
+    tools = McpToolSerializer(many=True)
+    tools_fetched_at = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField(
+        allow_null=True, help_text="Null unless it is yours (or you are staff)."
+    )
+
+
+class McpCredentialSerializer(serializers.Serializer):
+    credential = StrictCharField(
+        max_length=8000,
+        help_text="The header's whole value, e.g. Bearer abc123. Write-only, stored encrypted.",
+    )
+
+
+MCP_URL_PATTERN = r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+
+
+class McpServerWriteSerializer(serializers.Serializer):
+    """Register (POST) or change (PATCH) an MCP server over REST: a user's own where the operator
+    allows it (NEXUS_MCP_USER_SERVERS; Streamable HTTP only), or a shared one (staff)."""
+
+    name = serializers.RegexField(
+        r"^[A-Za-z_][A-Za-z0-9_\-]{0,31}$",
+        max_length=32,
+        help_text="Letters, digits, _ and -: the model sees each tool as <name>__<tool>.",
+    )
+    description = StrictCharField(max_length=4000, required=False, allow_blank=True)
+    url = serializers.RegexField(
+        MCP_URL_PATTERN,
+        max_length=500,
+        help_text="The Streamable HTTP endpoint, http(s).",
+    )
+    credential_header = serializers.RegexField(
+        r"^[A-Za-z0-9!#$%&'*+.^_`|~\-]{1,100}$",
+        max_length=100,
+        required=False,
+        help_text="Default Authorization.",
+    )
+    credential = serializers.RegexField(
+        r"^[ -~]*$",
+        max_length=8000,
+        required=False,
+        allow_blank=True,
+        write_only=True,
+        help_text="The header's whole value, e.g. Bearer abc123. Write-only, stored encrypted; empty clears it.",
+    )
+    per_user_credentials = StrictBooleanField(required=False)
+    enabled = StrictBooleanField(required=False)
+    shared = StrictBooleanField(required=False, default=False, help_text="Staff only: for every agent.")
+
+
+class McpRefreshSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    error = serializers.CharField(allow_blank=True, help_text="Why the tool list could not be fetched.")
+    server = McpServerSerializer()

@@ -11,6 +11,7 @@ from django.db import transaction
 
 from agents.avatars import default_colour
 from agents.knowledge import knowledge_bases_validate
+from agents.mcp import mcp_tool_entry_clean, mcp_tool_refs_resolve
 from agents.models import AGENT_EDITABLE_FIELDS, Agent, AgentStatus
 from agents.preferences import allowed_models_validate
 from agents.provider_config import TIMEOUT_NAMES, timeout_value_ok
@@ -23,7 +24,8 @@ _SECRET_HINTS = ("api_key", "apikey", "secret", "password", "token")
 
 
 def tool_specs_validate(tools: Any) -> list[dict[str, Any]]:
-    """Check a list of tool specs: name, description, JSON Schema parameters, execution."""
+    """Check a list of tool specs: name, description, JSON Schema parameters, execution; or an MCP
+    server's tool (``agents.mcp.mcp_tool_entry_clean``)."""
     if not isinstance(tools, list):
         raise ValidationFailed("tools must be a list.", details={"tools": ["Expected a list of tool specs."]})
     seen: set[str] = set()
@@ -32,6 +34,10 @@ def tool_specs_validate(tools: Any) -> list[dict[str, Any]]:
         where = f"tools[{index}]"
         if not isinstance(spec, dict):
             raise ValidationFailed("Invalid tool spec.", details={where: ["Expected an object."]})
+        if spec.get("execution") == "mcp":
+            # A tool of an MCP server; its server is checked against the agent's owner on save.
+            cleaned.append(mcp_tool_entry_clean(spec, where))
+            continue
         name = spec.get("name")
         if not isinstance(name, str) or not _TOOL_NAME.match(name):
             raise ValidationFailed("Invalid tool name.", details={where: ["name must be an identifier."]})
@@ -46,7 +52,7 @@ def tool_specs_validate(tools: Any) -> list[dict[str, Any]]:
         execution = spec.get("execution", "server")
         if execution not in {"server", "client"}:
             raise ValidationFailed(
-                "Invalid tool execution.", details={where: ["execution is server or client."]}
+                "Invalid tool execution.", details={where: ["execution is server, client or mcp."]}
             )
         entry = {
             "name": name,
@@ -213,6 +219,8 @@ def agent_create(*, owner: Any, **fields: Any) -> Agent:
     fields = _clean(dict(fields))
     if "knowledge_bases" in fields:
         fields["knowledge_bases"] = knowledge_bases_validate(fields["knowledge_bases"], owner=owner)
+    if "tools" in fields:
+        fields["tools"] = mcp_tool_refs_resolve(fields["tools"], owner_id=getattr(owner, "pk", None))
     agent = Agent(owner=owner, **fields)
     if not agent.colour:
         agent.colour = default_colour(agent.id)  # agents look different from the start
@@ -228,6 +236,8 @@ def agent_update(*, agent: Agent, **fields: Any) -> Agent:
         fields["knowledge_bases"] = knowledge_bases_validate(
             fields["knowledge_bases"], owner=agent.owner, current=agent.knowledge_bases
         )
+    if "tools" in fields:
+        fields["tools"] = mcp_tool_refs_resolve(fields["tools"], owner_id=agent.owner_id)
     for key, value in fields.items():
         setattr(agent, key, value)
     if not agent.colour:

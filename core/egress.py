@@ -32,7 +32,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpcore
+import httpcore2
 import httpx
+import httpx2
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -325,7 +327,7 @@ class EgressPolicy:
         where = url_host_port(url)
         return where is not None and _bound(self.key_hosts_of(variable), *where)
 
-    def check_request_keys(self, request: httpx.Request) -> None:
+    def check_request_keys(self, request: httpx.Request | httpx2.Request) -> None:
         """Refuse ``request`` if it carries a guarded key to a host that key is not bound to."""
         if not self.guarded_keys:
             return
@@ -391,6 +393,10 @@ class EgressPolicy:
         """An httpx transport that sends every request under this policy (``kwargs``: limits...)."""
         return EgressTransport(self, **kwargs)
 
+    def transport2(self, **kwargs: Any) -> EgressTransport2:
+        """The same for an ``httpx2`` client (the ``mcp`` package's HTTP client)."""
+        return EgressTransport2(self, **kwargs)
+
 
 def _bound(hosts: Iterable[str], host: str, port: int) -> bool:
     return any(entry in (host, f"{host}:{port}") for entry in hosts)
@@ -401,11 +407,15 @@ def _bound(hosts: Iterable[str], host: str, port: int) -> bool:
 
 class _CheckedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network backend, connecting only to addresses the policy passed: the name is
-    resolved once, every answer checked, and the socket opened to a checked address."""
+    resolved once, every answer checked, and the socket opened to a checked address.
 
-    def __init__(self, policy: EgressPolicy) -> None:
+    ``core``: ``httpcore`` (httpx's pool) or ``httpcore2`` (httpx2's, used by the ``mcp``
+    package); its backend opens the sockets and its exception types are raised."""
+
+    def __init__(self, policy: EgressPolicy, core: Any = httpcore) -> None:
         self._policy = policy
-        self._backend = httpcore.AnyIOBackend()
+        self._core = core
+        self._backend = core.AnyIOBackend()
 
     async def connect_tcp(
         self,
@@ -415,18 +425,22 @@ class _CheckedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        core = self._core
         try:
             async with asyncio.timeout(timeout):
                 addresses = await self._policy.resolve(host, port)
         except TimeoutError:
-            raise httpcore.ConnectTimeout(f"{host}: no DNS answer in time") from None
+            raise core.ConnectTimeout(f"{host}: no DNS answer in time") from None
+        except httpcore.ConnectError as exc:
+            raise core.ConnectError(str(exc)) from exc
         error: Exception | None = None
         for address in addresses:
             try:
-                return await self._backend.connect_tcp(
+                stream: httpcore.AsyncNetworkStream = await self._backend.connect_tcp(
                     address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
                 )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                return stream
+            except (core.ConnectError, core.ConnectTimeout) as exc:
                 error = exc
         assert error is not None
         raise error
@@ -460,6 +474,28 @@ class EgressTransport(httpx.AsyncHTTPTransport):
         self._pool._network_backend = _CheckedBackend(policy)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme not in DEFAULT_PORTS:
+            raise EgressDenied(
+                f"{request.url.scheme}: only http and https are fetched", host="", reason="scheme"
+            )
+        self.policy.check_request_keys(request)
+        return await super().handle_async_request(request)
+
+
+class EgressTransport2(httpx2.AsyncHTTPTransport):
+    """:class:`EgressTransport` for an ``httpx2`` client: the ``mcp`` package's Streamable HTTP
+    client sends through httpx2, so MCP servers are reached under the same policy (every
+    connection to a checked address, every request's keys checked, http(s) only)."""
+
+    def __init__(self, policy: EgressPolicy, **kwargs: Any) -> None:
+        kwargs.setdefault("trust_env", False)
+        super().__init__(**kwargs)
+        self.policy = policy
+        assert isinstance(self._pool, httpcore2.AsyncConnectionPool)
+        # httpcore2's backend interface is httpcore's, under another name.
+        self._pool._network_backend = _CheckedBackend(policy, httpcore2)  # type: ignore[assignment]
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if request.url.scheme not in DEFAULT_PORTS:
             raise EgressDenied(
                 f"{request.url.scheme}: only http and https are fetched", host="", reason="scheme"

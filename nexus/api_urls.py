@@ -33,6 +33,19 @@ urlpatterns = [
     path("agents/<uuid:agent_id>/", agent_apis.AgentDetailView.as_view(), name="agent-detail"),
     path("agents/<uuid:agent_id>/status/", conversation_apis.AgentStatusView.as_view(), name="agent-status"),
     path("providers/", agent_apis.ProviderListView.as_view(), name="provider-list"),
+    # MCP tool servers (docs/mcp.md): registered in the admin; users read them and set their own credential
+    path("mcp/servers/", agent_apis.McpServerListView.as_view(), name="mcp-server-list"),
+    path("mcp/servers/<uuid:server_id>/", agent_apis.McpServerDetailView.as_view(), name="mcp-server-detail"),
+    path(
+        "mcp/servers/<uuid:server_id>/refresh/",
+        agent_apis.McpRefreshView.as_view(),
+        name="mcp-server-refresh",
+    ),
+    path(
+        "mcp/servers/<uuid:server_id>/credential/",
+        agent_apis.McpCredentialView.as_view(),
+        name="mcp-server-credential",
+    ),
     # conversations and messages
     path("conversations/", conversation_apis.ConversationListView.as_view(), name="conversation-list"),
     path(

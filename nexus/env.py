@@ -121,6 +121,11 @@ def provider_keys(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     return {name: value for name, value in environ.items() if name.endswith("_API_KEY") and value}
 
 
+def mcp_credentials(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Every ``MCP_*`` variable: an MCP server's ``credential_env`` names one of these."""
+    return {name: value for name, value in environ.items() if name.startswith("MCP_") and value}
+
+
 def _origin_items(name: str, raw: str) -> list[str]:
     """A comma list (``a,b``) or a JSON list (``["a", "b"]``, the seed 003 form) of origins."""
     text = raw.strip()

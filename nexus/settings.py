@@ -25,6 +25,7 @@ from nexus.env import (
     env_origins,
     env_rate,
     env_str,
+    mcp_credentials,
     provider_keys,
     redis_url,
 )
@@ -226,6 +227,18 @@ NEXUS_TOOLS_QUERY_MAX_ROWS = env_int("NEXUS_TOOLS_QUERY_MAX_ROWS", 100, minimum=
 NEXUS_TOOLS_QUERY_TIMEOUT = env_float("NEXUS_TOOLS_QUERY_TIMEOUT", 2.0, minimum=0.1)
 # Any server tool is abandoned after this long (the query above stops itself sooner).
 NEXUS_TOOLS_TIMEOUT = env_float("NEXUS_TOOLS_TIMEOUT", 30.0, minimum=0.1)
+
+# --- MCP tool servers (SPEC sections 11 and 12; docs/mcp.md) ----------------------------------
+
+# Users may register MCP servers for their own agents (Streamable HTTP only); off: the operator's only.
+NEXUS_MCP_USER_SERVERS = env_bool("NEXUS_MCP_USER_SERVERS", False)
+# A server's cached tool list is fetched again when a run finds it older than this (seconds).
+NEXUS_MCP_TOOLS_TTL = env_float("NEXUS_MCP_TOOLS_TTL", 3600.0, minimum=1.0)
+# Connecting to a server and its handshake, at most this long (the call itself: NEXUS_TOOLS_TIMEOUT).
+NEXUS_MCP_CONNECT_TIMEOUT = env_float("NEXUS_MCP_CONNECT_TIMEOUT", 10.0, minimum=0.1)
+# Credentials named by a server's credential_env: only MCP_* variables, so a server (a user's own
+# included) can never name DJANGO_SECRET_KEY or DATABASE_URL and have it sent to its host.
+NEXUS_MCP_ENV_CREDENTIALS = mcp_credentials()
 
 # --- WebSocket limits (SPEC section 4) --------------------------------------------------------
 
@@ -609,6 +622,10 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # the mcp package's HTTP client logs each request at INFO (MCP servers: docs/mcp.md)
+        "httpx2": {"level": "WARNING"},
+        "httpcore2": {"level": "WARNING"},
+        "mcp": {"level": "WARNING"},
     },
 }
 

@@ -19,6 +19,7 @@ from django.conf import settings
 
 from agents.config_reload import config_reload_if_stale
 from agents.provider_config import generation_options_for
+from agents.tools.mcp import McpBinding, mcp_bindings_for
 from conversations.models import Message, MessageStatus
 from providers.base import (
     ChatMessage,
@@ -103,6 +104,7 @@ class Execution:
         # the calls of that round still to run. ``paused``: this execution ended by pausing.
         self.resume_from: dict[str, Any] = dict(claimed.run.paused or {})
         self.paused = False
+        self.mcp_bindings: dict[str, McpBinding] = {}
 
     @property
     def message_id(self) -> str:
@@ -188,7 +190,9 @@ class Execution:
         # Options first: they configure the registry (egress policy included) before it is asked.
         options = generation_options_for(self.agent)
         provider = get_provider(self.agent.provider)
-        tools = [*(self.agent.tools or []), *self._client_tools()]
+        # The agent's MCP tools the run can offer now (their servers' tool lists, docs/mcp.md).
+        self.mcp_bindings = await mcp_bindings_for(self.agent, self.conversation.owner_id)
+        tools = run_tools.offered_tools(self.agent.tools, self.mcp_bindings, self._client_tools())
         tools += await self.knowledge.tools(tools)  # knowledge_search, for an agent with bases
         tool_specs = [
             ToolSpec(
@@ -388,7 +392,7 @@ class Execution:
         if not Run.trigger_message.is_cached(run) or run.trigger_message is None:
             return []
         offered = run.trigger_message.metadata.get("client_tools") or []
-        own = {t["name"] for t in (self.agent.tools or [])}
+        own = {t.get("name") for t in (self.agent.tools or [])}
         return [{**t, "execution": "client"} for t in offered if t.get("name") not in own]
 
     async def _run_tool(

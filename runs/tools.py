@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from agents.tools import ToolContext, execute_server_tool
+from agents.tools.mcp import McpBinding, execute_mcp_tool
 from conversations.models import Message, MessageRole, MessageStatus, MessageType
 from providers.base import ToolCall
 from runs.approvals import Policy, denied_outcome, pending_create, pending_of
@@ -76,6 +77,24 @@ def over_cap_outcome(cap: int) -> dict[str, Any]:
         "result": {"error": f"Too many tool calls at once: at most {cap} per round run; this one did not."},
         "is_error": True,
     }
+
+
+def offered_tools(
+    agent_tools: list[dict[str, Any]] | None,
+    mcp_bindings: dict[str, McpBinding],
+    client_tools: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The tools a run offers the model: the agent's own, its MCP entries as their servers
+    describe them now (those ``mcp_bindings`` left out are not offered), then the client tools
+    offered with the message."""
+    return [
+        *(t for t in (agent_tools or []) if t.get("execution") != "mcp"),
+        *(
+            {"name": b.name, "description": b.description, "parameters": b.parameters, "execution": "mcp"}
+            for b in mcp_bindings.values()
+        ),
+        *client_tools,
+    ]
 
 
 def _store_call(
@@ -182,10 +201,13 @@ async def run_tool_call(
     None when the call now waits (a client tool, or a server tool ``policy`` says to ask about):
     it is stored with its pending row (``runs.approvals``) and the run pauses after it.
 
-    ``execution``: "server" or "client" as the agent lists the tool, None when the agent does not
-    list it: then the call is refused, shown and stored with its error result, and nothing runs.
+    ``execution``: "server", "client" or "mcp" (an MCP server's tool, shown to watchers as
+    "server") as the agent lists the tool, None when the agent does not list it: then the call is
+    refused, shown and stored with its error result, and nothing runs.
     ``policy``: the agent's approval rules for this call (``runs.approvals.tool_policy``)."""
     agent_id = str(ex.agent.pk)
+    if execution == "mcp":
+        execution = "server"
     refused = execution is None
     if refused:
         # The name only if it is an identifier, never the arguments: logs hold no message contents.
@@ -293,8 +315,13 @@ async def _give_result(
 
 
 async def _server_tool(ex: Execution, call: ToolCall) -> dict[str, Any]:
+    """Run a server tool: one of the registry's, or an MCP server's (``ex.mcp_bindings``)."""
     context = ToolContext(
         user_id=ex.conversation.owner_id, conversation_id=str(ex.conversation.pk), agent_id=str(ex.agent.pk)
     )
-    outcome = await execute_server_tool(call.name, call.arguments, context=context)
+    binding = ex.mcp_bindings.get(call.name)
+    if binding is not None:
+        outcome = await execute_mcp_tool(binding, call.arguments, context=context)
+    else:
+        outcome = await execute_server_tool(call.name, call.arguments, context=context)
     return {"result": outcome.result, "is_error": outcome.is_error}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -38,7 +39,8 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from agents.models import Agent
+from agents.models import Agent, McpServer
+from agents.serializers import MCP_URL_PATTERN
 from conversations.models import Message
 from core.apikeys import api_key_create
 from core.auth import tokens_issue
@@ -138,6 +140,10 @@ def objects(_keep_the_test_connection, staff_user, settings, tmp_path):
     message = Message.objects.filter(conversation=conversation).first()
     stored, _ = file_store(owner=staff_user, name="fuzz.txt", content=b"Fuzz me.")
     keys = [api_key_create(user=staff_user, name=f"fuzz {n}")[0] for n in range(3)]
+    # An MCP server that takes each user's own credential (never contacted: no tool list is fetched).
+    mcp_server = McpServer.objects.create(
+        name="fuzzed", url="http://127.0.0.1:9/mcp", per_user_credentials=True
+    )
     TOKEN["access"] = tokens_issue(staff_user)["access_token"]
     RNG.seed(4)  # the same choices whatever ran before
     KNOWN.update(
@@ -146,10 +152,15 @@ def objects(_keep_the_test_connection, staff_user, settings, tmp_path):
         message_id=[str(message.pk)],
         file_id=[str(stored.pk)],
         key_id=[str(key.pk) for key in keys],
+        server_id=[str(mcp_server.pk)],
     )
     yield
     KNOWN.clear()
     TOKEN.clear()
+
+
+def _valid_mcp_url(url: object) -> bool:
+    return isinstance(url, str) and len(url) <= 500 and bool(re.fullmatch(MCP_URL_PATTERN, url))
 
 
 @schema.hook
@@ -165,6 +176,11 @@ def map_body(context, body):
             if agents and all(_is_uuid(value) for value in agents):
                 body["agents"] = KNOWN["agent_id"][: min(len(agents), len(KNOWN["agent_id"]))]
         return body
+    if operation.path.startswith("/api/mcp/servers/") and _valid_mcp_url(body.get("url")):
+        # A valid MCP server URL stays on a closed loopback port: a refresh of the fuzzed server
+        # then never asks the resolver for a made-up name (the network guard would fail the run).
+        # An invalid one is left as it is: it belongs to a negative case.
+        body["url"] = "http://127.0.0.1:9/mcp"
     # invoke and agent run: the agent who answers, and the conversation it answers in
     for name in ("agent_id", "conversation_id"):
         if name in body and _is_uuid(body[name]) and KNOWN.get(name) and RNG.random() < 0.75:

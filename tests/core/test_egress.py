@@ -219,3 +219,37 @@ async def test_an_allowed_destination_is_reached_with_its_host_header():
             response = await client.get(f"http://localhost:{server.port}/v1/models")
         assert response.status_code == 200
         assert server.requests[0].headers["host"] == f"localhost:{server.port}"
+
+
+# --- the same transport for httpx2 (the mcp package's HTTP client, docs/mcp.md) -----------------
+
+
+async def test_the_httpx2_transport_refuses_loopback_without_connecting_and_reaches_what_is_allowed():
+    import httpx2
+
+    with FakeOpenAI() as capture:
+        async with httpx2.AsyncClient(transport=EgressPolicy.build().transport2()) as client:
+            with pytest.raises(EgressDenied) as caught:
+                await client.get(f"{capture.url}/v1/models")
+        assert caught.value.reason == "loopback" and capture.requests == []
+        allowed = EgressPolicy.build(allow=[f"127.0.0.1:{capture.port}"])
+        async with httpx2.AsyncClient(transport=allowed.transport2()) as client:
+            assert (await client.get(f"{capture.url}/v1/models")).status_code == 200
+
+
+async def test_the_httpx2_transport_checks_each_redirect_hop_and_guarded_keys():
+    import httpx2
+
+    secret = "sk-operator-secret-0123456789"
+    with FakeOpenAI() as capture, Redirector() as redirector:
+        redirector.target = f"{capture.url}/v1/models"
+        policy = EgressPolicy.build(allow=[f"127.0.0.1:{redirector.port}"])
+        async with httpx2.AsyncClient(transport=policy.transport2(), follow_redirects=True) as client:
+            with pytest.raises(EgressDenied) as caught:
+                await client.get(f"{redirector.url}/v1/models")
+        assert caught.value.reason == "loopback" and capture.requests == []
+        keyed = EgressPolicy.build(allow=["127.0.0.1"], keys={"OPENAI_API_KEY": secret})
+        async with httpx2.AsyncClient(transport=keyed.transport2()) as client:
+            with pytest.raises(EgressDenied) as caught:
+                await client.get(f"{capture.url}/v1/models", headers={"Authorization": f"Bearer {secret}"})
+        assert caught.value.reason == "key_not_bound" and capture.requests == []
