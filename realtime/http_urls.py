@@ -2,7 +2,15 @@
 
 from django.urls import path, re_path
 
-from realtime import agui_views, branch_views, seed002_files, seed002_models, seed002_proxy
+from realtime import (
+    agui_views,
+    branch_views,
+    knowledge_views,
+    seed002_files,
+    seed002_models,
+    seed002_proxy,
+    seed002_tasks,
+)
 from realtime import http_views as views
 from realtime import seed002_views as seed002
 
@@ -22,6 +30,24 @@ urlpatterns = [
     path(f"{_MESSAGE}/edit/", branch_views.message_edit_view, name="message-edit"),
     path(f"{_MESSAGE}/continue/", branch_views.message_continue_view, name="message-continue"),
     path(f"{_MESSAGE}/select/", branch_views.message_select_view, name="message-select"),
+    # a knowledge ingest task's progress as SSE (docs/knowledge.md)
+    path("knowledge/tasks/<str:task_id>/events/", knowledge_views.task_events, name="knowledge-task-events"),
+    # seed 002's data-processing tasks and the upload into an index (realtime/seed002_tasks.py)
+    re_path(r"^tasks/?$", seed002_tasks.tasks_root, name="seed002-tasks"),
+    re_path(r"^tasks/batch/?$", seed002_tasks.tasks_batch, name="seed002-tasks-batch"),
+    re_path(
+        r"^tasks/indices/(?P<index_name>[^/]+)/tasks/?$",
+        seed002_tasks.index_tasks,
+        name="seed002-index-tasks",
+    ),
+    re_path(r"^tasks/(?P<task_id>[^/]+)/details/?$", seed002_tasks.task_details, name="seed002-task-details"),
+    re_path(r"^tasks/(?P<task_id>[^/]+)/?$", seed002_tasks.task_status, name="seed002-task-status"),
+    re_path(r"^file/upload/?$", seed002_tasks.file_upload, name="seed002-file-upload"),
+    re_path(
+        r"^indices/(?P<index_name>[^/]+)/documents/?$",
+        seed002_tasks.index_documents,
+        name="seed002-index-documents",
+    ),
     # seed 002 (docs/dialects.md): the seed's paths, with or without a trailing slash
     re_path(r"^agent/run/?$", seed002.agent_run, name="seed002-agent-run"),
     re_path(r"^conversation/create/?$", seed002.conversation_create, name="seed002-conversation-create"),

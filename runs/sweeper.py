@@ -8,6 +8,7 @@ dispatched again and active conversations idle past their expiry become ``expire
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations.models import Conversation, ConversationStatus, Message, MessageStatus
+from knowledge.tasks import sweep_stale_tasks
 from runs import sessions, store
 from runs.dispatch import dispatch_next_queued, dispatch_run
 from runs.domain_events import ConversationEnded
@@ -25,6 +27,7 @@ from runs.events import EventWriter, emit_reply_finished
 from runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus
 from runs.store import db
 
+logger = logging.getLogger(__name__)
 SWEEP_SECONDS = 1.0
 
 
@@ -118,6 +121,10 @@ async def sweep_stale_runs(*, housekeeping: bool = True) -> int:
             await dispatch_next_queued(run.conversation_id)
     if not housekeeping:
         return count
+    try:  # knowledge ingest tasks whose process died, and their lost dispatches
+        await sweep_stale_tasks()
+    except Exception:
+        logger.exception("ingest task sweep failed")
     for run_id in await db(_lost_queued_runs)():
         await dispatch_run(run_id)
     for conversation_id, owner_id, last_seq in await db(_expire_idle_conversations)():

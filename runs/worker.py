@@ -13,6 +13,7 @@ from typing import Any
 from channels.consumer import AsyncConsumer
 from channels.worker import Worker
 
+from knowledge import tasks as ingest_tasks
 from runs.dispatch import Handoff
 from runs.manager import get_run_manager
 
@@ -25,6 +26,12 @@ class RunWorkerConsumer(AsyncConsumer):
 
     async def run_execute(self, message: dict[str, Any]) -> None:
         await get_run_manager().launch(str(message["run_id"]), Handoff.from_message(message))
+
+    async def ingest_execute(self, message: dict[str, Any]) -> None:
+        """A knowledge ingest task (knowledge/tasks.py): run in this process, owned by it; the
+        manager is started for its sweeper (which recovers tasks of dead workers)."""
+        await get_run_manager().ensure_started()
+        ingest_tasks.launch(str(message.get("task_id", "")))
 
 
 class RunWorker(Worker):
