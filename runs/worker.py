@@ -36,7 +36,13 @@ class RunWorkerConsumer(AsyncConsumer):
 
 class RunWorker(Worker):
     """channels' ``Worker``, except that losing the channel layer (Redis restarting) does not end
-    the process: the listener waits and listens again, and the runs in flight carry on."""
+    the process: the listener waits and listens again, and the runs in flight carry on. The run
+    manager starts with the worker, so its sweeper (stale runs, stale ingest tasks) runs in every
+    worker from the start, not only once a run arrives."""
+
+    async def handle(self) -> None:
+        await get_run_manager().ensure_started()
+        await super().handle()
 
     async def listener(self, channel: str) -> None:
         backoff = 0.1
