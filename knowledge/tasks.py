@@ -29,7 +29,7 @@ from typing import Any
 from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -71,6 +71,12 @@ def task_frame(task: IngestTask) -> dict[str, Any]:
 
 def tasks_active_for_user(user: Any) -> list[IngestTask]:
     return list(IngestTask.objects.filter(owner=user, status__in=ACTIVE).order_by("created_at")[:200])
+
+
+def _close_connections() -> None:
+    """The connections of this worker thread, closed: the threads that run a task's steps are a
+    pool's, and an idle connection left in one holds a database session for nothing."""
+    connections.close_all()
 
 
 # --- Publishing progress ------------------------------------------------------------------------
@@ -197,7 +203,7 @@ def _thread_execute(task_id: str) -> None:
     try:
         asyncio.run(atask_execute(task_id, owner_tag()))
     finally:
-        close_old_connections()
+        _close_connections()
 
 
 def owner_tag() -> str:
@@ -299,7 +305,7 @@ def _pipeline(task: IngestTask) -> None:
         )
     finally:
         publish(task)
-        close_old_connections()
+        _close_connections()
 
 
 async def atask_execute(task_id: str, owner: str) -> None:
@@ -324,7 +330,7 @@ def _claim_closing(task_id: str, owner: str) -> IngestTask | None:
     try:
         return task_claim(task_id, owner)
     finally:
-        close_old_connections()
+        _close_connections()
 
 
 def task_execute(task_id: str, owner_tag: str) -> None:
@@ -338,7 +344,7 @@ def _beat(task_id: str) -> None:
             heartbeat_at=timezone.now()
         )
     finally:
-        close_old_connections()
+        _close_connections()
 
 
 async def _heartbeat(task_id: str) -> None:
@@ -399,4 +405,4 @@ def _recover_closing() -> tuple[list[str], list[IngestTask]]:
     try:
         return _recover()
     finally:
-        close_old_connections()
+        _close_connections()
