@@ -16,7 +16,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.core.exceptions import SuspiciousOperation
 from django.db.models import Count
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -44,6 +44,9 @@ from knowledge.serializers import (
 )
 
 TAGS = ["knowledge"]
+CONFLICT = OpenApiResponse(description="You already have a knowledge base of that name.")
+TOO_LARGE = OpenApiResponse(description="file_too_large: over the file size limit.")
+UPSTREAM = OpenApiResponse(description="upstream_error: the address (or the embedding model) failed.")
 FILES_FOLDER = services.FILES_FOLDER
 
 
@@ -76,7 +79,7 @@ class BaseListView(APIView):
         summary="Create a knowledge base",
         description="409 conflict when you already have a base of that name.",
         request=BaseCreateSerializer,
-        responses={201: BaseSerializer},
+        responses={201: BaseSerializer, 409: CONFLICT},
     )
     def post(self, request: Request) -> Response:
         form = BaseCreateSerializer(data=request.data)
@@ -94,7 +97,7 @@ class BaseDetailView(APIView):
         tags=TAGS,
         summary="Rename or describe a knowledge base",
         request=BaseUpdateSerializer,
-        responses={200: BaseSerializer},
+        responses={200: BaseSerializer, 409: CONFLICT},
     )
     def patch(self, request: Request, base_id: Any) -> Response:
         base = _base(request.user, base_id)
@@ -135,7 +138,7 @@ class DocumentListView(APIView):
         "bytes). The document and its ingest task: 201 new, 200 when the same bytes are already in "
         "the base. 413 file_too_large, 415 unsupported_media_type, 403 quota_exceeded.",
         request={"multipart/form-data": DocumentUploadSerializer},
-        responses={201: DocumentAddedSerializer, 200: DocumentAddedSerializer},
+        responses={201: DocumentAddedSerializer, 200: DocumentAddedSerializer, 413: TOO_LARGE},
     )
     def post(self, request: Request, base_id: Any) -> Response:
         base = _base(request.user, base_id)
@@ -158,7 +161,7 @@ class DocumentTextView(APIView):
         tags=TAGS,
         summary="Add text to a base",
         request=DocumentTextSerializer,
-        responses={201: DocumentAddedSerializer, 200: DocumentAddedSerializer},
+        responses={201: DocumentAddedSerializer, 200: DocumentAddedSerializer, 413: TOO_LARGE},
     )
     def post(self, request: Request, base_id: Any) -> Response:
         base = _base(request.user, base_id)
@@ -180,7 +183,12 @@ class DocumentUrlView(APIView):
         description="Fetched through the egress policy (public addresses only unless the operator "
         "allows more: 403 egress_denied), at most the file size limit (413), typed by its bytes.",
         request=DocumentUrlSerializer,
-        responses={201: DocumentAddedSerializer, 200: DocumentAddedSerializer},
+        responses={
+            201: DocumentAddedSerializer,
+            200: DocumentAddedSerializer,
+            413: TOO_LARGE,
+            502: UPSTREAM,
+        },
     )
     def post(self, request: Request, base_id: Any) -> Response:
         base = _base(request.user, base_id)
@@ -218,7 +226,11 @@ class SearchView(APIView):
         description="mode accurate (lexical), semantic, or hybrid (default); hits best first with "
         "score and score_details. A base that is not yours is 404.",
         request=SearchSerializer,
-        responses={200: SearchResultSerializer},
+        responses={
+            200: SearchResultSerializer,
+            404: OpenApiResponse(description="A base that does not exist or is not yours."),
+            502: UPSTREAM,
+        },
     )
     def post(self, request: Request) -> Response:
         form = SearchSerializer(data=request.data)
@@ -253,7 +265,7 @@ class TaskListView(APIView):
     def get(self, request: Request) -> Response:
         queryset = IngestTask.objects.filter(owner_id=request.user.pk)
         status = request.query_params.get("status")
-        if status:
+        if status is not None:
             if status not in IngestTask.Status.values:
                 raise ValidationFailed(f"status is one of {', '.join(IngestTask.Status.values)}.")
             queryset = queryset.filter(status=status)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from knowledge.chunking import STRATEGIES
@@ -32,6 +33,7 @@ class BaseSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(serializers.IntegerField())
     def get_document_count(self, base: KnowledgeBase) -> int:
         total = getattr(base, "document_total", None)
         return int(total) if total is not None else base.documents.count()
@@ -52,6 +54,9 @@ class BaseUpdateSerializer(serializers.Serializer):
 
 
 class TaskSerializer(serializers.ModelSerializer):
+    stage = serializers.CharField(
+        read_only=True, help_text="extract, chunk, embed, index; empty before the first"
+    )
     done = serializers.IntegerField(source="progress_done", read_only=True)
     total = serializers.IntegerField(source="progress_total", read_only=True)
 
@@ -98,6 +103,7 @@ class DocumentSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(TaskSerializer(allow_null=True))
     def get_task(self, document: Document) -> dict[str, Any] | None:
         task = self.context.get("tasks", {}).get(document.pk)
         return TaskSerializer(task).data if task is not None else None
