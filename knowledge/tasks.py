@@ -181,6 +181,11 @@ async def task_dispatch(task_id: uuid.UUID | str) -> None:
 
 def launch(task_id: str) -> None:
     """Run a task in this process, on the running loop, owned by the process."""
+    try:
+        task_id = str(uuid.UUID(str(task_id)))
+    except ValueError:
+        logger.warning("ingest task id %r is not a task id; ignored", str(task_id)[:64])
+        return
     if task_id in _running:
         return
     task = process_task(atask_execute(task_id, owner_tag()), name=f"ingest-{task_id}")
