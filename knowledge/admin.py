@@ -1,6 +1,7 @@
 """The admin of knowledge bases: bases with their document counts, documents with their state,
-chunks read-only, ingest tasks, and a re-index action (the pipeline, run in the request for now:
-the task runner takes it over)."""
+chunks read-only, ingest tasks with their stage and progress. The document re-index action and
+the task retry action queue ingest tasks (knowledge/tasks.py): the pipeline runs where tasks run
+(this process inline, a worker in worker mode), never in the admin's request."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
-from knowledge import services
+from knowledge import services, tasks
 from knowledge.models import Chunk, Document, IngestTask, KnowledgeBase
 
 
@@ -60,17 +61,12 @@ class DocumentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-index the selected documents")
     def reindex(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
-        done, failed = 0, []
-        for document in queryset.select_related("base", "stored_file"):
-            try:
-                services.document_ingest(document)
-                done += 1
-            except services.IngestError as exc:
-                failed.append(f"{document}: {exc.message}")
-        if done:
-            self.message_user(request, f"{done} document(s) re-indexed.", messages.SUCCESS)
-        for problem in failed:
-            self.message_user(request, problem, messages.ERROR)
+        queued = 0
+        for document in queryset.select_related("base", "base__owner"):
+            tasks.ingest_start(document.base.owner, document, created=True)
+            queued += 1
+        if queued:
+            self.message_user(request, f"{queued} document(s) queued for re-indexing.", messages.SUCCESS)
 
     def delete_model(self, request: HttpRequest, obj: Document) -> None:
         services.document_delete(document=obj)
@@ -105,9 +101,57 @@ class IngestTaskAdmin(admin.ModelAdmin):
         "document",
         "status",
         "stage",
+        "progress",
+        "attempts",
+        "error",
+        "updated_at",
+    )
+    list_filter = ("status", "stage")
+    list_select_related = ("base", "document")
+    readonly_fields = (
+        "id",
+        "owner",
+        "base",
+        "document",
+        "status",
+        "stage",
         "progress_done",
         "progress_total",
         "attempts",
+        "error",
+        "results",
+        "created_at",
+        "updated_at",
+        "heartbeat_at",
+        "claimed_by",
     )
-    list_filter = ("status", "stage")
-    readonly_fields = ("id", "created_at", "updated_at", "heartbeat_at", "claimed_by")
+    actions = ("retry",)
+
+    @admin.display(description="progress")
+    def progress(self, task: IngestTask) -> str:
+        if not task.progress_total:
+            return "-"
+        return (
+            f"{task.progress_done}/{task.progress_total} ({100 * task.progress_done // task.progress_total}%)"
+        )
+
+    @admin.action(description="Retry the selected tasks (a new task each)")
+    def retry(self, request: HttpRequest, queryset: QuerySet[IngestTask]) -> None:
+        queued, skipped = 0, 0
+        for task in queryset.select_related("owner"):
+            if task.status in tasks.ACTIVE or task.document_id is None:
+                skipped += 1
+                continue
+            tasks.task_retry(task)
+            queued += 1
+        if queued:
+            self.message_user(request, f"{queued} task(s) queued again.", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} task(s) skipped: still queued/running, or the document is gone.",
+                messages.WARNING,
+            )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

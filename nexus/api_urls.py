@@ -4,7 +4,7 @@ The last route answers every other ``/api/`` path with the JSON error shape (404
 the API never gets Django's HTML page.
 """
 
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from agents import apis as agent_apis
@@ -78,6 +78,8 @@ urlpatterns = [
     path("files/signed/<str:token>", file_apis.file_signed, name="file-signed"),
     path("files/<uuid:file_id>/", file_apis.FileDetailView.as_view(), name="file-detail"),
     path("files/<uuid:file_id>/download/", file_apis.FileDownloadView.as_view(), name="file-download"),
+    # knowledge bases (docs/api.md "Knowledge")
+    path("knowledge/", include("knowledge.urls")),
     # operations
     path("stats/", StatsView.as_view(), name="stats"),
     # OpenAPI 3 and its browsable docs

@@ -200,6 +200,13 @@ NEXUS_EVENT_LOG_TTL = env_int("NEXUS_EVENT_LOG_TTL", 86_400, minimum=60)
 NEXUS_EVENT_LOG_MAX_BYTES = env_int("NEXUS_EVENT_LOG_MAX_BYTES", 8 * 1_048_576, minimum=65_536)
 NEXUS_RUN_HEARTBEAT_SECONDS = env_float("NEXUS_RUN_HEARTBEAT_SECONDS", 3.0, minimum=0.1)
 NEXUS_RUN_STALE_SECONDS = env_float("NEXUS_RUN_STALE_SECONDS", 15.0, minimum=1.0)
+# Knowledge ingest tasks (docs/knowledge.md "Tasks"): a running task whose heartbeat is older
+# than NEXUS_INGEST_STALE_SECONDS lost its process and is queued again, up to
+# NEXUS_INGEST_MAX_ATTEMPTS claims in all, then failed.
+NEXUS_INGEST_STALE_SECONDS = env_float("NEXUS_INGEST_STALE_SECONDS", 30.0, minimum=1.0)
+NEXUS_INGEST_MAX_ATTEMPTS = env_int("NEXUS_INGEST_MAX_ATTEMPTS", 3, minimum=1, maximum=20)
+# TEST ONLY: seconds slept after each embedded batch, so a test can kill a worker mid-task.
+NEXUS_INGEST_TEST_BATCH_DELAY = env_float("NEXUS_INGEST_TEST_BATCH_DELAY", 0.0, minimum=0.0)
 NEXUS_CHECKPOINT_SECONDS = env_float("NEXUS_CHECKPOINT_SECONDS", 1.0, minimum=0.1)
 NEXUS_MAX_TOOL_ROUNDS = env_int("NEXUS_MAX_TOOL_ROUNDS", 8, minimum=1, maximum=32)
 # Tool calls one model reply may make; calls past it get an error result and do not run.

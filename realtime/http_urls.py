@@ -1,19 +1,32 @@
 """Realtime HTTP endpoints: invoke, stop, and the SSE streams (SPEC section 3)."""
 
+from django.http import HttpRequest, HttpResponseBase
 from django.urls import path, re_path
 
 from realtime import (
     agui_views,
     branch_views,
+    knowledge_views,
     seed002_files,
     seed002_indices,
     seed002_models,
     seed002_proxy,
+    seed002_tasks,
 )
 from realtime import http_views as views
 from realtime import seed002_views as seed002
 
 _MESSAGE = "conversations/<str:conversation_id>/messages/<str:message_id>"
+
+
+async def _index_documents(request: HttpRequest, index_name: str) -> HttpResponseBase:
+    """Seed 002's ``/api/indices/{index_name}/documents``: ``POST`` indexes documents (the
+    ingestion face, realtime/seed002_tasks.py), ``DELETE`` removes them by source
+    (realtime/seed002_indices.py); each answers any other method with its 405."""
+    if request.method == "DELETE":
+        return await seed002_indices.index_documents(request, index_name=index_name)
+    return await seed002_tasks.index_documents(request, index_name=index_name)
+
 
 urlpatterns = [
     path("invoke/", views.invoke, name="invoke"),
@@ -34,6 +47,20 @@ urlpatterns = [
     path(f"{_MESSAGE}/edit/", branch_views.message_edit_view, name="message-edit"),
     path(f"{_MESSAGE}/continue/", branch_views.message_continue_view, name="message-continue"),
     path(f"{_MESSAGE}/select/", branch_views.message_select_view, name="message-select"),
+    # a knowledge ingest task's progress as SSE (docs/knowledge.md)
+    path("knowledge/tasks/<str:task_id>/events/", knowledge_views.task_events, name="knowledge-task-events"),
+    # seed 002's data-processing tasks and the upload into an index (realtime/seed002_tasks.py)
+    re_path(r"^tasks/?$", seed002_tasks.tasks_root, name="seed002-tasks"),
+    re_path(r"^tasks/batch/?$", seed002_tasks.tasks_batch, name="seed002-tasks-batch"),
+    re_path(
+        r"^tasks/indices/(?P<index_name>[^/]+)/tasks/?$",
+        seed002_tasks.index_tasks,
+        name="seed002-index-tasks",
+    ),
+    re_path(r"^tasks/(?P<task_id>[^/]+)/details/?$", seed002_tasks.task_details, name="seed002-task-details"),
+    re_path(r"^tasks/(?P<task_id>[^/]+)/?$", seed002_tasks.task_status, name="seed002-task-status"),
+    re_path(r"^file/upload/?$", seed002_tasks.file_upload, name="seed002-file-upload"),
+    re_path(r"^indices/(?P<index_name>[^/]+)/documents/?$", _index_documents, name="seed002-index-documents"),
     # seed 002 (docs/dialects.md): the seed's paths, with or without a trailing slash
     re_path(r"^agent/run/?$", seed002.agent_run, name="seed002-agent-run"),
     re_path(r"^conversation/create/?$", seed002.conversation_create, name="seed002-conversation-create"),
@@ -83,11 +110,6 @@ urlpatterns = [
     re_path(r"^indices/?$", seed002_indices.indices, name="seed002-indices"),
     re_path(r"^indices/health/?$", seed002_indices.indices_health, name="seed002-indices-health"),
     re_path(r"^indices/(?P<index_name>[^/]+)/info/?$", seed002_indices.index_info, name="seed002-index-info"),
-    re_path(
-        r"^indices/(?P<index_name>[^/]+)/documents/?$",
-        seed002_indices.index_documents,
-        name="seed002-index-documents",
-    ),
     # after info and documents: a base named "search" keeps those paths
     re_path(
         r"^indices/search/(?P<mode>[^/]+)/?$", seed002_indices.index_search, name="seed002-indices-search"

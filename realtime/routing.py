@@ -6,6 +6,7 @@ from django.urls import path, re_path
 
 from realtime.consumers import AgentSocket, ConversationSocket, UnknownPathSocket
 from realtime.dialects.seed001 import Seed001Socket
+from realtime.knowledge_socket import KnowledgeSocket
 from realtime.monitor import EventsSocket, RootMonitorSocket, StatsSocket
 from realtime.seed004_socket import Seed004Socket
 
@@ -17,6 +18,8 @@ websocket_urlpatterns = [
     # seed 004: its agent socket at /api/agent (WebSocket only: HTTP /api/... is another router)
     path("api/agent", Seed004Socket.as_asgi()),
     path("api/agent/", Seed004Socket.as_asgi()),
+    path("ws/knowledge/", KnowledgeSocket.as_asgi()),
+    path("ws/knowledge", KnowledgeSocket.as_asgi()),
     path("ws/events/", EventsSocket.as_asgi()),
     path("ws/events", EventsSocket.as_asgi()),
     path("ws/stats/", StatsSocket.as_asgi()),

@@ -11,6 +11,7 @@ heartbeat: it is never stale.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations.models import Conversation, ConversationStatus, Message, MessageStatus
+from knowledge.tasks import sweep_stale_tasks
 from runs import approvals, sessions, store
 from runs.dispatch import dispatch_next_queued, dispatch_run
 from runs.domain_events import ConversationEnded
@@ -28,6 +30,7 @@ from runs.events import EventWriter, emit_reply_finished
 from runs.models import ACTIVE_RUN_STATUSES, HOLDING_RUN_STATUSES, Run, RunStatus
 from runs.store import db
 
+logger = logging.getLogger(__name__)
 SWEEP_SECONDS = 1.0
 
 
@@ -124,6 +127,10 @@ async def sweep_stale_runs(*, housekeeping: bool = True) -> int:
     await approvals.expire_pending(stranded=housekeeping)
     if not housekeeping:
         return count
+    try:  # knowledge ingest tasks whose process died, and their lost dispatches
+        await sweep_stale_tasks()
+    except Exception:
+        logger.exception("ingest task sweep failed")
     for run_id in await db(_lost_queued_runs)():
         await dispatch_run(run_id)
     for conversation_id, owner_id, last_seq in await db(_expire_idle_conversations)():

@@ -13,6 +13,7 @@ from typing import Any
 from channels.consumer import AsyncConsumer
 from channels.worker import Worker
 
+from knowledge import tasks as ingest_tasks
 from runs.dispatch import Handoff
 from runs.manager import get_run_manager
 
@@ -26,10 +27,22 @@ class RunWorkerConsumer(AsyncConsumer):
     async def run_execute(self, message: dict[str, Any]) -> None:
         await get_run_manager().launch(str(message["run_id"]), Handoff.from_message(message))
 
+    async def ingest_execute(self, message: dict[str, Any]) -> None:
+        """A knowledge ingest task (knowledge/tasks.py): run in this process, owned by it; the
+        manager is started for its sweeper (which recovers tasks of dead workers)."""
+        await get_run_manager().ensure_started()
+        ingest_tasks.launch(str(message.get("task_id", "")))
+
 
 class RunWorker(Worker):
     """channels' ``Worker``, except that losing the channel layer (Redis restarting) does not end
-    the process: the listener waits and listens again, and the runs in flight carry on."""
+    the process: the listener waits and listens again, and the runs in flight carry on. The run
+    manager starts with the worker, so its sweeper (stale runs, stale ingest tasks) runs in every
+    worker from the start, not only once a run arrives."""
+
+    async def handle(self) -> None:
+        await get_run_manager().ensure_started()
+        await super().handle()
 
     async def listener(self, channel: str) -> None:
         backoff = 0.1

@@ -45,6 +45,8 @@ from conversations.models import Message
 from core.apikeys import api_key_create
 from core.auth import tokens_issue
 from files.services import file_store
+from knowledge import services as knowledge_services
+from knowledge import tasks as knowledge_tasks
 from tests.api.conftest import make_conversation
 from tests.procs import Process, base_env, manage, start_daphne
 from tests.realtime_procs.cluster import SCRIPTED_PLUGIN, DbTool
@@ -95,6 +97,9 @@ NEVER_SUCCEED |= set(BRANCH_ACTIONS)
 # is tests/runs/test_approvals.py (and the cluster and browser tests).
 APPROVAL_DECIDE = "POST /api/conversations/{conversation_id}/approvals/{tool_call_id}/"
 NEVER_SUCCEED.add(APPROVAL_DECIDE)
+# A URL document needs a server to fetch from: generated URLs meet only refusals here (400, 403
+# egress_denied, 502). Its success path: tests/knowledge/test_tasks_live.py.
+NEVER_SUCCEED.add("POST /api/knowledge/bases/{base_id}/documents/url/")
 RNG = random.Random(4)
 
 
@@ -144,6 +149,9 @@ def objects(_keep_the_test_connection, staff_user, settings, tmp_path):
     mcp_server = McpServer.objects.create(
         name="fuzzed", url="http://127.0.0.1:9/mcp", per_user_credentials=True
     )
+    base = knowledge_services.base_create(owner=staff_user, name="fuzzed base")
+    document, _ = knowledge_services.document_add_text(base=base, text="Fuzz the knowledge base.")
+    task, _ = knowledge_tasks.task_create(staff_user, document)
     TOKEN["access"] = tokens_issue(staff_user)["access_token"]
     RNG.seed(4)  # the same choices whatever ran before
     KNOWN.update(
@@ -153,6 +161,9 @@ def objects(_keep_the_test_connection, staff_user, settings, tmp_path):
         file_id=[str(stored.pk)],
         key_id=[str(key.pk) for key in keys],
         server_id=[str(mcp_server.pk)],
+        base_id=[str(base.pk)],
+        document_id=[str(document.pk)],
+        task_id=[str(task.pk)],
     )
     yield
     KNOWN.clear()
@@ -181,6 +192,10 @@ def map_body(context, body):
         # then never asks the resolver for a made-up name (the network guard would fail the run).
         # An invalid one is left as it is: it belongs to a negative case.
         body["url"] = "http://127.0.0.1:9/mcp"
+    if (operation.method.upper(), operation.path) == ("POST", "/api/knowledge/search/"):
+        if isinstance(body.get("bases"), list) and body["bases"] and RNG.random() < 0.75:
+            body["bases"] = KNOWN["base_id"][:1]
+        return body
     # invoke and agent run: the agent who answers, and the conversation it answers in
     for name in ("agent_id", "conversation_id"):
         if name in body and _is_uuid(body[name]) and KNOWN.get(name) and RNG.random() < 0.75:

@@ -4,6 +4,7 @@ import { createApi, describeError } from "./api.js";
 import { ChatSession } from "./chat.js";
 import { $, avatar, emojiSupported, formatWhen, h, icon } from "./dom.js";
 import { setupApiKeys } from "./keys.js";
+import { setupKnowledge } from "./knowledge.js";
 
 const config = JSON.parse(document.getElementById("nexus-config").textContent);
 const FALLBACK_PROVIDERS = ["local", "ollama", "openai", "gemini"];
@@ -882,7 +883,7 @@ async function boot() {
   bind();
   setConnection("idle");
   els.providerSelect.replaceChildren(...FALLBACK_PROVIDERS.map((name) => h("option", { value: name }, name)));
-  await Promise.all([loadAgents(), loadConversations(), setupApiKeys({ api, toast })]);
+  await Promise.all([loadAgents(), loadConversations(), setupApiKeys({ api, toast }), setupKnowledge({ api, toast, base: config.api })]);
   routeFromHash();
   document.body.dataset.ready = "true";
 }
