@@ -35,8 +35,11 @@ def tool_specs_validate(tools: Any) -> list[dict[str, Any]]:
         if not isinstance(spec, dict):
             raise ValidationFailed("Invalid tool spec.", details={where: ["Expected an object."]})
         if spec.get("execution") == "mcp":
-            # A tool of an MCP server; its server is checked against the agent's owner on save.
-            cleaned.append(mcp_tool_entry_clean(spec, where))
+            # A tool of an MCP server; its server is checked against the agent's owner on save. It
+            # runs on the server side, so it may ask for approval as a server tool does.
+            entry = mcp_tool_entry_clean(spec, where)
+            entry.update(_approval_validate(spec, "server", where))
+            cleaned.append(entry)
             continue
         name = spec.get("name")
         if not isinstance(name, str) or not _TOOL_NAME.match(name):

@@ -87,10 +87,22 @@ def offered_tools(
     """The tools a run offers the model: the agent's own, its MCP entries as their servers
     describe them now (those ``mcp_bindings`` left out are not offered), then the client tools
     offered with the message."""
+    # an MCP entry's approval policy (runs.approvals) travels with the tool it offers
+    policies = {
+        t.get("name"): {k: t[k] for k in ("approval", "allow", "deny") if k in t}
+        for t in (agent_tools or [])
+        if t.get("execution") == "mcp"
+    }
     return [
         *(t for t in (agent_tools or []) if t.get("execution") != "mcp"),
         *(
-            {"name": b.name, "description": b.description, "parameters": b.parameters, "execution": "mcp"}
+            {
+                "name": b.name,
+                "description": b.description,
+                "parameters": b.parameters,
+                "execution": "mcp",
+                **policies.get(b.name, {}),
+            }
             for b in mcp_bindings.values()
         ),
         *client_tools,

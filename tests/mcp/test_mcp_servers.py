@@ -15,8 +15,11 @@ from agents.mcp import (
     mcp_user_credential_set,
 )
 from agents.models import Agent, McpServer
+from agents.tools.mcp import McpBinding
 from core.errors import Forbidden, ValidationFailed
 from core.secrets import SecretUnreadable
+from runs.approvals import tool_policy
+from runs.tools import offered_tools
 from tests.api.conftest import assert_error
 
 pytestmark = pytest.mark.django_db
@@ -119,6 +122,30 @@ def test_an_agent_lists_a_shared_servers_tool_by_id_and_gets_its_default_name(al
     assert stored == [
         {"name": "gh__create_issue", "execution": "mcp", "server": str(server.pk), "tool": "create_issue"}
     ]
+
+
+def test_an_mcp_tool_takes_an_approval_policy_and_the_run_offers_it_with_it(alice):
+    server = mcp_server_create(owner=None, by_staff=True, name="gh", url=URL)
+    entry = {
+        "execution": "mcp",
+        "server": str(server.pk),
+        "tool": "create_issue",
+        "approval": "ask",
+        "allow": [{"repo": "sandbox/*"}],
+    }
+    response = alice.post("/api/agents/", {**NEW, "tools": [entry]}, format="json")
+    assert response.status_code == 201, response.content
+    stored = Agent.objects.get(pk=response.json()["id"]).tools
+    assert stored[0]["approval"] == "ask" and stored[0]["allow"] == [{"repo": "sandbox/*"}]
+    binding = McpBinding(
+        name="gh__create_issue", server=server, tool="create_issue", description="", parameters={}
+    )
+    [offered] = offered_tools(stored, {binding.name: binding}, [])
+    assert offered["execution"] == "mcp" and offered["approval"] == "ask"
+    assert tool_policy(offered, {"repo": "sandbox/x"}) == "run"
+    assert tool_policy(offered, {"repo": "prod/x"}) == "ask"
+    bad = {**entry, "approval": "sometimes"}
+    assert_error(alice.post("/api/agents/", {**NEW, "tools": [bad]}, format="json"), 400, "validation_error")
 
 
 def test_an_agent_cannot_list_another_users_server(alice, other_user, settings):
