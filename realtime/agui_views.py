@@ -22,11 +22,11 @@ from django.views.decorators.http import require_http_methods
 
 from agents.selectors import agent_get_for_user
 from agents.services import tool_specs_validate
-from conversations.models import Message, Participant
+from conversations.models import Participant
 from conversations.selectors import conversation_queryset_for_user
 from conversations.services import conversation_create, conversation_history_seed
 from core.auth import User
-from core.errors import Conflict, NexusError, NotFound, TooLarge, ValidationFailed
+from core.errors import NexusError, NotFound, TooLarge, ValidationFailed
 from realtime import protocol
 from realtime.connections import StreamGuard
 from realtime.dialects.agui import (
@@ -46,10 +46,8 @@ from realtime.http_views import (
     _sse_response,
     authenticated_endpoint,
 )
-from runs.models import Run
+from realtime.tool_replies import tool_answers_give
 from runs.quotas import content_admit
-from runs.tool_answers import tool_result_submit
-from runs.tools import tool_result_key
 
 
 def _bound(user: User, agent: Any, candidates: list[uuid.UUID]) -> tuple[str, int, bool] | None:
@@ -104,57 +102,6 @@ def _thread_conversation(user: User, agent_id: str, plan: RunPlan) -> tuple[str,
     return str(conversation.pk), 0, True
 
 
-def _call_run(conversation_id: str, tool_call_id: str) -> tuple[str | None, str | None, int | None]:
-    """(run id, reply id, seq of its stored result) of the newest call with this id here."""
-    call = (
-        Message.objects.filter(
-            conversation_id=conversation_id, type="tool_call", metadata__toolCallId=tool_call_id
-        )
-        .order_by("-created_at", "-pk")
-        .first()
-    )
-    if call is None:
-        return None, None, None
-    run_id = call.metadata.get("run_id")
-    reply = Run.objects.filter(pk=run_id).values_list("reply_message_id", flat=True).first()
-    result_seq = (
-        Message.objects.filter(
-            conversation_id=conversation_id, client_message_id=tool_result_key(run_id or "", tool_call_id)
-        )
-        .values_list("seq", flat=True)
-        .first()
-    )
-    return run_id, str(reply) if reply else None, result_seq
-
-
-async def _answer_tools(
-    user: User, conversation_id: str, plan: RunPlan
-) -> tuple[str | None, str | None, int | None]:
-    """Hand each ``tool`` message to the call it answers; (run id, reply id, a seq to replay
-    from when every answer had been given already, e.g. a retried request)."""
-    run_id = reply_id = None
-    replay_from: int | None = None
-    fresh = False
-    for call_id, result, is_error in plan.tool_answers:
-        run_id, reply_id, _ = await sync_to_async(_call_run)(conversation_id, call_id)
-        if run_id is None:
-            raise NotFound(f"No tool call {call_id!r} in this thread.")
-        try:
-            await tool_result_submit(
-                user=user,
-                conversation_id=conversation_id,
-                tool_call_id=call_id,
-                result=result,
-                is_error=is_error,
-            )
-            fresh = True
-        except Conflict:
-            seq = (await sync_to_async(_call_run)(conversation_id, call_id))[2]
-            if seq is not None:
-                replay_from = seq - 1 if replay_from is None else min(replay_from, seq - 1)
-    return run_id, reply_id, None if fresh else replay_from
-
-
 async def _events(conversation_id: str, after: int, stream: AguiRunStream) -> AsyncIterator[bytes]:
     yield encode(stream.started())
     if not stream.nexus_run_id:
@@ -196,7 +143,12 @@ async def agui_run(request: HttpRequest, agent_id: str, *, user: User) -> HttpRe
     nexus_run_id: str | None = None
     reply_id: str | None = None
     if plan.tool_answers:
-        nexus_run_id, reply_id, replay_from = await _answer_tools(user, conversation_id, plan)
+        nexus_run_id, reply_id, replay_from = await tool_answers_give(
+            user,
+            conversation_id,
+            plan.tool_answers,
+            unknown=lambda call_id: NotFound(f"No tool call {call_id!r} in this thread."),
+        )
         if replay_from is not None:
             after = replay_from
     if plan.send is not None:

@@ -20,13 +20,12 @@ from conversations.models import Message, MessageType, Participant
 from conversations.services import conversation_create, conversation_history_seed
 from core.auth import User
 from core.errors import Conflict, NexusError, NotFound, ValidationFailed
-from realtime.agui_views import _call_run
 from realtime.dialects.openai_v1 import RunSteps, Step
 from realtime.dialects.openai_v1_requests import V1Plan
 from realtime.http_views import INVOKE_TIMEOUT, KEEPALIVE_SECONDS, _Follower, _last_seq, _send, _seq_before
+from realtime.tool_replies import tool_answers_give
 from runs.models import Run, RunStatus
 from runs.quotas import content_admit
-from runs.tool_answers import tool_result_submit
 
 _RESPONSE_ID = re.compile(r"^resp_([0-9a-f]{32})(?:_(\d+))?$")
 
@@ -108,34 +107,6 @@ class Started:
         self.resumed = resumed  # the request answered tool calls of a run that goes on
 
 
-async def _answer_tools(
-    user: User, conversation_id: str, plan: V1Plan
-) -> tuple[str | None, str | None, int | None]:
-    """Hand each tool answer to the call it answers; (run id, reply id, a seq to replay from when
-    every answer had been given already: a retried request)."""
-    run_id = reply_id = None
-    replay_from: int | None = None
-    fresh = False
-    for call_id, result, is_error in plan.tool_answers:
-        run_id, reply_id, _ = await sync_to_async(_call_run)(conversation_id, call_id)
-        if run_id is None:
-            raise NotFound(f"No tool call {call_id!r} in this conversation.", details={"messages": []})
-        try:
-            await tool_result_submit(
-                user=user,
-                conversation_id=conversation_id,
-                tool_call_id=call_id,
-                result=result,
-                is_error=is_error,
-            )
-            fresh = True
-        except Conflict:
-            seq = (await sync_to_async(_call_run)(conversation_id, call_id))[2]
-            if seq is not None:
-                replay_from = seq - 1 if replay_from is None else min(replay_from, seq - 1)
-    return run_id, reply_id, None if fresh else replay_from
-
-
 async def run_start(user: User, plan: V1Plan, agent: Agent) -> Started:
     """Start (or continue) the run the request asks for, through the runs doors."""
     if plan.send is not None:
@@ -157,7 +128,14 @@ async def run_start(user: User, plan: V1Plan, agent: Agent) -> Started:
     reply_id: str | None = None
     resumed = False
     if plan.tool_answers:
-        run_id, reply_id, replay_from = await _answer_tools(user, conversation_id, plan)
+        run_id, reply_id, replay_from = await tool_answers_give(
+            user,
+            conversation_id,
+            plan.tool_answers,
+            unknown=lambda call_id: NotFound(
+                f"No tool call {call_id!r} in this conversation.", details={"messages": []}
+            ),
+        )
         resumed = True
         if replay_from is not None:
             after = replay_from
