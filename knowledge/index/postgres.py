@@ -22,15 +22,12 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from knowledge.index import vectors
 from knowledge.index.schema import PG_TS_CONFIG, VECTOR_TABLE
+from knowledge.index.terms import rarest_terms
 
 # per database alias: whether the pgvector table exists (looked up once per process)
 _has_pgvector: dict[str, bool] = {}
 
 
-# A query's commonest words are left out while the rest would still match more than this many
-# passages: they weigh little in the rank (BM25 gives a word in most passages almost nothing)
-# and each matching passage costs a ranking (ts_rank_cd reads its whole tsvector).
-MAX_RANKED = 2000
 _STATS_SECONDS = 60.0
 # per database alias: (when read, rows of knowledge_chunk, lexeme -> share of rows holding it, the
 # smallest share listed)
@@ -65,8 +62,8 @@ def _lexeme_shares(connection: BaseDatabaseWrapper) -> tuple[float, dict[str, fl
 
 
 def _query_lexemes(connection: BaseDatabaseWrapper, terms: Sequence[str]) -> list[str]:
-    """The query's lexemes as the column holds them (stemmed, stop words out), commonest dropped
-    while the others would still match more than ``MAX_RANKED`` rows (the rarest always kept)."""
+    """The query's lexemes as the column holds them (stemmed, stop words out), those worth
+    matching (``knowledge.index.terms``; ts_rank_cd reads each matching passage's whole tsvector)."""
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT tsvector_to_array(to_tsvector('{PG_TS_CONFIG}', %s))", [" ".join(terms)])
         row = cursor.fetchone()
@@ -75,11 +72,7 @@ def _query_lexemes(connection: BaseDatabaseWrapper, terms: Sequence[str]) -> lis
     if not shares or len(lexemes) <= 1:
         return lexemes
     # a lexeme the statistics do not list is rarer than every one they do
-    share = {lexeme: shares.get(lexeme, smallest / 2) for lexeme in lexemes}
-    kept = sorted(lexemes, key=lambda lexeme: share[lexeme])
-    while len(kept) > 1 and (share[kept[-1]] > 0.5 or sum(share[k] for k in kept) * rows > MAX_RANKED):
-        kept.pop()
-    return kept
+    return rarest_terms({lexeme: shares.get(lexeme, smallest / 2) for lexeme in lexemes}, rows)
 
 
 def _tsquery(lexemes: Sequence[str]) -> str:

@@ -19,6 +19,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from knowledge.index import vectors
 from knowledge.index.schema import FTS_TABLE, FTS_VOCABULARY, VECTOR_TABLE_PREFIX, vector_table_statements
+from knowledge.index.terms import rarest_terms
 
 logger = logging.getLogger(__name__)
 _warned = False
@@ -34,9 +35,6 @@ def _fold(term: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
-# A query's commonest words are left out while the rest would still match more than this many
-# passages (each match costs a BM25 score); the same bound as PostgreSQL's (knowledge.index.postgres).
-MAX_RANKED = 2000
 # Document frequencies choose words, not scores (BM25 reads its own): kept per database alias
 # while the number of passages stays the same, at most a minute (when read, passages, word ->
 # passages holding it).
@@ -45,10 +43,8 @@ _vocabulary: dict[str, tuple[float, int, dict[str, int]]] = {}
 
 
 def _useful_terms(connection: BaseDatabaseWrapper, terms: Sequence[str]) -> list[str]:
-    """The terms worth matching: BM25 gives a word found in over half the passages no weight
-    (FTS5 clamps its IDF to ~0), yet matching it would score every one of them. Such words are
-    left out, and further words, commonest first, while the rest would still match more than
-    ``MAX_RANKED`` passages; the rarest word present always stays."""
+    """The terms worth matching (``knowledge.index.terms``), from the exact document frequencies
+    of FTS5's vocabulary; a word no passage holds is left out."""
     folded = list(dict.fromkeys(_fold(term) for term in terms if _fold(term)))
     if not folded:
         return []
@@ -70,12 +66,8 @@ def _useful_terms(connection: BaseDatabaseWrapper, terms: Sequence[str]) -> list
                 known[term] = int(row[0])
             frequency[term] = known[term]
     _vocabulary[connection.alias] = (read_at, total, known)
-    kept = sorted((term for term in folded if frequency[term]), key=lambda term: frequency[term])
-    while len(kept) > 1 and (
-        frequency[kept[-1]] * 2 > total or sum(frequency[term] for term in kept) > MAX_RANKED
-    ):
-        kept.pop()
-    return kept
+    present = {term: count / max(total, 1) for term, count in frequency.items() if count}
+    return rarest_terms(present, total)
 
 
 def lexical(
