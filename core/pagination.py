@@ -1,8 +1,8 @@
 """Page-number pagination for every list: ``?page=`` and ``?page_size=`` (1 to 100).
 
 DRF quietly ignores a bad ``page_size``; here it is a 400 like any other bad input, so clients
-learn about their mistake, and so is a ``page`` that is not a whole number from 1 (DRF would
-serve an empty one as the first page). A page past the end is a 404 (DRF's behaviour).
+learn about their mistake. A page past the end, or one that is not a whole number from 1, is a
+404 (DRF's behaviour, here for an empty ``page=`` too, which DRF would serve as the first page).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import pagination
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -33,7 +33,7 @@ class PageNumberPagination(pagination.PageNumberPagination):
     def paginate_queryset(self, queryset: Any, request: Request, view: APIView | None = None) -> Any:
         raw = request.query_params.getlist(self.page_query_param)
         if raw and (len(raw) > 1 or not raw[-1].strip().isdigit() or int(raw[-1]) < 1):
-            raise ValidationError({self.page_query_param: ["A whole number from 1."]})
+            raise NotFound("Invalid page: a whole number from 1.")
         return super().paginate_queryset(queryset, request, view)
 
     def get_schema_operation_parameters(self, view: APIView) -> list[dict[str, Any]]:

@@ -42,6 +42,8 @@ def form_data(**changes):
         "capabilities": "[]",
         "interaction_modes": "[]",
         "tools": "[]",
+        "knowledge_bases": "[]",
+        "knowledge_mode": "tool",
     }
     data.update(changes)
     return data
