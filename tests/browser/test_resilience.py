@@ -126,7 +126,8 @@ def test_five_seconds_offline_mid_reply_loses_nothing_and_doubles_nothing(nexus,
     text = " ".join(f"tok{i}" for i in range(90))
     nexus.fake.script(Reply(text=text, tokens_per_s=10))
     sockets: list[str] = []
-    page.on("websocket", lambda ws: sockets.append(ws.url))
+    # the conversation's sockets (the Knowledge panel keeps its own /ws/knowledge/)
+    page.on("websocket", lambda ws: "/ws/conversations/" in ws.url and sockets.append(ws.url))
     sign_in(page)
     start_chat(page, agent)
 
