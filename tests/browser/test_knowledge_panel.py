@@ -14,6 +14,8 @@ NOTES = "# Tides\n\nHigh water comes twice a day. The harbour master posts the t
 
 
 def test_a_base_made_in_the_page_takes_files_and_shows_their_progress(page, nexus, tmp_path):
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
     sign_in(page)
     page.click("#new-base-toggle")
     page.fill("#base-form input[name=name]", "harbour")
@@ -21,11 +23,14 @@ def test_a_base_made_in_the_page_takes_files_and_shows_their_progress(page, nexu
     item = page.locator('#base-list .base-item[data-name="harbour"]')
     item.wait_for()
     assert "0 documents" in item.inner_text()
+    # no task to follow yet: the page keeps no progress socket
+    assert not [url for url in sockets if "/ws/knowledge/" in url], sockets
 
     notes = tmp_path / "tides.md"
     notes.write_text(NOTES)
     item.locator("input[type=file]").set_input_files(str(notes))
     item.locator('.base-task[data-status="done"]', has_text="tides.md").wait_for(timeout=60_000)
+    assert [url for url in sockets if "/ws/knowledge/" in url], sockets  # opened for the task
     page.wait_for_function(
         "() => document.querySelector('#base-list .base-item[data-name=\"harbour\"]').innerText.includes('1 document')"
     )

@@ -1,6 +1,8 @@
 // The "Knowledge" panel: the user's knowledge bases, a form to create one, and files dropped on a
 // base (or picked with its file input) uploaded into it, with each ingest task's progress live
 // from /ws/knowledge/ (docs/knowledge.md "Progress"). REST: /api/knowledge/ (docs/api.md).
+// The progress socket is open only while a task of the user is queued or running (found at load,
+// or started here): an idle page keeps one socket, its conversation's.
 
 import { ApiError, describeError } from "./api.js";
 import { $, h } from "./dom.js";
@@ -129,13 +131,18 @@ export function setupKnowledge({ api, toast, base }) {
       const previous = tasks.get(data.task.id);
       tasks.set(data.task.id, { task: previous ? previous.task : data.task, name: file.name });
       if (!data.created) toast(`${file.name} is already in ${kb.name}.`);
+      if (isActive(data.task)) follow();
     }
     await load();
   }
 
+  const isActive = (task) => task.status === "queued" || task.status === "running";
+  const anyActive = () => [...tasks.values()].some((entry) => isActive(entry.task));
+
   function onProgress(task) {
     const entry = tasks.get(task.id) || { name: "" };
     tasks.set(task.id, { task, name: entry.name });
+    if (!anyActive() && socket) socket.close(1000); // nothing left to follow
     if (task.status === "done" || task.status === "failed") {
       load();
       return;
@@ -143,10 +150,33 @@ export function setupKnowledge({ api, toast, base }) {
     render();
   }
 
+  function follow() {
+    if (!socket) connect();
+  }
+
+  // The tasks' state from REST: at load (any still active are followed), and once the socket is
+  // open (a task that ended before the socket joined its group sends nothing more).
+  async function activeTasks() {
+    try {
+      const found = await api.request("GET", "knowledge/tasks/");
+      for (const task of found) {
+        if (isActive(task) || tasks.has(task.id)) tasks.set(task.id, { task, name: tasks.get(task.id)?.name || "" });
+      }
+    } catch (err) {
+      return; // the bases' list reports what is wrong
+    }
+    render();
+    if (anyActive()) follow();
+    else if (socket) socket.close(1000);
+  }
+
   function connect() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     socket = new WebSocket(`${scheme}//${location.host}/ws/knowledge/`);
-    socket.onopen = () => (retry = 0);
+    socket.onopen = () => {
+      retry = 0;
+      activeTasks();
+    };
     socket.onmessage = (event) => {
       let frame;
       try {
@@ -159,15 +189,15 @@ export function setupKnowledge({ api, toast, base }) {
     };
     socket.onclose = (event) => {
       socket = null;
-      if (event.code === 4003) return; // signed out: the page handles it
+      if (event.code === 4003 || !anyActive()) return; // signed out, or nothing left to follow
       retry = Math.min(retry + 1, 6);
-      setTimeout(connect, 500 * 2 ** retry);
+      setTimeout(follow, 500 * 2 ** retry);
     };
   }
 
   els.toggle.addEventListener("click", () => toggle(els.form.hidden));
   els.form.addEventListener("submit", createBase);
   els.form.querySelector("[data-action=cancel]").addEventListener("click", () => toggle(false));
-  connect();
+  activeTasks();
   return load();
 }
