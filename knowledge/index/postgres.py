@@ -28,7 +28,7 @@ from knowledge.index.terms import rarest_terms
 _has_pgvector: dict[str, bool] = {}
 
 
-_STATS_SECONDS = 60.0
+_STATS_SECONDS = 5.0
 # per database alias: (when read, rows of knowledge_chunk, lexeme -> share of rows holding it, the
 # smallest share listed)
 _stats: dict[str, tuple[float, float, dict[str, float], float]] = {}
@@ -37,7 +37,7 @@ _stats: dict[str, tuple[float, float, dict[str, float], float]] = {}
 def _lexeme_shares(connection: BaseDatabaseWrapper) -> tuple[float, dict[str, float], float]:
     """(rows, lexeme -> share of rows, smallest listed share) from PostgreSQL's statistics of the
     tsvector column (``pg_stats.most_common_elems``, kept by ANALYZE and autovacuum); nothing
-    before the first ANALYZE. Read at most once a minute per process."""
+    before the first ANALYZE. Read at most every 5 seconds per process."""
     now = time.monotonic()
     known = _stats.get(connection.alias)
     if known is not None and now - known[0] < _STATS_SECONDS:
